@@ -1,1 +1,20 @@
-//! vswitch core.
+//! vswitch: a userspace virtual switch for containers.
+//!
+//! This crate holds the switching core, and will hold the daemon around it.
+//! The core is pure: [`switch::Switch::process`] takes a frame, the port it
+//! came from and the time, and returns what to do with it; it opens no file
+//! descriptor and reads no clock, so every rule is tested frame by frame
+//! without root ([`testing::SwitchHarness`]).
+//!
+//! - [`buf`]: packet buffers with headroom for tunnel headers and room for
+//!   GSO super-frames, recycled through a pool.
+//! - [`ids`]: typed port, network and MAC identifiers.
+//! - [`switch`]: ingress checks, MAC learning, the gateway, flooding.
+//! - [`testing`]: a switch with in-memory ports and a manual clock.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod buf;
+pub mod ids;
+pub mod switch;
+pub mod testing;

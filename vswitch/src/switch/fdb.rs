@@ -1,0 +1,740 @@
+//! The forwarding database: which port each (network, MAC) was last seen on.
+//!
+//! Design (after Open vSwitch's `lib/mac-learning.h` and the Linux bridge):
+//!
+//! - Entries are learned from source addresses and forgotten after
+//!   [`FdbConfig::max_age`] without traffic (300 s, as the Linux bridge).
+//!   A lookup checks the age itself, so forwarding is exact to the
+//!   nanosecond; [`Fdb::expire`] only reclaims memory.
+//! - A MAC seen on a new port moves there (a container re-attached, a VM
+//!   migrated) and the move is counted.
+//! - Endpoints' own MACs are static entries: never aged, never evicted,
+//!   never moved by learning.
+//! - Learned entries are capped in total and per port. When a port reaches
+//!   its cap it gives up its own least recently used entry; when the table
+//!   is full, the port holding the most entries gives one up. A port
+//!   flooding random source MACs therefore only ever evicts its own entries
+//!   (OVS's fair eviction), never a quiet port's.
+//! - Each port keeps its learned entries on an intrusive list in the order
+//!   they were last *placed*. Refreshing an entry re-places it at most once
+//!   per [`REPLACE_INTERVAL`], so the common case (a frame from a known MAC)
+//!   writes one timestamp and touches no neighbour; the price is that the
+//!   list is LRU only to within that interval, which eviction and the
+//!   memory sweep can afford.
+//!
+//! The map is a `HashMap` with foldhash seeded per process: fast enough for
+//! the per-frame path, and not open to an attacker who picks source MACs to
+//! collide (HashDoS), which a fixed-key hash would be.
+
+use core::hash::{Hash, Hasher};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::ids::{MacAddr, NetworkId, PortId};
+
+/// How often a refreshed entry moves to the back of its port's LRU list.
+pub const REPLACE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Limits of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbConfig {
+    /// How long a learned entry lives without traffic (Linux bridge
+    /// `ageing_time`, default 300 s).
+    pub max_age: Duration,
+    /// Learned entries in the whole table, at least 1.
+    pub max_entries: usize,
+    /// Learned entries behind one port, at least 1.
+    pub max_per_port: usize,
+}
+
+impl Default for FdbConfig {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(300),
+            max_entries: 65_536,
+            max_per_port: 8_192,
+        }
+    }
+}
+
+/// How an entry came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// From a frame's source address.
+    Learned,
+    /// An endpoint's own MAC, from the configuration.
+    Static,
+}
+
+/// What [`Fdb::learn`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// A new entry (or one that had aged out).
+    New,
+    /// An entry on the same port, its age reset.
+    Refreshed,
+    /// An entry moved from another port.
+    Moved {
+        /// Where it was.
+        from: PortId,
+    },
+    /// A static entry holds the MAC on another port; nothing changed.
+    Pinned {
+        /// Where the static entry points.
+        at: PortId,
+    },
+}
+
+/// Table-wide event counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdbStats {
+    /// Entries created by learning.
+    pub learned: u64,
+    /// Entries moved between ports.
+    pub moved: u64,
+    /// Entries removed by aging.
+    pub aged: u64,
+    /// Entries evicted because their port reached its cap.
+    pub evicted_port_cap: u64,
+    /// Entries evicted because the table reached its cap.
+    pub evicted_table_cap: u64,
+    /// Sources not learned because a static entry holds the MAC elsewhere.
+    pub pinned: u64,
+}
+
+/// One row of the inspection snapshot (`vsctl show-fdb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbRow {
+    /// The network.
+    pub network: NetworkId,
+    /// The MAC.
+    pub mac: MacAddr,
+    /// Where frames to it go.
+    pub port: PortId,
+    /// Time since last seen; `None` for static entries.
+    pub age: Option<Duration>,
+    /// How the entry came to be.
+    pub origin: Origin,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FdbKey {
+    network: NetworkId,
+    mac: MacAddr,
+}
+
+impl Hash for FdbKey {
+    /// One word instead of the field-by-field hash: the per-frame path
+    /// hashes twice per frame. Networks beyond 2^16 only share hash bits.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.mac.as_u64() | (u64::from(self.network.0) << 48));
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug)]
+struct Entry {
+    key: FdbKey,
+    port: PortId,
+    origin: Origin,
+    last_seen: Instant,
+    /// When the entry was last put at the back of its port's list.
+    placed: Instant,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PortList {
+    head: u32,
+    tail: u32,
+    learned: usize,
+}
+
+impl Default for PortList {
+    fn default() -> Self {
+        Self {
+            head: NIL,
+            tail: NIL,
+            learned: 0,
+        }
+    }
+}
+
+/// The forwarding database of one switch (all its networks).
+#[derive(Debug)]
+pub struct Fdb {
+    config: FdbConfig,
+    map: HashMap<FdbKey, u32, foldhash::fast::RandomState>,
+    slab: Vec<Entry>,
+    free: Vec<u32>,
+    ports: Vec<PortList>,
+    learned: usize,
+    stats: FdbStats,
+}
+
+impl Fdb {
+    /// An empty table. Caps of zero are raised to one.
+    #[must_use]
+    pub fn new(config: FdbConfig) -> Self {
+        let config = FdbConfig {
+            max_entries: config.max_entries.max(1),
+            max_per_port: config.max_per_port.max(1),
+            ..config
+        };
+        Self {
+            config,
+            map: HashMap::default(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            ports: Vec::new(),
+            learned: 0,
+            stats: FdbStats::default(),
+        }
+    }
+
+    /// The limits in force.
+    #[must_use]
+    pub const fn config(&self) -> &FdbConfig {
+        &self.config
+    }
+
+    /// Event counters.
+    #[must_use]
+    pub const fn stats(&self) -> &FdbStats {
+        &self.stats
+    }
+
+    /// Entries held, static and learned (aged entries not yet swept included).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table holds nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Learned entries held, in total.
+    #[must_use]
+    pub const fn learned_len(&self) -> usize {
+        self.learned
+    }
+
+    /// Learned entries held behind one port.
+    #[must_use]
+    pub fn port_len(&self, port: PortId) -> usize {
+        self.ports.get(port.index()).map_or(0, |l| l.learned)
+    }
+
+    /// Records that `mac` sent a frame on `port` of `network` at `now`.
+    #[inline]
+    pub fn learn(
+        &mut self,
+        now: Instant,
+        network: NetworkId,
+        mac: MacAddr,
+        port: PortId,
+    ) -> Learned {
+        let key = FdbKey { network, mac };
+        let Some(&i) = self.map.get(&key) else {
+            self.insert_learned(now, key, port);
+            return Learned::New;
+        };
+        let max_age = self.config.max_age;
+        let e = &mut self.slab[i as usize];
+        if e.origin == Origin::Static {
+            if e.port == port {
+                return Learned::Refreshed;
+            }
+            self.stats.pinned += 1;
+            return Learned::Pinned { at: e.port };
+        }
+        let was_live = now.saturating_duration_since(e.last_seen) < max_age;
+        if e.port == port {
+            e.last_seen = now;
+            if now.saturating_duration_since(e.placed) >= REPLACE_INTERVAL {
+                self.unlink(i);
+                self.link_back(i, port, now);
+            }
+            return if was_live {
+                Learned::Refreshed
+            } else {
+                Learned::New
+            };
+        }
+        let from = e.port;
+        self.unlink(i);
+        self.make_room(port);
+        self.slab[i as usize].port = port;
+        self.slab[i as usize].last_seen = now;
+        self.link_back(i, port, now);
+        if was_live {
+            self.stats.moved += 1;
+            Learned::Moved { from }
+        } else {
+            Learned::New
+        }
+    }
+
+    /// The port behind `mac` on `network`, if known and not aged out.
+    #[inline]
+    #[must_use]
+    pub fn lookup(&self, now: Instant, network: NetworkId, mac: MacAddr) -> Option<PortId> {
+        let &i = self.map.get(&FdbKey { network, mac })?;
+        let e = &self.slab[i as usize];
+        let live = e.origin == Origin::Static
+            || now.saturating_duration_since(e.last_seen) < self.config.max_age;
+        live.then_some(e.port)
+    }
+
+    /// Pins `mac` on `network` to `port` (an endpoint's own MAC), replacing
+    /// whatever was there.
+    pub fn add_static(&mut self, now: Instant, network: NetworkId, mac: MacAddr, port: PortId) {
+        let key = FdbKey { network, mac };
+        if let Some(&i) = self.map.get(&key) {
+            if self.slab[i as usize].origin == Origin::Learned {
+                self.unlink(i);
+            }
+            let e = &mut self.slab[i as usize];
+            e.origin = Origin::Static;
+            e.port = port;
+            e.last_seen = now;
+            e.placed = now;
+            e.prev = NIL;
+            e.next = NIL;
+            return;
+        }
+        let i = self.alloc(Entry {
+            key,
+            port,
+            origin: Origin::Static,
+            last_seen: now,
+            placed: now,
+            prev: NIL,
+            next: NIL,
+        });
+        self.map.insert(key, i);
+    }
+
+    /// Removes a static entry; a learned entry for the MAC is left alone.
+    pub fn remove_static(&mut self, network: NetworkId, mac: MacAddr) {
+        let key = FdbKey { network, mac };
+        if let Some(&i) = self.map.get(&key)
+            && self.slab[i as usize].origin == Origin::Static
+        {
+            self.map.remove(&key);
+            self.free.push(i);
+        }
+    }
+
+    /// Forgets every entry, static or learned, behind `port`.
+    pub fn flush_port(&mut self, port: PortId) {
+        self.remove_where(|e| e.port == port);
+    }
+
+    /// Forgets every entry of `network`.
+    pub fn flush_network(&mut self, network: NetworkId) {
+        self.remove_where(|e| e.key.network == network);
+    }
+
+    /// Forgets the learned entries, keeping the static ones.
+    pub fn flush_learned(&mut self) {
+        self.remove_where(|e| e.origin == Origin::Learned);
+    }
+
+    fn remove_where(&mut self, pred: impl Fn(&Entry) -> bool) {
+        let doomed: Vec<u32> = self
+            .map
+            .values()
+            .copied()
+            .filter(|&i| pred(&self.slab[i as usize]))
+            .collect();
+        for i in doomed {
+            self.remove(i);
+        }
+    }
+
+    /// Removes entries that aged out by `now`; returns how many. Entries are
+    /// found from the front of each port's list, so one may be reclaimed up
+    /// to [`REPLACE_INTERVAL`] late; lookups never return it meanwhile.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        for p in 0..self.ports.len() {
+            loop {
+                let head = self.ports[p].head;
+                if head == NIL {
+                    break;
+                }
+                let e = &self.slab[head as usize];
+                if now.saturating_duration_since(e.last_seen) < self.config.max_age {
+                    break;
+                }
+                self.remove(head);
+                removed += 1;
+            }
+        }
+        self.stats.aged += removed as u64;
+        removed
+    }
+
+    /// When [`Fdb::expire`] next has work, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ports
+            .iter()
+            .filter(|l| l.head != NIL)
+            .map(|l| self.slab[l.head as usize].last_seen + self.config.max_age)
+            .min()
+    }
+
+    /// Every live entry, sorted by network then MAC.
+    #[must_use]
+    pub fn snapshot(&self, now: Instant) -> Vec<FdbRow> {
+        let mut rows: Vec<FdbRow> = self
+            .map
+            .values()
+            .map(|&i| &self.slab[i as usize])
+            .filter_map(|e| {
+                let age = now.saturating_duration_since(e.last_seen);
+                match e.origin {
+                    Origin::Static => Some(None),
+                    Origin::Learned if age < self.config.max_age => Some(Some(age)),
+                    Origin::Learned => None,
+                }
+                .map(|age| FdbRow {
+                    network: e.key.network,
+                    mac: e.key.mac,
+                    port: e.port,
+                    age,
+                    origin: e.origin,
+                })
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| (r.network, r.mac));
+        rows
+    }
+
+    fn insert_learned(&mut self, now: Instant, key: FdbKey, port: PortId) {
+        self.make_room(port);
+        let i = self.alloc(Entry {
+            key,
+            port,
+            origin: Origin::Learned,
+            last_seen: now,
+            placed: now,
+            prev: NIL,
+            next: NIL,
+        });
+        self.map.insert(key, i);
+        self.link_back(i, port, now);
+        self.stats.learned += 1;
+    }
+
+    /// Evicts one entry if adding one behind `port` would break a cap.
+    fn make_room(&mut self, port: PortId) {
+        if self.ports.len() <= port.index() {
+            self.ports.resize(port.index() + 1, PortList::default());
+        }
+        if self.ports[port.index()].learned >= self.config.max_per_port {
+            let head = self.ports[port.index()].head;
+            self.remove(head);
+            self.stats.evicted_port_cap += 1;
+        } else if self.learned >= self.config.max_entries {
+            // The port holding the most entries gives one up; on a tie the
+            // lowest port id, so the choice is deterministic.
+            let victim = (0..self.ports.len())
+                .max_by_key(|&p| (self.ports[p].learned, core::cmp::Reverse(p)))
+                .map(|p| self.ports[p].head);
+            if let Some(head) = victim.filter(|&h| h != NIL) {
+                self.remove(head);
+                self.stats.evicted_table_cap += 1;
+            }
+        }
+    }
+
+    fn alloc(&mut self, entry: Entry) -> u32 {
+        if let Some(i) = self.free.pop() {
+            self.slab[i as usize] = entry;
+            i
+        } else {
+            let i = u32::try_from(self.slab.len()).expect("FDB is capped far below 2^32 entries");
+            self.slab.push(entry);
+            i
+        }
+    }
+
+    fn remove(&mut self, i: u32) {
+        if self.slab[i as usize].origin == Origin::Learned {
+            self.unlink(i);
+        }
+        let key = self.slab[i as usize].key;
+        self.map.remove(&key);
+        self.free.push(i);
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (port, prev, next) = {
+            let e = &self.slab[i as usize];
+            (e.port.index(), e.prev, e.next)
+        };
+        if prev == NIL {
+            self.ports[port].head = next;
+        } else {
+            self.slab[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.ports[port].tail = prev;
+        } else {
+            self.slab[next as usize].prev = prev;
+        }
+        self.ports[port].learned -= 1;
+        self.learned -= 1;
+    }
+
+    fn link_back(&mut self, i: u32, port: PortId, now: Instant) {
+        let list = &mut self.ports[port.index()];
+        let tail = list.tail;
+        list.tail = i;
+        if tail == NIL {
+            list.head = i;
+        }
+        list.learned += 1;
+        self.learned += 1;
+        if tail != NIL {
+            self.slab[tail as usize].next = i;
+        }
+        let e = &mut self.slab[i as usize];
+        e.prev = tail;
+        e.next = NIL;
+        e.placed = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: NetworkId = NetworkId(0);
+
+    fn mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0, b[0], b[1], b[2], b[3]])
+    }
+
+    fn fdb(max_entries: usize, max_per_port: usize) -> Fdb {
+        Fdb::new(FdbConfig {
+            max_age: Duration::from_secs(300),
+            max_entries,
+            max_per_port,
+        })
+    }
+
+    #[test]
+    fn learns_then_finds() {
+        let t0 = Instant::now();
+        let mut f = fdb(10, 10);
+        assert_eq!(f.lookup(t0, N, mac(1)), None);
+        assert_eq!(f.learn(t0, N, mac(1), PortId(3)), Learned::New);
+        assert_eq!(f.lookup(t0, N, mac(1)), Some(PortId(3)));
+        assert_eq!(
+            f.lookup(t0, NetworkId(1), mac(1)),
+            None,
+            "networks are separate tables"
+        );
+        assert_eq!(f.learn(t0, N, mac(1), PortId(3)), Learned::Refreshed);
+    }
+
+    #[test]
+    fn ages_out_exactly_at_max_age_and_refresh_extends_life() {
+        let t0 = Instant::now();
+        let age = Duration::from_secs(300);
+        let mut f = fdb(10, 10);
+        f.learn(t0, N, mac(1), PortId(1));
+        assert_eq!(
+            f.lookup(t0 + age - Duration::from_nanos(1), N, mac(1)),
+            Some(PortId(1))
+        );
+        assert_eq!(f.lookup(t0 + age, N, mac(1)), None);
+
+        f.learn(t0 + Duration::from_secs(200), N, mac(1), PortId(1));
+        assert_eq!(f.lookup(t0 + age, N, mac(1)), Some(PortId(1)));
+        assert_eq!(f.lookup(t0 + Duration::from_secs(500), N, mac(1)), None);
+    }
+
+    #[test]
+    fn expire_reclaims_and_poll_timeout_says_when() {
+        let t0 = Instant::now();
+        let mut f = fdb(10, 10);
+        f.learn(t0, N, mac(1), PortId(1));
+        f.learn(t0 + Duration::from_secs(10), N, mac(2), PortId(2));
+        f.add_static(t0, N, mac(9), PortId(9));
+        assert_eq!(f.poll_timeout(), Some(t0 + Duration::from_secs(300)));
+        assert_eq!(f.expire(t0 + Duration::from_secs(299)), 0);
+        assert_eq!(f.expire(t0 + Duration::from_secs(300)), 1);
+        assert_eq!(f.poll_timeout(), Some(t0 + Duration::from_secs(310)));
+        assert_eq!(f.expire(t0 + Duration::from_secs(400)), 1);
+        assert_eq!(f.poll_timeout(), None, "static entries never expire");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.stats().aged, 2);
+    }
+
+    #[test]
+    fn a_mac_seen_elsewhere_moves_and_is_counted() {
+        let t0 = Instant::now();
+        let mut f = fdb(10, 10);
+        f.learn(t0, N, mac(1), PortId(1));
+        assert_eq!(
+            f.learn(t0, N, mac(1), PortId(2)),
+            Learned::Moved { from: PortId(1) }
+        );
+        assert_eq!(f.lookup(t0, N, mac(1)), Some(PortId(2)));
+        assert_eq!((f.port_len(PortId(1)), f.port_len(PortId(2))), (0, 1));
+        assert_eq!(f.stats().moved, 1);
+    }
+
+    #[test]
+    fn static_entries_are_not_moved_aged_or_counted_against_caps() {
+        let t0 = Instant::now();
+        let mut f = fdb(1, 1);
+        f.add_static(t0, N, mac(1), PortId(1));
+        assert_eq!(
+            f.learn(t0, N, mac(1), PortId(2)),
+            Learned::Pinned { at: PortId(1) }
+        );
+        assert_eq!(
+            f.lookup(t0 + Duration::from_secs(10_000), N, mac(1)),
+            Some(PortId(1))
+        );
+        f.learn(t0, N, mac(2), PortId(1));
+        assert_eq!(f.learned_len(), 1);
+        assert_eq!(f.stats().pinned, 1);
+        f.remove_static(N, mac(1));
+        assert_eq!(f.lookup(t0, N, mac(1)), None);
+        assert_eq!(
+            f.lookup(t0, N, mac(2)),
+            Some(PortId(1)),
+            "learned entry untouched"
+        );
+    }
+
+    #[test]
+    fn static_replaces_a_learned_entry() {
+        let t0 = Instant::now();
+        let mut f = fdb(10, 10);
+        f.learn(t0, N, mac(1), PortId(5));
+        f.add_static(t0, N, mac(1), PortId(1));
+        assert_eq!(f.learned_len(), 0);
+        assert_eq!(f.port_len(PortId(5)), 0);
+        assert_eq!(f.lookup(t0, N, mac(1)), Some(PortId(1)));
+    }
+
+    #[test]
+    fn per_port_cap_evicts_that_ports_least_recent_entry() {
+        let t0 = Instant::now();
+        let mut f = fdb(100, 3);
+        for m in 1..=3 {
+            f.learn(t0 + Duration::from_secs(u64::from(m)), N, mac(m), PortId(1));
+        }
+        // mac(1) refreshed long enough after placement to move to the back.
+        f.learn(t0 + Duration::from_secs(10), N, mac(1), PortId(1));
+        f.learn(t0 + Duration::from_secs(11), N, mac(4), PortId(1));
+        assert_eq!(
+            f.lookup(t0 + Duration::from_secs(11), N, mac(2)),
+            None,
+            "least recent evicted"
+        );
+        for m in [1, 3, 4] {
+            assert_eq!(
+                f.lookup(t0 + Duration::from_secs(11), N, mac(m)),
+                Some(PortId(1))
+            );
+        }
+        assert_eq!(f.port_len(PortId(1)), 3);
+        assert_eq!(f.stats().evicted_port_cap, 1);
+    }
+
+    #[test]
+    fn table_cap_evicts_from_the_port_holding_the_most() {
+        let t0 = Instant::now();
+        let mut f = fdb(4, 100);
+        f.learn(t0, N, mac(100), PortId(1)); // the quiet port's one entry
+        for m in 0..3 {
+            f.learn(t0, N, mac(m), PortId(2));
+        }
+        // The table is full; a flood of new MACs from port 2 only ever
+        // evicts port 2's entries, and a new MAC on a quiet port 3 also
+        // takes its room from port 2.
+        for m in 3..50 {
+            f.learn(t0, N, mac(m), PortId(2));
+        }
+        f.learn(t0, N, mac(200), PortId(3));
+        assert_eq!(f.lookup(t0, N, mac(100)), Some(PortId(1)));
+        assert_eq!(f.lookup(t0, N, mac(200)), Some(PortId(3)));
+        assert_eq!(f.learned_len(), 4);
+        assert_eq!(f.port_len(PortId(2)), 2);
+        assert_eq!(f.stats().evicted_table_cap, 48);
+    }
+
+    #[test]
+    fn flushes_by_port_and_network() {
+        let t0 = Instant::now();
+        let mut f = fdb(10, 10);
+        f.learn(t0, N, mac(1), PortId(1));
+        f.learn(t0, N, mac(2), PortId(2));
+        f.add_static(t0, N, mac(3), PortId(1));
+        f.learn(t0, NetworkId(1), mac(4), PortId(4));
+        f.flush_port(PortId(1));
+        assert_eq!(f.lookup(t0, N, mac(1)), None);
+        assert_eq!(f.lookup(t0, N, mac(3)), None);
+        assert_eq!(f.lookup(t0, N, mac(2)), Some(PortId(2)));
+        f.flush_network(N);
+        assert_eq!(f.lookup(t0, N, mac(2)), None);
+        assert_eq!(f.lookup(t0, NetworkId(1), mac(4)), Some(PortId(4)));
+        assert_eq!(f.learned_len(), 1);
+    }
+
+    #[test]
+    fn snapshot_lists_live_entries_with_age_and_origin() {
+        let t0 = Instant::now();
+        let mut f = fdb(10, 10);
+        f.learn(t0, N, mac(2), PortId(2));
+        f.add_static(t0, N, mac(1), PortId(1));
+        f.learn(t0, N, mac(3), PortId(3));
+        f.learn(t0 + Duration::from_secs(200), N, mac(3), PortId(3));
+        let rows = f.snapshot(t0 + Duration::from_secs(350));
+        assert_eq!(
+            rows,
+            vec![
+                FdbRow {
+                    network: N,
+                    mac: mac(1),
+                    port: PortId(1),
+                    age: None,
+                    origin: Origin::Static
+                },
+                FdbRow {
+                    network: N,
+                    mac: mac(3),
+                    port: PortId(3),
+                    age: Some(Duration::from_secs(150)),
+                    origin: Origin::Learned
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_aged_entry_relearned_elsewhere_is_new_not_a_move() {
+        let t0 = Instant::now();
+        let mut f = fdb(10, 10);
+        f.learn(t0, N, mac(1), PortId(1));
+        let later = t0 + Duration::from_secs(301);
+        assert_eq!(f.learn(later, N, mac(1), PortId(2)), Learned::New);
+        assert_eq!(f.stats().moved, 0);
+        assert_eq!(f.lookup(later, N, mac(1)), Some(PortId(2)));
+    }
+}

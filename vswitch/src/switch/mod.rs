@@ -1,0 +1,334 @@
+//! The switching pipeline: one pure function from (state, frame, time) to a
+//! decision.
+//!
+//! ```text
+//!  frame on port P
+//!    │  runt / oversize (MTU, or each GSO segment) / invalid source MAC
+//!    │  container port: source MAC = its MAC; ARP and IPv4 sender = its address
+//!    ▼
+//!  learn (network, source MAC) → P
+//!    ▼
+//!  destination
+//!    ├─ gateway MAC ─────────────── ARP for the gateway → Reply
+//!    │                              ICMP echo to the gateway → Reply
+//!    │                              anything else → L3 stage (NoRoute for now)
+//!    ├─ broadcast ARP for gateway ─ Reply
+//!    ├─ group address ───────────── Flood (the network's other ports)
+//!    ├─ known unicast ───────────── Output(port), never back out of P
+//!    └─ unknown unicast ─────────── Flood
+//! ```
+//!
+//! A port belongs to exactly one network, so a frame can never leave in
+//! another network. With ICC off, container-to-container traffic other than
+//! ARP is dropped, as Docker's `-i B -o B -j DROP` does (Docker §3.3), while
+//! the gateway stays reachable.
+//!
+//! This module opens nothing and reads no clock: the datapath calls
+//! [`Switch::process`] with the time it read once per batch, then carries
+//! out the returned [`Action`].
+
+mod action;
+mod checksum;
+mod config;
+mod counters;
+mod fdb;
+mod gateway;
+mod ingress;
+mod trace;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use smoltcp::wire::EthernetFrame;
+
+pub use action::{Action, DropReason, FloodScope};
+pub use config::{
+    ConfigError, DEFAULT_MTU, ETH_HEADER_LEN, Gateway, NetworkConfig, PortConfig, PortRole,
+    SwitchConfig,
+};
+pub use counters::{DropCounters, PortStats, Stats};
+pub use fdb::{Fdb, FdbConfig, FdbRow, FdbStats, Learned, Origin, REPLACE_INTERVAL};
+pub use trace::{NoTrace, Trace, TraceEvent, Tracer};
+
+use crate::buf::PacketBuf;
+use crate::ids::{MacAddr, NetworkId, PortId};
+use gateway::Answer;
+use ingress::{ETHERTYPE_ARP, ETHERTYPE_IPV4};
+
+/// A MAC-learning switch over any number of networks, with a virtual
+/// gateway per network.
+#[derive(Debug)]
+pub struct Switch {
+    config: Arc<SwitchConfig>,
+    fdb: Fdb,
+    stats: Stats,
+}
+
+impl Switch {
+    /// A switch with no ports yet.
+    #[must_use]
+    pub fn new(fdb: FdbConfig) -> Self {
+        Self {
+            config: Arc::default(),
+            fdb: Fdb::new(fdb),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Replaces the configuration. Entries and counters of ports that are
+    /// gone or changed are dropped, and every container port's MAC becomes a
+    /// static FDB entry. Called between batches, never per frame.
+    pub fn apply_config(&mut self, now: Instant, config: Arc<SwitchConfig>) {
+        let old = core::mem::replace(&mut self.config, config);
+        for net in old.networks() {
+            if self.config.network(net.id).is_none() {
+                self.fdb.flush_network(net.id);
+            }
+        }
+        for port in old.ports() {
+            if self.config.port(port.id) != Some(port) {
+                self.fdb.flush_port(port.id);
+                self.stats.reset_port(port.id);
+            }
+        }
+        for port in self.config.ports() {
+            if let PortRole::Container { mac, .. } = port.role {
+                self.fdb.add_static(now, port.network, mac, port.id);
+            }
+        }
+        self.stats.resize(self.config.port_slots());
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub const fn config(&self) -> &Arc<SwitchConfig> {
+        &self.config
+    }
+
+    /// The forwarding database.
+    #[must_use]
+    pub const fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// Counters.
+    #[must_use]
+    pub const fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Decides what happens to the frame in `buf`, received on `ingress`
+    /// at `now`. A reply from the gateway is written into `buf`.
+    #[inline]
+    pub fn process(&mut self, now: Instant, ingress: PortId, buf: &mut PacketBuf) -> Action {
+        self.process_traced(now, ingress, buf, &mut NoTrace)
+    }
+
+    /// [`Switch::process`], reporting each step to `tracer`.
+    pub fn process_traced<T: Tracer>(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        buf: &mut PacketBuf,
+        tracer: &mut T,
+    ) -> Action {
+        tracer.record(TraceEvent::Received {
+            port: ingress,
+            len: buf.len(),
+        });
+        let action = self.decide(now, ingress, buf, tracer);
+        if let Action::Drop(reason) = action {
+            self.stats.drop(ingress, reason);
+            tracer.record(TraceEvent::Dropped(reason));
+        }
+        tracer.record(TraceEvent::Decided(action));
+        action
+    }
+
+    fn decide<T: Tracer>(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        buf: &mut PacketBuf,
+        tracer: &mut T,
+    ) -> Action {
+        let config = &*self.config;
+        let Some(port) = config.port(ingress) else {
+            return Action::Drop(DropReason::UnknownPort);
+        };
+        let Some(net) = config.network_state(port.network) else {
+            return Action::Drop(DropReason::UnknownPort);
+        };
+        self.stats.rx(ingress, buf.len());
+        let vnet = buf.vnet;
+        let frame = buf.frame_mut();
+        if frame.len() < ETH_HEADER_LEN {
+            return Action::Drop(DropReason::Runt);
+        }
+        let eth = EthernetFrame::new_unchecked(&*frame);
+        let src = MacAddr::from(eth.src_addr());
+        let dst = MacAddr::from(eth.dst_addr());
+        let ethertype = u16::from(eth.ethertype());
+
+        if !ingress::fits_mtu(frame, &vnet, ethertype, net.max_frame_len) {
+            return Action::Drop(DropReason::Oversize);
+        }
+        if !src.is_valid_source() {
+            return Action::Drop(DropReason::InvalidSrcMac);
+        }
+        let from_container = match port.role {
+            PortRole::Container { mac, ipv4 } => {
+                if src != mac {
+                    return Action::Drop(DropReason::SrcMacSpoofed);
+                }
+                if let Err(reason) = ingress::check_container(frame, ethertype, mac, ipv4) {
+                    return Action::Drop(reason);
+                }
+                true
+            }
+            PortRole::Uplink => false,
+        };
+        let network = net.config.id;
+        tracer.record(TraceEvent::IngressChecked {
+            network,
+            src,
+            dst,
+            ethertype,
+        });
+
+        let outcome = self.fdb.learn(now, network, src, ingress);
+        tracer.record(TraceEvent::Learned { mac: src, outcome });
+
+        if let Some(gw) = net.config.gateway {
+            if dst == gw.mac {
+                return to_gateway(frame, gw, ingress, ethertype, tracer);
+            }
+            if dst.is_broadcast() && ethertype == ETHERTYPE_ARP {
+                match gateway::answer_arp(frame, gw) {
+                    Answer::Replied => {
+                        tracer.record(TraceEvent::GatewayArpReply);
+                        return Action::Reply(ingress);
+                    }
+                    Answer::Drop(reason) => return Action::Drop(reason),
+                    Answer::NotMine => {}
+                }
+            }
+        }
+
+        // ICC off: a container reaches no other container, ARP excepted so
+        // that neighbours resolve as they do on Docker's bridge.
+        let isolated = from_container && !net.config.icc && ethertype != ETHERTYPE_ARP;
+        if dst.is_multicast() {
+            return flood(network, ingress, isolated, net.uplinks);
+        }
+        let out = self.fdb.lookup(now, network, dst);
+        tracer.record(TraceEvent::Lookup {
+            mac: dst,
+            port: out,
+        });
+        match out {
+            None => flood(network, ingress, isolated, net.uplinks),
+            Some(p) if p == ingress => Action::Drop(DropReason::SamePort),
+            Some(p) => {
+                let to_container = config
+                    .port(p)
+                    .is_some_and(|c| matches!(c.role, PortRole::Container { .. }));
+                if isolated && to_container {
+                    Action::Drop(DropReason::IccDisabled)
+                } else {
+                    Action::Output(p)
+                }
+            }
+        }
+    }
+
+    /// The ports a [`Action::Flood`] reaches, in id order.
+    pub fn flood_targets(
+        &self,
+        network: NetworkId,
+        except: PortId,
+        scope: FloodScope,
+    ) -> impl Iterator<Item = PortId> + '_ {
+        self.config
+            .network_ports(network)
+            .iter()
+            .copied()
+            .filter(move |&p| {
+                p != except
+                    && (scope == FloodScope::All
+                        || self
+                            .config
+                            .port(p)
+                            .is_some_and(|c| c.role == PortRole::Uplink))
+            })
+    }
+
+    /// Counts a frame written to `port`.
+    #[inline]
+    pub fn record_tx(&mut self, port: PortId, bytes: usize) {
+        self.stats.tx(port, bytes);
+    }
+
+    /// Counts a frame `port` could not take (its queue was full).
+    #[inline]
+    pub fn record_tx_dropped(&mut self, port: PortId) {
+        self.stats.tx_dropped(port);
+    }
+
+    /// Reclaims aged FDB entries.
+    pub fn expire(&mut self, now: Instant) {
+        self.fdb.expire(now);
+    }
+
+    /// When [`Switch::expire`] next has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.fdb.poll_timeout()
+    }
+}
+
+fn flood(network: NetworkId, except: PortId, isolated: bool, uplinks: usize) -> Action {
+    if !isolated {
+        return Action::Flood {
+            network,
+            except,
+            scope: FloodScope::All,
+        };
+    }
+    if uplinks == 0 {
+        return Action::Drop(DropReason::IccDisabled);
+    }
+    Action::Flood {
+        network,
+        except,
+        scope: FloodScope::UplinksOnly,
+    }
+}
+
+fn to_gateway<T: Tracer>(
+    frame: &mut [u8],
+    gw: Gateway,
+    ingress: PortId,
+    ethertype: u16,
+    tracer: &mut T,
+) -> Action {
+    let (answer, event) = match ethertype {
+        ETHERTYPE_ARP => (gateway::answer_arp(frame, gw), TraceEvent::GatewayArpReply),
+        ETHERTYPE_IPV4 => (
+            gateway::answer_ipv4(frame, gw),
+            TraceEvent::GatewayEchoReply,
+        ),
+        _ => (Answer::NotMine, TraceEvent::ToL3),
+    };
+    match answer {
+        Answer::Replied => {
+            tracer.record(event);
+            Action::Reply(ingress)
+        }
+        Answer::Drop(reason) => Action::Drop(reason),
+        Answer::NotMine => {
+            tracer.record(TraceEvent::ToL3);
+            Action::Drop(DropReason::NoRoute)
+        }
+    }
+}
