@@ -21,6 +21,9 @@
 //!   writes one timestamp and touches no neighbour; the price is that the
 //!   list is LRU only to within that interval, which eviction and the
 //!   memory sweep can afford.
+//! - What a frame needs (port, last seen, origin) lives in the hash map's
+//!   value, so learning and lookup each cost one probe; the list links live
+//!   beside it and are touched only when an entry is placed or removed.
 //!
 //! The map is a `HashMap` with foldhash seeded per process: fast enough for
 //! the per-frame path, and not open to an attacker who picks source MACs to
@@ -32,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use crate::ids::{MacAddr, NetworkId, PortId};
 
-/// How often a refreshed entry moves to the back of its port's LRU list.
-pub const REPLACE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often, at most, a refreshed entry moves to the back of its port's
+/// LRU list (2^30 ns, about 1.07 s).
+pub const REPLACE_INTERVAL: Duration = Duration::from_nanos(1 << TICK_SHIFT);
 
 /// Limits of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,14 +137,32 @@ impl Hash for FdbKey {
 
 const NIL: u32 = u32::MAX;
 
-#[derive(Debug)]
-struct Entry {
+/// Nanoseconds since the table's epoch (its first use): 8 bytes instead of
+/// an `Instant`'s 16, so an entry's hot part fits in 24.
+type Stamp = u64;
+
+/// log2 of the nanoseconds in one placement tick (about 1.07 s).
+const TICK_SHIFT: u32 = 30;
+
+/// What the per-frame path reads and writes, kept in the map itself so a
+/// lookup costs one probe.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    port: PortId,
+    /// The entry's node on its port's LRU list; `NIL` for static entries.
+    node: u32,
+    last_seen: Stamp,
+    /// The tick in which the entry was last put at the back of its list.
+    placed: u32,
+    origin: Origin,
+}
+
+/// An LRU list node, touched only when an entry is placed, evicted or
+/// aged: at most about once a second per entry.
+#[derive(Clone, Copy, Debug)]
+struct Node {
     key: FdbKey,
     port: PortId,
-    origin: Origin,
-    last_seen: Instant,
-    /// When the entry was last put at the back of its port's list.
-    placed: Instant,
     prev: u32,
     next: u32,
 }
@@ -154,11 +176,7 @@ struct PortList {
 
 impl Default for PortList {
     fn default() -> Self {
-        Self {
-            head: NIL,
-            tail: NIL,
-            learned: 0,
-        }
+        Self { head: NIL, tail: NIL, learned: 0 }
     }
 }
 
@@ -166,8 +184,10 @@ impl Default for PortList {
 #[derive(Debug)]
 pub struct Fdb {
     config: FdbConfig,
-    map: HashMap<FdbKey, u32, foldhash::fast::RandomState>,
-    slab: Vec<Entry>,
+    max_age: Stamp,
+    epoch: Option<Instant>,
+    map: HashMap<FdbKey, Slot, foldhash::fast::RandomState>,
+    nodes: Vec<Node>,
     free: Vec<u32>,
     ports: Vec<PortList>,
     learned: usize,
@@ -184,9 +204,11 @@ impl Fdb {
             ..config
         };
         Self {
+            max_age: u64::try_from(config.max_age.as_nanos()).unwrap_or(u64::MAX),
             config,
+            epoch: None,
             map: HashMap::default(),
-            slab: Vec::new(),
+            nodes: Vec::new(),
             free: Vec::new(),
             ports: Vec::new(),
             learned: 0,
@@ -230,51 +252,60 @@ impl Fdb {
         self.ports.get(port.index()).map_or(0, |l| l.learned)
     }
 
+    #[inline]
+    fn stamp(&mut self, now: Instant) -> Stamp {
+        let epoch = *self.epoch.get_or_insert(now);
+        since(epoch, now)
+    }
+
+    #[inline]
+    fn instant(&self, stamp: Stamp) -> Option<Instant> {
+        self.epoch.map(|e| e + Duration::from_nanos(stamp))
+    }
+
+    #[inline]
+    const fn is_live(&self, slot: &Slot, now: Stamp) -> bool {
+        matches!(slot.origin, Origin::Static) || now.saturating_sub(slot.last_seen) < self.max_age
+    }
+
     /// Records that `mac` sent a frame on `port` of `network` at `now`.
     #[inline]
-    pub fn learn(
-        &mut self,
-        now: Instant,
-        network: NetworkId,
-        mac: MacAddr,
-        port: PortId,
-    ) -> Learned {
+    pub fn learn(&mut self, now: Instant, network: NetworkId, mac: MacAddr, port: PortId) -> Learned {
+        let now = self.stamp(now);
         let key = FdbKey { network, mac };
-        let Some(&i) = self.map.get(&key) else {
+        let Some(slot) = self.map.get(&key).copied() else {
             self.insert_learned(now, key, port);
             return Learned::New;
         };
-        let max_age = self.config.max_age;
-        let e = &mut self.slab[i as usize];
-        if e.origin == Origin::Static {
-            if e.port == port {
+        if slot.origin == Origin::Static {
+            if slot.port == port {
                 return Learned::Refreshed;
             }
             self.stats.pinned += 1;
-            return Learned::Pinned { at: e.port };
+            return Learned::Pinned { at: slot.port };
         }
-        let was_live = now.saturating_duration_since(e.last_seen) < max_age;
-        if e.port == port {
-            e.last_seen = now;
-            if now.saturating_duration_since(e.placed) >= REPLACE_INTERVAL {
-                self.unlink(i);
-                self.link_back(i, port, now);
+        let was_live = self.is_live(&slot, now);
+        let tick = tick(now);
+        if slot.port == port {
+            if slot.placed != tick {
+                self.unlink(slot.node);
+                self.link_back(slot.node, port);
             }
-            return if was_live {
-                Learned::Refreshed
-            } else {
-                Learned::New
-            };
+            if let Some(s) = self.map.get_mut(&key) {
+                s.last_seen = now;
+                s.placed = tick;
+            }
+            return if was_live { Learned::Refreshed } else { Learned::New };
         }
-        let from = e.port;
-        self.unlink(i);
+        self.unlink(slot.node);
         self.make_room(port);
-        self.slab[i as usize].port = port;
-        self.slab[i as usize].last_seen = now;
-        self.link_back(i, port, now);
+        self.link_back(slot.node, port);
+        if let Some(s) = self.map.get_mut(&key) {
+            *s = Slot { port, last_seen: now, placed: tick, ..slot };
+        }
         if was_live {
             self.stats.moved += 1;
-            Learned::Moved { from }
+            Learned::Moved { from: slot.port }
         } else {
             Learned::New
         }
@@ -284,77 +315,54 @@ impl Fdb {
     #[inline]
     #[must_use]
     pub fn lookup(&self, now: Instant, network: NetworkId, mac: MacAddr) -> Option<PortId> {
-        let &i = self.map.get(&FdbKey { network, mac })?;
-        let e = &self.slab[i as usize];
-        let live = e.origin == Origin::Static
-            || now.saturating_duration_since(e.last_seen) < self.config.max_age;
-        live.then_some(e.port)
+        let now = since(self.epoch?, now);
+        let slot = self.map.get(&FdbKey { network, mac })?;
+        self.is_live(slot, now).then_some(slot.port)
     }
 
     /// Pins `mac` on `network` to `port` (an endpoint's own MAC), replacing
     /// whatever was there.
     pub fn add_static(&mut self, now: Instant, network: NetworkId, mac: MacAddr, port: PortId) {
+        let now = self.stamp(now);
         let key = FdbKey { network, mac };
-        if let Some(&i) = self.map.get(&key) {
-            if self.slab[i as usize].origin == Origin::Learned {
-                self.unlink(i);
-            }
-            let e = &mut self.slab[i as usize];
-            e.origin = Origin::Static;
-            e.port = port;
-            e.last_seen = now;
-            e.placed = now;
-            e.prev = NIL;
-            e.next = NIL;
-            return;
+        if let Some(old) = self.map.get(&key).copied()
+            && old.origin == Origin::Learned
+        {
+            self.unlink(old.node);
+            self.free.push(old.node);
         }
-        let i = self.alloc(Entry {
-            key,
-            port,
-            origin: Origin::Static,
-            last_seen: now,
-            placed: now,
-            prev: NIL,
-            next: NIL,
-        });
-        self.map.insert(key, i);
+        let slot = Slot { port, node: NIL, last_seen: now, placed: tick(now), origin: Origin::Static };
+        self.map.insert(key, slot);
     }
 
     /// Removes a static entry; a learned entry for the MAC is left alone.
     pub fn remove_static(&mut self, network: NetworkId, mac: MacAddr) {
         let key = FdbKey { network, mac };
-        if let Some(&i) = self.map.get(&key)
-            && self.slab[i as usize].origin == Origin::Static
-        {
+        if self.map.get(&key).is_some_and(|s| s.origin == Origin::Static) {
             self.map.remove(&key);
-            self.free.push(i);
         }
     }
 
     /// Forgets every entry, static or learned, behind `port`.
     pub fn flush_port(&mut self, port: PortId) {
-        self.remove_where(|e| e.port == port);
+        self.remove_where(|_, s| s.port == port);
     }
 
     /// Forgets every entry of `network`.
     pub fn flush_network(&mut self, network: NetworkId) {
-        self.remove_where(|e| e.key.network == network);
+        self.remove_where(|k, _| k.network == network);
     }
 
     /// Forgets the learned entries, keeping the static ones.
     pub fn flush_learned(&mut self) {
-        self.remove_where(|e| e.origin == Origin::Learned);
+        self.remove_where(|_, s| s.origin == Origin::Learned);
     }
 
-    fn remove_where(&mut self, pred: impl Fn(&Entry) -> bool) {
-        let doomed: Vec<u32> = self
-            .map
-            .values()
-            .copied()
-            .filter(|&i| pred(&self.slab[i as usize]))
-            .collect();
-        for i in doomed {
-            self.remove(i);
+    fn remove_where(&mut self, pred: impl Fn(&FdbKey, &Slot) -> bool) {
+        let doomed: Vec<FdbKey> =
+            self.map.iter().filter(|(k, s)| pred(k, s)).map(|(k, _)| *k).collect();
+        for key in doomed {
+            self.remove(key);
         }
     }
 
@@ -362,18 +370,16 @@ impl Fdb {
     /// found from the front of each port's list, so one may be reclaimed up
     /// to [`REPLACE_INTERVAL`] late; lookups never return it meanwhile.
     pub fn expire(&mut self, now: Instant) -> usize {
+        let Some(epoch) = self.epoch else { return 0 };
+        let now = since(epoch, now);
         let mut removed = 0;
         for p in 0..self.ports.len() {
-            loop {
-                let head = self.ports[p].head;
-                if head == NIL {
+            while let Some(key) = self.head_key(p) {
+                let expired = self.map.get(&key).is_none_or(|s| !self.is_live(s, now));
+                if !expired {
                     break;
                 }
-                let e = &self.slab[head as usize];
-                if now.saturating_duration_since(e.last_seen) < self.config.max_age {
-                    break;
-                }
-                self.remove(head);
+                self.remove(key);
                 removed += 1;
             }
         }
@@ -384,53 +390,54 @@ impl Fdb {
     /// When [`Fdb::expire`] next has work, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ports
-            .iter()
-            .filter(|l| l.head != NIL)
-            .map(|l| self.slab[l.head as usize].last_seen + self.config.max_age)
-            .min()
+        let earliest = (0..self.ports.len())
+            .filter_map(|p| self.map.get(&self.head_key(p)?))
+            .map(|s| s.last_seen.saturating_add(self.max_age))
+            .min()?;
+        self.instant(earliest)
     }
 
     /// Every live entry, sorted by network then MAC.
     #[must_use]
     pub fn snapshot(&self, now: Instant) -> Vec<FdbRow> {
+        let Some(epoch) = self.epoch else { return Vec::new() };
+        let now = since(epoch, now);
         let mut rows: Vec<FdbRow> = self
             .map
-            .values()
-            .map(|&i| &self.slab[i as usize])
-            .filter_map(|e| {
-                let age = now.saturating_duration_since(e.last_seen);
-                match e.origin {
-                    Origin::Static => Some(None),
-                    Origin::Learned if age < self.config.max_age => Some(Some(age)),
-                    Origin::Learned => None,
-                }
-                .map(|age| FdbRow {
-                    network: e.key.network,
-                    mac: e.key.mac,
-                    port: e.port,
-                    age,
-                    origin: e.origin,
-                })
+            .iter()
+            .filter(|(_, s)| self.is_live(s, now))
+            .map(|(k, s)| FdbRow {
+                network: k.network,
+                mac: k.mac,
+                port: s.port,
+                age: (s.origin == Origin::Learned)
+                    .then(|| Duration::from_nanos(now.saturating_sub(s.last_seen))),
+                origin: s.origin,
             })
             .collect();
         rows.sort_unstable_by_key(|r| (r.network, r.mac));
         rows
     }
 
-    fn insert_learned(&mut self, now: Instant, key: FdbKey, port: PortId) {
+    fn head_key(&self, port: usize) -> Option<FdbKey> {
+        let head = self.ports.get(port)?.head;
+        (head != NIL).then(|| self.nodes[head as usize].key)
+    }
+
+    fn insert_learned(&mut self, now: Stamp, key: FdbKey, port: PortId) {
         self.make_room(port);
-        let i = self.alloc(Entry {
-            key,
-            port,
-            origin: Origin::Learned,
-            last_seen: now,
-            placed: now,
-            prev: NIL,
-            next: NIL,
-        });
-        self.map.insert(key, i);
-        self.link_back(i, port, now);
+        let node = Node { key, port, prev: NIL, next: NIL };
+        let i = if let Some(i) = self.free.pop() {
+            self.nodes[i as usize] = node;
+            i
+        } else {
+            let i = u32::try_from(self.nodes.len()).expect("FDB is capped far below 2^32 entries");
+            self.nodes.push(node);
+            i
+        };
+        self.link_back(i, port);
+        let slot = Slot { port, node: i, last_seen: now, placed: tick(now), origin: Origin::Learned };
+        self.map.insert(key, slot);
         self.stats.learned += 1;
     }
 
@@ -440,62 +447,52 @@ impl Fdb {
             self.ports.resize(port.index() + 1, PortList::default());
         }
         if self.ports[port.index()].learned >= self.config.max_per_port {
-            let head = self.ports[port.index()].head;
-            self.remove(head);
-            self.stats.evicted_port_cap += 1;
+            if let Some(key) = self.head_key(port.index()) {
+                self.remove(key);
+                self.stats.evicted_port_cap += 1;
+            }
         } else if self.learned >= self.config.max_entries {
             // The port holding the most entries gives one up; on a tie the
             // lowest port id, so the choice is deterministic.
             let victim = (0..self.ports.len())
                 .max_by_key(|&p| (self.ports[p].learned, core::cmp::Reverse(p)))
-                .map(|p| self.ports[p].head);
-            if let Some(head) = victim.filter(|&h| h != NIL) {
-                self.remove(head);
+                .and_then(|p| self.head_key(p));
+            if let Some(key) = victim {
+                self.remove(key);
                 self.stats.evicted_table_cap += 1;
             }
         }
     }
 
-    fn alloc(&mut self, entry: Entry) -> u32 {
-        if let Some(i) = self.free.pop() {
-            self.slab[i as usize] = entry;
-            i
-        } else {
-            let i = u32::try_from(self.slab.len()).expect("FDB is capped far below 2^32 entries");
-            self.slab.push(entry);
-            i
+    fn remove(&mut self, key: FdbKey) {
+        if let Some(slot) = self.map.remove(&key)
+            && slot.origin == Origin::Learned
+        {
+            self.unlink(slot.node);
+            self.free.push(slot.node);
         }
-    }
-
-    fn remove(&mut self, i: u32) {
-        if self.slab[i as usize].origin == Origin::Learned {
-            self.unlink(i);
-        }
-        let key = self.slab[i as usize].key;
-        self.map.remove(&key);
-        self.free.push(i);
     }
 
     fn unlink(&mut self, i: u32) {
-        let (port, prev, next) = {
-            let e = &self.slab[i as usize];
-            (e.port.index(), e.prev, e.next)
-        };
+        let Node { port, prev, next, .. } = self.nodes[i as usize];
+        let list = &mut self.ports[port.index()];
         if prev == NIL {
-            self.ports[port].head = next;
-        } else {
-            self.slab[prev as usize].next = next;
+            list.head = next;
         }
         if next == NIL {
-            self.ports[port].tail = prev;
-        } else {
-            self.slab[next as usize].prev = prev;
+            list.tail = prev;
         }
-        self.ports[port].learned -= 1;
+        list.learned -= 1;
         self.learned -= 1;
+        if prev != NIL {
+            self.nodes[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.nodes[next as usize].prev = prev;
+        }
     }
 
-    fn link_back(&mut self, i: u32, port: PortId, now: Instant) {
+    fn link_back(&mut self, i: u32, port: PortId) {
         let list = &mut self.ports[port.index()];
         let tail = list.tail;
         list.tail = i;
@@ -505,13 +502,26 @@ impl Fdb {
         list.learned += 1;
         self.learned += 1;
         if tail != NIL {
-            self.slab[tail as usize].next = i;
+            self.nodes[tail as usize].next = i;
         }
-        let e = &mut self.slab[i as usize];
-        e.prev = tail;
-        e.next = NIL;
-        e.placed = now;
+        let node = &mut self.nodes[i as usize];
+        node.port = port;
+        node.prev = tail;
+        node.next = NIL;
     }
+}
+
+#[inline]
+fn since(epoch: Instant, now: Instant) -> Stamp {
+    u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[inline]
+fn tick(stamp: Stamp) -> u32 {
+    // Wraps after 146 years of uptime; a wrap only re-places entries early.
+    #[allow(clippy::cast_possible_truncation)]
+    let t = (stamp >> TICK_SHIFT) as u32;
+    t
 }
 
 #[cfg(test)]
