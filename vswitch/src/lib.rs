@@ -15,6 +15,8 @@
 #![warn(missing_docs)]
 
 pub mod buf;
+pub mod datapath;
 pub mod ids;
+pub mod port;
 pub mod switch;
 pub mod testing;

@@ -176,7 +176,11 @@ struct PortList {
 
 impl Default for PortList {
     fn default() -> Self {
-        Self { head: NIL, tail: NIL, learned: 0 }
+        Self {
+            head: NIL,
+            tail: NIL,
+            learned: 0,
+        }
     }
 }
 
@@ -270,7 +274,13 @@ impl Fdb {
 
     /// Records that `mac` sent a frame on `port` of `network` at `now`.
     #[inline]
-    pub fn learn(&mut self, now: Instant, network: NetworkId, mac: MacAddr, port: PortId) -> Learned {
+    pub fn learn(
+        &mut self,
+        now: Instant,
+        network: NetworkId,
+        mac: MacAddr,
+        port: PortId,
+    ) -> Learned {
         let now = self.stamp(now);
         let key = FdbKey { network, mac };
         let Some(slot) = self.map.get(&key).copied() else {
@@ -295,13 +305,22 @@ impl Fdb {
                 s.last_seen = now;
                 s.placed = tick;
             }
-            return if was_live { Learned::Refreshed } else { Learned::New };
+            return if was_live {
+                Learned::Refreshed
+            } else {
+                Learned::New
+            };
         }
         self.unlink(slot.node);
         self.make_room(port);
         self.link_back(slot.node, port);
         if let Some(s) = self.map.get_mut(&key) {
-            *s = Slot { port, last_seen: now, placed: tick, ..slot };
+            *s = Slot {
+                port,
+                last_seen: now,
+                placed: tick,
+                ..slot
+            };
         }
         if was_live {
             self.stats.moved += 1;
@@ -331,14 +350,24 @@ impl Fdb {
             self.unlink(old.node);
             self.free.push(old.node);
         }
-        let slot = Slot { port, node: NIL, last_seen: now, placed: tick(now), origin: Origin::Static };
+        let slot = Slot {
+            port,
+            node: NIL,
+            last_seen: now,
+            placed: tick(now),
+            origin: Origin::Static,
+        };
         self.map.insert(key, slot);
     }
 
     /// Removes a static entry; a learned entry for the MAC is left alone.
     pub fn remove_static(&mut self, network: NetworkId, mac: MacAddr) {
         let key = FdbKey { network, mac };
-        if self.map.get(&key).is_some_and(|s| s.origin == Origin::Static) {
+        if self
+            .map
+            .get(&key)
+            .is_some_and(|s| s.origin == Origin::Static)
+        {
             self.map.remove(&key);
         }
     }
@@ -359,8 +388,12 @@ impl Fdb {
     }
 
     fn remove_where(&mut self, pred: impl Fn(&FdbKey, &Slot) -> bool) {
-        let doomed: Vec<FdbKey> =
-            self.map.iter().filter(|(k, s)| pred(k, s)).map(|(k, _)| *k).collect();
+        let doomed: Vec<FdbKey> = self
+            .map
+            .iter()
+            .filter(|(k, s)| pred(k, s))
+            .map(|(k, _)| *k)
+            .collect();
         for key in doomed {
             self.remove(key);
         }
@@ -400,7 +433,9 @@ impl Fdb {
     /// Every live entry, sorted by network then MAC.
     #[must_use]
     pub fn snapshot(&self, now: Instant) -> Vec<FdbRow> {
-        let Some(epoch) = self.epoch else { return Vec::new() };
+        let Some(epoch) = self.epoch else {
+            return Vec::new();
+        };
         let now = since(epoch, now);
         let mut rows: Vec<FdbRow> = self
             .map
@@ -426,7 +461,12 @@ impl Fdb {
 
     fn insert_learned(&mut self, now: Stamp, key: FdbKey, port: PortId) {
         self.make_room(port);
-        let node = Node { key, port, prev: NIL, next: NIL };
+        let node = Node {
+            key,
+            port,
+            prev: NIL,
+            next: NIL,
+        };
         let i = if let Some(i) = self.free.pop() {
             self.nodes[i as usize] = node;
             i
@@ -436,7 +476,13 @@ impl Fdb {
             i
         };
         self.link_back(i, port);
-        let slot = Slot { port, node: i, last_seen: now, placed: tick(now), origin: Origin::Learned };
+        let slot = Slot {
+            port,
+            node: i,
+            last_seen: now,
+            placed: tick(now),
+            origin: Origin::Learned,
+        };
         self.map.insert(key, slot);
         self.stats.learned += 1;
     }
@@ -474,7 +520,9 @@ impl Fdb {
     }
 
     fn unlink(&mut self, i: u32) {
-        let Node { port, prev, next, .. } = self.nodes[i as usize];
+        let Node {
+            port, prev, next, ..
+        } = self.nodes[i as usize];
         let list = &mut self.ports[port.index()];
         if prev == NIL {
             list.head = next;

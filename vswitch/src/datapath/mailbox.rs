@@ -1,0 +1,68 @@
+//! Messages to the datapath thread: a channel plus a `mio::Waker`, so the
+//! worker's `poll` returns as soon as something is sent.
+
+use std::io;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::ids::PortId;
+use crate::port::PortIo;
+use crate::switch::{FdbRow, PortStats, SwitchConfig};
+
+/// Something for the datapath to do between batches.
+#[derive(Debug)]
+pub enum Command {
+    /// Start switching frames of a new port (its configuration arrives, or
+    /// has arrived, in a [`Command::Config`]).
+    AddPort(PortId, Box<dyn PortIo>),
+    /// Stop polling a port and close its descriptor; the acknowledgement is
+    /// sent once the worker no longer uses it.
+    RemovePort(PortId, Sender<()>),
+    /// Replace the switch configuration.
+    Config(Arc<SwitchConfig>),
+    /// Answer with the FDB's live entries.
+    Fdb(Sender<Vec<FdbRow>>),
+    /// Answer with every configured port's counters.
+    PortStats(Sender<Vec<(PortId, PortStats)>>),
+    /// Leave the loop.
+    Shutdown,
+}
+
+/// The sending side, cloneable, held by the control and API threads.
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    tx: Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Mailbox {
+    pub(super) fn new(tx: Sender<Command>, waker: Arc<mio::Waker>) -> Self {
+        Self { tx, waker }
+    }
+
+    /// Queues `command` and wakes the worker.
+    ///
+    /// # Errors
+    /// `BrokenPipe` when the worker has exited.
+    pub fn send(&self, command: Command) -> io::Result<()> {
+        self.tx
+            .send(command)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath has stopped"))?;
+        self.waker.wake()
+    }
+
+    /// Sends a query and waits for its answer.
+    ///
+    /// # Errors
+    /// `BrokenPipe` when the worker has exited.
+    pub fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> io::Result<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(make(tx))?;
+        rx.recv()
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath has stopped"))
+    }
+}
+
+/// The receiving side, owned by the worker.
+pub(super) type Inbox = Receiver<Command>;
