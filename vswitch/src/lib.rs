@@ -21,6 +21,8 @@ pub mod daemon;
 pub mod datapath;
 pub mod gso;
 pub mod ids;
+pub mod netconf;
+pub mod netns;
 pub mod port;
 pub mod switch;
 pub mod testing;

@@ -1,20 +1,150 @@
 //! Switch ports backed by real devices: the only code that reads and writes
 //! frames to the kernel.
 //!
-//! - `tap`: a TAP device (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), created
+//! - [`tap`]: a TAP device (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), created
 //!   persistent so a restarted daemon reattaches to it.
-//! - `packet_socket`: the host end of a veth pair, read and written through
+//! - [`packet_socket`]: the host end of a veth pair, read and written through
 //!   an `AF_PACKET` socket with `PACKET_VNET_HDR`.
 //!
 //! Both carry the virtio-net header, so TSO/GSO super-frames cross the switch
-//! whole ([`crate::buf::VnetHdr`]).
+//! whole ([`crate::buf::VnetHdr`]). Opening a device can fail in many ways,
+//! each a [`PortError`] variant naming the device; moving frames fails only
+//! with the `io::Error` of the read or write, which the datapath counts.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::buf::PacketBuf;
+use crate::buf::{PacketBuf, VnetHdr};
 
 pub mod datagram;
+pub mod packet_socket;
+pub mod tap;
+
+pub use packet_socket::PacketSocketPort;
+pub use tap::TapPort;
+
+/// Opening or configuring a device port failed. One variant per failing
+/// operation, each naming the device it was about.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortError {
+    /// The interface name is empty, longer than 15 bytes, or holds a NUL,
+    /// a `/` or white space.
+    #[error("invalid interface name {name:?}")]
+    InvalidName {
+        /// The name offered.
+        name: String,
+    },
+    /// Opening `/dev/net/tun` or attaching it to the device (`TUNSETIFF`)
+    /// failed.
+    #[error("cannot open tap device {name}: {source}")]
+    OpenTap {
+        /// The device name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// [`TapPort::open`] found no device of that name in the namespace.
+    #[error("no tap device named {name}")]
+    TapNotFound {
+        /// The device name.
+        name: String,
+    },
+    /// `TUNSETVNETHDRSZ` failed.
+    #[error("cannot set the virtio-net header size of tap {name}: {source}")]
+    SetVnetHdrSize {
+        /// The device name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// `TUNSETOFFLOAD` failed.
+    #[error("cannot set the offloads of tap {name}: {source}")]
+    SetOffload {
+        /// The device name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// `TUNSETPERSIST` failed.
+    #[error("cannot set the persistence of tap {name}: {source}")]
+    SetPersist {
+        /// The device name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// `TUNGETIFF` failed.
+    #[error("cannot query tap {name}: {source}")]
+    QueryTap {
+        /// The device name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// No interface of that name exists in the namespace.
+    #[error("no interface named {name}: {source}")]
+    LinkIndex {
+        /// The interface name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating the `AF_PACKET` socket failed.
+    #[error("cannot open a packet socket for {name}: {source}")]
+    OpenPacketSocket {
+        /// The interface name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting a socket option on the packet socket failed.
+    #[error("cannot set {option} on the packet socket for {name}: {source}")]
+    SetSocketOption {
+        /// The interface name.
+        name: String,
+        /// The option, e.g. `PACKET_VNET_HDR`.
+        option: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// Binding the packet socket to the interface failed.
+    #[error("cannot bind the packet socket to {name}: {source}")]
+    BindPacketSocket {
+        /// The interface name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Checks an interface name as the kernel's `dev_valid_name` does, so a bad
+/// name fails with a clear error rather than an `EINVAL` from an ioctl.
+pub(crate) fn check_ifname(name: &str) -> Result<(), PortError> {
+    let valid = !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b == b':' || b.is_ascii_whitespace());
+    if valid {
+        Ok(())
+    } else {
+        Err(PortError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
 
 /// A device the datapath reads frames from and writes frames to.
 ///
@@ -37,4 +167,107 @@ pub trait PortIo: Send + core::fmt::Debug {
 
     /// The descriptor to poll for readability.
     fn raw_fd(&self) -> RawFd;
+}
+
+/// Completes a receive of `n` bytes into a virtio-net header and
+/// [`PacketBuf::rx_space`] (`space` bytes): decodes the header and records
+/// the frame's length.
+///
+/// A read shorter than the header, or a frame longer than the space (one
+/// the kernel truncated), is `InvalidData`: the datapath counts and drops
+/// it, and the buffer is left empty.
+pub(crate) fn finish_recv(
+    buf: &mut PacketBuf,
+    hdr: &[u8; VnetHdr::LEN],
+    n: usize,
+    space: usize,
+) -> io::Result<()> {
+    let Some(len) = n.checked_sub(VnetHdr::LEN) else {
+        buf.set_received(0);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "read shorter than a virtio-net header",
+        ));
+    };
+    if len > space {
+        buf.set_received(0);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame longer than the packet buffer",
+        ));
+    }
+    buf.vnet = VnetHdr::from_bytes(hdr);
+    buf.set_received(len);
+    Ok(())
+}
+
+/// Checks that a write took the whole header and frame. Devices write
+/// frames whole or not at all, so a short count means something is wrong.
+pub(crate) fn check_sent(n: usize, expected: usize) -> io::Result<()> {
+    if n == expected {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "device accepted part of a frame",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_are_checked_like_the_kernel_does() {
+        assert!(check_ifname("eth0").is_ok());
+        assert!(check_ifname("tap%d").is_ok());
+        assert!(check_ifname("fifteen-bytes-1").is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "sixteen-bytes-12",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\0b",
+        ] {
+            assert!(check_ifname(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_receive_shorter_than_the_header_is_invalid_data_not_a_panic() {
+        let mut buf = PacketBuf::new();
+        let err = finish_recv(&mut buf, &[0; VnetHdr::LEN], 3, 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_truncated_frame_is_invalid_data() {
+        let mut buf = PacketBuf::new();
+        let err = finish_recv(&mut buf, &[0; VnetHdr::LEN], 10 + 101, 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_receive_sets_header_and_length() {
+        let mut buf = PacketBuf::new();
+        let hdr = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        finish_recv(&mut buf, &hdr.to_bytes(), 10 + 60, 100).unwrap();
+        assert_eq!(buf.len(), 60);
+        assert_eq!(buf.vnet, hdr);
+        assert!(check_sent(70, 70).is_ok());
+        assert!(check_sent(69, 70).is_err());
+    }
 }
