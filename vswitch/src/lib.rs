@@ -10,13 +10,13 @@
 //!   GSO super-frames, recycled through a pool.
 //! - [`ids`]: typed port, network and MAC identifiers.
 //! - [`switch`]: ingress checks, MAC learning, the gateway, flooding.
-//! - [`datapath`]: the loop that moves frames between port devices.
-//! - [`gso`]: software segmentation and checksums for ports without offloads.
 //! - [`testing`]: a switch with in-memory ports and a manual clock.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod buf;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod gso;

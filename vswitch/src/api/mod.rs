@@ -1,0 +1,62 @@
+//! The control API: HTTP/1.1 and JSON on a unix socket, used by `vsctl`.
+//!
+//! | route | request | answer |
+//! | --- | --- | --- |
+//! | `GET /v1/networks` | | 200, `[NetworkInspect]` sorted by name |
+//! | `POST /v1/networks` | [`types::NetworkCreateRequest`] | 201, `{"Id", "Warning"}` |
+//! | `GET /v1/networks/{name}` | | 200, [`types::NetworkInspect`] |
+//! | `DELETE /v1/networks/{name}` | | 204 |
+//! | `POST /v1/networks/{name}/connect` | [`types::ConnectRequest`] | 200, [`types::EndpointView`] |
+//! | `POST /v1/networks/{name}/disconnect` | [`types::DisconnectRequest`] | 204 |
+//! | `GET /v1/sandboxes` | | 200, `[SandboxView]` sorted by name |
+//! | `POST /v1/sandboxes` | [`types::SandboxCreateRequest`] | 201, [`types::SandboxView`] |
+//! | `GET /v1/sandboxes/{name}` | | 200, [`types::SandboxView`] |
+//! | `DELETE /v1/sandboxes/{name}` | | 204 |
+//! | `GET /v1/fdb[?network=NAME]` | | 200, `[FdbView]` |
+//! | `GET /v1/ports` | | 200, `[PortView]` |
+//!
+//! Errors answer `{"message": "..."}` with the status of
+//! [`ControlError::status`]; a body that is not the expected JSON is a 400,
+//! an unknown route a 404, a known route with another method a 405.
+//!
+//! The server ([`server::ApiServer`]) only parses and routes; a
+//! [`Backend`] (the daemon: control thread, effects, store) does the work.
+//! The client ([`client::Client`]) speaks just enough HTTP/1.1 for this
+//! server: one request per connection, `Connection: close`, and a body
+//! delimited by `Content-Length` (the server never chunks).
+
+use crate::control::{ControlError, Request, Response};
+
+pub mod client;
+pub mod server;
+pub mod types;
+
+pub use client::{Client, ClientError};
+pub use server::{ApiError, ApiServer, Reply, ShutdownHandle, route, serve};
+
+use types::{FdbView, PortView};
+
+/// What the API server needs from the daemon.
+///
+/// Calls come from the API thread; the daemon forwards them to its control
+/// thread, executes the effects, persists the model, and only then returns.
+pub trait Backend: Send + Sync {
+    /// Applies one control request.
+    ///
+    /// # Errors
+    /// The controller's refusal, or [`ControlError::Internal`] when the
+    /// daemon could not carry the request out.
+    fn apply(&self, request: Request) -> Result<Response, ControlError>;
+
+    /// The FDB, optionally of one network (name, id or id prefix).
+    ///
+    /// # Errors
+    /// [`ControlError::NetworkNotFound`] for an unknown network.
+    fn fdb(&self, network: Option<&str>) -> Result<Vec<FdbView>, ControlError>;
+
+    /// Every endpoint port with its counters.
+    ///
+    /// # Errors
+    /// [`ControlError::Internal`] when the datapath does not answer.
+    fn ports(&self) -> Result<Vec<PortView>, ControlError>;
+}

@@ -1,0 +1,413 @@
+//! The JSON bodies of the `/v1/` API, in the Docker Engine API's field
+//! casing where Docker has the same object (`NetworkCreate`,
+//! `NetworkConnect`, `NetworkResource`), so `network inspect` prints what
+//! `docker network inspect` prints (docker-reference §8).
+//!
+//! Request bodies refuse unknown fields: a typo is an error, not a silently
+//! ignored option. `null` reads as empty, as Go reads it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use ipam::NetworkIpamConfig as IpamConfigEntry;
+
+use crate::control::PortKind;
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `{"message": "..."}`: every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub message: String,
+}
+
+/// `POST /v1/networks`: Docker's `NetworkCreateRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreateRequest {
+    /// The network's name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Ignored: names are always checked (Docker's default).
+    #[serde(rename = "CheckDuplicate", default, skip_serializing_if = "is_false")]
+    pub check_duplicate: bool,
+    /// `bridge` or empty.
+    #[serde(rename = "Driver", default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    /// IPv6 is not supported; `true` is refused with Docker's no-pool text.
+    #[serde(rename = "EnableIPv6", default, skip_serializing_if = "is_false")]
+    pub enable_ipv6: bool,
+    /// Address configuration.
+    #[serde(rename = "IPAM", default, skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<IpamRequest>,
+    /// `--internal`.
+    #[serde(rename = "Internal", default, skip_serializing_if = "is_false")]
+    pub internal: bool,
+    /// Shown in inspect, otherwise unused.
+    #[serde(rename = "Attachable", default, skip_serializing_if = "is_false")]
+    pub attachable: bool,
+    /// `-o key=value`.
+    #[serde(
+        rename = "Options",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub options: BTreeMap<String, String>,
+    /// `--label key=value`.
+    #[serde(
+        rename = "Labels",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+const fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The `IPAM` object of a create request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpamRequest {
+    /// `default` or empty.
+    #[serde(rename = "Driver", default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    /// One entry per subnet.
+    #[serde(
+        rename = "Config",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub config: Vec<IpamConfigEntry>,
+    /// Driver options, shown in inspect.
+    #[serde(
+        rename = "Options",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `POST /v1/networks` answer: Docker's `NetworkCreateResponse`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkCreateResponse {
+    /// The new network's id.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Always empty.
+    #[serde(rename = "Warning")]
+    pub warning: String,
+}
+
+/// `POST /v1/networks/{name}/connect`: Docker's `NetworkConnect`, plus the
+/// port kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// The sandbox's name, id or id prefix.
+    #[serde(rename = "Container")]
+    pub container: String,
+    /// `--ip`, `--alias`.
+    #[serde(
+        rename = "EndpointConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub endpoint_config: Option<EndpointSettings>,
+    /// TAP (default) or veth. Not a Docker field.
+    #[serde(rename = "PortKind", default, skip_serializing_if = "Option::is_none")]
+    pub port_kind: Option<PortKind>,
+}
+
+/// The endpoint settings of a connect request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// The static address.
+    #[serde(
+        rename = "IPAMConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipam_config: Option<EndpointIpamConfig>,
+    /// Network-scoped aliases.
+    #[serde(
+        rename = "Aliases",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub aliases: Vec<String>,
+}
+
+/// `EndpointSettings.IPAMConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointIpamConfig {
+    /// `--ip`; empty means none.
+    #[serde(
+        rename = "IPv4Address",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub ipv4_address: String,
+}
+
+/// `POST /v1/networks/{name}/disconnect`: Docker's `NetworkDisconnect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectRequest {
+    /// The sandbox's name, id or id prefix.
+    #[serde(rename = "Container")]
+    pub container: String,
+    /// Accepted for Docker's shape; has no effect.
+    #[serde(rename = "Force", default, skip_serializing_if = "is_false")]
+    pub force: bool,
+}
+
+/// `POST /v1/sandboxes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxCreateRequest {
+    /// The sandbox's name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Adopt this existing namespace instead of creating one.
+    #[serde(rename = "NetnsPath", default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<String>,
+}
+
+/// A sandbox as `GET /v1/sandboxes[/{name}]` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxView {
+    /// The name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// The id (64 hex).
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Created, RFC 3339 with nanoseconds.
+    #[serde(rename = "Created")]
+    pub created: String,
+    /// The namespace file.
+    #[serde(rename = "NetnsPath")]
+    pub netns_path: String,
+    /// Whether the daemon created the namespace (false: adopted).
+    #[serde(rename = "NetnsOwned")]
+    pub netns_owned: bool,
+    /// Its endpoints, in attach order.
+    #[serde(rename = "Endpoints")]
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// One endpoint of a sandbox; also the answer to a connect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// The network's name.
+    #[serde(rename = "Network")]
+    pub network: String,
+    /// The network's id.
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    /// The endpoint's id.
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    /// The interface inside the sandbox.
+    #[serde(rename = "Interface")]
+    pub interface: String,
+    /// The device on the host.
+    #[serde(rename = "HostInterface")]
+    pub host_interface: String,
+    /// TAP or veth.
+    #[serde(rename = "PortKind")]
+    pub port_kind: PortKind,
+    /// The switch port number.
+    #[serde(rename = "Port")]
+    pub port: u32,
+    /// The MAC.
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
+    /// `ip/len`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// The network's gateway.
+    #[serde(rename = "Gateway")]
+    pub gateway: String,
+    /// Whether the sandbox's default route uses this endpoint.
+    #[serde(rename = "DefaultRoute")]
+    pub default_route: bool,
+    /// DNS aliases; `null` on the default bridge.
+    #[serde(rename = "Aliases")]
+    pub aliases: Option<Vec<String>>,
+}
+
+/// A network as `docker network inspect` shows it (docker-reference §8),
+/// fields in Docker's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInspect {
+    /// The name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// The id (64 hex).
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// RFC 3339 with nanoseconds.
+    #[serde(rename = "Created")]
+    pub created: String,
+    /// `local`.
+    #[serde(rename = "Scope")]
+    pub scope: String,
+    /// `bridge`.
+    #[serde(rename = "Driver")]
+    pub driver: String,
+    /// Always false.
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    /// Address configuration.
+    #[serde(rename = "IPAM")]
+    pub ipam: IpamView,
+    /// `--internal`.
+    #[serde(rename = "Internal")]
+    pub internal: bool,
+    /// As given.
+    #[serde(rename = "Attachable")]
+    pub attachable: bool,
+    /// Always false.
+    #[serde(rename = "Ingress")]
+    pub ingress: bool,
+    /// `{"Network": ""}`.
+    #[serde(rename = "ConfigFrom")]
+    pub config_from: ConfigFrom,
+    /// Always false.
+    #[serde(rename = "ConfigOnly")]
+    pub config_only: bool,
+    /// Endpoints by sandbox id.
+    #[serde(rename = "Containers")]
+    pub containers: BTreeMap<String, EndpointResource>,
+    /// `-o` options as given (the default bridge's own set for `bridge`).
+    #[serde(rename = "Options")]
+    pub options: BTreeMap<String, String>,
+    /// Labels.
+    #[serde(rename = "Labels")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `IPAM` in inspect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamView {
+    /// `default`.
+    #[serde(rename = "Driver")]
+    pub driver: String,
+    /// `null` for the default bridge, `{}` or the given map otherwise.
+    #[serde(rename = "Options")]
+    pub options: Option<BTreeMap<String, String>>,
+    /// One entry per pool, keys omitted as Docker omits them (§1.5).
+    #[serde(rename = "Config")]
+    pub config: Vec<IpamConfigEntry>,
+}
+
+/// `ConfigFrom` in inspect.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFrom {
+    /// Always empty.
+    #[serde(rename = "Network")]
+    pub network: String,
+}
+
+/// One entry of `Containers` in inspect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointResource {
+    /// The sandbox's name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// The endpoint's id.
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    /// The MAC.
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
+    /// `ip/len`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// Always empty.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// One FDB entry (`GET /v1/fdb`), as `ovs-appctl fdb/show` lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbView {
+    /// The switch port.
+    #[serde(rename = "Port")]
+    pub port: u32,
+    /// The network's name.
+    #[serde(rename = "Network")]
+    pub network: String,
+    /// The MAC.
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
+    /// Seconds since last seen; `null` for static entries.
+    #[serde(rename = "Age")]
+    pub age: Option<u64>,
+}
+
+/// One port and its counters (`GET /v1/ports`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortView {
+    /// The switch port.
+    #[serde(rename = "Port")]
+    pub port: u32,
+    /// The sandbox's name.
+    #[serde(rename = "Sandbox")]
+    pub sandbox: String,
+    /// The network's name.
+    #[serde(rename = "Network")]
+    pub network: String,
+    /// The interface inside the sandbox.
+    #[serde(rename = "Interface")]
+    pub interface: String,
+    /// The device on the host.
+    #[serde(rename = "HostInterface")]
+    pub host_interface: String,
+    /// `tap` or `veth`.
+    #[serde(rename = "PortKind")]
+    pub port_kind: String,
+    /// The MAC.
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
+    /// `ip/len`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// Frames received from the port.
+    #[serde(rename = "RxPackets")]
+    pub rx_packets: u64,
+    /// Bytes received from the port.
+    #[serde(rename = "RxBytes")]
+    pub rx_bytes: u64,
+    /// Frames sent to the port.
+    #[serde(rename = "TxPackets")]
+    pub tx_packets: u64,
+    /// Bytes sent to the port.
+    #[serde(rename = "TxBytes")]
+    pub tx_bytes: u64,
+    /// Frames lost on a full transmit queue.
+    #[serde(rename = "TxDropped")]
+    pub tx_dropped: u64,
+    /// Frames received and dropped, by reason (non-zero reasons only).
+    #[serde(rename = "Drops")]
+    pub drops: BTreeMap<String, u64>,
+}

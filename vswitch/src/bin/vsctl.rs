@@ -1,0 +1,674 @@
+//! `vsctl`: the command-line client of `vswitchd`, shaped after the docker
+//! CLI's `network` commands (same flags, same tables, same error lines).
+//!
+//! Exit status: 0 on success, 1 when the daemon refuses a request or cannot
+//! be reached, 2 for bad arguments (clap's usage error), and for `exec` /
+//! `run` the command's own status (126 if it cannot be started, 127 if it is
+//! not found).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use vswitch::api::client::DEFAULT_SOCKET;
+use vswitch::api::types::{
+    ConnectRequest, DisconnectRequest, EndpointIpamConfig, EndpointSettings, IpamConfigEntry,
+    IpamRequest, NetworkCreateRequest, SandboxCreateRequest, SandboxView,
+};
+use vswitch::api::{Client, ClientError};
+use vswitch::control::PortKind;
+
+/// Control the vswitch daemon.
+#[derive(Debug, Parser)]
+#[command(name = "vsctl", version, about)]
+struct Cli {
+    /// The daemon's socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the daemon's JSON instead of a table.
+    #[arg(long, global = true, value_enum)]
+    format: Option<Format>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// JSON, as the API answers.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage sandboxes (network namespaces).
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// Show the MAC learning table, like `ovs-appctl fdb/show`.
+    ShowFdb {
+        /// Only this network.
+        network: Option<String>,
+    },
+    /// Show switch ports and their counters.
+    ShowPorts,
+    /// Run a command inside a sandbox's network namespace.
+    Exec {
+        /// The sandbox.
+        sandbox: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Create a sandbox, connect it to a network and run a command in it.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworkCmd {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Display detailed information on one or more networks.
+    Inspect {
+        /// Networks (name, id or id prefix).
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove one or more networks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Networks (name, id or id prefix).
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Connect a sandbox to a network.
+    Connect(ConnectArgs),
+    /// Disconnect a sandbox from a network.
+    Disconnect {
+        /// Accepted for docker compatibility; no effect.
+        #[arg(short, long)]
+        force: bool,
+        /// The network.
+        network: String,
+        /// The sandbox.
+        sandbox: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// Driver to manage the network (only `bridge`).
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Subnet in CIDR format.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Allocate container addresses from a sub-range.
+    #[arg(long)]
+    ip_range: Option<String>,
+    /// Gateway for the subnet.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Auxiliary address the allocator must not hand out (name=ip).
+    #[arg(long, value_name = "NAME=IP", value_parser = key_value)]
+    aux_address: Vec<(String, String)>,
+    /// Restrict external access to the network.
+    #[arg(long)]
+    internal: bool,
+    /// Driver options (key=value).
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", value_parser = key_value)]
+    opt: Vec<(String, String)>,
+    /// Labels (key=value).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    label: Vec<(String, String)>,
+    /// The network's name.
+    name: String,
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// IPv4 address.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Network-scoped alias.
+    #[arg(long)]
+    alias: Vec<String>,
+    /// How the interface reaches the switch.
+    #[arg(long, value_enum)]
+    port_kind: Option<KindArg>,
+    /// The network.
+    network: String,
+    /// The sandbox.
+    sandbox: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum KindArg {
+    /// A TAP device.
+    Tap,
+    /// A veth pair.
+    Veth,
+}
+
+impl From<KindArg> for PortKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Tap => Self::Tap,
+            KindArg::Veth => Self::Veth,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCmd {
+    /// Create a sandbox.
+    Create {
+        /// Adopt this existing network namespace instead of creating one.
+        #[arg(long, value_name = "PATH")]
+        netns: Option<String>,
+        /// The sandbox's name.
+        name: String,
+    },
+    /// List sandboxes.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Display detailed information on one or more sandboxes.
+    Inspect {
+        /// Sandboxes (name, id or id prefix).
+        #[arg(required = true)]
+        sandboxes: Vec<String>,
+    },
+    /// Remove one or more sandboxes, detaching their endpoints.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Sandboxes (name, id or id prefix).
+        #[arg(required = true)]
+        sandboxes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The sandbox's name.
+    #[arg(long)]
+    name: String,
+    /// The network to connect it to.
+    #[arg(long, visible_alias = "network", default_value = "bridge")]
+    net: String,
+    /// IPv4 address.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Network-scoped alias.
+    #[arg(long)]
+    alias: Vec<String>,
+    /// How the interface reaches the switch.
+    #[arg(long, value_enum)]
+    port_kind: Option<KindArg>,
+    /// Remove the sandbox when the command exits.
+    #[arg(long)]
+    rm: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    if k.is_empty() {
+        return Err(format!("invalid key=value {s:?}: empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// A failed command: what to print on stderr (one line) and the status.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Self {
+            message: client_message(&e),
+            code: 1,
+        }
+    }
+}
+
+fn client_message(e: &ClientError) -> String {
+    match e {
+        ClientError::Daemon { message, .. } => format!("Error response from daemon: {message}"),
+        ClientError::Connect { .. } | ClientError::PermissionDenied { .. } => e.to_string(),
+        other => format!("Error: {other}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client::new(&cli.socket);
+    let json = cli.format == Some(Format::Json);
+    match run(&client, cli.command, json) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            let _ = writeln!(io::stderr(), "{}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
+    let mut out = io::stdout().lock();
+    match cmd {
+        Cmd::Network(n) => network(client, n, json, &mut out),
+        Cmd::Sandbox(s) => sandbox(client, s, json, &mut out),
+        Cmd::ShowFdb { network } => {
+            let rows = client.fdb(network.as_deref())?;
+            if json {
+                return print_json(&mut out, &rows);
+            }
+            let mut table = vec![row(["PORT", "NETWORK", "MAC", "AGE"])];
+            table.extend(rows.iter().map(|r| {
+                vec![
+                    r.port.to_string(),
+                    r.network.clone(),
+                    r.mac_address.clone(),
+                    r.age.map_or_else(|| "static".to_owned(), |a| a.to_string()),
+                ]
+            }));
+            print_text(&mut out, &tabwrite(&table))
+        }
+        Cmd::ShowPorts => {
+            let ports = client.ports()?;
+            if json {
+                return print_json(&mut out, &ports);
+            }
+            let mut table = vec![row([
+                "PORT",
+                "SANDBOX",
+                "INTERFACE",
+                "NETWORK",
+                "MAC",
+                "IP",
+                "RX-PKTS",
+                "RX-BYTES",
+                "TX-PKTS",
+                "TX-BYTES",
+                "TX-DROP",
+                "DROPS",
+            ])];
+            table.extend(ports.iter().map(|p| {
+                let drops = if p.drops.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.drops
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                vec![
+                    p.port.to_string(),
+                    p.sandbox.clone(),
+                    p.interface.clone(),
+                    p.network.clone(),
+                    p.mac_address.clone(),
+                    p.ipv4_address.clone(),
+                    p.rx_packets.to_string(),
+                    p.rx_bytes.to_string(),
+                    p.tx_packets.to_string(),
+                    p.tx_bytes.to_string(),
+                    p.tx_dropped.to_string(),
+                    drops,
+                ]
+            }));
+            print_text(&mut out, &tabwrite(&table))
+        }
+        Cmd::Exec { sandbox, command } => {
+            let sb = client.sandbox(&sandbox)?;
+            drop(out);
+            exec_in(&sb, &command)
+        }
+        Cmd::Run(args) => run_in(client, args),
+    }
+}
+
+fn network(
+    client: &Client,
+    cmd: NetworkCmd,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
+    match cmd {
+        NetworkCmd::Create(a) => {
+            let request = create_request(a);
+            let created = client.create_network(&request)?;
+            if json {
+                return print_json(out, &created);
+            }
+            print_text(out, &format!("{}\n", created.id))
+        }
+        NetworkCmd::Ls => {
+            let mut nets = client.networks()?;
+            nets.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                return print_json(out, &nets);
+            }
+            let mut table = vec![row(["NETWORK ID", "NAME", "DRIVER", "SCOPE"])];
+            table.extend(nets.iter().map(|n| {
+                vec![
+                    n.id.get(..12).unwrap_or(&n.id).to_owned(),
+                    n.name.clone(),
+                    n.driver.clone(),
+                    n.scope.clone(),
+                ]
+            }));
+            print_text(out, &tabwrite(&table))
+        }
+        NetworkCmd::Inspect { networks } => {
+            let mut found = Vec::new();
+            let mut errors = Vec::new();
+            for name in &networks {
+                match client.network(name) {
+                    Ok(n) => found.push(n),
+                    Err(ClientError::Daemon { status: 404, .. }) => {
+                        errors.push(format!("Error: No such network: {name}"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            print_json(out, &found)?;
+            finish(errors)
+        }
+        NetworkCmd::Rm { networks } => {
+            let mut errors = Vec::new();
+            for name in &networks {
+                match client.remove_network(name) {
+                    Ok(()) => print_text(out, &format!("{name}\n")).map(drop)?,
+                    Err(e @ ClientError::Daemon { .. }) => errors.push(client_message(&e)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            finish(errors)
+        }
+        NetworkCmd::Connect(a) => {
+            let request = connect_request(&a.sandbox, a.ip, a.alias, a.port_kind);
+            let endpoint = client.connect(&a.network, &request)?;
+            if json {
+                return print_json(out, &endpoint);
+            }
+            Ok(0)
+        }
+        NetworkCmd::Disconnect {
+            force,
+            network,
+            sandbox,
+        } => {
+            client.disconnect(
+                &network,
+                &DisconnectRequest {
+                    container: sandbox,
+                    force,
+                },
+            )?;
+            Ok(0)
+        }
+    }
+}
+
+fn sandbox(
+    client: &Client,
+    cmd: SandboxCmd,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
+    match cmd {
+        SandboxCmd::Create { netns, name } => {
+            let sb = client.create_sandbox(&SandboxCreateRequest {
+                name,
+                netns_path: netns,
+            })?;
+            if json {
+                return print_json(out, &sb);
+            }
+            print_text(out, &format!("{}\n", sb.id))
+        }
+        SandboxCmd::Ls => {
+            let mut sbs = client.sandboxes()?;
+            sbs.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                return print_json(out, &sbs);
+            }
+            let mut table = vec![row(["SANDBOX ID", "NAME", "NETNS", "NETWORKS"])];
+            table.extend(sbs.iter().map(|s| {
+                let nets: Vec<&str> = s.endpoints.iter().map(|e| e.network.as_str()).collect();
+                vec![
+                    s.id.get(..12).unwrap_or(&s.id).to_owned(),
+                    s.name.clone(),
+                    s.netns_path.clone(),
+                    nets.join(","),
+                ]
+            }));
+            print_text(out, &tabwrite(&table))
+        }
+        SandboxCmd::Inspect { sandboxes } => {
+            let mut found = Vec::new();
+            let mut errors = Vec::new();
+            for name in &sandboxes {
+                match client.sandbox(name) {
+                    Ok(s) => found.push(s),
+                    Err(ClientError::Daemon { status: 404, .. }) => {
+                        errors.push(format!("Error: No such sandbox: {name}"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            print_json(out, &found)?;
+            finish(errors)
+        }
+        SandboxCmd::Rm { sandboxes } => {
+            let mut errors = Vec::new();
+            for name in &sandboxes {
+                match client.remove_sandbox(name) {
+                    Ok(()) => print_text(out, &format!("{name}\n")).map(drop)?,
+                    Err(e @ ClientError::Daemon { .. }) => errors.push(client_message(&e)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            finish(errors)
+        }
+    }
+}
+
+/// All errors but the last go out at once; the last becomes the failure.
+fn finish(mut errors: Vec<String>) -> Result<u8, Failure> {
+    let Some(last) = errors.pop() else {
+        return Ok(0);
+    };
+    let mut err = io::stderr().lock();
+    for e in errors {
+        let _ = writeln!(err, "{e}");
+    }
+    Err(Failure {
+        message: last,
+        code: 1,
+    })
+}
+
+fn create_request(a: CreateArgs) -> NetworkCreateRequest {
+    let given = a.subnet.is_some()
+        || a.ip_range.is_some()
+        || a.gateway.is_some()
+        || !a.aux_address.is_empty();
+    let config = if given {
+        vec![IpamConfigEntry {
+            subnet: a.subnet,
+            ip_range: a.ip_range,
+            gateway: a.gateway,
+            aux_addresses: a.aux_address.into_iter().collect(),
+        }]
+    } else {
+        Vec::new()
+    };
+    NetworkCreateRequest {
+        name: a.name,
+        check_duplicate: true,
+        driver: a.driver,
+        enable_ipv6: false,
+        ipam: Some(IpamRequest {
+            driver: "default".to_owned(),
+            config,
+            options: BTreeMap::new(),
+        }),
+        internal: a.internal,
+        attachable: false,
+        options: a.opt.into_iter().collect(),
+        labels: a.label.into_iter().collect(),
+    }
+}
+
+fn connect_request(
+    sandbox: &str,
+    ip: Option<String>,
+    aliases: Vec<String>,
+    kind: Option<KindArg>,
+) -> ConnectRequest {
+    ConnectRequest {
+        container: sandbox.to_owned(),
+        endpoint_config: Some(EndpointSettings {
+            ipam_config: ip.map(|ipv4_address| EndpointIpamConfig { ipv4_address }),
+            aliases,
+        }),
+        port_kind: kind.map(PortKind::from),
+    }
+}
+
+fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
+    let sb = client.create_sandbox(&SandboxCreateRequest {
+        name: a.name.clone(),
+        netns_path: None,
+    })?;
+    let request = connect_request(&sb.id, a.ip, a.alias, a.port_kind);
+    if let Err(e) = client.connect(&a.net, &request) {
+        // Leave nothing half made behind; the connect error is what matters.
+        let _ = client.remove_sandbox(&sb.id);
+        return Err(e.into());
+    }
+    let result = exec_in(&sb, &a.command);
+    if a.rm
+        && let Err(e) = client.remove_sandbox(&sb.id)
+    {
+        let _ = writeln!(io::stderr(), "{}", client_message(&e));
+    }
+    result
+}
+
+/// Runs `command` with the sandbox's network namespace and returns its exit
+/// status (128 + signal when killed by one).
+fn exec_in(sb: &SandboxView, command: &[String]) -> Result<u8, Failure> {
+    let Some((program, args)) = command.split_first() else {
+        return Err(Failure {
+            message: "Error: no command given".to_owned(),
+            code: 2,
+        });
+    };
+    let ns = File::open(&sb.netns_path).map_err(|e| Failure {
+        message: format!(
+            "Error: cannot open the network namespace of sandbox {} at {}: {e}",
+            sb.name, sb.netns_path
+        ),
+        code: 126,
+    })?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure runs in the forked child between fork and exec. It
+    // only calls setns(2) (async-signal-safe) on a descriptor the parent
+    // opened, and builds its error from the errno without allocating; it
+    // touches no lock or heap state the parent's other threads could hold.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+        });
+    }
+    match cmd.status() {
+        Ok(status) => {
+            let code = status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1);
+            Ok(u8::try_from(code).unwrap_or(u8::MAX))
+        }
+        Err(e) => Err(Failure {
+            message: format!("Error: cannot run {program} in sandbox {}: {e}", sb.name),
+            code: if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            },
+        }),
+    }
+}
+
+fn print_json<T: Serialize + ?Sized>(out: &mut impl Write, value: &T) -> Result<u8, Failure> {
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut buf,
+        serde_json::ser::PrettyFormatter::with_indent(b"    "),
+    );
+    value.serialize(&mut ser).map_err(|e| Failure {
+        message: format!("Error: {e}"),
+        code: 1,
+    })?;
+    buf.push(b'\n');
+    out.write_all(&buf).map_err(write_failure)?;
+    Ok(0)
+}
+
+fn print_text(out: &mut impl Write, text: &str) -> Result<u8, Failure> {
+    out.write_all(text.as_bytes()).map_err(write_failure)?;
+    Ok(0)
+}
+
+fn write_failure(e: io::Error) -> Failure {
+    Failure {
+        message: format!("Error: cannot write output: {e}"),
+        code: 1,
+    }
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| (*c).to_owned()).collect()
+}
+
+/// The docker CLI's table layout (Go `tabwriter` with minimum width 10 and
+/// padding 3): every column but the last is as wide as its widest cell plus
+/// three spaces, and at least ten; the last column is not padded.
+fn tabwrite(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for r in rows {
+        for (i, cell) in r.iter().enumerate().take(r.len().saturating_sub(1)) {
+            widths[i] = widths[i].max((cell.chars().count() + 3).max(10));
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < r.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
