@@ -43,7 +43,8 @@ pub const FIRST_ENDPOINT_PORT: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControllerConfig {
     /// Where namespaces the daemon creates are mounted, as
-    /// `<netns_dir>/<sandbox short id>` (Docker: `/var/run/docker/netns`).
+    /// `<netns_dir>/<sandbox name>` (Docker uses `/var/run/docker/netns/<short id>`;
+    /// the sandbox's name is what an operator types after `ip netns exec`).
     /// The default, `/run/netns`, makes them named namespaces: the file name
     /// is the name for `ip netns exec` and [`crate::netns::Netns::create`].
     pub netns_dir: PathBuf,
@@ -449,7 +450,7 @@ impl Txn<'_> {
         let path = adopt.unwrap_or_else(|| {
             self.config
                 .netns_dir
-                .join(model::short(&id))
+                .join(&name)
                 .to_string_lossy()
                 .into_owned()
         });

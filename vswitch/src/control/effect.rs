@@ -21,8 +21,8 @@ use crate::ids::{MacAddr, NetworkId, PortId};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// Create a network namespace and bind-mount it at `path`
-    /// (`<netns_dir>/<sandbox short id>`; with the default directory
-    /// `/run/netns` that is the named namespace `<short id>`).
+    /// (`<netns_dir>/<sandbox name>`; with the default directory
+    /// `/run/netns` that is the named namespace `<sandbox name>`).
     CreateNetns {
         /// The sandbox's id.
         sandbox: String,

@@ -1,0 +1,108 @@
+//! `vswitchd`: the vswitch daemon.
+//!
+//! Runs the datapath and the control API on its embedded defaults: state in
+//! `/var/lib/vswitch`, API on `/run/vswitch/vswitchd.sock`, and Docker's
+//! default `bridge` network (172.17.0.0/16) created on first start.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::thread;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing_subscriber::EnvFilter;
+use vswitch::api::ApiServer;
+use vswitch::control::{ControllerConfig, PortKind};
+use vswitch::daemon::Daemon;
+use vswitch::daemon::lock::StateLock;
+use vswitch::datapath::{Command, Worker};
+use vswitch::switch::FdbConfig;
+
+/// A userspace virtual switch for containers.
+#[derive(Debug, Parser)]
+#[command(name = "vswitchd", version)]
+struct Args {
+    /// Where the state database lives; one daemon per directory.
+    #[arg(long, default_value = "/var/lib/vswitch")]
+    state_dir: PathBuf,
+    /// The control API's unix socket.
+    #[arg(long, default_value = "/run/vswitch/vswitchd.sock")]
+    socket: PathBuf,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Device kind of endpoints whose connect request names none.
+    #[arg(long, value_enum, default_value = "tap")]
+    port_kind: KindArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum KindArg {
+    Tap,
+    Veth,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match EnvFilter::try_new(&args.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vswitchd: invalid --log-level {:?}: {e}", args.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let _lock = StateLock::acquire(&args.state_dir)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+
+    let (worker, mailbox) = Worker::new(FdbConfig::default())?;
+    let datapath = thread::Builder::new()
+        .name("datapath".into())
+        .spawn(move || worker.run())?;
+
+    let config = ControllerConfig {
+        default_port_kind: match args.port_kind {
+            KindArg::Tap => PortKind::Tap,
+            KindArg::Veth => PortKind::Veth,
+        },
+        ..ControllerConfig::default()
+    };
+    let daemon = Daemon::start(&args.state_dir, config, mailbox.clone())?;
+    if let Some(dir) = args.socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let server = ApiServer::bind(&args.socket)?;
+    let stop_api = server.shutdown_handle();
+    tracing::info!(socket = %args.socket.display(), state = %args.state_dir.display(), "vswitchd ready");
+
+    thread::scope(|s| {
+        let api = s.spawn(|| server.run(&daemon));
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "shutting down");
+        }
+        stop_api.shutdown();
+        let _ = api.join();
+    });
+    let _ = mailbox.send(Command::Shutdown);
+    match datapath.join() {
+        Ok(result) => result?,
+        Err(_) => return Err("the datapath thread panicked".into()),
+    }
+    // Persistent TAPs and the namespaces stay: a restarted daemon reattaches
+    // to them, and the containers keep their addresses and routes.
+    Ok(())
+}
