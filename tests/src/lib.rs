@@ -1,5 +1,305 @@
 //! Workspace-level end-to-end tests: a real `vswitchd`, network namespaces
 //! created and removed by each test, and real clients (ping, dig, iperf3).
 //!
-//! They arrive with the daemon; the packet-level tests of each crate live
-//! beside that crate and need no root.
+//! These tests need root and a few tools. Without them a test is skipped
+//! with a message, except under `CI=true`, where a missing prerequisite is a
+//! failure: CI must never pass by skipping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether missing prerequisites fail the test instead of skipping it.
+#[must_use]
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Checks that the test can run: root and the named tools. Returns `false`
+/// (after printing why) when it should be skipped; panics under CI.
+#[must_use]
+pub fn prerequisites(tools: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !nix_is_root() {
+        missing.push("root".to_owned());
+    }
+    for tool in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            missing.push((*tool).to_owned());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("missing prerequisites: {}", missing.join(", "));
+    assert!(
+        !in_ci(),
+        "{msg} (CI=true: a missing prerequisite is a failure)"
+    );
+    eprintln!("skipped: {msg}");
+    false
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A short name unique to this process and call, for namespaces, networks
+/// and sandboxes (interface names are limited to 15 bytes).
+#[must_use]
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Where cargo put this workspace's binaries (the directory above the test
+/// executable's `deps/`).
+#[must_use]
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let deps = exe
+        .parent()
+        .expect("test executables live in target/<profile>/deps");
+    deps.parent().expect("deps has a parent").to_owned()
+}
+
+/// Runs a command and returns its output, whatever the exit status.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// Runs a command and panics with its stderr unless it succeeds.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `vswitchd` with its own state directory and socket, killed and cleaned
+/// up when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+    sandboxes: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh state directory.
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("vswitch-e2e-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut d = Self {
+            child: None,
+            socket: dir.join("vswitchd.sock"),
+            state_dir: dir,
+            sandboxes: Vec::new(),
+            networks: Vec::new(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (or restarts) the process on the same state directory.
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let child = Command::new(bin_dir().join("vswitchd"))
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--log-level")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vswitchd starts");
+        self.child = Some(child);
+        wait_for(
+            Duration::from_secs(10),
+            || self.socket.exists(),
+            "the API socket",
+        );
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `vsctl` against this daemon.
+    pub fn vsctl(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("vsctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("vsctl runs")
+    }
+
+    /// Runs `vsctl` and panics with its stderr unless it succeeds.
+    pub fn vsctl_ok(&self, args: &[&str]) -> String {
+        let out = self.vsctl(args);
+        assert!(
+            out.status.success(),
+            "vsctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a network, removed again on drop.
+    pub fn network(&mut self, name: &str, extra: &[&str]) {
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(extra);
+        args.push(name);
+        self.vsctl_ok(&args);
+        self.networks.push(name.to_owned());
+    }
+
+    /// Creates a sandbox (a namespace visible to `ip netns`) connected to
+    /// `networks` in order, removed again on drop.
+    pub fn sandbox(&mut self, name: &str, networks: &[&str]) {
+        self.vsctl_ok(&["sandbox", "create", name]);
+        self.sandboxes.push(name.to_owned());
+        for net in networks {
+            self.vsctl_ok(&["network", "connect", net, name]);
+        }
+    }
+
+    /// Records sandboxes created outside [`Daemon::sandbox`], so they are
+    /// removed on drop too.
+    pub fn adopt_sandboxes(&mut self, names: &[&str]) {
+        self.sandboxes.extend(names.iter().map(|n| (*n).to_owned()));
+    }
+
+    /// Runs a command inside a sandbox's namespace.
+    pub fn exec(&self, sandbox: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["netns", "exec", sandbox];
+        args.extend_from_slice(cmd);
+        run("ip", &args)
+    }
+
+    /// Whether `count` pings from `sandbox` to `addr` all come back.
+    pub fn ping(&self, sandbox: &str, addr: &str, count: u32) -> bool {
+        let count = count.to_string();
+        self.exec(
+            sandbox,
+            &["ping", "-c", &count, "-i", "0.2", "-W", "2", addr],
+        )
+        .status
+        .success()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            for s in self.sandboxes.clone() {
+                let _ = self.vsctl(&["sandbox", "rm", &s]);
+            }
+            for n in self.networks.clone() {
+                let _ = self.vsctl(&["network", "rm", &n]);
+            }
+            if let Some(child) = &self.child {
+                let _ = Command::new("kill").arg(child.id().to_string()).status();
+            }
+            if let Some(mut child) = self.child.take() {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    if child.try_wait().ok().flatten().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // Whatever the daemon did not remove (it crashed, or the test
+        // failed half-way) is removed here, so no test leaves devices.
+        for s in &self.sandboxes {
+            let _ = Command::new("ip").args(["netns", "del", s]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes (then panics naming `what`).
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Interface names in the host namespace of the given kind (`bridge`,
+/// `vxlan`), to assert that vswitch creates none.
+#[must_use]
+pub fn host_links_of_kind(kind: &str) -> Vec<String> {
+    let out = run_ok("ip", &["-o", "link", "show", "type", kind]);
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+/// The host's iptables and nftables rules, as text, to compare before and
+/// after a test.
+#[must_use]
+pub fn firewall_rules() -> String {
+    let mut all = String::new();
+    for (prog, args) in [
+        ("iptables-save", &[][..]),
+        ("nft", &["list", "ruleset"][..]),
+    ] {
+        if let Ok(out) = Command::new(prog).args(args).output() {
+            // Counters and timestamps change on their own; rules do not.
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if !line.starts_with('#') && !line.starts_with(':') {
+                    all.push_str(line);
+                    all.push('\n');
+                }
+            }
+        }
+    }
+    all
+}
+
+/// Whether `path` exists (for devices under /sys/class/net).
+#[must_use]
+pub fn exists(path: impl AsRef<Path>) -> bool {
+    path.as_ref().exists()
+}
