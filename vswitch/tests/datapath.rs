@@ -1,5 +1,6 @@
-//! The datapath loop on real file descriptors (Unix datagram socket pairs),
-//! in its own thread, driven through its mailbox. No root needed.
+//! The datapath on real file descriptors (Unix datagram socket pairs), with
+//! two worker threads so that ports are polled by different workers, driven
+//! through its handle. No root needed.
 
 mod common;
 
@@ -10,33 +11,32 @@ use std::time::Duration;
 
 use common::*;
 use vswitch::buf::VnetHdr;
-use vswitch::datapath::{Command, Mailbox, Worker};
+use vswitch::datapath::Datapath;
 use vswitch::ids::PortId;
 use vswitch::port::datagram::{DatagramPort, recv_frame, send_frame};
 use vswitch::switch::{DropReason, FdbConfig, Origin, PortStats};
 
 struct Running {
-    mailbox: Mailbox,
+    datapath: Datapath,
     peers: Vec<(PortId, UnixDatagram)>,
-    thread: Option<thread::JoinHandle<std::io::Result<()>>>,
+    threads: Vec<thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
     fn start(ports: &[PortId]) -> Self {
-        let (worker, mailbox) = Worker::new(FdbConfig::default()).unwrap();
-        let thread = Some(thread::spawn(move || worker.run()));
-        mailbox.send(Command::Config(Arc::new(topology()))).unwrap();
+        let (datapath, threads) = Datapath::spawn(2, FdbConfig::default()).unwrap();
+        datapath.set_config(&Arc::new(topology())).unwrap();
         let mut peers = Vec::new();
         for &id in ports {
             let (port, peer) = DatagramPort::pair().unwrap();
             peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            mailbox.send(Command::AddPort(id, Box::new(port))).unwrap();
+            datapath.add_port(id, Arc::new(port)).unwrap();
             peers.push((id, peer));
         }
         Self {
-            mailbox,
+            datapath,
             peers,
-            thread,
+            threads,
         }
     }
 
@@ -64,7 +64,7 @@ impl Running {
     fn stats_when(&self, port: PortId, done: impl Fn(&PortStats) -> bool) -> PortStats {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let stats = self.mailbox.ask(Command::PortStats).unwrap();
+            let stats = self.datapath.port_stats().unwrap();
             let s = stats
                 .into_iter()
                 .find(|(p, _)| *p == port)
@@ -89,8 +89,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.mailbox.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
+        self.datapath.shutdown();
+        for t in self.threads.drain(..) {
             t.join()
                 .expect("worker thread panicked")
                 .expect("worker loop failed");
@@ -143,12 +143,12 @@ fn floods_carry_gso_metadata_and_inspection_answers_between_batches() {
         assert_eq!(got_hdr, hdr, "the virtio-net header travels with the frame");
     }
 
-    let fdb = dp.mailbox.ask(Command::Fdb).unwrap();
+    let fdb = dp.datapath.fdb().unwrap();
     assert!(
         fdb.iter()
             .any(|r| r.mac == mac_of(A) && r.port == A && r.origin == Origin::Static)
     );
-    let stats = dp.mailbox.ask(Command::PortStats).unwrap();
+    let stats = dp.datapath.port_stats().unwrap();
     let a = stats.iter().find(|(p, _)| *p == A).unwrap().1.clone();
     assert_eq!(a.rx_packets, 1);
     let b = stats.iter().find(|(p, _)| *p == B).unwrap().1.clone();
@@ -195,7 +195,7 @@ fn drops_are_counted_and_removed_ports_fall_silent() {
     assert_eq!(a.drops.get(DropReason::SrcMacSpoofed), 1);
     assert_eq!(a.drops.get(DropReason::Runt), 2);
 
-    dp.mailbox.ask(|ack| Command::RemovePort(B, ack)).unwrap();
+    dp.datapath.remove_port(B).unwrap();
     dp.send(A, &udp_between(A, B));
     assert!(dp.nothing_at(B));
     // A still works after B left.

@@ -16,7 +16,7 @@ use vswitch::api::ApiServer;
 use vswitch::control::{ControllerConfig, PortKind};
 use vswitch::daemon::Daemon;
 use vswitch::daemon::lock::StateLock;
-use vswitch::datapath::{Command, Worker};
+use vswitch::datapath::Datapath;
 use vswitch::switch::FdbConfig;
 
 /// A userspace virtual switch for containers.
@@ -32,6 +32,9 @@ struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Datapath threads; by default one per available core.
+    #[arg(long)]
+    datapath_threads: Option<usize>,
     /// Device kind of endpoints whose connect request names none.
     #[arg(long, value_enum, default_value = "tap")]
     port_kind: KindArg,
@@ -69,10 +72,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let _lock = StateLock::acquire(&args.state_dir)?;
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
 
-    let (worker, mailbox) = Worker::new(FdbConfig::default())?;
-    let datapath = thread::Builder::new()
-        .name("datapath".into())
-        .spawn(move || worker.run())?;
+    let threads = args
+        .datapath_threads
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let (datapath, workers) = Datapath::spawn(threads, FdbConfig::default())?;
 
     let config = ControllerConfig {
         default_port_kind: match args.port_kind {
@@ -81,7 +84,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         ..ControllerConfig::default()
     };
-    let daemon = Daemon::start(&args.state_dir, config, mailbox.clone())?;
+    let daemon = Daemon::start(&args.state_dir, config, datapath.clone())?;
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -97,10 +100,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         stop_api.shutdown();
         let _ = api.join();
     });
-    let _ = mailbox.send(Command::Shutdown);
-    match datapath.join() {
-        Ok(result) => result?,
-        Err(_) => return Err("the datapath thread panicked".into()),
+    datapath.shutdown();
+    for worker in workers {
+        match worker.join() {
+            Ok(result) => result?,
+            Err(_) => return Err("a datapath thread panicked".into()),
+        }
     }
     // Persistent TAPs and the namespaces stay: a restarted daemon reattaches
     // to them, and the containers keep their addresses and routes.

@@ -9,7 +9,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::control::{Attachment, Controller, Detachment, Effect, PortKind};
-use crate::datapath::{Command, Mailbox};
+use crate::datapath::Datapath;
 use crate::netconf::{EndpointConfig, NetconfError, Netlink};
 use crate::netns::{Netns, NetnsError, run_in};
 use crate::port::{PacketSocketPort, PortError, PortIo, TapPort};
@@ -61,14 +61,14 @@ fn netconf_err(device: &str) -> impl FnOnce(NetconfError) -> EffectError + '_ {
 /// Executes effects against the host and the datapath.
 #[derive(Debug)]
 pub struct Executor {
-    mailbox: Mailbox,
+    datapath: Datapath,
 }
 
 impl Executor {
-    /// An executor feeding `mailbox`'s datapath.
+    /// An executor feeding `datapath`.
     #[must_use]
-    pub const fn new(mailbox: Mailbox) -> Self {
-        Self { mailbox }
+    pub const fn new(datapath: Datapath) -> Self {
+        Self { datapath }
     }
 
     /// Carries out `effects` in order. On the first failure, undoes the
@@ -131,7 +131,7 @@ impl Executor {
     /// When the configuration is invalid or the datapath is gone.
     pub fn push_config(&self, controller: &Controller) -> Result<(), EffectError> {
         let config = controller.switch_config()?;
-        self.mailbox.send(Command::Config(Arc::new(config)))?;
+        self.datapath.set_config(&Arc::new(config))?;
         Ok(())
     }
 
@@ -178,7 +178,7 @@ impl Executor {
             txqueuelen: Some(a.txqueuelen),
         };
         let mut host = Netlink::new().map_err(netconf_err(&a.host_ifname))?;
-        let port: Box<dyn PortIo> = match a.kind {
+        let port: Arc<dyn PortIo> = match a.kind {
             PortKind::Tap => {
                 let tap = TapPort::create(&a.host_ifname)?;
                 if let Err(e) = host.configure_endpoint(&ns, &a.host_ifname, &config) {
@@ -190,7 +190,7 @@ impl Executor {
                         source: e,
                     });
                 }
-                Box::new(tap)
+                Arc::new(tap)
             }
             PortKind::Veth => {
                 let peer = veth_peer_name(&a.host_ifname);
@@ -212,7 +212,7 @@ impl Executor {
                     Ok::<_, EffectError>(PacketSocketPort::open(&a.host_ifname)?)
                 })();
                 match opened {
-                    Ok(port) => Box::new(port),
+                    Ok(port) => Arc::new(port),
                     Err(e) => {
                         let _ = host.delete_link(&a.host_ifname);
                         return Err(e);
@@ -220,7 +220,7 @@ impl Executor {
                 }
             }
         };
-        self.mailbox.send(Command::AddPort(a.port, port))?;
+        self.datapath.add_port(a.port, port)?;
         Ok(())
     }
 
@@ -228,7 +228,7 @@ impl Executor {
     /// are logged: the endpoint is gone from the model either way, and a
     /// device left behind is removed with its namespace.
     fn detach(&self, d: &Detachment) {
-        if let Err(e) = self.mailbox.ask(|ack| Command::RemovePort(d.port, ack)) {
+        if let Err(e) = self.datapath.remove_port(d.port) {
             tracing::warn!(port = %d.port, error = %e, "datapath did not release the port");
         }
         let result = match d.kind {
@@ -253,7 +253,7 @@ impl Executor {
     /// # Errors
     /// When the device can neither be reopened nor recreated.
     pub fn reattach(&self, a: &Attachment, netns_owned: bool) -> Result<(), EffectError> {
-        let reopened: Result<Box<dyn PortIo>, EffectError> = match a.kind {
+        let reopened: Result<Arc<dyn PortIo>, EffectError> = match a.kind {
             PortKind::Tap => Netns::open(&a.netns)
                 .map_err(netns_err(&a.sandbox))
                 .and_then(|ns| {
@@ -261,14 +261,14 @@ impl Executor {
                         .map_err(netns_err(&a.sandbox))?
                         .map_err(EffectError::from)
                 })
-                .map(|t| Box::new(t) as Box<dyn PortIo>),
+                .map(|t| Arc::new(t) as Arc<dyn PortIo>),
             PortKind::Veth => PacketSocketPort::open(&a.host_ifname)
-                .map(|p| Box::new(p) as Box<dyn PortIo>)
+                .map(|p| Arc::new(p) as Arc<dyn PortIo>)
                 .map_err(EffectError::from),
         };
         match reopened {
             Ok(port) => {
-                self.mailbox.send(Command::AddPort(a.port, port))?;
+                self.datapath.add_port(a.port, port)?;
                 Ok(())
             }
             Err(e) => {

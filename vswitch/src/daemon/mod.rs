@@ -5,7 +5,7 @@
 //!  main ── signals (TERM, INT) ─────────────── shutdown
 //!   ├ api       HTTP on the unix socket → Daemon::apply
 //!   │           (controller → effects on devices → store → answer)
-//!   └ datapath  Worker: ports, Switch::process, mailbox
+//!   └ datapath  one Worker per core: its ports, Switch::process, mailbox
 //! ```
 //!
 //! Requests are applied one at a time under one lock: the controller is
@@ -28,7 +28,7 @@ use crate::control::{
     ControlError, Controller, ControllerConfig, Ctx, OsEntropy, Request, Response, Store,
     rfc3339_nano,
 };
-use crate::datapath::{Command, Mailbox};
+use crate::datapath::Datapath;
 use effects::Executor;
 
 /// The control plane of a running daemon; the API server's [`Backend`].
@@ -36,7 +36,7 @@ use effects::Executor;
 pub struct Daemon {
     state: Mutex<State>,
     executor: Executor,
-    mailbox: Mailbox,
+    datapath: Datapath,
 }
 
 #[derive(Debug)]
@@ -72,7 +72,7 @@ impl Daemon {
     pub fn start(
         state_dir: &Path,
         config: ControllerConfig,
-        mailbox: Mailbox,
+        datapath: Datapath,
     ) -> Result<Self, StartError> {
         let store = Store::open(state_dir)?;
         let entropy = OsEntropy::new();
@@ -90,7 +90,7 @@ impl Daemon {
             tracing::info!("first start: created the default bridge network");
             controller
         };
-        let executor = Executor::new(mailbox.clone());
+        let executor = Executor::new(datapath.clone());
         executor.push_config(&controller)?;
         for attachment in controller.attachments() {
             let owned = controller
@@ -108,7 +108,7 @@ impl Daemon {
                 entropy,
             }),
             executor,
-            mailbox,
+            datapath,
         })
     }
 }
@@ -152,16 +152,16 @@ impl Backend for Daemon {
 
     fn fdb(&self, network: Option<&str>) -> Result<Vec<FdbView>, ControlError> {
         let rows = self
-            .mailbox
-            .ask(Command::Fdb)
+            .datapath
+            .fdb()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         self.state.lock().controller.fdb_views(&rows, network)
     }
 
     fn ports(&self) -> Result<Vec<PortView>, ControlError> {
         let stats = self
-            .mailbox
-            .ask(Command::PortStats)
+            .datapath
+            .port_stats()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         let state = self.state.lock();
         Ok(state.controller.port_views(|port| {

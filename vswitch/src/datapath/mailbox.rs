@@ -13,11 +13,19 @@ use crate::switch::{FdbRow, PortStats, SwitchConfig};
 /// Something for the datapath to do between batches.
 #[derive(Debug)]
 pub enum Command {
-    /// Start switching frames of a new port (its configuration arrives, or
-    /// has arrived, in a [`Command::Config`]).
-    AddPort(PortId, Box<dyn PortIo>),
-    /// Stop polling a port and close its descriptor; the acknowledgement is
-    /// sent once the worker no longer uses it.
+    /// A new port (its configuration arrives, or has arrived, in a
+    /// [`Command::Config`]): always a transmit target; also polled for
+    /// frames when `poll` is set (exactly one worker polls each port).
+    AddPort {
+        /// The port.
+        id: PortId,
+        /// Its device, shared by every worker.
+        port: Arc<dyn PortIo>,
+        /// Whether this worker receives from it.
+        poll: bool,
+    },
+    /// Stop using a port; the acknowledgement is sent once the worker has
+    /// let go of it (the descriptor closes when the last worker has).
     RemovePort(PortId, Sender<()>),
     /// Replace the switch configuration.
     Config(Arc<SwitchConfig>),

@@ -9,6 +9,9 @@
 //! Each frame runs to completion (receive, decide, transmit) in one buffer,
 //! so the loop needs no queue and allocates nothing per frame. The time is
 //! read once per visit and passed to the switch.
+//!
+//! Several workers may run side by side ([`super::Datapath`]): each polls
+//! its share of the ports and transmits to any port.
 
 use std::collections::VecDeque;
 use std::io;
@@ -36,7 +39,10 @@ pub struct Worker {
     poll: Poll,
     inbox: Inbox,
     switch: Switch,
-    ports: Vec<Option<Box<dyn PortIo>>>,
+    /// Every port, for transmitting; the ones this worker receives from
+    /// are marked in `polled`.
+    ports: Vec<Option<Arc<dyn PortIo>>>,
+    polled: Vec<bool>,
     /// Ports with frames possibly left to read, and a flag per port so each
     /// is listed once.
     ready: VecDeque<PortId>,
@@ -62,6 +68,7 @@ impl Worker {
             inbox: rx,
             switch: Switch::new(fdb),
             ports: Vec::new(),
+            polled: Vec::new(),
             ready: VecDeque::new(),
             queued: Vec::new(),
             buf: PacketBuf::new(),
@@ -124,7 +131,7 @@ impl Worker {
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             };
             match command {
-                Command::AddPort(id, port) => self.add_port(id, port),
+                Command::AddPort { id, port, poll } => self.add_port(id, port, poll),
                 Command::RemovePort(id, ack) => {
                     self.remove_port(id);
                     let _ = ack.send(());
@@ -147,37 +154,47 @@ impl Worker {
         }
     }
 
-    fn add_port(&mut self, id: PortId, port: Box<dyn PortIo>) {
-        let fd = port.raw_fd();
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(id.index()), Interest::READABLE)
-        {
-            tracing::error!(port = %id, error = %e, "cannot poll port; not added");
-            return;
-        }
+    fn add_port(&mut self, id: PortId, port: Arc<dyn PortIo>, poll: bool) {
         let i = id.index();
         if self.ports.len() <= i {
             self.ports.resize_with(i + 1, || None);
+            self.polled.resize(i + 1, false);
             self.queued.resize(i + 1, false);
             self.tx_errors_logged.resize(i + 1, false);
         }
         self.remove_port(id);
+        if poll {
+            let fd = port.raw_fd();
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+            {
+                tracing::error!(port = %id, error = %e, "cannot poll port; not added");
+                return;
+            }
+            self.polled[i] = true;
+        }
         self.ports[i] = Some(port);
         self.tx_errors_logged[i] = false;
-        // Frames may have queued before registration; edge-triggered
-        // polling would never report them.
-        self.mark_ready(id);
+        if poll {
+            // Frames may have queued before registration; edge-triggered
+            // polling would never report them.
+            self.mark_ready(id);
+        }
     }
 
     fn remove_port(&mut self, id: PortId) {
-        let Some(port) = self.ports.get_mut(id.index()).and_then(Option::take) else {
+        let i = id.index();
+        let Some(port) = self.ports.get_mut(i).and_then(Option::take) else {
             return;
         };
-        let fd = port.raw_fd();
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-        self.queued[id.index()] = false;
+        if self.polled[i] {
+            let fd = port.raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.polled[i] = false;
+        }
+        self.queued[i] = false;
         self.ready.retain(|&p| p != id);
     }
 
@@ -190,7 +207,7 @@ impl Worker {
             let now = Instant::now();
             let mut drained = false;
             for _ in 0..BATCH {
-                let Some(port) = self.ports.get_mut(id.index()).and_then(Option::as_mut) else {
+                let Some(port) = self.ports.get(id.index()).and_then(Option::as_ref) else {
                     drained = true;
                     break;
                 };
@@ -201,6 +218,11 @@ impl Worker {
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // One unreadable frame (longer than a buffer, shorter
+                    // than its header): counted, and the port stays.
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        self.switch.record_rx_error(id);
+                    }
                     Err(e) => {
                         // The device is gone (deleted under us) or broken:
                         // stop polling it rather than spin on the error.
@@ -242,7 +264,7 @@ impl Worker {
     }
 
     fn transmit(&mut self, to: PortId) {
-        let Some(port) = self.ports.get_mut(to.index()).and_then(Option::as_mut) else {
+        let Some(port) = self.ports.get(to.index()).and_then(Option::as_ref) else {
             // Configured but not yet (or no longer) attached to a device.
             self.switch.record_tx_dropped(to);
             return;

@@ -66,7 +66,7 @@ pub fn send_frame(peer: &UnixDatagram, hdr: &VnetHdr, frame: &[u8]) -> io::Resul
 }
 
 impl PortIo for DatagramPort {
-    fn recv(&mut self, buf: &mut PacketBuf) -> io::Result<()> {
+    fn recv(&self, buf: &mut PacketBuf) -> io::Result<()> {
         let mut hdr = [0u8; VnetHdr::LEN];
         let n = {
             let mut iov = [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf.rx_space())];
@@ -91,7 +91,7 @@ impl PortIo for DatagramPort {
         Ok(())
     }
 
-    fn send(&mut self, buf: &PacketBuf) -> io::Result<()> {
+    fn send(&self, buf: &PacketBuf) -> io::Result<()> {
         let hdr = buf.vnet.to_bytes();
         let iov = [IoSlice::new(&hdr), IoSlice::new(buf.frame())];
         nix::sys::socket::sendmsg::<()>(

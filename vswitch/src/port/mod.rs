@@ -150,20 +150,24 @@ pub(crate) fn check_ifname(name: &str) -> Result<(), PortError> {
 ///
 /// Both calls are non-blocking: `Err(WouldBlock)` means nothing to read, or
 /// no room to write (the frame is then dropped and counted, as the kernel
-/// drops on a full queue).
-pub trait PortIo: Send + core::fmt::Debug {
+/// drops on a full queue). `InvalidData` from `recv` means one bad frame
+/// (longer than a buffer, or shorter than its header), not a broken device.
+///
+/// A port is shared: the worker that polls it receives, and any worker may
+/// transmit to it (the kernel takes each frame whole), so both take `&self`.
+pub trait PortIo: Send + Sync + core::fmt::Debug {
     /// Reads one frame, with its virtio-net header, into `buf`.
     ///
     /// # Errors
     /// `WouldBlock` when no frame is queued; any other error from the device.
-    fn recv(&mut self, buf: &mut PacketBuf) -> io::Result<()>;
+    fn recv(&self, buf: &mut PacketBuf) -> io::Result<()>;
 
     /// Writes the frame in `buf`, with its virtio-net header.
     ///
     /// # Errors
     /// `WouldBlock` when the device's queue is full; any other error from
     /// the device.
-    fn send(&mut self, buf: &PacketBuf) -> io::Result<()>;
+    fn send(&self, buf: &PacketBuf) -> io::Result<()>;
 
     /// The descriptor to poll for readability.
     fn raw_fd(&self) -> RawFd;

@@ -97,7 +97,7 @@ impl PacketSocketPort {
 }
 
 impl PortIo for PacketSocketPort {
-    fn recv(&mut self, buf: &mut PacketBuf) -> io::Result<()> {
+    fn recv(&self, buf: &mut PacketBuf) -> io::Result<()> {
         let mut hdr = [0u8; VnetHdr::LEN];
         let rx = buf.rx_space();
         let space = rx.len();
@@ -121,7 +121,7 @@ impl PortIo for PacketSocketPort {
         finish_recv(buf, &hdr, n, space)
     }
 
-    fn send(&mut self, buf: &PacketBuf) -> io::Result<()> {
+    fn send(&self, buf: &PacketBuf) -> io::Result<()> {
         let hdr = buf.vnet.to_bytes();
         let frame = buf.frame();
         // The socket is bound, so no destination address is needed: the

@@ -225,7 +225,7 @@ impl TapPort {
 }
 
 impl PortIo for TapPort {
-    fn recv(&mut self, buf: &mut PacketBuf) -> io::Result<()> {
+    fn recv(&self, buf: &mut PacketBuf) -> io::Result<()> {
         let mut hdr = [0u8; VnetHdr::LEN];
         let rx = buf.rx_space();
         let space = rx.len();
@@ -238,7 +238,7 @@ impl PortIo for TapPort {
         finish_recv(buf, &hdr, n, space)
     }
 
-    fn send(&mut self, buf: &PacketBuf) -> io::Result<()> {
+    fn send(&self, buf: &PacketBuf) -> io::Result<()> {
         let hdr = buf.vnet.to_bytes();
         let frame = buf.frame();
         let n = nix::sys::uio::writev(&self.file, &[IoSlice::new(&hdr), IoSlice::new(frame)])?;

@@ -101,6 +101,9 @@ drop_reasons! {
     /// Arrived on a port the configuration does not know (removed while the
     /// frame was queued).
     UnknownPort => "unknown_port",
+    /// The device delivered a frame that could not be read whole (longer
+    /// than a buffer, or shorter than its virtio-net header).
+    RxError => "rx_error",
 }
 
 #[cfg(test)]

@@ -28,6 +28,13 @@ impl DropCounters {
             .filter(|&(_, n)| n != 0)
     }
 
+    /// Adds another set of counters to this one.
+    pub fn merge(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
     #[inline]
     fn bump(&mut self, reason: DropReason) {
         self.0[reason.index()] += 1;
@@ -49,6 +56,18 @@ pub struct PortStats {
     pub tx_dropped: u64,
     /// Frames received from the port and dropped, by reason.
     pub drops: DropCounters,
+}
+
+impl PortStats {
+    /// Adds another worker's counters of the same port to these.
+    pub fn merge(&mut self, other: &Self) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.tx_dropped += other.tx_dropped;
+        self.drops.merge(&other.drops);
+    }
 }
 
 /// All counters of a switch.

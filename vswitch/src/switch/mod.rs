@@ -263,6 +263,12 @@ impl Switch {
             })
     }
 
+    /// Counts a frame the device on `port` delivered unreadable.
+    pub fn record_rx_error(&mut self, port: PortId) {
+        self.stats.rx(port, 0);
+        self.stats.drop(port, DropReason::RxError);
+    }
+
     /// Counts a frame written to `port`.
     #[inline]
     pub fn record_tx(&mut self, port: PortId, bytes: usize) {
