@@ -106,6 +106,7 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     /// The API socket.
     pub socket: PathBuf,
+    args: Vec<String>,
     sandboxes: Vec<String>,
     networks: Vec<String>,
 }
@@ -114,12 +115,20 @@ impl Daemon {
     /// Starts a daemon on a fresh state directory.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon on a fresh state directory with extra `vswitchd`
+    /// arguments (kept for [`Daemon::spawn`]).
+    #[must_use]
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("vswitch-e2e-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut d = Self {
             child: None,
             socket: dir.join("vswitchd.sock"),
             state_dir: dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             sandboxes: Vec::new(),
             networks: Vec::new(),
         };
@@ -137,10 +146,16 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--log-level")
             .arg("info")
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("vswitchd starts");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (the binaries are built by `cargo test --workspace`)",
+                    bin_dir().join("vswitchd").display()
+                )
+            });
         self.child = Some(child);
         wait_for(
             Duration::from_secs(10),

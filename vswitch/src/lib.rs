@@ -19,6 +19,7 @@ pub mod buf;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod dnsd;
 pub mod gso;
 pub mod ids;
 pub mod netconf;

@@ -1,8 +1,10 @@
 //! `vswitchd`: the vswitch daemon.
 //!
-//! Runs the datapath and the control API on its embedded defaults: state in
-//! `/var/lib/vswitch`, API on `/run/vswitch/vswitchd.sock`, and Docker's
-//! default `bridge` network (172.17.0.0/16) created on first start.
+//! Runs the datapath, the embedded DNS and the control API on its embedded
+//! defaults: state in `/var/lib/vswitch`, API on
+//! `/run/vswitch/vswitchd.sock`, Docker's default `bridge` network
+//! (172.17.0.0/16) created on first start, upstream DNS servers from
+//! `/etc/resolv.conf`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +17,10 @@ use tracing_subscriber::EnvFilter;
 use vswitch::api::ApiServer;
 use vswitch::control::{ControllerConfig, PortKind};
 use vswitch::daemon::Daemon;
+use vswitch::daemon::dns_sync::{DnsPaths, DnsSync, HOST_RESOLV_CONF};
 use vswitch::daemon::lock::StateLock;
 use vswitch::datapath::Datapath;
+use vswitch::dnsd::{Dnsd, DnsdConfig};
 use vswitch::switch::FdbConfig;
 
 /// A userspace virtual switch for containers.
@@ -38,6 +42,10 @@ struct Args {
     /// Device kind of endpoints whose connect request names none.
     #[arg(long, value_enum, default_value = "tap")]
     port_kind: KindArg,
+    /// The host resolv.conf: its IPv4 nameservers are the embedded DNS's
+    /// upstreams, and sandboxes' resolv.conf files are derived from it.
+    #[arg(long, default_value = HOST_RESOLV_CONF)]
+    resolv_conf: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -84,7 +92,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         ..ControllerConfig::default()
     };
-    let daemon = Daemon::start(&args.state_dir, config, datapath.clone())?;
+    let (dnsd, dns_thread) = Dnsd::spawn(DnsdConfig::default())?;
+    let dns = DnsSync::new(
+        dnsd.clone(),
+        DnsPaths {
+            host_resolv_conf: args.resolv_conf.clone(),
+            ..DnsPaths::default()
+        },
+    );
+    let daemon = Daemon::start(&args.state_dir, config, datapath.clone(), Some(dns))?;
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -101,13 +117,20 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = api.join();
     });
     datapath.shutdown();
+    dnsd.shutdown();
+    match dns_thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the dns thread failed"),
+        Err(_) => return Err("the dns thread panicked".into()),
+    }
     for worker in workers {
         match worker.join() {
             Ok(result) => result?,
             Err(_) => return Err("a datapath thread panicked".into()),
         }
     }
-    // Persistent TAPs and the namespaces stay: a restarted daemon reattaches
-    // to them, and the containers keep their addresses and routes.
+    // Persistent TAPs, the namespaces and their resolv.conf files stay: a
+    // restarted daemon reattaches to them and reopens the DNS listeners,
+    // and the containers keep their addresses and routes.
     Ok(())
 }

@@ -4,8 +4,9 @@
 //! ```text
 //!  main ── signals (TERM, INT) ─────────────── shutdown
 //!   ├ api       HTTP on the unix socket → Daemon::apply
-//!   │           (controller → effects on devices → store → answer)
-//!   └ datapath  one Worker per core: its ports, Switch::process, mailbox
+//!   │           (controller → effects on devices → store → dns → answer)
+//!   ├ datapath  one Worker per core: its ports, Switch::process, mailbox
+//!   └ dns       the embedded DNS (crate::dnsd): 127.0.0.11 in each sandbox
 //! ```
 //!
 //! Requests are applied one at a time under one lock: the controller is
@@ -13,7 +14,13 @@
 //! model to the store before answering is a short critical section, and the
 //! datapath never waits on it (it gets a new configuration through its
 //! mailbox).
+//!
+//! After a request has been committed (its effects done, the model saved),
+//! the embedded DNS is brought in line with the model ([`dns_sync::DnsSync`]):
+//! records, listeners, resolv.conf files. It takes no part in the
+//! request's success, so a request stays all-or-nothing.
 
+pub mod dns_sync;
 pub mod effects;
 pub mod lock;
 
@@ -29,6 +36,7 @@ use crate::control::{
     rfc3339_nano,
 };
 use crate::datapath::Datapath;
+use dns_sync::DnsSync;
 use effects::Executor;
 
 /// The control plane of a running daemon; the API server's [`Backend`].
@@ -44,6 +52,7 @@ struct State {
     controller: Controller,
     store: Store,
     entropy: OsEntropy,
+    dns: Option<DnsSync>,
 }
 
 /// Why the daemon could not start.
@@ -62,8 +71,10 @@ pub enum StartError {
 
 impl Daemon {
     /// Opens the state in `state_dir` (creating Docker's default `bridge`
-    /// network on a first start), hands the datapath its configuration and
-    /// reattaches every endpoint's device.
+    /// network on a first start), hands the datapath its configuration,
+    /// reattaches every endpoint's device and, with `dns`, opens the
+    /// embedded DNS listeners of every sandbox on a user network and
+    /// rewrites their resolv.conf files.
     ///
     /// # Errors
     /// When the store cannot be read or written, or the stored model is
@@ -73,6 +84,7 @@ impl Daemon {
         state_dir: &Path,
         config: ControllerConfig,
         datapath: Datapath,
+        mut dns: Option<DnsSync>,
     ) -> Result<Self, StartError> {
         let store = Store::open(state_dir)?;
         let entropy = OsEntropy::new();
@@ -101,11 +113,15 @@ impl Daemon {
                 tracing::error!(endpoint = %attachment.endpoint, error = %e, "endpoint not reattached");
             }
         }
+        if let Some(dns) = &mut dns {
+            dns.sync(controller.model());
+        }
         Ok(Self {
             state: Mutex::new(State {
                 controller,
                 store,
                 entropy,
+                dns,
             }),
             executor,
             datapath,
@@ -120,6 +136,7 @@ impl Backend for Daemon {
             controller,
             store,
             entropy,
+            dns,
         } = &mut *state;
         let before = controller.clone();
         let now = rfc3339_nano(SystemTime::now());
@@ -146,6 +163,11 @@ impl Backend for Daemon {
             }
             tracing::warn!(error = %e, "request failed and was rolled back");
             return Err(e);
+        }
+        if outcome.changed
+            && let Some(dns) = dns
+        {
+            dns.sync(controller.model());
         }
         Ok(outcome.response)
     }

@@ -1,0 +1,220 @@
+//! Keeps the embedded DNS in step with the model: after every change (and
+//! at start-up) the daemon calls [`DnsSync::sync`], which derives the
+//! records, opens and closes listeners, and writes and removes the
+//! sandboxes' resolv.conf files.
+//!
+//! The DNS is a projection of the model, not part of a request: a request
+//! succeeds or fails on its devices and its store write alone, and the
+//! projection follows once it has been committed. A listener that cannot
+//! be opened is logged and tried again at the next sync, as Docker logs a
+//! resolver that fails to start and runs the container anyway
+//! (libnetwork `sandbox_dns_unix.go`, `startResolver`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dns::{ResolvConf, SandboxId};
+
+use crate::control::Model;
+use crate::dnsd::Dnsd;
+use crate::dnsd::records::{self, SandboxIds};
+
+/// Where the host's resolver configuration lives.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// systemd-resolved's full list, read instead of a host file that names
+/// only its stub (docker-reference §6.2).
+const SYSTEMD_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
+
+/// Where the embedded DNS takes its inputs from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsPaths {
+    /// The host's resolv.conf ([`HOST_RESOLV_CONF`]).
+    pub host_resolv_conf: PathBuf,
+    /// Where sandboxes' resolv.conf files go
+    /// ([`records::ETC_NETNS`]).
+    pub etc_netns: PathBuf,
+}
+
+impl Default for DnsPaths {
+    fn default() -> Self {
+        Self {
+            host_resolv_conf: PathBuf::from(HOST_RESOLV_CONF),
+            etc_netns: PathBuf::from(records::ETC_NETNS),
+        }
+    }
+}
+
+/// The daemon's side of the embedded DNS.
+#[derive(Debug)]
+pub struct DnsSync {
+    dnsd: Dnsd,
+    paths: DnsPaths,
+    ids: SandboxIds,
+    /// Sandboxes (model id) whose listeners are open.
+    listening: HashMap<String, SandboxId>,
+    /// resolv.conf files written (model id → path and contents).
+    written: HashMap<String, (PathBuf, String)>,
+}
+
+impl DnsSync {
+    /// Drives `dnsd`.
+    #[must_use]
+    pub fn new(dnsd: Dnsd, paths: DnsPaths) -> Self {
+        Self {
+            dnsd,
+            paths,
+            ids: SandboxIds::new(),
+            listening: HashMap::new(),
+            written: HashMap::new(),
+        }
+    }
+
+    /// The DNS thread's handle.
+    #[must_use]
+    pub const fn dnsd(&self) -> &Dnsd {
+        &self.dnsd
+    }
+
+    /// The host's resolv.conf text, as Docker picks it: the configured
+    /// file, or systemd-resolved's full list when the default file names
+    /// only its stub. A file that cannot be read counts as empty.
+    fn host_resolv_conf(&self) -> String {
+        let path = &self.paths.host_resolv_conf;
+        let text = fs::read_to_string(path).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the host resolv.conf");
+            String::new()
+        });
+        if path == Path::new(HOST_RESOLV_CONF)
+            && ResolvConf::parse(&text).is_systemd_stub()
+            && let Ok(full) = fs::read_to_string(SYSTEMD_RESOLV_CONF)
+        {
+            return full;
+        }
+        text
+    }
+
+    /// Brings the records, listeners and resolv.conf files in line with
+    /// `model`. Failures are logged; what failed is tried again next time.
+    pub fn sync(&mut self, model: &Model) {
+        self.ids.sync(model);
+        let host = self.host_resolv_conf();
+        let plan = records::build(model, &self.ids, &host, &self.paths.etc_netns);
+
+        // Records first, so a new listener's first query finds its sandbox.
+        if let Err(e) = self.dnsd.set_records(Arc::new(plan.records)) {
+            tracing::error!(error = %e, "dns thread gone: records not updated");
+        }
+        let wanted: HashMap<&str, SandboxId> = plan
+            .listeners
+            .iter()
+            .map(|l| (l.sandbox.as_str(), l.id))
+            .collect();
+        let stale: Vec<(String, SandboxId)> = self
+            .listening
+            .iter()
+            .filter(|(sb, id)| wanted.get(sb.as_str()) != Some(id))
+            .map(|(sb, id)| (sb.clone(), *id))
+            .collect();
+        for (sb, id) in stale {
+            if let Err(e) = self.dnsd.remove_sandbox(id) {
+                tracing::error!(error = %e, "dns thread gone: listeners not closed");
+            }
+            self.listening.remove(&sb);
+        }
+        for l in &plan.listeners {
+            if self.listening.contains_key(&l.sandbox) {
+                continue;
+            }
+            match self.dnsd.add_sandbox(l.id, &l.netns) {
+                Ok(at) => {
+                    tracing::info!(netns = %l.netns.display(), udp = %at.udp, "embedded dns listening");
+                    self.listening.insert(l.sandbox.clone(), l.id);
+                }
+                Err(e) => {
+                    tracing::error!(netns = %l.netns.display(), error = %e, "embedded dns not started for the sandbox");
+                }
+            }
+        }
+
+        let mut keep: HashMap<String, (PathBuf, String)> = HashMap::new();
+        for f in plan.resolv_confs {
+            let entry = (f.path, f.contents);
+            if self.written.get(&f.sandbox) != Some(&entry) {
+                if let Err(e) = write_resolv_conf(&entry.0, &entry.1) {
+                    tracing::warn!(path = %entry.0.display(), error = %e, "resolv.conf not written");
+                    // Whatever was there stays, and is tried again next time.
+                    if let Some(old) = self.written.get(&f.sandbox) {
+                        keep.insert(f.sandbox, old.clone());
+                    }
+                    continue;
+                }
+                if let Some((old, _)) = self.written.get(&f.sandbox)
+                    && *old != entry.0
+                {
+                    remove_resolv_conf(old);
+                }
+            }
+            keep.insert(f.sandbox, entry);
+        }
+        for (sb, (path, _)) in &self.written {
+            if !keep.contains_key(sb) {
+                remove_resolv_conf(path);
+            }
+        }
+        self.written = keep;
+    }
+}
+
+/// Writes `contents` to `path` by renaming a finished temporary file over
+/// it, creating the directory.
+fn write_resolv_conf(path: &Path, contents: &str) -> io::Result<()> {
+    if fs::read_to_string(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory"))?;
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(".resolv.conf.vswitch");
+    fs::write(&tmp, contents)?;
+    fs::rename(&tmp, path)
+}
+
+/// Removes a sandbox's resolv.conf and its directory if nothing else is
+/// left in it.
+fn remove_resolv_conf(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "resolv.conf not removed"),
+    }
+    if let Some(dir) = path.parent() {
+        // Fails, as it should, when the directory holds other files.
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_files_are_written_and_removed_with_their_directory() {
+        let root = std::env::temp_dir().join(format!("vswitch-dns-{}", std::process::id()));
+        let path = root.join("sb1").join("resolv.conf");
+        write_resolv_conf(&path, "nameserver 127.0.0.11\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "nameserver 127.0.0.11\n"
+        );
+        write_resolv_conf(&path, "nameserver 192.0.2.1\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "nameserver 192.0.2.1\n");
+        remove_resolv_conf(&path);
+        assert!(!root.join("sb1").exists());
+        let _ = fs::remove_dir(&root);
+    }
+}

@@ -1,0 +1,365 @@
+//! From the controller's model to what the embedded DNS needs: the
+//! [`Records`] the resolver answers from, which sandboxes get listeners,
+//! and every sandbox's resolv.conf (docker-reference §6.1, §6.2).
+//!
+//! Pure: the daemon reads the host's resolv.conf and passes its text in.
+//!
+//! - Only user-defined networks have service discovery: the default
+//!   `bridge` (the model's `builtin` network) is left out of the records,
+//!   as in Docker.
+//! - An endpoint answers to its sandbox's name, its network aliases and the
+//!   sandbox's 12-hex short id (the model keeps that as the last alias), on
+//!   its IPv4 address; PTR gives `sandbox.network`.
+//! - A sandbox with at least one user-network endpoint gets listeners and
+//!   the user-network resolv.conf (127.0.0.11, the host's IPv4 nameservers
+//!   as upstreams); any other sandbox gets the default bridge's (the host's
+//!   file without loopback nameservers). So a sandbox connected to a user
+//!   network later switches over then, and one whose last user network is
+//!   disconnected switches back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use dns::resolv_conf::{self, DnsSettings};
+use dns::{Endpoint, Network, Records, Sandbox, SandboxId};
+
+use crate::control::Model;
+use crate::control::model::Sandbox as ModelSandbox;
+use crate::netns::NETNS_RUN_DIR;
+
+/// Where `ip netns exec NAME` takes files to bind over `/etc` from:
+/// `/etc/netns/NAME/resolv.conf` becomes the command's `/etc/resolv.conf`.
+pub const ETC_NETNS: &str = "/etc/netns";
+
+/// The small numbers the records know sandboxes by, assigned to the
+/// model's 64-hex ids as they appear and never reused by one daemon.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxIds {
+    ids: HashMap<String, SandboxId>,
+    next: u32,
+}
+
+impl SandboxIds {
+    /// No sandbox known yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id of the sandbox whose model id is `sandbox`, assigned now if
+    /// it has none.
+    pub fn get_or_assign(&mut self, sandbox: &str) -> SandboxId {
+        if let Some(&id) = self.ids.get(sandbox) {
+            return id;
+        }
+        let id = SandboxId(self.next);
+        self.next = self.next.wrapping_add(1);
+        self.ids.insert(sandbox.to_owned(), id);
+        id
+    }
+
+    /// The id assigned to `sandbox`, if any.
+    #[must_use]
+    pub fn get(&self, sandbox: &str) -> Option<SandboxId> {
+        self.ids.get(sandbox).copied()
+    }
+
+    /// Forgets sandboxes the model no longer has, and assigns ids to the
+    /// new ones.
+    pub fn sync(&mut self, model: &Model) {
+        self.ids
+            .retain(|id, _| model.sandboxes.iter().any(|s| &s.id == id));
+        for s in &model.sandboxes {
+            self.get_or_assign(&s.id);
+        }
+    }
+}
+
+/// A sandbox that gets listeners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// The model's id.
+    pub sandbox: String,
+    /// The records' id.
+    pub id: SandboxId,
+    /// Its namespace file.
+    pub netns: PathBuf,
+}
+
+/// A sandbox's resolv.conf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvConfFile {
+    /// The model's id.
+    pub sandbox: String,
+    /// Where it goes.
+    pub path: PathBuf,
+    /// What it says.
+    pub contents: String,
+}
+
+/// Everything the embedded DNS needs from one model.
+#[derive(Debug, Default)]
+pub struct DnsPlan {
+    /// What the resolver answers from.
+    pub records: Records,
+    /// Sandboxes with a user-network endpoint, in model order.
+    pub listeners: Vec<Listener>,
+    /// One file per sandbox in a named namespace (`/run/netns/NAME`);
+    /// other sandboxes are not reached with `ip netns exec` and get none.
+    pub resolv_confs: Vec<ResolvConfFile>,
+}
+
+/// Where `ip netns exec` finds a sandbox's resolv.conf, under `etc_netns`
+/// ([`ETC_NETNS`]): only for a namespace mounted in `/run/netns`, under its
+/// name there.
+#[must_use]
+pub fn resolv_conf_path(etc_netns: &Path, sandbox: &ModelSandbox) -> Option<PathBuf> {
+    let netns = Path::new(&sandbox.netns_path);
+    if netns.parent() != Some(Path::new(NETNS_RUN_DIR)) {
+        return None;
+    }
+    let name = netns.file_name()?;
+    Some(etc_netns.join(name).join("resolv.conf"))
+}
+
+/// Builds the records, the listener list and the resolv.conf files for
+/// `model`, with `host_resolv_conf` the text of the host's resolv.conf.
+/// Every sandbox of the model must have an id in `ids`
+/// ([`SandboxIds::sync`]); one without is left out.
+#[must_use]
+pub fn build(model: &Model, ids: &SandboxIds, host_resolv_conf: &str, etc_netns: &Path) -> DnsPlan {
+    let mut plan = DnsPlan::default();
+    let user_networks: Vec<_> = model.networks.iter().filter(|n| !n.builtin).collect();
+    for n in &user_networks {
+        let added = plan.records.add_network(
+            dns::NetworkId(n.num.0),
+            Network {
+                name: n.name.clone(),
+                internal: n.internal,
+                ipv6: false,
+            },
+        );
+        if let Err(e) = added {
+            tracing::warn!(network = %n.name, error = %e, "network left out of the dns records");
+        }
+    }
+    let bridge_conf = resolv_conf::default_bridge(host_resolv_conf, &DnsSettings::default(), false);
+    let user_conf = resolv_conf::user_network(host_resolv_conf, &DnsSettings::default());
+    if let Err(e) = &user_conf {
+        tracing::warn!(error = %e, "host resolv.conf: no upstreams for the embedded dns");
+    }
+
+    for sb in &model.sandboxes {
+        let Some(id) = ids.get(&sb.id) else {
+            continue;
+        };
+        let endpoints: Vec<_> = model
+            .sandbox_endpoints(&sb.id)
+            .filter(|e| user_networks.iter().any(|n| n.num == e.network))
+            .collect();
+        let served = !endpoints.is_empty();
+        let contents = if served {
+            match &user_conf {
+                Ok(conf) => conf.contents.clone(),
+                // Docker refuses to start such a container; we still let
+                // the sandbox resolve its peers.
+                Err(_) => resolv_conf::build(
+                    &[resolv_conf::EMBEDDED_DNS.to_string()],
+                    &[],
+                    &["ndots:0".to_owned()],
+                ),
+            }
+        } else {
+            bridge_conf.clone()
+        };
+        if let Some(path) = resolv_conf_path(etc_netns, sb) {
+            plan.resolv_confs.push(ResolvConfFile {
+                sandbox: sb.id.clone(),
+                path,
+                contents,
+            });
+        }
+        if !served {
+            continue;
+        }
+        let settings = user_conf
+            .as_ref()
+            .map(|c| Sandbox {
+                upstreams: c.upstreams.clone(),
+                ndots_set: c.ndots_set,
+                links: Vec::new(),
+            })
+            .unwrap_or_default();
+        if let Err(e) = plan.records.add_sandbox(id, settings) {
+            tracing::warn!(sandbox = %sb.name, error = %e, "sandbox left out of the dns records");
+            continue;
+        }
+        for e in endpoints {
+            let short_id = sb.short_id().to_owned();
+            let aliases = e
+                .aliases
+                .iter()
+                .flatten()
+                .filter(|a| **a != short_id)
+                .cloned()
+                .collect();
+            let added = plan.records.add_endpoint(Endpoint {
+                sandbox: id,
+                network: dns::NetworkId(e.network.0),
+                name: sb.name.clone(),
+                aliases,
+                short_id,
+                hostname: None,
+                ipv4: e.ipv4,
+                ipv6: None,
+            });
+            if let Err(err) = added {
+                tracing::warn!(endpoint = %e.id, error = %err, "endpoint left out of the dns records");
+            }
+        }
+        plan.listeners.push(Listener {
+            sandbox: sb.id.clone(),
+            id,
+            netns: PathBuf::from(&sb.netns_path),
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use dns::{DialFrom, Family, Lookup};
+
+    use super::*;
+    use crate::api::types::{ConnectRequest, EndpointSettings, NetworkCreateRequest};
+    use crate::control::{Controller, ControllerConfig, Ctx, Request, SeededEntropy};
+
+    const HOST: &str = "search example.org\nnameserver 127.0.0.53\nnameserver 192.0.2.53\n";
+
+    fn controller() -> Controller {
+        let e = SeededEntropy::new(9);
+        let ctx = Ctx::new("t", &e);
+        let mut c = Controller::new(ControllerConfig::default(), &ctx).unwrap();
+        let mut apply = |r| drop(c.apply(r, &ctx).unwrap());
+        apply(Request::CreateNetwork(NetworkCreateRequest {
+            name: "web".to_owned(),
+            ..Default::default()
+        }));
+        for s in ["alpha", "beta", "gamma"] {
+            apply(Request::CreateSandbox(
+                crate::api::types::SandboxCreateRequest {
+                    name: s.to_owned(),
+                    ..Default::default()
+                },
+            ));
+        }
+        let connect = |net: &str, sb: &str, aliases: &[&str]| Request::Connect {
+            network: net.to_owned(),
+            request: ConnectRequest {
+                container: sb.to_owned(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        };
+        apply(connect("web", "alpha", &["db"]));
+        apply(connect("web", "beta", &[]));
+        apply(connect("bridge", "beta", &[]));
+        apply(connect("bridge", "gamma", &[]));
+        c
+    }
+
+    fn v4(l: Lookup) -> Vec<IpAddr> {
+        match l {
+            Lookup::Found(ips) => ips,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_networks_only_with_names_aliases_and_short_ids() {
+        let c = controller();
+        let m = c.model();
+        let mut ids = SandboxIds::new();
+        ids.sync(m);
+        let plan = build(m, &ids, HOST, Path::new("/etc/netns"));
+        let sid = |name: &str| {
+            let sb = m.sandboxes.iter().find(|s| s.name == name).unwrap();
+            (ids.get(&sb.id).unwrap(), sb.short_id().to_owned())
+        };
+        let (alpha, alpha_short) = sid("alpha");
+        let (beta, _) = sid("beta");
+        let (gamma, _) = sid("gamma");
+        let alpha_ip = IpAddr::V4(m.endpoints[0].ipv4);
+        let r = &plan.records;
+        assert_eq!(v4(r.lookup(beta, "alpha", Family::V4)), [alpha_ip]);
+        assert_eq!(v4(r.lookup(beta, "DB.", Family::V4)), [alpha_ip]);
+        assert_eq!(v4(r.lookup(beta, &alpha_short, Family::V4)), [alpha_ip]);
+        assert_eq!(v4(r.lookup(beta, "alpha.web", Family::V4)), [alpha_ip]);
+        assert_eq!(r.lookup(beta, "alpha", Family::V6), Lookup::Ipv6Miss);
+        // The default bridge has no names, and a sandbox only on it has
+        // no records at all.
+        assert_eq!(r.lookup(alpha, "gamma", Family::V4), Lookup::NotFound);
+        assert!(r.sandbox(gamma).is_none());
+        assert_eq!(r.networks_of(beta).len(), 1);
+
+        let listeners: Vec<_> = plan.listeners.iter().map(|l| l.id).collect();
+        assert_eq!(listeners, [alpha, beta]);
+        assert_eq!(plan.listeners[0].netns, Path::new("/run/netns/alpha"));
+
+        let up = &r.sandbox(alpha).unwrap().upstreams;
+        assert_eq!(up.len(), 2);
+        assert_eq!(up[0].dial_from, DialFrom::Host);
+        assert_eq!(up[1].dial_from, DialFrom::Sandbox);
+        assert_eq!(up[1].addr.ip(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53)));
+
+        let conf = |name: &str| {
+            plan.resolv_confs
+                .iter()
+                .find(|f| f.path == Path::new("/etc/netns").join(name).join("resolv.conf"))
+                .unwrap()
+                .contents
+                .clone()
+        };
+        assert_eq!(
+            conf("alpha"),
+            "search example.org\nnameserver 127.0.0.11\noptions ndots:0\n"
+        );
+        assert_eq!(conf("beta"), conf("alpha"));
+        assert!(conf("gamma").contains("nameserver 192.0.2.53"));
+        assert!(!conf("gamma").contains("127.0.0"));
+    }
+
+    #[test]
+    fn ids_are_stable_and_not_reused() {
+        let c = controller();
+        let m = c.model();
+        let mut ids = SandboxIds::new();
+        ids.sync(m);
+        let first: Vec<_> = m.sandboxes.iter().map(|s| ids.get(&s.id)).collect();
+        ids.sync(m);
+        let again: Vec<_> = m.sandboxes.iter().map(|s| ids.get(&s.id)).collect();
+        assert_eq!(first, again);
+        let mut smaller = m.clone();
+        let gone = smaller.sandboxes.remove(0);
+        ids.sync(&smaller);
+        assert_eq!(ids.get(&gone.id), None);
+        assert_eq!(ids.get_or_assign("new"), SandboxId(3));
+    }
+
+    #[test]
+    fn only_named_namespaces_get_a_file() {
+        let c = controller();
+        let mut sb = c.model().sandboxes[0].clone();
+        assert_eq!(
+            resolv_conf_path(Path::new("/x"), &sb),
+            Some(PathBuf::from("/x/alpha/resolv.conf"))
+        );
+        sb.netns_path = "/proc/1/ns/net".to_owned();
+        assert_eq!(resolv_conf_path(Path::new("/x"), &sb), None);
+    }
+}
