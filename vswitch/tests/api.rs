@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use vswitch::api::types::{FdbView, PortView};
+use vswitch::api::types::{DnsNetworkView, FdbView, PortView};
 use vswitch::api::{ApiError, ApiServer, Backend, Client, ClientError, route};
 use vswitch::control::{
     ControlError, Controller, ControllerConfig, Ctx, Request, Response, SeededEntropy,
@@ -84,6 +84,21 @@ impl Backend for Fake {
             },
         ];
         self.inner.lock().unwrap().0.fdb_views(&rows, network)
+    }
+
+    fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ControlError> {
+        // The records the daemon would build from this model.
+        let g = self.inner.lock().unwrap();
+        let model = g.0.model();
+        let mut ids = vswitch::dnsd::records::SandboxIds::new();
+        ids.sync(model);
+        let plan = vswitch::dnsd::records::build(
+            model,
+            &ids,
+            "nameserver 192.0.2.53\n",
+            Path::new("/nonexistent/etc/netns"),
+        );
+        g.0.dns_views(&plan.records, network)
     }
 
     fn ports(&self) -> Result<Vec<PortView>, ControlError> {
@@ -781,4 +796,127 @@ fn vsctl_run_cleans_up_with_rm() {
         "Error response from daemon: network-scoped alias is supported only for containers in user defined networks\n"
     );
     assert_eq!(ok(&vsctl(s, &["sandbox", "ls"])).lines().count(), 1);
+}
+
+#[test]
+fn dns_records_through_the_api_and_vsctl() {
+    let dir = TempDir::new("vsctl-dns");
+    let backend = Arc::new(Fake::new());
+    let server = Running::start(&dir.0, Arc::clone(&backend));
+    let s = server.path.as_path();
+
+    // Nothing but the default bridge: no records.
+    assert_eq!(ok(&vsctl(s, &["--format", "json", "dns", "show"])), "[]\n");
+
+    ok(&vsctl(
+        s,
+        &["network", "create", "--subnet", "10.7.0.0/24", "web"],
+    ));
+    ok(&vsctl(
+        s,
+        &["network", "create", "--subnet", "10.8.0.0/24", "back"],
+    ));
+    for sb in ["c1", "c2", "c3"] {
+        ok(&vsctl(s, &["sandbox", "create", sb]));
+    }
+    ok(&vsctl(
+        s,
+        &[
+            "network", "connect", "--alias", "db", "--alias", "Shared", "web", "c1",
+        ],
+    ));
+    ok(&vsctl(
+        s,
+        &["network", "connect", "--alias", "shared", "web", "c2"],
+    ));
+    ok(&vsctl(s, &["network", "connect", "back", "c2"]));
+    // On the default bridge only: not in any record.
+    ok(&vsctl(s, &["network", "connect", "bridge", "c3"]));
+    let short = |name: &str| {
+        let g = backend.inner.lock().unwrap();
+        let sb =
+            g.0.model()
+                .sandboxes
+                .iter()
+                .find(|x| x.name == name)
+                .unwrap();
+        sb.short_id().to_owned()
+    };
+    let (s1, s2) = (short("c1"), short("c2"));
+
+    // The route: every network sorted by name, or one; errors as fdb's.
+    let (status, all) = call(&backend, "GET", "/v1/dns", "");
+    assert_eq!(status, 200);
+    let nets: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Network"].as_str().unwrap())
+        .collect();
+    assert_eq!(nets, ["back", "web"]);
+    let (status, web) = call(&backend, "GET", "/v1/dns?network=web", "");
+    assert_eq!(status, 200);
+    let web: Vec<DnsNetworkView> = serde_json::from_value(web).unwrap();
+    assert_eq!(web.len(), 1);
+    let web = &web[0];
+    assert_eq!(web.id, backend.network_id("web"));
+    assert!(!web.internal);
+    assert_eq!(web.endpoints.len(), 2);
+    assert_eq!(web.endpoints[0].name, "c1");
+    assert_eq!(web.endpoints[0].aliases, ["db", "Shared"]);
+    assert_eq!(web.endpoints[0].short_id, s1);
+    assert_eq!(web.endpoints[0].ipv4_address, "10.7.0.2");
+    let name = |n: &str| web.names.iter().find(|x| x.name == n).unwrap();
+    assert_eq!(name("c1").addresses, ["10.7.0.2"]);
+    assert_eq!(name("c1").kinds, ["name"]);
+    assert_eq!(name("db").kinds, ["alias"]);
+    assert_eq!(name("shared").addresses, ["10.7.0.2", "10.7.0.3"]);
+    assert_eq!(name(&s2).kinds, ["short-id"]);
+    assert_eq!(web.names.len(), 6, "{:?}", web.names);
+    assert_eq!(web.ptr.len(), 2);
+    assert_eq!(web.ptr[0].address, "10.7.0.2");
+    assert_eq!(web.ptr[0].name, "c1.web.");
+    // The default bridge is a network, with no records.
+    let (status, bridge) = call(&backend, "GET", "/v1/dns?network=bridge", "");
+    assert_eq!((status, bridge), (200, serde_json::json!([])));
+    let (status, v) = call(&backend, "GET", "/v1/dns?network=ghost", "");
+    assert_eq!(status, 404);
+    assert_eq!(message(&v), "network ghost not found");
+    let (status, _) = call(&backend, "POST", "/v1/dns", "{}");
+    assert_eq!(status, 405);
+    let (status, _) = call(&backend, "GET", "/v1/dns?network=%zz", "");
+    assert_eq!(status, 400);
+
+    // The client and vsctl.
+    let client = Client::new(s).with_timeout(Duration::from_secs(10));
+    assert_eq!(client.dns(Some("web")).unwrap()[0], *web);
+    assert_eq!(client.dns(None).unwrap().len(), 2);
+    let json = ok(&vsctl(s, &["--format", "json", "dns", "show", "web"]));
+    let parsed: Vec<DnsNetworkView> = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed[0], *web);
+    let mut names: Vec<(String, &str, &str)> = vec![
+        ("c1".to_owned(), "name", "10.7.0.2"),
+        ("c2".to_owned(), "name", "10.7.0.3"),
+        ("db".to_owned(), "alias", "10.7.0.2"),
+        ("shared".to_owned(), "alias", "10.7.0.2,10.7.0.3"),
+        (s1, "short-id", "10.7.0.2"),
+        (s2, "short-id", "10.7.0.3"),
+    ];
+    names.sort();
+    let mut golden = "NETWORK   NAME           KIND       ADDRESSES\n".to_owned();
+    for (n, kind, addrs) in &names {
+        golden.push_str(&format!("web       {n:<15}{kind:<11}{addrs}\n"));
+    }
+    golden.push_str(
+        "\nNETWORK   ADDRESS    PTR\n\
+         web       10.7.0.2   c1.web.\n\
+         web       10.7.0.3   c2.web.\n",
+    );
+    assert_eq!(ok(&vsctl(s, &["dns", "show", "web"])), golden);
+    let o = vsctl(s, &["dns", "show", "ghost"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "Error response from daemon: network ghost not found\n"
+    );
 }

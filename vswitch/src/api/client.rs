@@ -16,8 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::{
-    ConnectRequest, DisconnectRequest, EndpointView, ErrorBody, FdbView, NetworkCreateRequest,
-    NetworkCreateResponse, NetworkInspect, PortView, SandboxCreateRequest, SandboxView,
+    ConnectRequest, DisconnectRequest, DnsNetworkView, EndpointView, ErrorBody, FdbView,
+    NetworkCreateRequest, NetworkCreateResponse, NetworkInspect, PortView, SandboxCreateRequest,
+    SandboxView,
 };
 
 /// Where `vswitchd` listens unless told otherwise.
@@ -228,6 +229,18 @@ impl Client {
     /// [`ClientError`].
     pub fn ports(&self) -> Result<Vec<PortView>, ClientError> {
         self.call::<(), _>("GET", "/v1/ports", None)
+    }
+
+    /// `GET /v1/dns[?network=NAME]`.
+    ///
+    /// # Errors
+    /// [`ClientError`]; an unknown network is a 404 [`ClientError::Daemon`].
+    pub fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ClientError> {
+        let path = match network {
+            Some(n) => format!("/v1/dns?network={}", encode(n)),
+            None => "/v1/dns".to_owned(),
+        };
+        self.call::<(), _>("GET", &path, None)
     }
 
     fn call<B: Serialize, T: DeserializeOwned>(

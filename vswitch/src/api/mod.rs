@@ -14,6 +14,7 @@
 //! | `DELETE /v1/sandboxes/{name}` | | 204 |
 //! | `GET /v1/fdb[?network=NAME]` | | 200, `[FdbView]` |
 //! | `GET /v1/ports` | | 200, `[PortView]` |
+//! | `GET /v1/dns[?network=NAME]` | | 200, `[DnsNetworkView]` sorted by name |
 //!
 //! Errors answer `{"message": "..."}` with the status of
 //! [`ControlError::status`]; a body that is not the expected JSON is a 400,
@@ -34,7 +35,7 @@ pub mod types;
 pub use client::{Client, ClientError};
 pub use server::{ApiError, ApiServer, Reply, ShutdownHandle, route, serve};
 
-use types::{FdbView, PortView};
+use types::{DnsNetworkView, FdbView, PortView};
 
 /// What the API server needs from the daemon.
 ///
@@ -59,4 +60,12 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// [`ControlError::Internal`] when the datapath does not answer.
     fn ports(&self) -> Result<Vec<PortView>, ControlError>;
+
+    /// The embedded DNS's records per user-defined network, as the
+    /// resolver answers from them, optionally of one network (name, id or
+    /// id prefix).
+    ///
+    /// # Errors
+    /// [`ControlError::NetworkNotFound`] for an unknown network.
+    fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ControlError>;
 }

@@ -204,7 +204,17 @@ pub fn route<B: Backend + ?Sized>(backend: &B, method: &str, url: &str, body: &[
             Ok(ports) => Reply::json(200, &ports),
             Err(e) => Reply::from_error(&e),
         },
-        (["v1", "fdb" | "ports"], _) => not_allowed(),
+        (["v1", "dns"], "GET") => {
+            let network = match query_param(query, "network") {
+                Ok(n) => n.filter(|n| !n.is_empty()),
+                Err(e) => return Reply::error(400, &e),
+            };
+            match backend.dns(network.as_deref()) {
+                Ok(views) => Reply::json(200, &views),
+                Err(e) => Reply::from_error(&e),
+            }
+        }
+        (["v1", "fdb" | "ports" | "dns"], _) => not_allowed(),
         _ => Reply::error(404, "page not found"),
     }
 }

@@ -411,3 +411,78 @@ pub struct PortView {
     #[serde(rename = "Drops")]
     pub drops: BTreeMap<String, u64>,
 }
+
+/// One network's embedded-DNS records (`GET /v1/dns`), as the resolver
+/// answers from them. Only user-defined networks have any: the default
+/// `bridge` has no service discovery (docker-reference §6).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsNetworkView {
+    /// The network's name.
+    #[serde(rename = "Network")]
+    pub network: String,
+    /// The network's full id.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// `--internal`.
+    #[serde(rename = "Internal")]
+    pub internal: bool,
+    /// Every endpoint with the names it answers to, in attach order.
+    #[serde(rename = "Endpoints")]
+    pub endpoints: Vec<DnsEndpointView>,
+    /// Every lookup name (lower-cased) with its addresses, sorted by name.
+    #[serde(rename = "Names")]
+    pub names: Vec<DnsNameView>,
+    /// Every address with its PTR answer, sorted by address.
+    #[serde(rename = "Ptr")]
+    pub ptr: Vec<DnsPtrView>,
+}
+
+/// One endpoint as the resolver knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsEndpointView {
+    /// The sandbox's name (the container name).
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Its network aliases on this network.
+    #[serde(rename = "Aliases")]
+    pub aliases: Vec<String>,
+    /// The sandbox's 12-hex short id.
+    #[serde(rename = "ShortId")]
+    pub short_id: String,
+    /// Its hostname, if it answers to one.
+    #[serde(rename = "Hostname", default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Its IPv4 address.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// Its IPv6 address, or empty.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// One lookup name and what an A/AAAA query for it returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsNameView {
+    /// The lower-cased name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// What the name is to the endpoints that have it, without
+    /// duplicates: `name`, `alias`, `short-id`, `hostname`.
+    #[serde(rename = "Kinds")]
+    pub kinds: Vec<String>,
+    /// IPv4 addresses in insertion order (the resolver shuffles them per
+    /// query), then IPv6 ones.
+    #[serde(rename = "Addresses")]
+    pub addresses: Vec<String>,
+}
+
+/// One reverse record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsPtrView {
+    /// The address.
+    #[serde(rename = "Address")]
+    pub address: String,
+    /// The PTR answer, `container.network.`.
+    #[serde(rename = "Name")]
+    pub name: String,
+}

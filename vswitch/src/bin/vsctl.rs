@@ -17,8 +17,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use vswitch::api::client::DEFAULT_SOCKET;
 use vswitch::api::types::{
-    ConnectRequest, DisconnectRequest, EndpointIpamConfig, EndpointSettings, IpamConfigEntry,
-    IpamRequest, NetworkCreateRequest, SandboxCreateRequest, SandboxView,
+    ConnectRequest, DisconnectRequest, DnsNetworkView, EndpointIpamConfig, EndpointSettings,
+    IpamConfigEntry, IpamRequest, NetworkCreateRequest, SandboxCreateRequest, SandboxView,
 };
 use vswitch::api::{Client, ClientError};
 use vswitch::control::PortKind;
@@ -51,6 +51,9 @@ enum Cmd {
     /// Manage sandboxes (network namespaces).
     #[command(subcommand)]
     Sandbox(SandboxCmd),
+    /// Inspect the embedded DNS.
+    #[command(subcommand)]
+    Dns(DnsCmd),
     /// Show the MAC learning table, like `ovs-appctl fdb/show`.
     ShowFdb {
         /// Only this network.
@@ -68,6 +71,17 @@ enum Cmd {
     },
     /// Create a sandbox, connect it to a network and run a command in it.
     Run(RunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCmd {
+    /// Show the records of each user-defined network, as the embedded
+    /// resolver answers from them: names (container names, aliases, short
+    /// ids) with their addresses, and PTR names.
+    Show {
+        /// Only this network.
+        network: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +300,13 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             }));
             print_text(&mut out, &tabwrite(&table))
         }
+        Cmd::Dns(DnsCmd::Show { network }) => {
+            let views = client.dns(network.as_deref())?;
+            if json {
+                return print_json(&mut out, &views);
+            }
+            print_text(&mut out, &dns_tables(&views))
+        }
         Cmd::ShowPorts => {
             let ports = client.ports()?;
             if json {
@@ -339,6 +360,28 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
         }
         Cmd::Run(args) => run_in(client, args),
     }
+}
+
+/// `dns show`: the names table, then the PTR table.
+fn dns_tables(views: &[DnsNetworkView]) -> String {
+    let mut names = vec![row(["NETWORK", "NAME", "KIND", "ADDRESSES"])];
+    let mut ptrs = vec![row(["NETWORK", "ADDRESS", "PTR"])];
+    for v in views {
+        names.extend(v.names.iter().map(|n| {
+            vec![
+                v.network.clone(),
+                n.name.clone(),
+                n.kinds.join(","),
+                n.addresses.join(","),
+            ]
+        }));
+        ptrs.extend(
+            v.ptr
+                .iter()
+                .map(|p| vec![v.network.clone(), p.address.clone(), p.name.clone()]),
+        );
+    }
+    format!("{}\n{}", tabwrite(&names), tabwrite(&ptrs))
 }
 
 fn network(

@@ -23,9 +23,9 @@ use super::model::{
 };
 use super::request::{Outcome, Request, Response};
 use crate::api::types::{
-    ConfigFrom, ConnectRequest, DisconnectRequest, EndpointResource, EndpointView, FdbView,
-    IpamView, NetworkCreateRequest, NetworkCreateResponse, NetworkInspect, PortView,
-    SandboxCreateRequest, SandboxView,
+    ConfigFrom, ConnectRequest, DisconnectRequest, DnsEndpointView, DnsNameView, DnsNetworkView,
+    DnsPtrView, EndpointResource, EndpointView, FdbView, IpamView, NetworkCreateRequest,
+    NetworkCreateResponse, NetworkInspect, PortView, SandboxCreateRequest, SandboxView,
 };
 use crate::ids::{MacAddr, NetworkId, PortId};
 use crate::switch::{
@@ -249,6 +249,42 @@ impl Controller {
     pub fn inspect_network(&self, name: &str) -> Result<NetworkInspect, ControlError> {
         let m = &self.model;
         Ok(network_view(m, &m.networks[network_index(m, name)?]))
+    }
+
+    /// The embedded DNS's records (`records`, as the daemon last built them
+    /// from this model) per user-defined network, sorted by network name;
+    /// with `network`, only that one (none for the default `bridge`, which
+    /// has no records).
+    ///
+    /// # Errors
+    /// [`ControlError::NetworkNotFound`], [`ControlError::AmbiguousNetwork`]
+    /// for a `network` that is not in the model.
+    pub fn dns_views(
+        &self,
+        records: &dns::Records,
+        network: Option<&str>,
+    ) -> Result<Vec<DnsNetworkView>, ControlError> {
+        let m = &self.model;
+        let views = match network {
+            Some(name) => {
+                let num = m.networks[network_index(m, name)?].num;
+                records
+                    .view_network(dns::NetworkId(num.0))
+                    .into_iter()
+                    .collect()
+            }
+            None => records.view(),
+        };
+        Ok(views
+            .iter()
+            .map(|v| {
+                let id = m
+                    .network(NetworkId(v.id.0))
+                    .map(|n| n.id.clone())
+                    .unwrap_or_default();
+                dns_network_view(v, id)
+            })
+            .collect())
     }
 
     /// FDB rows (from the datapath's snapshot) with port and network named,
@@ -665,6 +701,62 @@ fn detachment(e: &Endpoint, sb: &Sandbox) -> Detachment {
         kind: e.kind,
         host_ifname: e.host_ifname.clone(),
         ifname: e.ifname.clone(),
+    }
+}
+
+/// The API's form of one network's records.
+fn dns_network_view(v: &dns::NetworkView, id: String) -> DnsNetworkView {
+    let kinds = |name: &str| {
+        let mut kinds: Vec<String> = Vec::new();
+        for ep in &v.endpoints {
+            let matches = |n: &str| n.eq_ignore_ascii_case(name);
+            let of_ep = [
+                ("name", matches(&ep.name)),
+                ("alias", ep.aliases.iter().any(|a| matches(a))),
+                ("short-id", matches(&ep.short_id)),
+                ("hostname", ep.hostname.as_deref().is_some_and(matches)),
+            ];
+            for (kind, yes) in of_ep {
+                if yes && !kinds.iter().any(|k| k == kind) {
+                    kinds.push(kind.to_owned());
+                }
+            }
+        }
+        kinds
+    };
+    DnsNetworkView {
+        network: v.network.name.clone(),
+        id,
+        internal: v.network.internal,
+        endpoints: v
+            .endpoints
+            .iter()
+            .map(|ep| DnsEndpointView {
+                name: ep.name.clone(),
+                aliases: ep.aliases.clone(),
+                short_id: ep.short_id.clone(),
+                hostname: ep.hostname.clone(),
+                ipv4_address: ep.ipv4.to_string(),
+                ipv6_address: ep.ipv6.map(|ip| ip.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        names: v
+            .names
+            .iter()
+            .map(|n| DnsNameView {
+                name: n.name.clone(),
+                kinds: kinds(&n.name),
+                addresses: n.addrs.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+        ptr: v
+            .reverse
+            .iter()
+            .map(|(ip, name)| DnsPtrView {
+                address: ip.to_string(),
+                name: name.clone(),
+            })
+            .collect(),
     }
 }
 

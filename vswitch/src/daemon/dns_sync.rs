@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dns::{ResolvConf, SandboxId};
+use dns::{Records, ResolvConf, SandboxId};
 
 use crate::control::Model;
 use crate::dnsd::Dnsd;
@@ -58,6 +58,8 @@ pub struct DnsSync {
     listening: HashMap<String, SandboxId>,
     /// resolv.conf files written (model id → path and contents).
     written: HashMap<String, (PathBuf, String)>,
+    /// The records last handed to the DNS thread.
+    records: Arc<Records>,
 }
 
 impl DnsSync {
@@ -70,6 +72,7 @@ impl DnsSync {
             ids: SandboxIds::new(),
             listening: HashMap::new(),
             written: HashMap::new(),
+            records: Arc::new(Records::new()),
         }
     }
 
@@ -77,6 +80,13 @@ impl DnsSync {
     #[must_use]
     pub const fn dnsd(&self) -> &Dnsd {
         &self.dnsd
+    }
+
+    /// The records the DNS thread was last given (empty before the first
+    /// [`Self::sync`]).
+    #[must_use]
+    pub fn records(&self) -> Arc<Records> {
+        Arc::clone(&self.records)
     }
 
     /// The host's resolv.conf text, as Docker picks it: the configured
@@ -105,7 +115,8 @@ impl DnsSync {
         let plan = records::build(model, &self.ids, &host, &self.paths.etc_netns);
 
         // Records first, so a new listener's first query finds its sandbox.
-        if let Err(e) = self.dnsd.set_records(Arc::new(plan.records)) {
+        self.records = Arc::new(plan.records);
+        if let Err(e) = self.dnsd.set_records(Arc::clone(&self.records)) {
             tracing::error!(error = %e, "dns thread gone: records not updated");
         }
         let wanted: HashMap<&str, SandboxId> = plan

@@ -25,12 +25,13 @@ pub mod effects;
 pub mod lock;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
 use crate::api::Backend;
-use crate::api::types::{FdbView, PortView};
+use crate::api::types::{DnsNetworkView, FdbView, PortView};
 use crate::control::{
     ControlError, Controller, ControllerConfig, Ctx, OsEntropy, Request, Response, Store,
     rfc3339_nano,
@@ -193,5 +194,14 @@ impl Backend for Daemon {
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default()
         }))
+    }
+
+    fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ControlError> {
+        let state = self.state.lock();
+        let records = state
+            .dns
+            .as_ref()
+            .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records);
+        state.controller.dns_views(&records, network)
     }
 }
