@@ -96,6 +96,7 @@ impl Backend for Fake {
             model,
             &ids,
             "nameserver 192.0.2.53\n",
+            &dns::resolv_conf::DnsSettings::default(),
             Path::new("/nonexistent/etc/netns"),
         );
         g.0.dns_views(&plan.records, network)

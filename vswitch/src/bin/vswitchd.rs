@@ -46,6 +46,16 @@ struct Args {
     /// upstreams, and sandboxes' resolv.conf files are derived from it.
     #[arg(long, default_value = HOST_RESOLV_CONF)]
     resolv_conf: PathBuf,
+    /// DNS server for the embedded DNS to forward to, instead of the host's
+    /// (repeatable; dialled from inside the sandbox, as Docker does).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// Search domain written into sandboxes' resolv.conf (repeatable).
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// Option written into sandboxes' resolv.conf, e.g. `ndots:2` (repeatable).
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    dns_option: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -97,6 +107,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         dnsd.clone(),
         DnsPaths {
             host_resolv_conf: args.resolv_conf.clone(),
+            settings: dns::resolv_conf::DnsSettings {
+                servers: args.dns.clone(),
+                search: args.dns_search.clone(),
+                options: args.dns_option.clone(),
+            },
             ..DnsPaths::default()
         },
     );

@@ -37,6 +37,8 @@ pub struct DnsPaths {
     /// Where sandboxes' resolv.conf files go
     /// ([`records::ETC_NETNS`]).
     pub etc_netns: PathBuf,
+    /// The daemon's `--dns`, `--dns-search` and `--dns-option`.
+    pub settings: dns::resolv_conf::DnsSettings,
 }
 
 impl Default for DnsPaths {
@@ -44,6 +46,7 @@ impl Default for DnsPaths {
         Self {
             host_resolv_conf: PathBuf::from(HOST_RESOLV_CONF),
             etc_netns: PathBuf::from(records::ETC_NETNS),
+            settings: dns::resolv_conf::DnsSettings::default(),
         }
     }
 }
@@ -112,7 +115,13 @@ impl DnsSync {
     pub fn sync(&mut self, model: &Model) {
         self.ids.sync(model);
         let host = self.host_resolv_conf();
-        let plan = records::build(model, &self.ids, &host, &self.paths.etc_netns);
+        let plan = records::build(
+            model,
+            &self.ids,
+            &host,
+            &self.paths.settings,
+            &self.paths.etc_netns,
+        );
 
         // Records first, so a new listener's first query finds its sandbox.
         self.records = Arc::new(plan.records);

@@ -123,11 +123,20 @@ pub fn resolv_conf_path(etc_netns: &Path, sandbox: &ModelSandbox) -> Option<Path
 }
 
 /// Builds the records, the listener list and the resolv.conf files for
-/// `model`, with `host_resolv_conf` the text of the host's resolv.conf.
+/// `model`, with `host_resolv_conf` the text of the host's resolv.conf and
+/// `settings` the daemon's `--dns`, `--dns-search` and `--dns-option` (each
+/// non-empty one replaces the host's values of its kind, as dockerd's
+/// daemon options do).
 /// Every sandbox of the model must have an id in `ids`
 /// ([`SandboxIds::sync`]); one without is left out.
 #[must_use]
-pub fn build(model: &Model, ids: &SandboxIds, host_resolv_conf: &str, etc_netns: &Path) -> DnsPlan {
+pub fn build(
+    model: &Model,
+    ids: &SandboxIds,
+    host_resolv_conf: &str,
+    settings: &DnsSettings,
+    etc_netns: &Path,
+) -> DnsPlan {
     let mut plan = DnsPlan::default();
     let user_networks: Vec<_> = model.networks.iter().filter(|n| !n.builtin).collect();
     for n in &user_networks {
@@ -143,8 +152,8 @@ pub fn build(model: &Model, ids: &SandboxIds, host_resolv_conf: &str, etc_netns:
             tracing::warn!(network = %n.name, error = %e, "network left out of the dns records");
         }
     }
-    let bridge_conf = resolv_conf::default_bridge(host_resolv_conf, &DnsSettings::default(), false);
-    let user_conf = resolv_conf::user_network(host_resolv_conf, &DnsSettings::default());
+    let bridge_conf = resolv_conf::default_bridge(host_resolv_conf, settings, false);
+    let user_conf = resolv_conf::user_network(host_resolv_conf, settings);
     if let Err(e) = &user_conf {
         tracing::warn!(error = %e, "host resolv.conf: no upstreams for the embedded dns");
     }
@@ -286,7 +295,13 @@ mod tests {
         let m = c.model();
         let mut ids = SandboxIds::new();
         ids.sync(m);
-        let plan = build(m, &ids, HOST, Path::new("/etc/netns"));
+        let plan = build(
+            m,
+            &ids,
+            HOST,
+            &DnsSettings::default(),
+            Path::new("/etc/netns"),
+        );
         let sid = |name: &str| {
             let sb = m.sandboxes.iter().find(|s| s.name == name).unwrap();
             (ids.get(&sb.id).unwrap(), sb.short_id().to_owned())
@@ -332,6 +347,42 @@ mod tests {
         assert_eq!(conf("beta"), conf("alpha"));
         assert!(conf("gamma").contains("nameserver 192.0.2.53"));
         assert!(!conf("gamma").contains("127.0.0"));
+    }
+
+    #[test]
+    fn daemon_dns_options_replace_the_hosts_servers_search_and_options() {
+        let c = controller();
+        let m = c.model();
+        let mut ids = SandboxIds::new();
+        ids.sync(m);
+        let settings = DnsSettings {
+            servers: vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7))],
+            search: vec!["corp.test".to_owned()],
+            options: vec!["ndots:2".to_owned()],
+        };
+        let plan = build(m, &ids, HOST, &settings, Path::new("/etc/netns"));
+        let alpha = m.sandboxes.iter().find(|s| s.name == "alpha").unwrap();
+        let up = &plan
+            .records
+            .sandbox(ids.get(&alpha.id).unwrap())
+            .unwrap()
+            .upstreams;
+        assert_eq!(up.len(), 1, "--dns replaces the host's servers: {up:?}");
+        assert_eq!(up[0].addr.ip(), IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)));
+        assert_eq!(
+            up[0].dial_from,
+            DialFrom::Sandbox,
+            "--dns servers are dialled from the sandbox"
+        );
+        let file = plan
+            .resolv_confs
+            .iter()
+            .find(|f| f.path == Path::new("/etc/netns/alpha/resolv.conf"))
+            .unwrap();
+        assert_eq!(
+            file.contents,
+            "search corp.test\nnameserver 127.0.0.11\noptions ndots:2\n"
+        );
     }
 
     #[test]
