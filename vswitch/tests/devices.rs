@@ -385,6 +385,38 @@ fn tcp_from_endpoint(net: Net, frame: &[u8]) -> Option<(etherparse::TcpSlice<'_>
         .then(|| (tcp.clone(), tcp.payload().len()))
 }
 
+/// A TCP super-frame from the gateway side to the endpoint carrying
+/// `payload`, to be cut in [`MSS`]-byte segments, with the checksum field
+/// holding the folded pseudo-header sum that the segmentation completes (as
+/// a guest with TSO sends it).
+fn super_frame(net: Net, seq: u32, ack: u32, payload: &[u8]) -> PacketBuf {
+    let mut frame = tcp_to_endpoint(net, seq, Some(ack), false, payload);
+    let tcp_len = u32::try_from(frame.len() - 34).unwrap();
+    let [g0, g1, g2, g3] = net.gateway().octets();
+    let [e0, e1, e2, e3] = net.endpoint().octets();
+    let mut sum = u32::from(u16::from_be_bytes([g0, g1]))
+        + u32::from(u16::from_be_bytes([g2, g3]))
+        + u32::from(u16::from_be_bytes([e0, e1]))
+        + u32::from(u16::from_be_bytes([e2, e3]))
+        + 6
+        + tcp_len;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let partial = u16::try_from(sum).unwrap();
+    frame[34 + 16..34 + 18].copy_from_slice(&partial.to_be_bytes());
+    let mut buf = PacketBuf::from_frame(&frame).unwrap();
+    buf.vnet = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: MSS,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    buf
+}
+
 /// Opens a TCP connection by hand to a listener inside `ct`, sends it one
 /// TCP super-frame (4000 bytes, to be cut in 1360-byte segments, checksum
 /// left partial, as a guest with TSO sends), checks the listener reads it
@@ -424,32 +456,7 @@ fn tcp_super_frames_both_ways(port: &mut dyn PortIo, net: Net, ct: &Netns) {
         &tcp_to_endpoint(net, ISS + 1, Some(their_next), false, &[]),
     );
 
-    // The super-frame, with the checksum field holding the folded
-    // pseudo-header sum that the segmentation completes.
-    let mut frame = tcp_to_endpoint(net, ISS + 1, Some(their_next), false, &request);
-    let tcp_len = u32::try_from(frame.len() - 34).unwrap();
-    let [g0, g1, g2, g3] = net.gateway().octets();
-    let [e0, e1, e2, e3] = net.endpoint().octets();
-    let mut sum = u32::from(u16::from_be_bytes([g0, g1]))
-        + u32::from(u16::from_be_bytes([g2, g3]))
-        + u32::from(u16::from_be_bytes([e0, e1]))
-        + u32::from(u16::from_be_bytes([e2, e3]))
-        + 6
-        + tcp_len;
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let partial = u16::try_from(sum).unwrap();
-    frame[34 + 16..34 + 18].copy_from_slice(&partial.to_be_bytes());
-    let mut buf = PacketBuf::from_frame(&frame).unwrap();
-    buf.vnet = VnetHdr {
-        flags: VnetHdr::F_NEEDS_CSUM,
-        gso_type: VnetHdr::GSO_TCPV4,
-        hdr_len: 54,
-        gso_size: MSS,
-        csum_start: 34,
-        csum_offset: 16,
-    };
+    let buf = super_frame(net, ISS + 1, their_next, &request);
     port.send(&buf).expect("the device takes a super-frame");
 
     let (data, hdr) = wait_for(port, net, "tcp super-frame", |f| {
@@ -626,6 +633,54 @@ fn veth_endpoint_answers_arp_and_ping_through_a_packet_socket() {
     ));
     drop((port, nl, sw, ct));
     drop((ct_guard, sw_guard));
+}
+
+#[test]
+fn a_packet_socket_port_queues_a_window_of_gso_frames_without_loss() {
+    if !privileged("a_packet_socket_port_queues_a_window_of_gso_frames_without_loss") {
+        return;
+    }
+    // 48 frames of 60 KB: about 2.9 MB, fourteen times the kernel's default
+    // socket buffer (net.core.rmem_default, 208 KiB), which would keep three.
+    const FRAMES: usize = 48;
+    let net = Net { subnet: 4 };
+    let (_sw_guard, sw) = NetnsGuard::create("vsq");
+    let receiver_end = unique("vq", "r");
+    let sender_end = unique("vq", "s");
+    let mut nl = Netlink::in_netns(&sw).unwrap();
+    nl.create_veth(&receiver_end, &sender_end).unwrap();
+    for end in [&receiver_end, &sender_end] {
+        nl.set_arp(end, false).unwrap();
+        nl.set_up(end, true).unwrap();
+    }
+    let receiver = run_in(&sw, || PacketSocketPort::open(&receiver_end))
+        .unwrap()
+        .unwrap();
+    let sender = run_in(&sw, || PacketSocketPort::open(&sender_end))
+        .unwrap()
+        .unwrap();
+
+    let payload = vec![0x6b; 60_000];
+    for i in 0..FRAMES {
+        let seq = u32::try_from(i * payload.len()).unwrap();
+        let buf = super_frame(net, seq, 1, &payload);
+        sender.send(&buf).expect("the veth takes a super-frame");
+    }
+    // Nothing was read while the burst went out; now all of it must be there.
+    let mut received = 0;
+    let mut buf = PacketBuf::new();
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    while received < FRAMES && Instant::now() < deadline {
+        match receiver.recv(&mut buf) {
+            Ok(()) if buf.len() > payload.len() => received += 1,
+            Ok(()) => {} // an IPv6 router solicitation or the like
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("receive failed: {e}"),
+        }
+    }
+    assert_eq!(received, FRAMES, "super-frames lost in the socket buffer");
 }
 
 #[test]

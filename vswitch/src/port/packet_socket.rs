@@ -26,6 +26,14 @@ use nix::sys::socket::MsgFlags;
 use super::{PortError, PortIo, check_ifname, check_sent, finish_recv};
 use crate::buf::{PacketBuf, VnetHdr};
 
+/// Receive and send buffer of each packet socket, in bytes.
+///
+/// The kernel's default (`net.core.rmem_default`, 208 KiB) holds only two or
+/// three 64 KiB GSO frames: a TCP window's burst from a sandbox overflows it
+/// and the kernel drops the rest before the datapath sees them. This holds a
+/// window's worth; memory is charged only while frames wait.
+const SOCKET_BUFFER: c_int = 16 << 20;
+
 /// An `AF_PACKET` socket bound to one interface, used as a switch port.
 #[derive(Debug)]
 pub struct PacketSocketPort {
@@ -71,6 +79,18 @@ impl PacketSocketPort {
                     source,
                 }
             })?;
+        }
+        for (option, optname) in [
+            ("SO_RCVBUFFORCE", libc::SO_RCVBUFFORCE),
+            ("SO_SNDBUFFORCE", libc::SO_SNDBUFFORCE),
+        ] {
+            set_int_option(fd.as_fd(), libc::SOL_SOCKET, optname, SOCKET_BUFFER).map_err(
+                |source| PortError::SetSocketOption {
+                    name: name.to_owned(),
+                    option,
+                    source,
+                },
+            )?;
         }
         bind_all_protocols(fd.as_fd(), index).map_err(|source| PortError::BindPacketSocket {
             name: name.to_owned(),
