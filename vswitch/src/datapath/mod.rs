@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use mailbox::{Command, Mailbox};
-pub use worker::{BATCH, Worker};
+pub use worker::{BATCH, BUSY_POLL, Worker};
 
 use crate::ids::PortId;
 use crate::port::PortIo;
