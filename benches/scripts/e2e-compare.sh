@@ -2,16 +2,26 @@
 # Compares two sandboxes talking through vswitchd with the same two
 # namespaces joined by a Linux bridge, in one run, and prints the ratios.
 #
-#   sudo benches/scripts/e2e-compare.sh [tap|veth] [seconds]
+#   sudo benches/scripts/e2e-compare.sh [tap|veth] [seconds] [runs]
 #
 # Measures: iperf3 TCP with 1 and 4 streams, 64-byte UDP packets per second
 # (iperf3 -u -l 18 at an offered load far above what either path carries),
-# and ping round-trip time. Needs root, iproute2, iperf3 and ping. Traffic
-# stays inside namespaces this script creates and removes.
+# and ping round-trip time. With several runs, the two paths alternate and
+# the median of each figure is reported after the per-run table.
+#
+# TCP uses the namespaces' default congestion control, which new namespaces
+# take from the host (net.ipv4.tcp_congestion_control); the script prints it,
+# since results depend on it: BBR paces and sizes its window from the
+# round-trip time, so any path through a userspace process does worse under
+# BBR than under CUBIC. CC=cubic (or another) makes iperf3 use that one.
+#
+# Needs root, iproute2, iperf3, jq and ping. Traffic stays inside namespaces
+# this script creates and removes.
 set -euo pipefail
 
 kind=${1:-tap}
 secs=${2:-10}
+runs=${3:-1}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${VSWITCH_BIN:-$here/target/release}
 tag=vsb$$
@@ -19,7 +29,7 @@ state=$(mktemp -d /tmp/$tag.XXXX)
 sock=$state/vswitchd.sock
 daemon_pid=
 
-for tool in ip iperf3 ping; do
+for tool in ip iperf3 ping jq; do
   command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
@@ -67,12 +77,16 @@ done
 vs_ns=(${tag}v1 ${tag}v2)
 vs_ip=10.253.0.3
 
+cc_default=$(ip netns exec ${tag}v1 sysctl -n net.ipv4.tcp_congestion_control)
+cc_args=()
+[ -n "${CC:-}" ] && cc_args=(-C "$CC")
+
 measure() { # name ns_client ns_server server_ip
   local name=$1 c=$2 s=$3 dst=$4
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-  local tcp1; tcp1=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -J | jq '.end.sum_received.bits_per_second')
+  local tcp1; tcp1=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs "${cc_args[@]}" -J | jq '.end.sum_received.bits_per_second')
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-  local tcp4; tcp4=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P 4 -J | jq '.end.sum_received.bits_per_second')
+  local tcp4; tcp4=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P 4 "${cc_args[@]}" -J | jq '.end.sum_received.bits_per_second')
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
   local udp; udp=$(ip netns exec $c iperf3 -c $dst -p 5201 -u -l 18 -b 0 -t $secs -J |
     jq '.end.sum.packets - .end.sum.lost_packets | . / '"$secs")
@@ -80,15 +94,33 @@ measure() { # name ns_client ns_server server_ip
   printf '%s %s %s %s %s\n' "$name" "$tcp1" "$tcp4" "$udp" "$rtt"
 }
 
-command -v jq >/dev/null || { echo "missing: jq" >&2; exit 1; }
-k=$(measure bridge "${bridge_ns[0]}" "${bridge_ns[1]}" $bridge_ip)
-v=$(measure vswitch "${vs_ns[0]}" "${vs_ns[1]}" $vs_ip)
+echo "congestion control: ${CC:-$cc_default}; $kind ports; $runs run(s) of ${secs}s per figure"
+results=()
+for run in $(seq "$runs"); do
+  k=$(measure bridge "${bridge_ns[0]}" "${bridge_ns[1]}" $bridge_ip)
+  v=$(measure vswitch "${vs_ns[0]}" "${vs_ns[1]}" $vs_ip)
+  results+=("$k" "$v")
+  if [ "$runs" -gt 1 ]; then
+    echo "$run $k $v" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f\n", $1, $8/1e9, $3/1e9, $8/$3 }'
+  fi
+done
 
-awk -v k="$k" -v v="$v" -v kind="$kind" 'BEGIN {
-  split(k, a, " "); split(v, b, " ");
-  printf "%-28s %14s %14s %8s\n", "metric (" kind " ports)", "kernel bridge", "vswitchd", "ratio";
-  printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 1 stream", a[2]/1e9, b[2]/1e9, b[2]/a[2];
-  printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 4 streams", a[3]/1e9, b[3]/1e9, b[3]/a[3];
-  printf "%-28s %10.0f pps %10.0f pps %8.2f\n", "UDP 64-byte frames", a[4], b[4], b[4]/a[4];
-  printf "%-28s %11.3f ms %11.3f ms %8.2f\n", "ping RTT (lower is better)", a[5], b[5], b[5]/a[5];
-}'
+# Each figure's median over the runs, then the ratios.
+printf '%s\n' "${results[@]}" | awk -v kind="$kind" '
+  function median(arr, n,   i, j, t) {
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && arr[j-1] > arr[j]; j--) {
+      t = arr[j]; arr[j] = arr[j-1]; arr[j-1] = t }
+    return n % 2 ? arr[(n+1)/2] : (arr[n/2] + arr[n/2+1]) / 2 }
+  $1 == "bridge" { nk++; for (f = 2; f <= 5; f++) K[f, nk] = $f }
+  $1 == "vswitch" { nv++; for (f = 2; f <= 5; f++) V[f, nv] = $f }
+  END {
+    for (f = 2; f <= 5; f++) {
+      delete x; for (i = 1; i <= nk; i++) x[i] = K[f, i]; a[f] = median(x, nk)
+      delete y; for (i = 1; i <= nv; i++) y[i] = V[f, i]; b[f] = median(y, nv)
+    }
+    printf "%-28s %14s %14s %8s\n", "metric (" kind " ports)", "kernel bridge", "vswitchd", "ratio";
+    printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 1 stream", a[2]/1e9, b[2]/1e9, b[2]/a[2];
+    printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 4 streams", a[3]/1e9, b[3]/1e9, b[3]/a[3];
+    printf "%-28s %10.0f pps %10.0f pps %8.2f\n", "UDP 64-byte frames", a[4], b[4], b[4]/a[4];
+    printf "%-28s %11.3f ms %11.3f ms %8.2f\n", "ping RTT (lower is better)", a[5], b[5], b[5]/a[5];
+  }'
