@@ -15,6 +15,8 @@
 # round-trip time, so any path through a userspace process does worse under
 # BBR than under CUBIC. CC=cubic (or another) makes iperf3 use that one.
 #
+# VSWITCHD_ARGS adds flags to vswitchd (e.g. --datapath-threads 1).
+#
 # Needs root, iproute2, iperf3, jq and ping. Traffic stays inside namespaces
 # this script creates and removes.
 set -euo pipefail
@@ -65,7 +67,8 @@ bridge_ns=(${tag}b1 ${tag}b2)
 bridge_ip=10.254.0.3
 
 # --- vswitchd: two sandboxes on a user network -----------------------------
-"$bin/vswitchd" --state-dir "$state" --socket "$sock" --log-level warn &
+# shellcheck disable=SC2086 # VSWITCHD_ARGS is a list of flags
+"$bin/vswitchd" --state-dir "$state" --socket "$sock" --log-level warn ${VSWITCHD_ARGS:-} &
 daemon_pid=$!
 for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 vsctl() { "$bin/vsctl" --socket "$sock" "$@"; }

@@ -7,7 +7,9 @@
 //!   [`VnetHdr`], so GSO super-frames and partial checksums pass whole, as
 //!   with a TAP;
 //! - `PACKET_IGNORE_OUTGOING`: frames the interface transmits (ours among
-//!   them) are not read back.
+//!   them) are not read back;
+//! - receive and send buffers of [`SOCKET_BUFFER`] bytes, set with the
+//!   `…FORCE` options so `net.core.rmem_max` does not cap them.
 //!
 //! The socket is created with protocol 0, which receives nothing, and only
 //! then bound with `ETH_P_ALL`, so no frame of another interface slips in
@@ -32,7 +34,7 @@ use crate::buf::{PacketBuf, VnetHdr};
 /// three 64 KiB GSO frames: a TCP window's burst from a sandbox overflows it
 /// and the kernel drops the rest before the datapath sees them. This holds a
 /// window's worth; memory is charged only while frames wait.
-const SOCKET_BUFFER: c_int = 16 << 20;
+pub const SOCKET_BUFFER: c_int = 16 << 20;
 
 /// An `AF_PACKET` socket bound to one interface, used as a switch port.
 #[derive(Debug)]
