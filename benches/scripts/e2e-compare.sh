@@ -15,6 +15,11 @@
 # round-trip time, so any path through a userspace process does worse under
 # BBR than under CUBIC. CC=cubic (or another) makes iperf3 use that one.
 #
+# With TAP ports, and when target/release/tap-copy exists (cargo build
+# --release -p vswitch-benches --bin tap-copy), a third path is measured:
+# two TAPs joined by a program that only copies frames, the floor of any
+# userspace datapath on this machine.
+#
 # VSWITCHD_ARGS adds flags to vswitchd (e.g. --datapath-threads 1).
 #
 # Needs root, iproute2, iperf3, jq and ping. Traffic stays inside namespaces
@@ -30,6 +35,7 @@ tag=vsb$$
 state=$(mktemp -d /tmp/$tag.XXXX)
 sock=$state/vswitchd.sock
 daemon_pid=
+copy_pid=
 
 for tool in ip iperf3 ping jq; do
   command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }
@@ -41,6 +47,9 @@ done
 cleanup() {
   set +e
   ip netns del ${tag}b1 2>/dev/null; ip netns del ${tag}b2 2>/dev/null
+  [ -n "$copy_pid" ] && { kill "$copy_pid" 2>/dev/null; wait "$copy_pid" 2>/dev/null; }
+  ip netns del ${tag}c1 2>/dev/null; ip netns del ${tag}c2 2>/dev/null
+  ip link del ${tag}ca 2>/dev/null; ip link del ${tag}cb 2>/dev/null
   ip link del ${tag}br 2>/dev/null
   if [ -n "$daemon_pid" ]; then
     "$bin/vsctl" --socket "$sock" sandbox rm ${tag}v1 >/dev/null 2>&1
@@ -80,6 +89,24 @@ done
 vs_ns=(${tag}v1 ${tag}v2)
 vs_ip=10.253.0.3
 
+# --- a blind copy between two TAPs (TAP runs only) ---------------------------
+copy_ns=()
+if [ "$kind" = tap ] && [ -x "$bin/tap-copy" ]; then
+  "$bin/tap-copy" ${tag}ca ${tag}cb > "$state/copy.out" &
+  copy_pid=$!
+  for _ in $(seq 50); do grep -q ready "$state/copy.out" 2>/dev/null && break; sleep 0.1; done
+  for i in 1 2; do
+    ns=${tag}c$i dev=${tag}c$([ $i = 1 ] && echo a || echo b)
+    ip netns add $ns
+    ip link set $dev netns $ns
+    ip -n $ns link set $dev name eth0
+    ip -n $ns addr add 10.255.0.$((i + 1))/24 dev eth0
+    ip -n $ns link set eth0 up
+    ip -n $ns link set lo up
+  done
+  copy_ns=(${tag}c1 ${tag}c2)
+fi
+
 cc_default=$(ip netns exec ${tag}v1 sysctl -n net.ipv4.tcp_congestion_control)
 cc_args=()
 [ -n "${CC:-}" ] && cc_args=(-C "$CC")
@@ -103,6 +130,9 @@ for run in $(seq "$runs"); do
   k=$(measure bridge "${bridge_ns[0]}" "${bridge_ns[1]}" $bridge_ip)
   v=$(measure vswitch "${vs_ns[0]}" "${vs_ns[1]}" $vs_ip)
   results+=("$k" "$v")
+  if [ ${#copy_ns[@]} = 2 ]; then
+    results+=("$(measure copy "${copy_ns[0]}" "${copy_ns[1]}" 10.255.0.3)")
+  fi
   if [ "$runs" -gt 1 ]; then
     echo "$run $k $v" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f\n", $1, $8/1e9, $3/1e9, $8/$3 }'
   fi
@@ -116,14 +146,23 @@ printf '%s\n' "${results[@]}" | awk -v kind="$kind" '
     return n % 2 ? arr[(n+1)/2] : (arr[n/2] + arr[n/2+1]) / 2 }
   $1 == "bridge" { nk++; for (f = 2; f <= 5; f++) K[f, nk] = $f }
   $1 == "vswitch" { nv++; for (f = 2; f <= 5; f++) V[f, nv] = $f }
+  $1 == "copy" { nc++; for (f = 2; f <= 5; f++) C[f, nc] = $f }
   END {
     for (f = 2; f <= 5; f++) {
       delete x; for (i = 1; i <= nk; i++) x[i] = K[f, i]; a[f] = median(x, nk)
       delete y; for (i = 1; i <= nv; i++) y[i] = V[f, i]; b[f] = median(y, nv)
+      if (nc) { delete z; for (i = 1; i <= nc; i++) z[i] = C[f, i]; c[f] = median(z, nc) }
     }
     printf "%-28s %14s %14s %8s\n", "metric (" kind " ports)", "kernel bridge", "vswitchd", "ratio";
     printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 1 stream", a[2]/1e9, b[2]/1e9, b[2]/a[2];
     printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 4 streams", a[3]/1e9, b[3]/1e9, b[3]/a[3];
     printf "%-28s %10.0f pps %10.0f pps %8.2f\n", "UDP 64-byte frames", a[4], b[4], b[4]/a[4];
     printf "%-28s %11.3f ms %11.3f ms %8.2f\n", "ping RTT (lower is better)", a[5], b[5], b[5]/a[5];
+    if (nc) {
+      printf "%-28s %14s %14s %8s\n", "blind TAP copy (the floor)", "kernel bridge", "tap-copy", "ratio";
+      printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 1 stream", a[2]/1e9, c[2]/1e9, c[2]/a[2];
+      printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 4 streams", a[3]/1e9, c[3]/1e9, c[3]/a[3];
+      printf "%-28s %10.0f pps %10.0f pps %8.2f\n", "UDP 64-byte frames", a[4], c[4], c[4]/a[4];
+      printf "%-28s %11.3f ms %11.3f ms %8.2f\n", "ping RTT (lower is better)", a[5], c[5], c[5]/a[5];
+    }
   }'
