@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 }
 
 /// Moves every frame readable on `from` to `to`, sleeping while there is
-/// none. Only a failing `poll` ends it; a failed write loses that frame.
+/// none. A failed write loses that frame; a failed `poll` or read ends it.
 fn copy(from: &TapPort, to: &dyn PortIo) -> io::Result<()> {
     let mut buf = PacketBuf::new();
     loop {
@@ -64,8 +64,14 @@ fn copy(from: &TapPort, to: &dyn PortIo) -> io::Result<()> {
                     let _ = to.send(&buf);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {}
+                // A frame too long for the buffer is skipped, as the
+                // datapath does; anything else means the device is gone.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::InvalidData
+                    ) => {}
+                Err(e) => return Err(e),
             }
         }
     }
