@@ -417,31 +417,11 @@ fn network(
             print_text(out, &tabwrite(&table))
         }
         NetworkCmd::Inspect { networks } => {
-            let mut found = Vec::new();
-            let mut errors = Vec::new();
-            for name in &networks {
-                match client.network(name) {
-                    Ok(n) => found.push(n),
-                    Err(ClientError::Daemon { status: 404, .. }) => {
-                        errors.push(format!("Error: No such network: {name}"));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            let (found, errors) = fetch_each(&networks, "network", |n| client.network(n))?;
             print_json(out, &found)?;
             finish(errors)
         }
-        NetworkCmd::Rm { networks } => {
-            let mut errors = Vec::new();
-            for name in &networks {
-                match client.remove_network(name) {
-                    Ok(()) => print_text(out, &format!("{name}\n")).map(drop)?,
-                    Err(e @ ClientError::Daemon { .. }) => errors.push(client_message(&e)),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            finish(errors)
-        }
+        NetworkCmd::Rm { networks } => remove_each(out, &networks, |n| client.remove_network(n)),
         NetworkCmd::Connect(a) => {
             let request = connect_request(&a.sandbox, a.ip, a.alias, a.port_kind);
             let endpoint = client.connect(&a.network, &request)?;
@@ -503,32 +483,51 @@ fn sandbox(
             print_text(out, &tabwrite(&table))
         }
         SandboxCmd::Inspect { sandboxes } => {
-            let mut found = Vec::new();
-            let mut errors = Vec::new();
-            for name in &sandboxes {
-                match client.sandbox(name) {
-                    Ok(s) => found.push(s),
-                    Err(ClientError::Daemon { status: 404, .. }) => {
-                        errors.push(format!("Error: No such sandbox: {name}"));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            let (found, errors) = fetch_each(&sandboxes, "sandbox", |n| client.sandbox(n))?;
             print_json(out, &found)?;
             finish(errors)
         }
-        SandboxCmd::Rm { sandboxes } => {
-            let mut errors = Vec::new();
-            for name in &sandboxes {
-                match client.remove_sandbox(name) {
-                    Ok(()) => print_text(out, &format!("{name}\n")).map(drop)?,
-                    Err(e @ ClientError::Daemon { .. }) => errors.push(client_message(&e)),
-                    Err(e) => return Err(e.into()),
-                }
+        SandboxCmd::Rm { sandboxes } => remove_each(out, &sandboxes, |n| client.remove_sandbox(n)),
+    }
+}
+
+/// Fetches each named object; a missing one becomes Docker's "No such
+/// {kind}" line instead of stopping the others.
+fn fetch_each<T>(
+    names: &[String],
+    kind: &str,
+    mut fetch: impl FnMut(&str) -> Result<T, ClientError>,
+) -> Result<(Vec<T>, Vec<String>), Failure> {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for name in names {
+        match fetch(name) {
+            Ok(object) => found.push(object),
+            Err(ClientError::Daemon { status: 404, .. }) => {
+                errors.push(format!("Error: No such {kind}: {name}"));
             }
-            finish(errors)
+            Err(e) => return Err(e.into()),
         }
     }
+    Ok((found, errors))
+}
+
+/// Removes each named object, printing the names removed, as `docker rm`
+/// does; the daemon's refusals are reported together at the end.
+fn remove_each(
+    out: &mut impl Write,
+    names: &[String],
+    mut remove: impl FnMut(&str) -> Result<(), ClientError>,
+) -> Result<u8, Failure> {
+    let mut errors = Vec::new();
+    for name in names {
+        match remove(name) {
+            Ok(()) => print_text(out, &format!("{name}\n")).map(drop)?,
+            Err(e @ ClientError::Daemon { .. }) => errors.push(client_message(&e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    finish(errors)
 }
 
 /// All errors but the last go out at once; the last becomes the failure.
