@@ -275,7 +275,7 @@ impl Decapsulator {
         }
         let ip =
             Ipv4Packet::new_checked(eth.payload()).map_err(|_| DropReason::OuterIpMalformed)?;
-        if ip.version() != 4 {
+        if ip.version() != 4 || ip.header_len() < 20 {
             return Err(DropReason::OuterIpMalformed);
         }
         if !checksum_ok(ip.verify_checksum()) {

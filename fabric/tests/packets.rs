@@ -629,3 +629,15 @@ proptest! {
         let _ = d.decap_datagram(&mut t, now, REMOTE, &frame);
     }
 }
+
+#[test]
+fn ip_header_shorter_than_20_bytes_is_malformed() {
+    let mut frame = Outer::vxlan(4097, &inner_udp(100)).build();
+    frame[14] = 0x44; // IHL 4: 16 bytes
+    let mut t = table();
+    let mut d = Decapsulator::default();
+    assert_eq!(
+        d.decap_frame(&mut t, Instant::now(), &frame),
+        Err(DropReason::OuterIpMalformed)
+    );
+}
