@@ -48,6 +48,9 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::flow::{Direction, FlowKey, FlowProto, NetworkId};
 use crate::tcp::{self, TcpFlags, TcpState, TcpTimeouts, Transition};
 
+/// Slots examined to reclaim expired flows when the table is full.
+const FULL_SWEEP_BUDGET: usize = 256;
+
 /// Timeouts per protocol, nf_conntrack's defaults unless configured.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Timeouts {
@@ -729,6 +732,10 @@ impl FlowTable {
                     continue;
                 }
                 self.refused_clash.fetch_add(1, Ordering::Relaxed);
+                let (orig_holder, reply_holder) = (
+                    orig_holder.map(|id| self.resolve(id)),
+                    reply_holder.map(|id| self.resolve(id)),
+                );
                 return Err(match (orig_holder, reply_holder) {
                     (Some(id), _) => Refused::Exists(id),
                     (None, Some(id)) => Refused::ReplyInUse(id),
@@ -737,6 +744,12 @@ impl FlowTable {
             }
             if self.len.fetch_add(1, Ordering::Relaxed) >= self.config.capacity {
                 self.len.fetch_sub(1, Ordering::Relaxed);
+                // Expired flows not yet swept still count; reclaim a few
+                // (a bounded amount of work) before refusing.
+                drop(pair);
+                if self.expire(now, FULL_SWEEP_BUDGET) > 0 {
+                    continue;
+                }
                 self.refused_full.fetch_add(1, Ordering::Relaxed);
                 return Err(Refused::TableFull);
             }
@@ -795,6 +808,20 @@ impl FlowTable {
         }
         self.refused_clash.fetch_add(1, Ordering::Relaxed);
         Err(Refused::Inconsistent)
+    }
+
+    /// Fills in the generation of an id found through another shard's
+    /// index (see `create`).
+    fn resolve(&self, id: ConnId) -> ConnId {
+        if id.generation != u32::MAX {
+            return id;
+        }
+        let generation = self
+            .shards
+            .get(id.shard as usize)
+            .and_then(|s| s.lock().slots.get(id.slot as usize).map(|s| s.generation))
+            .unwrap_or(u32::MAX);
+        ConnId { generation, ..id }
     }
 
     /// Removes the flow `id` names (any generation when `id.generation` is
