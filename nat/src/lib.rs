@@ -31,6 +31,8 @@
 //! - [`policy`]: internal networks, inter-network isolation, masquerade
 //!   off, unpublished containers.
 //! - [`portmap`]: published ports as a lookup for the packet path.
+//! - [`engine`]: one frame through all of it ([`process`]), the path a
+//!   datapath worker and the fuzz target run.
 //! - [`wire`] and [`rewrite`]: parse once, rewrite addresses and ports in
 //!   place with RFC 1624 updates of complete and partial checksums.
 //!
@@ -48,6 +50,7 @@
 
 pub mod alloc;
 pub mod conntrack;
+pub mod engine;
 pub mod flow;
 pub mod policy;
 pub mod portmap;
@@ -63,6 +66,7 @@ pub use conntrack::{
     Config, ConnId, Fit, FlowInfo, FlowState, FlowTable, NewFlow, PacketInfo, Refused, Stats,
     Timeouts, Tracked,
 };
+pub use engine::{Verdict, masquerade, process};
 pub use flow::{Direction, FlowKey, FlowProto, NetworkId};
 pub use policy::{Decision, Destination, NetworkPolicy, PolicyDrop, Source};
 pub use portmap::{PortMap, Target};
