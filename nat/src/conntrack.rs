@@ -10,7 +10,7 @@
 //!
 //! The table is split into shards, each a `parking_lot::Mutex` around a
 //! slab of flows and a hash index from key to slot. A key's shard is chosen
-//! by a *symmetric* hash of the tuple ([`FlowKey::hash_symmetric`]), so both
+//! by a *symmetric* hash of the tuple (equal for a key and its reverse), so both
 //! directions of an untranslated flow share one shard. A flow lives in the
 //! shard of its original key; its reply key is indexed in the reply key's
 //! own shard with a pointer (shard, slot) back to the owner. A packet takes

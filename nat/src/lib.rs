@@ -33,7 +33,7 @@
 //! - [`portmap`]: published ports as a lookup for the packet path.
 //! - [`engine`]: one frame through all of it ([`process`]), the path a
 //!   datapath worker and the fuzz target run.
-//! - [`wire`] and [`rewrite`]: parse once, rewrite addresses and ports in
+//! - [`wire`] and [`mod@rewrite`]: parse once, rewrite addresses and ports in
 //!   place with RFC 1624 updates of complete and partial checksums.
 //!
 //! # Invariants
