@@ -727,3 +727,102 @@ fn any_thread_finds_flows_another_created() {
     assert_eq!(all.len(), usize::from(threads * per));
     assert!(all.iter().all(|i| i.packets == [2, 1]));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(u16, u8),
+        Track(u16, bool, u8),
+        Advance(u16),
+        Expire(u8),
+        Remove(u16),
+        Purge(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u16..24, any::<u8>()).prop_map(|(i, f)| Op::Create(i, f)),
+            (0u16..24, any::<bool>(), any::<u8>()).prop_map(|(i, r, f)| Op::Track(i, r, f)),
+            (0u16..200).prop_map(Op::Advance),
+            any::<u8>().prop_map(Op::Expire),
+            (0u16..24).prop_map(Op::Remove),
+            (0u8..4).prop_map(Op::Purge),
+        ]
+    }
+
+    /// Flow `i` of a small pool: four containers, three protocols, and
+    /// reply tuples that clash between some flows.
+    fn pooled(i: u16) -> NewFlow {
+        let proto = [FlowProto::Tcp, FlowProto::Udp, FlowProto::Icmp][usize::from(i % 3)];
+        let c = Ipv4Addr::new(172, 18, 0, u8::try_from(i % 4).unwrap_or(0) + 2);
+        let sport = 1000 + i / 2;
+        let original = if proto == FlowProto::Icmp {
+            FlowKey::icmp(NET, c.into(), REMOTE.into(), sport)
+        } else {
+            FlowKey::new(NET, proto, c.into(), sport, REMOTE.into(), 80)
+        };
+        let mut reply = FlowKey::new(UPLINK, proto, REMOTE.into(), 80, HOST.into(), sport);
+        if proto == FlowProto::Icmp {
+            reply.src_port = sport;
+        }
+        NewFlow {
+            original,
+            reply,
+            cookie: u64::from(i),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_operations_keep_the_table_consistent(ops in proptest::collection::vec(op(), 1..80)) {
+            let table = FlowTable::new(Config { capacity: 10, shards: 4, ..Config::default() });
+            let t0 = Instant::now();
+            let mut now = t0;
+            for op in ops {
+                match op {
+                    Op::Create(i, f) => {
+                        let _ = table.create(now, pooled(i), pkt(TcpFlags(f & 0x1f)));
+                    }
+                    Op::Track(i, reply, f) => {
+                        let flow = pooled(i);
+                        let key = if reply { flow.reply } else { flow.original };
+                        if let Some(t) = table.track(now, &key, pkt(TcpFlags(f & 0x1f))) {
+                            let (id, dir) = table.lookup(now, &key).map_or((t.id, t.direction), |x| x);
+                            prop_assert_eq!(id, t.id);
+                            prop_assert_eq!(dir, t.direction);
+                        }
+                    }
+                    Op::Advance(s) => now += secs(u64::from(s)),
+                    Op::Expire(budget) => {
+                        table.expire(now, usize::from(budget));
+                    }
+                    Op::Remove(i) => {
+                        if let Some((id, _)) = table.lookup(now, &pooled(i).original) {
+                            prop_assert!(table.remove(id));
+                            prop_assert!(table.lookup(now, &pooled(i).original).is_none());
+                        }
+                    }
+                    Op::Purge(c) => {
+                        table.purge_address(Ipv4Addr::new(172, 18, 0, c + 2).into());
+                    }
+                }
+                prop_assert!(table.len() <= 10);
+                let live = table.snapshot(now, |_| true);
+                prop_assert!(live.len() <= table.len());
+                for info in &live {
+                    prop_assert_eq!(table.lookup(now, &info.original), Some((info.id, Direction::Original)));
+                    prop_assert_eq!(table.lookup(now, &info.reply), Some((info.id, Direction::Reply)));
+                }
+            }
+            // A full sweep leaves exactly the live flows.
+            table.expire(now, usize::MAX);
+            prop_assert_eq!(table.len(), table.snapshot(now, |_| true).len());
+            let later = now + secs(432_001);
+            table.expire(later, usize::MAX);
+            prop_assert!(table.is_empty());
+        }
+    }
+}
