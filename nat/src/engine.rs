@@ -11,8 +11,9 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::conntrack::{Fit, FlowTable, NewFlow, Refused, Tracked};
-use crate::flow::{FlowKey, NetworkId};
+use crate::conntrack::{ConnId, Fit, FlowTable, NewFlow, Refused, Tracked};
+use crate::flow::{Direction, FlowKey, NetworkId};
+use crate::icmp_error::{IcmpErrorMeta, rewrite_icmp_error};
 use crate::rewrite::{L4Checksum, rewrite_to};
 use crate::spec::PortRange;
 use crate::wire::{WireError, parse_frame};
@@ -29,7 +30,15 @@ pub enum Verdict {
     /// Belongs to a flow but does not fit its TCP state; not rewritten.
     /// The kernel would let it through untranslated; a gateway drops it.
     Invalid(Tracked),
-    /// No flow, and the caller's closure declined to create one.
+    /// An ICMP error about a known flow, translated back along it.
+    Related {
+        /// The flow the quoted packet belongs to.
+        id: ConnId,
+        /// The direction the error travels in, relative to the flow.
+        direction: Direction,
+    },
+    /// No flow, and the caller's closure declined to create one (or an
+    /// ICMP error quotes a packet of no known flow).
     NoFlow,
     /// A new flow was refused (table full, not a first packet, clash).
     Refused(Refused),
@@ -55,6 +64,7 @@ pub fn process(
 ) -> Verdict {
     let (l3, mut meta) = match parse_frame(frame) {
         Ok(v) => v,
+        Err(WireError::IcmpType(3 | 11 | 12)) => return related(table, now, network, frame),
         Err(e) => return Verdict::Malformed(e),
     };
     let key = meta.key(network);
@@ -98,6 +108,35 @@ pub fn process(
         }
     }
     Verdict::Forward(tracked)
+}
+
+/// An ICMP error: found by the flow of the packet it quotes, translated
+/// as that flow's packets are, never creating a flow nor changing its
+/// state (nf_conntrack's `RELATED`).
+fn related(table: &FlowTable, now: Instant, network: NetworkId, frame: &mut [u8]) -> Verdict {
+    let l3 = smoltcp::wire::EthernetFrame::<&[u8]>::header_len();
+    let Some(ip) = frame.get_mut(l3..) else {
+        return Verdict::Malformed(WireError::Truncated);
+    };
+    let meta = match IcmpErrorMeta::parse(ip) {
+        Ok(m) => m,
+        Err(e) => return Verdict::Malformed(e),
+    };
+    let key = meta.flow_key(network);
+    let Some((id, direction)) = table.lookup(now, &key) else {
+        return Verdict::NoFlow;
+    };
+    let Some(info) = table.get(now, id) else {
+        return Verdict::NoFlow;
+    };
+    let to = match direction {
+        Direction::Original => info.reply.reversed(),
+        Direction::Reply => info.original.reversed(),
+    };
+    match rewrite_icmp_error(ip, &meta, &to) {
+        Ok(()) => Verdict::Related { id, direction },
+        Err(e) => Verdict::Malformed(e),
+    }
 }
 
 /// The reply tuple of a masqueraded flow leaving through `uplink` from
@@ -295,6 +334,67 @@ mod tests {
         ));
         let m = Ipv4Meta::parse(&rep[14..]).unwrap();
         assert_eq!((m.dst, m.dst_port), (Ipv4Addr::new(172, 18, 0, 2), 77));
+    }
+
+    #[test]
+    fn an_icmp_error_about_an_egress_flow_reaches_the_container() {
+        let table = FlowTable::new(Config::default());
+        let now = Instant::now();
+        let mut syn = tcp_frame([172, 18, 0, 2], 40000, [192, 0, 2, 1], 80, true);
+        process(&table, now, NET, &mut syn, L4Checksum::Complete, masq);
+        // A router answers the translated SYN with "fragmentation needed".
+        let quoted = &syn[14..14 + 20 + 8];
+        let mut err = Vec::new();
+        PacketBuilder::ethernet2([4; 6], [2; 6])
+            .ipv4([198, 51, 100, 1], HOST.octets(), 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1400,
+                },
+            ))
+            .write(&mut err, quoted)
+            .unwrap();
+        let v = process(
+            &table,
+            now,
+            UPLINK,
+            &mut err,
+            L4Checksum::Complete,
+            |_, _| panic!("an error must not create a flow"),
+        );
+        assert!(matches!(
+            v,
+            Verdict::Related {
+                direction: crate::flow::Direction::Reply,
+                ..
+            }
+        ));
+        let m = IcmpErrorMeta::parse(&err[14..]).unwrap();
+        assert_eq!(m.outer_dst, Ipv4Addr::new(172, 18, 0, 2));
+        assert_eq!(
+            (m.inner_src, m.inner_src_port),
+            (Ipv4Addr::new(172, 18, 0, 2), 40000)
+        );
+        // The flow's state did not move.
+        let (id, _) = table.lookup(now, &m.flow_key(NET).reversed()).unwrap();
+        assert_eq!(
+            table.get(now, id).unwrap().state,
+            crate::conntrack::FlowState::Tcp(crate::tcp::TcpState::SynSent)
+        );
+        // An error about no known flow is left alone.
+        let mut stray = err.clone();
+        stray[14 + 28 + 12] = 10;
+        assert_eq!(
+            process(
+                &table,
+                now,
+                UPLINK,
+                &mut stray,
+                L4Checksum::Complete,
+                |_, _| None
+            ),
+            Verdict::NoFlow
+        );
     }
 
     proptest! {

@@ -33,6 +33,8 @@
 //! - [`portmap`]: published ports as a lookup for the packet path.
 //! - [`engine`]: one frame through all of it ([`process`]), the path a
 //!   datapath worker and the fuzz target run.
+//! - [`icmp_error`]: ICMP errors about translated flows, translated back
+//!   (quoted header included), so path-MTU discovery works through NAT.
 //! - [`wire`] and [`mod@rewrite`]: parse once, rewrite addresses and ports in
 //!   place with RFC 1624 updates of complete and partial checksums.
 //!
@@ -52,6 +54,7 @@ pub mod alloc;
 pub mod conntrack;
 pub mod engine;
 pub mod flow;
+pub mod icmp_error;
 pub mod policy;
 pub mod portmap;
 pub mod rewrite;
