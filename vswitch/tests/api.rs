@@ -384,9 +384,9 @@ struct Running {
 impl Running {
     fn start(dir: &Path, backend: Arc<Fake>) -> Self {
         let path = dir.join("run").join("api.sock");
-        let server = ApiServer::bind(&path).unwrap();
+        let mut server = ApiServer::bind(&path).unwrap();
         let stop = server.shutdown_handle();
-        let thread = thread::spawn(move || server.run(&*backend));
+        let thread = thread::spawn(move || server.run(backend));
         Self {
             path,
             stop,

@@ -30,7 +30,9 @@ use crate::control::{ControlError, Request, Response};
 
 pub mod client;
 pub mod server;
-pub mod types;
+/// The request and answer bodies; they belong to the control plane
+/// ([`crate::control::types`]) and are re-exported here for clients.
+pub use crate::control::types;
 
 pub use client::{Client, ClientError};
 pub use server::{ApiError, ApiServer, Reply, ShutdownHandle, route, serve};

@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use ipam::{IpamError, NetworkIpamRequest};
 
 use super::Ctx;
-use super::effect::{Attachment, Detachment, Effect};
+use super::effect::{Attachment, Effect};
 use super::error::ControlError;
 use super::model::{
     self, Endpoint, IdKind, Model, Network, OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE,
     OPT_HOST_BINDING_IPV4, OPT_INHIBIT_IPV4, OPT_MTU, PortKind, Sandbox,
 };
 use super::request::{Outcome, Request, Response};
-use crate::api::types::{
+use super::types::{
     ConfigFrom, ConnectRequest, DisconnectRequest, DnsEndpointView, DnsNameView, DnsNetworkView,
     DnsPtrView, EndpointResource, EndpointView, FdbView, IpamView, NetworkCreateRequest,
     NetworkCreateResponse, NetworkInspect, PortView, SandboxCreateRequest, SandboxView,
@@ -52,6 +52,9 @@ pub struct ControllerConfig {
     pub default_port_kind: PortKind,
     /// The transmit queue length of new devices.
     pub txqueuelen: u32,
+    /// Where the daemon keeps its handles on adopted namespaces, as
+    /// `<handle_dir>/<sandbox id>` (bind mounts under its run directory).
+    pub handle_dir: PathBuf,
 }
 
 impl Default for ControllerConfig {
@@ -60,6 +63,7 @@ impl Default for ControllerConfig {
             netns_dir: PathBuf::from("/run/netns"),
             default_port_kind: PortKind::Tap,
             txqueuelen: 1000,
+            handle_dir: PathBuf::from("/run/vswitch/netns"),
         }
     }
 }
@@ -155,8 +159,9 @@ impl Controller {
             | Request::InspectNetwork { .. }
             | Request::ListSandboxes
             | Request::InspectSandbox { .. } => {
-                return Err(ControlError::Internal(
-                    "query routed as a change".to_owned(),
+                return Err(ControlError::internal(
+                    "applying a request",
+                    "query routed as a change",
                 ));
             }
         };
@@ -172,7 +177,14 @@ impl Controller {
         })
     }
 
-    fn query(&self, request: &Request) -> Result<Response, ControlError> {
+    /// Answers a query (`network ls/inspect`, `sandbox ls/inspect`) from
+    /// this controller's model. Takes `&self`, so it can run on a published
+    /// snapshot while a change is in progress elsewhere.
+    ///
+    /// # Errors
+    /// Docker's not-found errors; [`ControlError::Internal`] for a request
+    /// that changes the model.
+    pub fn query(&self, request: &Request) -> Result<Response, ControlError> {
         let m = &self.model;
         Ok(match request {
             Request::ListNetworks => {
@@ -192,8 +204,9 @@ impl Controller {
                 Response::Sandbox(sandbox_view(m, &m.sandboxes[sandbox_index(m, name)?]))
             }
             _ => {
-                return Err(ControlError::Internal(
-                    "change routed as a query".to_owned(),
+                return Err(ControlError::internal(
+                    "answering a query",
+                    "change routed as a query",
                 ));
             }
         })
@@ -490,6 +503,7 @@ impl Txn<'_> {
                 .to_string_lossy()
                 .into_owned()
         });
+        let handle = (!owned).then(|| self.config.handle_dir.join(&id));
         let sandbox = Sandbox {
             id: id.clone(),
             name: name.clone(),
@@ -497,6 +511,7 @@ impl Txn<'_> {
             netns_owned: owned,
             created: self.ctx.now.to_owned(),
             next_ifindex: 0,
+            netns_handle: handle.as_ref().map(|h| h.to_string_lossy().into_owned()),
         };
         let view = sandbox_view(self.model, &sandbox);
         self.model.sandboxes.push(sandbox);
@@ -512,6 +527,7 @@ impl Txn<'_> {
                 sandbox: id,
                 name,
                 path,
+                handle: handle.unwrap_or_default(),
             }
         });
         Ok(Response::Sandbox(view))
@@ -537,14 +553,26 @@ impl Txn<'_> {
                     ControlError::InvalidState(format!("endpoint {} has no network", e.id))
                 })?;
             self.model.ipam.release_endpoint_address(&pools, e.ipv4)?;
-            self.effects
-                .push(Effect::DetachEndpoint(detachment(e, &sb)));
+            let net = self.model.network(e.network).ok_or_else(|| {
+                ControlError::InvalidState(format!("endpoint {} has no network", e.id))
+            })?;
+            self.effects.push(Effect::DetachEndpoint(attachment(
+                e,
+                net,
+                &sb,
+                self.config.txqueuelen,
+            )));
         }
         if sb.netns_owned {
             self.effects.push(Effect::DeleteNetns {
                 sandbox: sb.id,
                 name: sb.name,
                 path: PathBuf::from(sb.netns_path),
+            });
+        } else if let Some(handle) = sb.netns_handle {
+            self.effects.push(Effect::ReleaseNetns {
+                sandbox: sb.id,
+                handle: PathBuf::from(handle),
             });
         }
         Ok(Response::Done)
@@ -650,8 +678,12 @@ impl Txn<'_> {
             .ipam
             .release_endpoint_address(&net.ipam, e.ipv4)?;
         self.effects.push(Effect::PushSwitchConfig);
-        self.effects
-            .push(Effect::DetachEndpoint(detachment(&e, &sb)));
+        self.effects.push(Effect::DetachEndpoint(attachment(
+            &e,
+            &net,
+            &sb,
+            self.config.txqueuelen,
+        )));
         if e.default_route {
             let next = self.model.endpoints.iter_mut().find(|x| x.sandbox == sb.id);
             if let Some(next) = next {
@@ -663,7 +695,7 @@ impl Txn<'_> {
                     })?;
                 self.effects.push(Effect::SetDefaultRoute {
                     sandbox: sb.id.clone(),
-                    netns: PathBuf::from(&sb.netns_path),
+                    netns: PathBuf::from(sb.netns_file()),
                     ifname,
                     gateway,
                 });
@@ -677,7 +709,7 @@ fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Att
     Attachment {
         endpoint: e.id.clone(),
         sandbox: sb.id.clone(),
-        netns: PathBuf::from(&sb.netns_path),
+        netns: PathBuf::from(sb.netns_file()),
         network: net.num,
         port: e.port,
         kind: e.kind,
@@ -689,18 +721,6 @@ fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Att
         mtu: net.mtu,
         gateway: e.default_route.then_some(net.gateway),
         txqueuelen,
-    }
-}
-
-fn detachment(e: &Endpoint, sb: &Sandbox) -> Detachment {
-    Detachment {
-        endpoint: e.id.clone(),
-        sandbox: sb.id.clone(),
-        netns: PathBuf::from(&sb.netns_path),
-        port: e.port,
-        kind: e.kind,
-        host_ifname: e.host_ifname.clone(),
-        ifname: e.ifname.clone(),
     }
 }
 
@@ -960,6 +980,7 @@ fn sandbox_view(m: &Model, s: &Sandbox) -> SandboxView {
         created: s.created.clone(),
         netns_path: s.netns_path.clone(),
         netns_owned: s.netns_owned,
+        netns_gone: false,
         endpoints: m
             .sandbox_endpoints(&s.id)
             .filter_map(|e| Some(endpoint_view(m.network(e.network)?, e)))

@@ -40,9 +40,10 @@ pub mod error;
 pub mod model;
 pub mod request;
 pub mod store;
+pub mod types;
 
 pub use controller::{Controller, ControllerConfig};
-pub use effect::{Attachment, Detachment, Effect};
+pub use effect::{Attachment, Effect};
 pub use error::ControlError;
 pub use model::{Endpoint, Model, Network, PortKind, Sandbox};
 pub use request::{Outcome, Request, Response};
