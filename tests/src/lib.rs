@@ -107,6 +107,7 @@ pub struct Daemon {
     /// The API socket.
     pub socket: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     sandboxes: Vec<String>,
     networks: Vec<String>,
 }
@@ -129,6 +130,7 @@ impl Daemon {
             socket: dir.join("vswitchd.sock"),
             state_dir: dir,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: Vec::new(),
             sandboxes: Vec::new(),
             networks: Vec::new(),
         };
@@ -147,6 +149,7 @@ impl Daemon {
             .arg("--log-level")
             .arg("info")
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -162,6 +165,38 @@ impl Daemon {
             || self.socket.exists(),
             "the API socket",
         );
+    }
+
+    /// Sets an environment variable for the next [`Daemon::spawn`] (the
+    /// daemon's test hooks are enabled this way); `None` removes it.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// The running process's id.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `limit` for the process to exit on its own and returns
+    /// its status (`None` if it is still running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the process with SIGKILL, as a crash would, and reaps it.
