@@ -365,3 +365,37 @@ fn adopted_namespaces_are_held_by_handle() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("host's network namespace"));
     assert!(!d.vsctl_ok(&["sandbox", "ls"]).contains(&host));
 }
+
+#[test]
+fn concurrent_changes_are_all_committed() {
+    if !prerequisites(&["ip"]) {
+        return;
+    }
+    let _host = host_lock();
+    let mut d = Daemon::start();
+    let names: Vec<String> = (0..16).map(|_| unique("vsc")).collect();
+    d.adopt_sandboxes(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::scope(|s| {
+        let d = &d;
+        let all: Vec<_> = names
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    d.vsctl_ok(&["sandbox", "create", n]);
+                    d.vsctl_ok(&["network", "connect", "bridge", n]);
+                })
+            })
+            .collect();
+        for t in all {
+            t.join().unwrap();
+        }
+    });
+    // Acknowledged means saved: a crash right after loses none of them.
+    d.kill9();
+    d.spawn();
+    let listed = d.vsctl_ok(&["sandbox", "ls"]);
+    for n in &names {
+        assert!(listed.contains(n.as_str()), "{n} lost: {listed}");
+        assert_eq!(links_in(n), ["eth0"], "{n}");
+    }
+}

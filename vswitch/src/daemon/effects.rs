@@ -53,6 +53,9 @@ pub enum EffectError {
     /// The datapath thread is gone or did not answer.
     #[error("datapath: {0}")]
     Datapath(#[from] io::Error),
+    /// A switch configuration was to be pushed and none was built.
+    #[error("no switch configuration was built for the request")]
+    NoConfig,
     /// An adopted namespace is the daemon's (or the host's) own.
     #[error("{} is the host's network namespace; vswitchd --allow-host-netns permits adopting it", path.display())]
     HostNetns {
@@ -102,12 +105,18 @@ impl Executor {
     }
 
     /// Carries out `effects` in order, handing the datapath `config` at
-    /// [`Effect::PushSwitchConfig`]. On the first failure, undoes the ones
-    /// already done (newest first) and returns the error.
+    /// [`Effect::PushSwitchConfig`] (the caller builds it only when the
+    /// effects ask for it). On the first failure, undoes the ones already
+    /// done (newest first) and returns the error.
     ///
     /// # Errors
-    /// The first effect that failed.
-    pub fn run(&self, effects: &[Effect], config: &Arc<SwitchConfig>) -> Result<(), EffectError> {
+    /// The first effect that failed; [`EffectError::NoConfig`] when a
+    /// configuration is asked for and none was given.
+    pub fn run(
+        &self,
+        effects: &[Effect],
+        config: Option<&Arc<SwitchConfig>>,
+    ) -> Result<(), EffectError> {
         for (i, effect) in effects.iter().enumerate() {
             if let Err(e) = self.execute(effect, config) {
                 self.undo_all(&effects[..i]);
@@ -129,7 +138,11 @@ impl Executor {
     ///
     /// # Errors
     /// When the device, namespace or datapath operation fails.
-    pub fn execute(&self, effect: &Effect, config: &Arc<SwitchConfig>) -> Result<(), EffectError> {
+    pub fn execute(
+        &self,
+        effect: &Effect,
+        config: Option<&Arc<SwitchConfig>>,
+    ) -> Result<(), EffectError> {
         match effect {
             Effect::CreateNetns { path, .. } => {
                 let name = file_name(path);
@@ -171,7 +184,7 @@ impl Executor {
                 nl.add_default_route(ifname, *gateway)
                     .map_err(netconf_err(ifname))
             }
-            Effect::PushSwitchConfig => self.push_config(config),
+            Effect::PushSwitchConfig => self.push_config(config.ok_or(EffectError::NoConfig)?),
         }
     }
 

@@ -16,6 +16,10 @@
 //! One thread, `vswitch-control`, owns the model and everything that
 //! changes with it, fed by one mailbox ([`Message`]); a request is applied
 //! from start to end before the next is taken, so changes need no lock.
+//! Changes already queued when the thread takes one are applied with it,
+//! each all-or-nothing, and committed by one store write (group commit: the
+//! `fsync` is the largest cost of a change), before any of them is
+//! answered.
 //! After each committed change the control thread publishes a
 //! [`Snapshot`] (the controller and the DNS records) that readers clone
 //! an `Arc` of: `network ls`, `show-fdb` and `dns show` never wait for a
@@ -47,6 +51,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::RwLock;
 
 use crate::api::Backend;
+use crate::control::error::Cause;
 use crate::control::types::{DnsNetworkView, FdbView, PortView, SandboxView};
 use crate::control::{
     ControlError, Controller, ControllerConfig, Ctx, Effect, OsEntropy, Request, Response, Sandbox,
@@ -63,6 +68,15 @@ use intent::IntentLog;
 /// change before it reports that the daemon is busy. The change itself
 /// goes on and is committed or undone as usual.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most changes committed by one store write.
+const MAX_BATCH: usize = 64;
+
+/// Where a change's answer goes.
+pub type Reply = Sender<Result<Response, ControlError>>;
+
+/// A change's answer.
+pub type Answer = Result<Response, ControlError>;
 
 /// The daemon's settings that are not state.
 #[derive(Clone, Debug)]
@@ -95,7 +109,7 @@ pub enum Message {
         /// The request.
         request: Request,
         /// The answer goes here (the sender may have given up waiting).
-        reply: Sender<Result<Response, ControlError>>,
+        reply: Reply,
     },
     /// Leave the loop.
     Shutdown,
@@ -330,79 +344,149 @@ impl Backend for Daemon {
 impl ControlThread {
     fn run(mut self, mailbox: &Receiver<Message>) {
         while let Ok(message) = mailbox.recv() {
-            match message {
-                Message::Apply { request, reply } => {
-                    let result = self.apply(request);
-                    // The requester may have timed out; the change stands.
-                    let _ = reply.send(result);
+            let Message::Apply { request, reply } = message else {
+                break;
+            };
+            // Whatever else is already queued joins this batch, so that its
+            // changes share one store write (group commit).
+            let mut batch = vec![(request, reply)];
+            let mut stop = false;
+            while batch.len() < MAX_BATCH {
+                match mailbox.try_recv() {
+                    Ok(Message::Apply { request, reply }) => batch.push((request, reply)),
+                    Ok(Message::Shutdown) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                Message::Shutdown => break,
+            }
+            for (reply, result) in self.apply_batch(batch) {
+                // The requester may have timed out; the change stands.
+                let _ = reply.send(result);
+            }
+            if stop {
+                break;
             }
         }
         tracing::debug!("control thread stopped");
     }
 
-    /// Plans, carries out, persists and publishes one change; on any
-    /// failure the model, the devices and the datapath are as before.
-    fn apply(&mut self, request: Request) -> Result<Response, ControlError> {
-        let before = self.controller.clone();
+    /// Applies a batch of changes, each all-or-nothing, and commits those
+    /// that succeeded with one store write; if that write fails, every one
+    /// of them is undone. Returns the answers, in order.
+    fn apply_batch(&mut self, batch: Vec<(Request, Reply)>) -> Vec<(Reply, Answer)> {
+        let start = self.controller.clone();
+        let mut done: Vec<Effect> = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut changed = false;
+        for (request, reply) in batch {
+            let before = self.controller.clone();
+            match self.stage(request, &mut done) {
+                Ok((response, ch)) => {
+                    changed |= ch;
+                    answers.push((reply, Ok(response)));
+                }
+                Err(e) => {
+                    // Back to the state before this request: model, IPAM
+                    // and the datapath's configuration (the executor undid
+                    // its devices).
+                    self.controller = before;
+                    self.restore_config();
+                    tracing::warn!(error = %e, "request failed and was rolled back");
+                    answers.push((reply, Err(e)));
+                }
+            }
+        }
+        if !changed {
+            return answers;
+        }
+        let hooks = *self.executor.hooks();
+        hooks.reached(Point::EffectsDone);
+        if let Err(e) = self.store.save(self.controller.model()) {
+            tracing::error!(error = %e, "cannot save the state; undoing the batch");
+            self.executor.undo_all(&done);
+            self.controller = start;
+            self.restore_config();
+            self.clear_intent();
+            let cause = Cause::new(e);
+            for (_, result) in &mut answers {
+                if result.is_ok() {
+                    *result = Err(ControlError::Internal {
+                        context: "saving the state".to_owned(),
+                        source: cause.clone(),
+                    });
+                }
+            }
+            return answers;
+        }
+        hooks.reached(Point::Saved);
+        self.clear_intent();
+        if let Some(dns) = &mut self.dns {
+            dns.sync(self.controller.model());
+        }
+        self.publish();
+        answers
+    }
+
+    /// Plans one change and carries out its effects (recorded in the
+    /// intent after those of the batch so far, `done`). Does not save.
+    fn stage(
+        &mut self,
+        request: Request,
+        done: &mut Vec<Effect>,
+    ) -> Result<(Response, bool), ControlError> {
         let now = rfc3339_nano(SystemTime::now());
         let outcome = self
             .controller
             .apply(request, &Ctx::new(&now, &self.entropy))?;
         if !outcome.changed {
-            return Ok(outcome.response);
+            return Ok((outcome.response, false));
         }
-        if let Err(e) = self.commit(&outcome.effects) {
-            // Back to the state before the request: model, IPAM and the
-            // datapath's configuration (the executor undid the devices).
-            self.controller = before;
-            match self.controller.switch_config() {
-                Ok(config) => {
-                    if let Err(push) = self.executor.push_config(&Arc::new(config)) {
-                        tracing::error!(error = %push, "cannot restore the datapath configuration");
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot rebuild the datapath configuration")
-                }
-            }
-            tracing::warn!(error = %e, "request failed and was rolled back");
-            return Err(e);
-        }
-        if let Some(dns) = &mut self.dns {
-            dns.sync(self.controller.model());
-        }
-        self.publish();
-        Ok(outcome.response)
-    }
-
-    /// Intent, effects, store, in that order.
-    fn commit(&self, effects: &[Effect]) -> Result<(), ControlError> {
-        self.precheck(effects)?;
-        let config = Arc::new(
-            self.controller
-                .switch_config()
-                .map_err(|e| ControlError::internal("building the switch configuration", e))?,
-        );
-        let hooks = *self.executor.hooks();
+        let effects = outcome.effects;
+        self.precheck(&effects)?;
+        let config = if effects.contains(&Effect::PushSwitchConfig) {
+            Some(Arc::new(self.controller.switch_config().map_err(|e| {
+                ControlError::internal("building the switch configuration", e)
+            })?))
+        } else {
+            None
+        };
+        let mut intent = done.clone();
+        intent.extend(effects.iter().cloned());
         self.intent
-            .write(effects)
+            .write(&intent)
             .map_err(|e| ControlError::internal("writing the intent", e))?;
-        hooks.reached(Point::IntentWritten);
-        if let Err(e) = self.executor.run(effects, &config) {
-            self.clear_intent();
+        self.executor.hooks().reached(Point::IntentWritten);
+        if let Err(e) = self.executor.run(&effects, config.as_ref()) {
+            self.write_intent(done);
             return Err(ControlError::internal("carrying out the request", e));
         }
-        hooks.reached(Point::EffectsDone);
-        if let Err(e) = self.store.save(self.controller.model()) {
-            self.executor.undo_all(effects);
-            self.clear_intent();
-            return Err(ControlError::internal("saving the state", e));
+        done.extend(effects);
+        Ok((outcome.response, true))
+    }
+
+    /// Pushes the current controller's configuration (after a rollback).
+    fn restore_config(&self) {
+        match self.controller.switch_config() {
+            Ok(config) => {
+                if let Err(push) = self.executor.push_config(&Arc::new(config)) {
+                    tracing::error!(error = %push, "cannot restore the datapath configuration");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "cannot rebuild the datapath configuration"),
         }
-        hooks.reached(Point::Saved);
-        self.clear_intent();
-        Ok(())
+    }
+
+    fn write_intent(&self, effects: &[Effect]) {
+        let result = if effects.is_empty() {
+            self.intent.clear()
+        } else {
+            self.intent.write(effects)
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot rewrite the intent");
+        }
     }
 
     /// Refusals that need the host: a named namespace that exists already
