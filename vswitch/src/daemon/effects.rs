@@ -145,8 +145,7 @@ impl Executor {
     ) -> Result<(), EffectError> {
         match effect {
             Effect::CreateNetns { path, .. } => {
-                let name = file_name(path);
-                Netns::create(name).map_err(netns_err(name))?;
+                create_netns(file_name(path))?;
                 self.hooks.reached(Point::NetnsCreated);
                 Ok(())
             }
@@ -453,7 +452,35 @@ pub fn ensure_named_netns(path: &std::path::Path) -> Result<(), EffectError> {
         // A file with nothing mounted on it is the remains of a half-made
         // namespace.
         let _ = Netns::delete(name);
-        Netns::create(name).map_err(netns_err(name))?;
+        create_netns(name)?;
+    }
+    Ok(())
+}
+
+/// Creates the named namespace of a sandbox, with IPv6 off on the
+/// interfaces that will appear in it, as Docker does for endpoints of
+/// IPv4-only networks (all of vswitch's networks, for now): no link-local
+/// address, duplicate address detection, router or multicast listener
+/// messages, which the switch would flood to every port of the network at
+/// each interface's start.
+fn create_netns(name: &str) -> Result<(), EffectError> {
+    let ns = Netns::create(name).map_err(netns_err(name))?;
+    let written = run_in(&ns, || {
+        std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
+    })
+    .map_err(netns_err(name))?;
+    if let Err(e) = written {
+        // A kernel without IPv6 has no such file, and nothing to disable.
+        if e.kind() != io::ErrorKind::NotFound {
+            let _ = Netns::delete(name);
+            return Err(EffectError::Netns {
+                name: name.to_owned(),
+                source: NetnsError::Enter {
+                    path: ns.path().to_path_buf(),
+                    source: e,
+                },
+            });
+        }
     }
     Ok(())
 }
