@@ -1096,11 +1096,11 @@ fn store_round_trip_restores_an_identical_model() {
     t.connect("s1", "c1");
     let _ = t.ok(connect("n1", "c1", None, &["web"]));
     {
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), None, "a new store is empty");
         store.save(t.c.model()).unwrap();
     }
-    let store = Store::open(&dir).unwrap();
+    let mut store = Store::open(&dir).unwrap();
     let loaded = store.load().unwrap().unwrap();
     assert_eq!(&loaded, t.c.model());
     assert_eq!(
@@ -1132,7 +1132,7 @@ fn store_refuses_an_inconsistent_model() {
     let mut twin = model.networks[0].clone();
     twin.num = NetworkId(5);
     model.networks.push(twin);
-    let store = Store::open(&dir).unwrap();
+    let mut store = Store::open(&dir).unwrap();
     store.save(&model).unwrap();
     let err = store.load().unwrap_err();
     assert!(matches!(err, StoreError::Invalid { .. }), "{err}");

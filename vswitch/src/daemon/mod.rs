@@ -171,7 +171,7 @@ impl Daemon {
         datapath: Datapath,
         mut dns: Option<DnsSync>,
     ) -> Result<(Self, JoinHandle<std::io::Result<()>>), StartError> {
-        let store = Store::open(&config.state_dir)?;
+        let mut store = Store::open(&config.state_dir)?;
         let entropy = OsEntropy::new();
         let executor = Executor::new(datapath.clone(), config.hooks, config.allow_host_netns);
         let controller = if let Some(model) = store.load()? {
