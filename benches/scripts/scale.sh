@@ -3,7 +3,8 @@
 # created and connected to `bridge` through vsctl, one after another, then
 # a restart with all of them attached, then their removal; the daemon runs
 # under an open-file limit of 1024 (soft and hard, so it cannot raise it),
-# as under a service manager's usual limit.
+# as under a service manager's usual soft limit, and one endpoint may cost
+# at most one descriptor.
 #
 #   sudo benches/scripts/scale.sh [N] [tap|veth]
 #
@@ -11,7 +12,9 @@
 # daemon to come back with N endpoints (from exec to a working API), the
 # time to remove them, the daemon's resident memory and descriptors per
 # endpoint, and checks that two of the sandboxes reach each other.
-# PARALLEL=K runs K vsctl clients at a time instead of one.
+# PARALLEL=K runs K vsctl clients at a time instead of one. FDLIMIT=SOFT:HARD
+# sets the open-file limit (default 1024:1024; with a higher hard limit the
+# daemon raises its soft limit to it at start).
 #
 # Needs root, iproute2, ping and prlimit. Everything it creates (a state
 # directory in /tmp, namespaces vsz$$-*) is removed at the end.
@@ -20,6 +23,7 @@ set -euo pipefail
 n=${1:-1000}
 kind=${2:-tap}
 par=${PARALLEL:-1}
+fdlimit=${FDLIMIT:-1024:1024}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${VSWITCH_BIN:-$here/target/release}
 tag=vsz$$
@@ -40,7 +44,7 @@ export bin sock kind
 
 start_daemon() {
   rm -f "$sock"
-  prlimit --nofile=1024:1024 "$bin/vswitchd" --state-dir "$state" --socket "$sock" \
+  prlimit --nofile="$fdlimit" "$bin/vswitchd" --state-dir "$state" --socket "$sock" \
     --port-kind "$kind" --log-level warn 2>>"$state/vswitchd.log" &
   daemon_pid=$!
   until vsctl network ls >/dev/null 2>&1; do
@@ -98,7 +102,9 @@ start_daemon
 t3=$(now)
 echo "restart with $n endpoints, exec to a working API: $(secs "$t2" "$t3") s"
 ip netns exec "$tag-1" ping -c 2 -i 0.2 -W 2 172.17.0.1 >/dev/null \
-  && echo "after the restart, sandbox 1 reaches the gateway" || { echo "after the restart, sandbox 1 does NOT reach the gateway" >&2; exit 1; }
+  && echo "after the restart, sandbox 1 reaches the gateway" || {
+    echo "after the restart, sandbox 1 does NOT reach the gateway; the daemon's log:" >&2
+    tail -20 "$state/vswitchd.log" >&2; exit 1; }
 
 t4=$(now)
 seq 1 "$n" | sed "s/^/$tag-/" | xargs -P "$par" -I{} "$bin/vsctl" --socket "$sock" sandbox rm {} >/dev/null

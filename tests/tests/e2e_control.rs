@@ -124,7 +124,7 @@ fn reads_do_not_wait_for_a_slow_change() {
     let _host = host_lock();
     let mut d = Daemon::start();
     d.kill9();
-    d.set_env("VSWITCHD_TEST_SLOW_ATTACH_MS", Some("4000"));
+    d.set_env("VSWITCHD_TEST_SLOW_ATTACH_MS", Some("8000"));
     d.spawn();
     let sb = unique("vsr");
     d.sandbox(&sb, &[]);
