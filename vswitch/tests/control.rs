@@ -13,8 +13,8 @@ use vswitch::api::types::{
     SandboxView,
 };
 use vswitch::control::{
-    Attachment, ControlError, Controller, ControllerConfig, Ctx, Detachment, Effect, Model,
-    Outcome, PortKind, Request, Response, SeededEntropy, Store, StoreError,
+    Attachment, ControlError, Controller, ControllerConfig, Ctx, Effect, Model, Outcome, PortKind,
+    Request, Response, SeededEntropy, Store, StoreError,
 };
 use vswitch::ids::{MacAddr, NetworkId, PortId};
 use vswitch::switch::{FdbRow, Origin, PortRole, PortStats};
@@ -395,20 +395,13 @@ fn interfaces_are_named_in_attach_order_and_the_first_network_holds_the_route() 
     // Disconnecting the route's network moves the route to the next one.
     let o = t.ok(disconnect("n1", "c1"));
     assert_eq!(o.response, Response::Done);
-    let ep0 = &e0;
     assert_eq!(
         o.effects,
         vec![
             Effect::PushSwitchConfig,
-            Effect::DetachEndpoint(Detachment {
-                endpoint: ep0.endpoint_id.clone(),
-                sandbox: sb.id.clone(),
-                netns: PathBuf::from(&sb.netns_path),
-                port: PortId(ep0.port),
-                kind: PortKind::Tap,
-                host_ifname: ep0.host_interface.clone(),
-                ifname: "eth0".to_owned(),
-            }),
+            // The endpoint as it was attached, so an undo can attach it
+            // again, default route included.
+            Effect::DetachEndpoint(attachment(&fx0).clone()),
             Effect::SetDefaultRoute {
                 sandbox: sb.id.clone(),
                 netns: PathBuf::from(&sb.netns_path),
@@ -617,11 +610,19 @@ fn sandboxes_create_or_adopt_namespaces() {
             sandbox: ad.id.clone(),
             name: "adopted".into(),
             path: PathBuf::from("/proc/1234/ns/net"),
+            handle: PathBuf::from("/run/vswitch/netns").join(&ad.id),
         }]
     );
-    // Removing an adopted sandbox leaves its namespace alone.
+    // Removing an adopted sandbox releases the daemon's handle and leaves
+    // the namespace itself alone.
     let o = t.ok(rm_sb("adopted"));
-    assert!(o.effects.is_empty());
+    assert_eq!(
+        o.effects,
+        vec![Effect::ReleaseNetns {
+            sandbox: ad.id.clone(),
+            handle: PathBuf::from("/run/vswitch/netns").join(&ad.id),
+        }]
+    );
 }
 
 #[test]
@@ -1095,11 +1096,11 @@ fn store_round_trip_restores_an_identical_model() {
     t.connect("s1", "c1");
     let _ = t.ok(connect("n1", "c1", None, &["web"]));
     {
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), None, "a new store is empty");
         store.save(t.c.model()).unwrap();
     }
-    let store = Store::open(&dir).unwrap();
+    let mut store = Store::open(&dir).unwrap();
     let loaded = store.load().unwrap().unwrap();
     assert_eq!(&loaded, t.c.model());
     assert_eq!(
@@ -1131,7 +1132,7 @@ fn store_refuses_an_inconsistent_model() {
     let mut twin = model.networks[0].clone();
     twin.num = NetworkId(5);
     model.networks.push(twin);
-    let store = Store::open(&dir).unwrap();
+    let mut store = Store::open(&dir).unwrap();
     store.save(&model).unwrap();
     let err = store.load().unwrap_err();
     assert!(matches!(err, StoreError::Invalid { .. }), "{err}");

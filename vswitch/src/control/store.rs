@@ -1,21 +1,40 @@
-//! The control plane's database: the whole [`Model`] as one JSON document
-//! under one key of a redb table, written in one transaction.
+//! The control plane's database: the [`Model`] in one redb table, written
+//! in one transaction per commit.
 //!
-//! The daemon saves after every change and before the API answers, so an
-//! acknowledged request survives a crash; [`Store::load`] gives the model
-//! back on restart. One document keeps the write atomic without a schema;
-//! the model is small (kilobytes per hundred endpoints), so rewriting it
-//! whole costs less than the `fsync` that follows.
+//! The daemon saves after every change (or batch of changes) and before
+//! the API answers, so an acknowledged request survives a crash;
+//! [`Store::load`] gives the model back on restart.
+//!
+//! Keys: `meta` holds the version, the networks and the IPAM allocator;
+//! `sandbox/<id>` and `endpoint/<id>` hold one object each, with a sequence
+//! number that keeps the model's order (creation and attach order). A save
+//! writes only the keys whose object changed since the last one and removes
+//! those whose object is gone, so a change costs the same with one endpoint
+//! as with thousands (the whole model as one document cost a rewrite of
+//! hundreds of kilobytes per change at a thousand endpoints). A database
+//! written as one document under `model` (an earlier version) is read, and
+//! rewritten in this form at the next save.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use std::collections::HashMap;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 use super::error::ControlError;
-use super::model::Model;
+use super::model::{Endpoint, Model, Network, Sandbox};
+use ipam::Ipam;
 
 /// The file inside the state directory.
 pub const STORE_FILE: &str = "vswitch.redb";
+
+/// Mode of the state directory.
+pub const STATE_DIR_MODE: u32 = 0o700;
+
+/// Mode of the database file.
+pub const STORE_FILE_MODE: u32 = 0o600;
 
 const STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("state");
 const MODEL_KEY: &str = "model";
@@ -75,7 +94,46 @@ pub enum StoreError {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// What the database holds, as of the last load or save.
+    saved: Saved,
 }
+
+/// The stored form of each object, to write only what changed.
+#[derive(Debug, Default)]
+struct Saved {
+    meta: Vec<u8>,
+    sandboxes: HashMap<String, (u64, Sandbox)>,
+    endpoints: HashMap<String, (u64, Endpoint)>,
+    next_seq: u64,
+    /// The database holds the single-document form, to be replaced.
+    legacy: bool,
+}
+
+/// The part of the model stored under `meta`.
+#[derive(Serialize)]
+struct MetaRef<'a> {
+    version: u32,
+    networks: &'a [Network],
+    ipam: &'a Ipam,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    version: u32,
+    networks: Vec<Network>,
+    ipam: Ipam,
+}
+
+/// One stored sandbox or endpoint.
+#[derive(Serialize, Deserialize)]
+struct Entry<T> {
+    seq: u64,
+    value: T,
+}
+
+const META_KEY: &str = "meta";
+const SANDBOX_PREFIX: &str = "sandbox/";
+const ENDPOINT_PREFIX: &str = "endpoint/";
 
 impl Store {
     /// Opens (or creates) `<state_dir>/vswitch.redb`, creating the directory
@@ -84,17 +142,46 @@ impl Store {
     /// # Errors
     /// [`StoreError::CreateDir`], [`StoreError::Open`] (also when another
     /// process holds the database).
+    ///
+    /// The directory is made (or set to) mode 0700 and the database file
+    /// 0600: the model names every sandbox's namespace and is nobody
+    /// else's business.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+        let dir_err = |source| StoreError::CreateDir {
             path: state_dir.to_owned(),
             source,
-        })?;
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(STATE_DIR_MODE)
+            .create(state_dir)
+            .map_err(dir_err)?;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(STATE_DIR_MODE))
+            .map_err(dir_err)?;
         let path = state_dir.join(STORE_FILE);
+        // Created with the right mode before redb opens it, so it is never
+        // readable by others, not even for an instant.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(STORE_FILE_MODE)
+            .open(&path)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(STORE_FILE_MODE)))
+            .map_err(|source| StoreError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         let db = Database::create(&path).map_err(|e| StoreError::Open {
             path: path.clone(),
             source: Box::new(e),
         })?;
-        Ok(Self { db, path })
+        Ok(Self {
+            db,
+            path,
+            saved: Saved::default(),
+        })
     }
 
     /// The database file.
@@ -108,42 +195,165 @@ impl Store {
     /// # Errors
     /// [`StoreError::Db`] for read failures, [`StoreError::Decode`] and
     /// [`StoreError::Invalid`] for a document that is not a usable model.
-    pub fn load(&self) -> Result<Option<Model>, StoreError> {
+    pub fn load(&mut self) -> Result<Option<Model>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = match txn.open_table(STATE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(self.db_err(e)),
         };
-        let Some(value) = table.get(MODEL_KEY).map_err(|e| self.db_err(e))? else {
-            return Ok(None);
+        let decode = |source| StoreError::Decode {
+            path: self.path.clone(),
+            source,
         };
-        let model: Model =
-            serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
-                path: self.path.clone(),
-                source,
-            })?;
+        let mut saved = Saved::default();
+        let model = if let Some(value) = table.get(MODEL_KEY).map_err(|e| self.db_err(e))? {
+            // The single-document form: every object is written anew, in
+            // model order, at the next save.
+            saved.legacy = true;
+            serde_json::from_slice::<Model>(value.value()).map_err(decode)?
+        } else {
+            let Some(meta) = table.get(META_KEY).map_err(|e| self.db_err(e))? else {
+                return Ok(None);
+            };
+            saved.meta = meta.value().to_vec();
+            let meta: Meta = serde_json::from_slice(&saved.meta).map_err(decode)?;
+            let mut sandboxes: Vec<Entry<Sandbox>> = Vec::new();
+            let mut endpoints: Vec<Entry<Endpoint>> = Vec::new();
+            for row in table.iter().map_err(|e| self.db_err(e))? {
+                let (key, value) = row.map_err(|e| self.db_err(e))?;
+                if key.value().starts_with(SANDBOX_PREFIX) {
+                    sandboxes.push(serde_json::from_slice(value.value()).map_err(decode)?);
+                } else if key.value().starts_with(ENDPOINT_PREFIX) {
+                    endpoints.push(serde_json::from_slice(value.value()).map_err(decode)?);
+                }
+            }
+            sandboxes.sort_by_key(|e| e.seq);
+            endpoints.sort_by_key(|e| e.seq);
+            saved.next_seq = sandboxes
+                .iter()
+                .map(|e| e.seq)
+                .chain(endpoints.iter().map(|e| e.seq))
+                .max()
+                .map_or(0, |m| m + 1);
+            for e in &sandboxes {
+                saved
+                    .sandboxes
+                    .insert(e.value.id.clone(), (e.seq, e.value.clone()));
+            }
+            for e in &endpoints {
+                saved
+                    .endpoints
+                    .insert(e.value.id.clone(), (e.seq, e.value.clone()));
+            }
+            Model {
+                version: meta.version,
+                networks: meta.networks,
+                sandboxes: sandboxes.into_iter().map(|e| e.value).collect(),
+                endpoints: endpoints.into_iter().map(|e| e.value).collect(),
+                ipam: meta.ipam,
+            }
+        };
         model.validate().map_err(|source| StoreError::Invalid {
             path: self.path.clone(),
             source,
         })?;
+        self.saved = saved;
         Ok(Some(model))
     }
 
-    /// Replaces the stored model in one durable transaction.
+    /// Writes the model in one durable transaction: the keys whose object
+    /// changed since the last load or save, and removals.
     ///
     /// # Errors
-    /// [`StoreError::Encode`], [`StoreError::Db`].
-    pub fn save(&self, model: &Model) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(model).map_err(StoreError::Encode)?;
+    /// [`StoreError::Encode`], [`StoreError::Db`]. On error the database
+    /// is as before, and so is what the store believes it holds.
+    pub fn save(&mut self, model: &Model) -> Result<(), StoreError> {
+        let meta = serde_json::to_vec(&MetaRef {
+            version: model.version,
+            networks: &model.networks,
+            ipam: &model.ipam,
+        })
+        .map_err(StoreError::Encode)?;
+        let legacy = self.saved.legacy;
+        let mut next_seq = self.saved.next_seq;
+        let mut sandboxes: HashMap<String, (u64, Sandbox)> =
+            HashMap::with_capacity(model.sandboxes.len());
+        let mut endpoints: HashMap<String, (u64, Endpoint)> =
+            HashMap::with_capacity(model.endpoints.len());
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut table = txn.open_table(STATE).map_err(|e| self.db_err(e))?;
-            table
-                .insert(MODEL_KEY, bytes.as_slice())
-                .map_err(|e| self.db_err(e))?;
+            if legacy {
+                table.remove(MODEL_KEY).map_err(|e| self.db_err(e))?;
+            }
+            if legacy || meta != self.saved.meta {
+                table
+                    .insert(META_KEY, meta.as_slice())
+                    .map_err(|e| self.db_err(e))?;
+            }
+            for sb in &model.sandboxes {
+                let seq = match self.saved.sandboxes.get(&sb.id) {
+                    Some((seq, old)) if old == sb => *seq,
+                    found => {
+                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
+                        let bytes = serde_json::to_vec(&Entry { seq, value: sb })
+                            .map_err(StoreError::Encode)?;
+                        let key = format!("{SANDBOX_PREFIX}{}", sb.id);
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(|e| self.db_err(e))?;
+                        seq
+                    }
+                };
+                sandboxes.insert(sb.id.clone(), (seq, sb.clone()));
+            }
+            for ep in &model.endpoints {
+                let seq = match self.saved.endpoints.get(&ep.id) {
+                    Some((seq, old)) if old == ep => *seq,
+                    found => {
+                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
+                        let bytes = serde_json::to_vec(&Entry { seq, value: ep })
+                            .map_err(StoreError::Encode)?;
+                        let key = format!("{ENDPOINT_PREFIX}{}", ep.id);
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(|e| self.db_err(e))?;
+                        seq
+                    }
+                };
+                endpoints.insert(ep.id.clone(), (seq, ep.clone()));
+            }
+            for id in self
+                .saved
+                .sandboxes
+                .keys()
+                .filter(|id| !sandboxes.contains_key(*id))
+            {
+                table
+                    .remove(format!("{SANDBOX_PREFIX}{id}").as_str())
+                    .map_err(|e| self.db_err(e))?;
+            }
+            for id in self
+                .saved
+                .endpoints
+                .keys()
+                .filter(|id| !endpoints.contains_key(*id))
+            {
+                table
+                    .remove(format!("{ENDPOINT_PREFIX}{id}").as_str())
+                    .map_err(|e| self.db_err(e))?;
+            }
         }
-        txn.commit().map_err(|e| self.db_err(e))
+        txn.commit().map_err(|e| self.db_err(e))?;
+        self.saved = Saved {
+            meta,
+            sandboxes,
+            endpoints,
+            next_seq,
+            legacy: false,
+        };
+        Ok(())
     }
 
     fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -151,5 +361,95 @@ impl Store {
             path: self.path.clone(),
             source: Box::new(e.into()),
         }
+    }
+}
+
+/// Returns `*n` and increments it.
+const fn take(n: &mut u64) -> u64 {
+    *n += 1;
+    *n - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Ctx, SeededEntropy};
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("vswitch-store-{tag}-{}", std::process::id()))
+    }
+
+    fn sandbox(model: &Model, id: &str) -> Sandbox {
+        Sandbox {
+            id: id.repeat(64 / id.len()),
+            name: format!("sb-{id}"),
+            netns_path: format!("/run/netns/sb-{id}"),
+            netns_owned: true,
+            created: model.networks[0].created.clone(),
+            next_ifindex: 0,
+            netns_handle: None,
+        }
+    }
+
+    #[test]
+    fn order_survives_removals_and_additions_across_restarts() {
+        let dir = temp_dir("order");
+        let entropy = SeededEntropy::new(1);
+        let mut model = Model::with_defaults(&Ctx::new("2026-01-01T00:00:00Z", &entropy)).unwrap();
+        let mut store = Store::open(&dir).unwrap();
+        for id in ["b", "a", "d", "c"] {
+            model.sandboxes.push(sandbox(&model, id));
+            store.save(&model).unwrap();
+        }
+        model.sandboxes.remove(1);
+        store.save(&model).unwrap();
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&model));
+        model.sandboxes.push(sandbox(&model, "a"));
+        model.sandboxes[0].next_ifindex = 3;
+        store.save(&model).unwrap();
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        let names: Vec<&str> = loaded.sandboxes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["sb-b", "sb-d", "sb-c", "sb-a"]);
+        assert_eq!(loaded, model);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_single_document_database_is_read_and_rewritten() {
+        let dir = temp_dir("legacy");
+        let entropy = SeededEntropy::new(2);
+        let mut model = Model::with_defaults(&Ctx::new("2026-01-01T00:00:00Z", &entropy)).unwrap();
+        model.sandboxes.push(sandbox(&model, "e"));
+        model.sandboxes.push(sandbox(&model, "f"));
+        {
+            let store = Store::open(&dir).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(STATE).unwrap();
+                let bytes = serde_json::to_vec(&model).unwrap();
+                table.insert(MODEL_KEY, bytes.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&model));
+        store.save(&model).unwrap();
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&model));
+        assert!(!store.saved.legacy);
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(STATE).unwrap();
+        assert!(
+            table.get(MODEL_KEY).unwrap().is_none(),
+            "the old document is gone"
+        );
+        drop(table);
+        drop(txn);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -26,7 +26,7 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use mailbox::{Command, Mailbox};
+pub use mailbox::{ASK_TIMEOUT, Command, Mailbox};
 pub use worker::{BATCH, BUSY_POLL, Worker};
 
 use crate::ids::PortId;
@@ -133,6 +133,15 @@ impl Datapath {
         }
         total.sort_by_key(|(p, _)| *p);
         Ok(total)
+    }
+
+    /// Stops worker `index` alone, as if it had died: a test hook for the
+    /// daemon's supervision (`VSWITCHD_TEST_STOP_WORKER_MS`), never used
+    /// otherwise.
+    pub fn stop_worker(&self, index: usize) {
+        if let Some(w) = self.workers.get(index) {
+            let _ = w.send(Command::Shutdown);
+        }
     }
 
     /// Asks every worker to stop.
