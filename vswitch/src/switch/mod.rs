@@ -48,7 +48,7 @@ pub use config::{
     SwitchConfig,
 };
 pub use counters::{DropCounters, PortStats, Stats};
-pub use fdb::{Fdb, FdbConfig, FdbRow, FdbStats, Learned, Origin, REPLACE_INTERVAL};
+pub use fdb::{Fdb, FdbConfig, FdbRow, FdbStats, FdbUpdate, Learned, Origin, REPLACE_INTERVAL};
 pub use trace::{NoTrace, Trace, TraceEvent, Tracer};
 
 use crate::buf::PacketBuf;
@@ -63,6 +63,8 @@ pub struct Switch {
     config: Arc<SwitchConfig>,
     fdb: Fdb,
     stats: Stats,
+    /// FDB changes for the other replicas, when sharing is on.
+    journal: Option<Vec<FdbUpdate>>,
 }
 
 impl Switch {
@@ -73,6 +75,7 @@ impl Switch {
             config: Arc::default(),
             fdb: Fdb::new(fdb),
             stats: Stats::default(),
+            journal: None,
         }
     }
 
@@ -193,7 +196,15 @@ impl Switch {
             ethertype: parsed.ethertype_u16(),
         });
 
-        let outcome = self.fdb.learn(now, network, src, ingress);
+        let (outcome, placed) = self.fdb.learn_placed(now, network, src, ingress);
+        if placed && let Some(journal) = &mut self.journal {
+            journal.push(FdbUpdate {
+                network,
+                mac: src,
+                port: ingress,
+                seen: now,
+            });
+        }
         tracer.record(TraceEvent::Learned { mac: src, outcome });
 
         if let Some(gw) = net.config.gateway {
@@ -258,6 +269,37 @@ impl Switch {
                             .port(p)
                             .is_some_and(|c| c.role == PortRole::Uplink))
             })
+    }
+
+    /// Starts or stops recording the FDB changes other replicas need
+    /// ([`Switch::drain_updates`]); off by default, so a switch nobody
+    /// drains never grows a journal.
+    pub fn share_learning(&mut self, on: bool) {
+        self.journal = on.then(Vec::new);
+    }
+
+    /// The FDB changes recorded since the last call, for the other
+    /// replicas ([`Switch::apply_update`]).
+    pub fn drain_updates(&mut self) -> impl Iterator<Item = FdbUpdate> + '_ {
+        self.journal.iter_mut().flat_map(|j| j.drain(..))
+    }
+
+    /// Applies another replica's FDB change, unless its port is no longer
+    /// in the configuration or no longer in that network. Returns whether
+    /// the FDB changed.
+    pub fn apply_update(&mut self, update: &FdbUpdate) -> bool {
+        let current = self
+            .config
+            .port(update.port)
+            .is_some_and(|p| p.network == update.network);
+        current && self.fdb.apply_update(update)
+    }
+
+    /// Counts a frame from `port` dropped after the decision (by the
+    /// executor: a super-frame the egress port cannot take and that cannot
+    /// be segmented).
+    pub fn record_drop(&mut self, port: PortId, reason: DropReason) {
+        self.stats.drop(port, reason);
     }
 
     /// Counts a frame the device on `port` delivered unreadable.
