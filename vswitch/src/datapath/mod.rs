@@ -78,7 +78,7 @@ use std::thread::JoinHandle;
 
 pub use executor::{Executor, TxSink};
 pub use mailbox::{Command, Mailbox};
-pub use worker::{BATCH, BUSY_POLL, SYNC_QUEUE, Worker, WorkerConfig};
+pub use worker::{BATCH, BATCH_BYTES, BUSY_POLL, SYNC_QUEUE, Worker, WorkerConfig};
 
 use crate::ids::PortId;
 use crate::port::PortIo;

@@ -52,6 +52,9 @@ use crate::switch::{FdbConfig, FdbUpdate, PortStats, Switch};
 /// Frames per batch: received, decided, then sent together.
 pub const BATCH: usize = 64;
 
+/// Bytes after which a batch is ended early (a few GSO super-frames).
+pub const BATCH_BYTES: usize = 256 << 10;
+
 /// How long a worker keeps polling after it last moved a frame, by
 /// default (see the module documentation). Longer than the gap between
 /// paced GSO frames of a fast flow, short enough that the CPU cost of a
@@ -175,7 +178,7 @@ impl Worker {
             polled: Vec::new(),
             ready: VecDeque::new(),
             queued: Vec::new(),
-            batch: RxBatch::new(BATCH),
+            batch: RxBatch::new(BATCH).with_byte_budget(BATCH_BYTES),
             executor: Executor::new(),
             peers: Peers::default(),
             sync_dropped: 0,

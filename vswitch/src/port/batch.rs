@@ -4,8 +4,8 @@
 use crate::buf::PacketBuf;
 use crate::ids::PortId;
 
-/// Up to `capacity` received frames, in arrival order, and the receive
-/// errors met while filling them.
+/// Up to `capacity` received frames (and, optionally, up to a byte budget),
+/// in arrival order, and the receive errors met while filling them.
 ///
 /// The buffers are allocated once ([`RxBatch::new`]) and reused for every
 /// batch; a slot is filled in place by a receive call and then committed,
@@ -16,6 +16,8 @@ pub struct RxBatch {
     bufs: Vec<PacketBuf>,
     ingress: Vec<PortId>,
     len: usize,
+    bytes: usize,
+    byte_budget: usize,
     rx_errors: Vec<PortId>,
 }
 
@@ -28,8 +30,20 @@ impl RxBatch {
             bufs: (0..capacity).map(|_| PacketBuf::new()).collect(),
             ingress: vec![PortId(0); capacity],
             len: 0,
+            bytes: 0,
+            byte_budget: usize::MAX,
             rx_errors: Vec::with_capacity(capacity),
         }
+    }
+
+    /// Also ends the batch once its frames hold `bytes` or more: a batch of
+    /// 64 KiB super-frames is sent on after a few of them rather than after
+    /// 4 MiB, which would outgrow the caches and hold a flow's first
+    /// frames back.
+    #[must_use]
+    pub const fn with_byte_budget(mut self, bytes: usize) -> Self {
+        self.byte_budget = bytes;
+        self
     }
 
     /// Frames committed.
@@ -47,23 +61,30 @@ impl RxBatch {
     /// Whether every slot holds a committed frame.
     #[must_use]
     pub fn is_full(&self) -> bool {
-        self.len == self.bufs.len()
+        self.len == self.bufs.len() || self.bytes >= self.byte_budget
     }
 
     /// Forgets every frame and error, for the next batch.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.bytes = 0;
         self.rx_errors.clear();
     }
 
     /// The next free slot, or `None` when the batch is full.
     pub fn next_slot(&mut self) -> Option<&mut PacketBuf> {
+        if self.bytes >= self.byte_budget {
+            return None;
+        }
         self.bufs.get_mut(self.len)
     }
 
     /// The free slots, for a device that fills several at once; then
     /// [`RxBatch::commit_spare`] each filled one, in order.
     pub fn spare(&mut self) -> &mut [PacketBuf] {
+        if self.bytes >= self.byte_budget {
+            return &mut [];
+        }
         &mut self.bufs[self.len..]
     }
 
@@ -71,6 +92,7 @@ impl RxBatch {
     pub fn commit(&mut self, ingress: PortId) {
         if self.len < self.bufs.len() {
             self.ingress[self.len] = ingress;
+            self.bytes += self.bufs[self.len].len();
             self.len += 1;
         }
     }
@@ -144,5 +166,19 @@ mod tests {
         assert_eq!(b.len(), 4);
         b.clear();
         assert!(b.is_empty() && b.rx_errors().is_empty());
+    }
+
+    #[test]
+    fn a_byte_budget_ends_the_batch_early() {
+        let mut b = RxBatch::new(8).with_byte_budget(100);
+        for _ in 0..2 {
+            b.next_slot().unwrap().set_frame(&[0; 60]).unwrap();
+            b.commit(PortId(1));
+        }
+        assert!(b.is_full());
+        assert!(b.next_slot().is_none());
+        assert!(b.spare().is_empty());
+        b.clear();
+        assert!(!b.is_full());
     }
 }
