@@ -592,7 +592,31 @@ fn tap_endpoint_is_configured_and_answers_arp_and_ping() {
 
     exchange(&mut port, net, 0x1001);
     tcp_super_frames_both_ways(&mut port, net, &ct);
-    drop((port, nl, in_ct, sw, ct));
+
+    // Nothing reads the TAP now: what the sandbox sends beyond the device's
+    // queue (txqueuelen 500) is dropped by the kernel, and counted.
+    let port = port.watch_kernel_drops(Netlink::in_netns(&ct).unwrap(), "eth0");
+    let before = port.kernel_dropped();
+    let sender = run_in(&ct, || PacketSocketPort::open("eth0"))
+        .unwrap()
+        .unwrap();
+    let frame = PacketBuf::from_frame(&arp_request(net)).unwrap();
+    let mut sent = 0u64;
+    for _ in 0..3000 {
+        if sender.send(&frame).is_ok() {
+            sent += 1;
+        }
+    }
+    let dropped = port.kernel_dropped() - before;
+    assert!(
+        dropped > 0 && dropped <= sent,
+        "{dropped} counted as dropped of {sent} sent to an unread TAP"
+    );
+    assert!(matches!(
+        in_ct.tx_dropped("nonexistent0"),
+        Err(NetconfError::LinkStats { .. })
+    ));
+    drop((port, sender, nl, in_ct, sw, ct));
     drop((ct_guard, sw_guard));
 }
 
