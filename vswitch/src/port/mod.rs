@@ -7,7 +7,17 @@
 //!   an `AF_PACKET` socket with `PACKET_VNET_HDR`.
 //!
 //! Both carry the virtio-net header, so TSO/GSO super-frames cross the switch
-//! whole ([`crate::buf::VnetHdr`]). Opening a device can fail in many ways,
+//! whole ([`crate::buf::VnetHdr`]).
+//!
+//! Batches: [`PortIo::recv_batch`] fills an [`RxBatch`] and tags each frame
+//! with its logical ingress port, so one descriptor (a VXLAN socket, an
+//! uplink) can carry many ports; [`PortIo::send_batch`] takes a port's
+//! queue at once. Packet sockets (and the test datagram ports) do both with
+//! one `recvmmsg`/`sendmmsg` per batch; a TAP has no batch call and reads
+//! and writes one frame per system call. Not built yet, and so without
+//! figures: `PACKET_MMAP` (TPACKET_V3) rings or AF_XDP sockets for veth
+//! ends, and io_uring with many reads and writes in flight or a
+//! multiqueue TAP with a queue per worker for TAPs. Opening a device can fail in many ways,
 //! each a [`PortError`] variant naming the device; moving frames fails only
 //! with the `io::Error` of the read or write, which the datapath counts.
 
