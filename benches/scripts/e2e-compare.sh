@@ -22,6 +22,14 @@
 #
 # VSWITCHD_ARGS adds flags to vswitchd (e.g. --datapath-threads 1).
 #
+# A second vswitchd with --busy-poll ${BUSY_POLL:-1000} (the low-latency
+# mode) serves two more sandboxes, whose ping round trip is measured in
+# each run beside the default daemon's (BUSY_POLL=0 skips it).
+#
+# The summary gives each figure's median, the ratio of the medians, and
+# the spread: the lowest and highest ratio of the runs (each run measures
+# both paths back to back). Ping rows also give the difference in µs.
+#
 # Needs root, iproute2, iperf3, jq and ping. Traffic stays inside namespaces
 # this script creates and removes.
 set -euo pipefail
@@ -35,6 +43,10 @@ tag=vsb$$
 state=$(mktemp -d /tmp/$tag.XXXX)
 sock=$state/vswitchd.sock
 daemon_pid=
+daemon2_pid=
+state2=$state/busy
+sock2=$state2/vswitchd.sock
+busy=${BUSY_POLL:-1000}
 copy_pid=
 
 for tool in ip iperf3 ping jq; do
@@ -55,6 +67,11 @@ cleanup() {
     "$bin/vsctl" --socket "$sock" sandbox rm ${tag}v1 >/dev/null 2>&1
     "$bin/vsctl" --socket "$sock" sandbox rm ${tag}v2 >/dev/null 2>&1
     kill "$daemon_pid" 2>/dev/null; wait "$daemon_pid" 2>/dev/null
+  fi
+  if [ -n "$daemon2_pid" ]; then
+    "$bin/vsctl" --socket "$sock2" sandbox rm ${tag}w1 >/dev/null 2>&1
+    "$bin/vsctl" --socket "$sock2" sandbox rm ${tag}w2 >/dev/null 2>&1
+    kill "$daemon2_pid" 2>/dev/null; wait "$daemon2_pid" 2>/dev/null
   fi
   rm -rf "$state"
 }
@@ -89,6 +106,23 @@ done
 vs_ns=(${tag}v1 ${tag}v2)
 vs_ip=10.253.0.3
 
+# --- a second vswitchd in the low-latency mode, for the ping round trip ------
+busy_ns=()
+if [ "$busy" != 0 ]; then
+  mkdir -p "$state2"
+  # shellcheck disable=SC2086 # VSWITCHD_ARGS is a list of flags
+  "$bin/vswitchd" --state-dir "$state2" --socket "$sock2" --log-level warn ${VSWITCHD_ARGS:-} --busy-poll "$busy" &
+  daemon2_pid=$!
+  for _ in $(seq 50); do [ -S "$sock2" ] && break; sleep 0.1; done
+  vsctl2() { "$bin/vsctl" --socket "$sock2" "$@"; }
+  vsctl2 network create --subnet 10.252.0.0/24 ${tag}net2 >/dev/null
+  for i in 1 2; do
+    vsctl2 sandbox create ${tag}w$i >/dev/null
+    vsctl2 network connect --port-kind $kind ${tag}net2 ${tag}w$i >/dev/null
+  done
+  busy_ns=(${tag}w1 ${tag}w2)
+fi
+
 # --- a blind copy between two TAPs (TAP runs only) ---------------------------
 copy_ns=()
 if [ "$kind" = tap ] && [ -x "$bin/tap-copy" ]; then
@@ -120,8 +154,12 @@ measure() { # name ns_client ns_server server_ip
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
   local udp; udp=$(ip netns exec $c iperf3 -c $dst -p 5201 -u -l 18 -b 0 -t $secs -J |
     jq '.end.sum.packets - .end.sum.lost_packets | . / '"$secs")
-  local rtt; rtt=$(ip netns exec $c ping -q -c 200 -i 0.005 $dst | awk -F/ '/^rtt/ {print $5}')
+  local rtt; rtt=$(ping_rtt $c $dst)
   printf '%s %s %s %s %s\n' "$name" "$tcp1" "$tcp4" "$udp" "$rtt"
+}
+
+ping_rtt() { # ns dst: the mean round trip of 200 pings, in ms
+  ip netns exec $1 ping -q -c 200 -i 0.005 $2 | awk -F/ '/^rtt/ {print $5}'
 }
 
 echo "congestion control: ${CC:-$cc_default}; $kind ports; $runs run(s) of ${secs}s per figure"
@@ -133,36 +171,39 @@ for run in $(seq "$runs"); do
   if [ ${#copy_ns[@]} = 2 ]; then
     results+=("$(measure copy "${copy_ns[0]}" "${copy_ns[1]}" 10.255.0.3)")
   fi
+  if [ ${#busy_ns[@]} = 2 ]; then
+    results+=("busy 0 0 0 $(ping_rtt "${busy_ns[0]}" 10.252.0.3)")
+  fi
   if [ "$runs" -gt 1 ]; then
     echo "$run $k $v" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f\n", $1, $8/1e9, $3/1e9, $8/$3 }'
   fi
 done
 
-# Each figure's median over the runs, then the ratios.
-printf '%s\n' "${results[@]}" | awk -v kind="$kind" '
+# Each figure's median over the runs, the ratio of the medians, and the
+# spread of the per-run ratios.
+printf '%s\n' "${results[@]}" | awk -v kind="$kind" -v busy="$busy" '
   function median(arr, n,   i, j, t) {
     for (i = 2; i <= n; i++) for (j = i; j > 1 && arr[j-1] > arr[j]; j--) {
       t = arr[j]; arr[j] = arr[j-1]; arr[j-1] = t }
     return n % 2 ? arr[(n+1)/2] : (arr[n/2] + arr[n/2+1]) / 2 }
+  function med(T, f, n,   i, x) { for (i = 1; i <= n; i++) x[i] = T[f, i]; return median(x, n) }
+  function spread(T, f, n,   i, r, lo, hi) {
+    lo = 1e18; hi = 0
+    for (i = 1; i <= n; i++) { r = T[f, i] / K[f, i]; if (r < lo) lo = r; if (r > hi) hi = r }
+    return sprintf("%.2f-%.2f", lo, hi) }
+  function rows(T, n, label) {
+    printf "%-30s %14s %14s %6s %11s\n", "metric (" kind " ports)", "kernel bridge", label, "ratio", "runs";
+    printf "%-30s %11.2f Gb %11.2f Gb %6.2f %11s\n", "TCP, 1 stream", a[2]/1e9, med(T, 2, n)/1e9, med(T, 2, n)/a[2], spread(T, 2, n);
+    printf "%-30s %11.2f Gb %11.2f Gb %6.2f %11s\n", "TCP, 4 streams", a[3]/1e9, med(T, 3, n)/1e9, med(T, 3, n)/a[3], spread(T, 3, n);
+    printf "%-30s %10.0f pps %10.0f pps %6.2f %11s\n", "UDP 64-byte frames", a[4], med(T, 4, n), med(T, 4, n)/a[4], spread(T, 4, n);
+    printf "%-30s %11.3f ms %11.3f ms %6.2f %11s  (%+.0f us)\n", "ping RTT (lower is better)", a[5], med(T, 5, n), med(T, 5, n)/a[5], spread(T, 5, n), (med(T, 5, n) - a[5]) * 1000 }
   $1 == "bridge" { nk++; for (f = 2; f <= 5; f++) K[f, nk] = $f }
   $1 == "vswitch" { nv++; for (f = 2; f <= 5; f++) V[f, nv] = $f }
   $1 == "copy" { nc++; for (f = 2; f <= 5; f++) C[f, nc] = $f }
+  $1 == "busy" { nb++; B[5, nb] = $5 }
   END {
-    for (f = 2; f <= 5; f++) {
-      delete x; for (i = 1; i <= nk; i++) x[i] = K[f, i]; a[f] = median(x, nk)
-      delete y; for (i = 1; i <= nv; i++) y[i] = V[f, i]; b[f] = median(y, nv)
-      if (nc) { delete z; for (i = 1; i <= nc; i++) z[i] = C[f, i]; c[f] = median(z, nc) }
-    }
-    printf "%-28s %14s %14s %8s\n", "metric (" kind " ports)", "kernel bridge", "vswitchd", "ratio";
-    printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 1 stream", a[2]/1e9, b[2]/1e9, b[2]/a[2];
-    printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 4 streams", a[3]/1e9, b[3]/1e9, b[3]/a[3];
-    printf "%-28s %10.0f pps %10.0f pps %8.2f\n", "UDP 64-byte frames", a[4], b[4], b[4]/a[4];
-    printf "%-28s %11.3f ms %11.3f ms %8.2f\n", "ping RTT (lower is better)", a[5], b[5], b[5]/a[5];
-    if (nc) {
-      printf "%-28s %14s %14s %8s\n", "blind TAP copy (the floor)", "kernel bridge", "tap-copy", "ratio";
-      printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 1 stream", a[2]/1e9, c[2]/1e9, c[2]/a[2];
-      printf "%-28s %11.2f Gb %11.2f Gb %8.2f\n", "TCP, 4 streams", a[3]/1e9, c[3]/1e9, c[3]/a[3];
-      printf "%-28s %10.0f pps %10.0f pps %8.2f\n", "UDP 64-byte frames", a[4], c[4], c[4]/a[4];
-      printf "%-28s %11.3f ms %11.3f ms %8.2f\n", "ping RTT (lower is better)", a[5], c[5], c[5]/a[5];
-    }
+    for (f = 2; f <= 5; f++) a[f] = med(K, f, nk)
+    rows(V, nv, "vswitchd")
+    if (nb) printf "%-30s %11.3f ms %11.3f ms %6.2f %11s  (%+.0f us)\n", "ping RTT, --busy-poll " busy, a[5], med(B, 5, nb), med(B, 5, nb)/a[5], spread(B, 5, nb), (med(B, 5, nb) - a[5]) * 1000;
+    if (nc) rows(C, nc, "tap-copy")
   }'

@@ -81,6 +81,15 @@ pub enum NetconfError {
         #[source]
         source: io::Error,
     },
+    /// Reading a link's counters failed.
+    #[error("cannot read the counters of link {name}: {source}")]
+    LinkStats {
+        /// The link name.
+        name: String,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
     /// Dumping the links failed.
     #[error("cannot list links: {source}")]
     ListLinks {
@@ -686,6 +695,40 @@ impl Netlink {
     }
 
     /// The index of link `name`, asked with `RTM_GETLINK` by name.
+    /// Frames link `name` dropped on transmit (`tx_dropped` of its 64-bit
+    /// counters). For a TAP inside a sandbox, these are the sandbox's
+    /// frames the device's queue had no room for because its reader (the
+    /// switch) fell behind.
+    ///
+    /// # Errors
+    /// [`NetconfError::LinkStats`], with `ENODEV` when there is no such
+    /// link or it reports no counters.
+    pub fn tx_dropped(&mut self, name: &str) -> Result<u64, NetconfError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        let replies = self
+            .request(RouteNetlinkMessage::GetLink(msg), 0)
+            .map_err(|source| NetconfError::LinkStats {
+                name: name.to_owned(),
+                source,
+            })?;
+        replies
+            .into_iter()
+            .find_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => {
+                    link.attributes.into_iter().find_map(|attr| match attr {
+                        LinkAttribute::Stats64(stats) => Some(stats.tx_dropped),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .ok_or_else(|| NetconfError::LinkStats {
+                name: name.to_owned(),
+                source: io::Error::from_raw_os_error(libc::ENODEV),
+            })
+    }
+
     fn index(&mut self, name: &str) -> io::Result<u32> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));

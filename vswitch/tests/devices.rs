@@ -588,7 +588,31 @@ fn tap_endpoint_is_configured_and_answers_arp_and_ping() {
 
     exchange(&mut port, net, 0x1001);
     tcp_super_frames_both_ways(&mut port, net, &ct);
-    drop((port, nl, in_ct, sw, ct));
+
+    // Nothing reads the TAP now: what the sandbox sends beyond the device's
+    // queue (txqueuelen 500) is dropped by the kernel, and counted.
+    let port = port.watch_kernel_drops(Netlink::in_netns(&ct).unwrap(), "eth0");
+    let before = port.kernel_dropped();
+    let sender = run_in(&ct, || PacketSocketPort::open("eth0"))
+        .unwrap()
+        .unwrap();
+    let frame = PacketBuf::from_frame(&arp_request(net)).unwrap();
+    let mut sent = 0u64;
+    for _ in 0..3000 {
+        if sender.send(&frame).is_ok() {
+            sent += 1;
+        }
+    }
+    let dropped = port.kernel_dropped() - before;
+    assert!(
+        dropped > 0 && dropped <= sent,
+        "{dropped} counted as dropped of {sent} sent to an unread TAP"
+    );
+    assert!(matches!(
+        in_ct.tx_dropped("nonexistent0"),
+        Err(NetconfError::LinkStats { .. })
+    ));
+    drop((port, sender, nl, in_ct, sw, ct));
     drop((ct_guard, sw_guard));
 }
 
@@ -677,6 +701,66 @@ fn a_packet_socket_port_queues_a_window_of_gso_frames_without_loss() {
         }
     }
     assert_eq!(received, FRAMES, "super-frames lost in the socket buffer");
+}
+
+#[test]
+fn an_overflowed_packet_socket_counts_what_the_kernel_dropped() {
+    if !privileged("an_overflowed_packet_socket_counts_what_the_kernel_dropped") {
+        return;
+    }
+    // 600 frames of 60 KB: about 36 MB, twice the socket's 16 MiB buffer,
+    // sent while nothing reads.
+    const FRAMES: usize = 600;
+    let net = Net { subnet: 5 };
+    let (_sw_guard, sw) = NetnsGuard::create("vso");
+    let receiver_end = unique("vo", "r");
+    let sender_end = unique("vo", "s");
+    let mut nl = Netlink::in_netns(&sw).unwrap();
+    nl.create_veth(&receiver_end, &sender_end).unwrap();
+    for end in [&receiver_end, &sender_end] {
+        nl.set_arp(end, false).unwrap();
+        nl.set_up(end, true).unwrap();
+    }
+    let receiver = run_in(&sw, || PacketSocketPort::open(&receiver_end))
+        .unwrap()
+        .unwrap();
+    let sender = run_in(&sw, || PacketSocketPort::open(&sender_end))
+        .unwrap()
+        .unwrap();
+    assert_eq!(receiver.kernel_dropped(), 0);
+
+    let payload = vec![0x5a; 60_000];
+    let mut sent = 0;
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    while sent < FRAMES && Instant::now() < deadline {
+        let seq = u32::try_from(sent * payload.len()).unwrap();
+        match sender.send(&super_frame(net, seq, 1, &payload)) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("send failed: {e}"),
+        }
+    }
+    assert_eq!(sent, FRAMES);
+    let mut received = 0;
+    let mut buf = PacketBuf::new();
+    loop {
+        match receiver.recv(&mut buf) {
+            Ok(()) if buf.len() > payload.len() => received += 1,
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("receive failed: {e}"),
+        }
+    }
+    let dropped = receiver.kernel_dropped();
+    assert!(received < FRAMES, "the buffer held all {FRAMES} frames");
+    assert!(
+        dropped >= (FRAMES - received) as u64,
+        "{received} received, {dropped} counted as dropped of {FRAMES}"
+    );
+    // Reading the kernel's counter resets it; the port keeps the total.
+    assert_eq!(receiver.kernel_dropped(), dropped);
 }
 
 #[test]

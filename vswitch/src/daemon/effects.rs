@@ -255,7 +255,7 @@ impl Executor {
                     });
                 }
                 self.hooks.reached(Point::DeviceConfigured);
-                Arc::new(tap)
+                Arc::new(watch_tap(tap, &ns, &a.ifname))
             }
             PortKind::Veth => {
                 let peer = veth_peer_name(&a.host_ifname);
@@ -418,6 +418,7 @@ impl Executor {
                     run_in(&ns, || TapPort::open(&a.ifname))
                         .map_err(netns_err(&a.sandbox))?
                         .map_err(EffectError::from)
+                        .map(|tap| watch_tap(tap, &ns, &a.ifname))
                 })
                 .map(|t| Arc::new(t) as Arc<dyn PortIo>),
             PortKind::Veth => PacketSocketPort::open(&a.host_ifname)
@@ -497,4 +498,16 @@ fn file_name(path: &std::path::Path) -> &str {
 /// host end's name with its `vsv` prefix replaced by `vsp`.
 fn veth_peer_name(host: &str) -> String {
     format!("vsp{}", host.get(3..).unwrap_or(host))
+}
+
+/// Lets a TAP report its kernel drops, read in the sandbox's namespace; a
+/// TAP whose namespace cannot be reached reports none (and says so once).
+fn watch_tap(tap: TapPort, ns: &Netns, ifname: &str) -> TapPort {
+    match Netlink::in_netns(ns) {
+        Ok(nl) => tap.watch_kernel_drops(nl, ifname),
+        Err(e) => {
+            tracing::warn!(device = %ifname, error = %e, "kernel drops of this port will not be counted");
+            tap
+        }
+    }
 }

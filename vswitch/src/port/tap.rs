@@ -26,6 +26,7 @@ use nix::errno::Errno;
 
 use super::{PortError, PortIo, check_ifname, check_sent, finish_recv};
 use crate::buf::{PacketBuf, VnetHdr};
+use crate::netconf::Netlink;
 
 /// The clone device every TAP is made through.
 const TUN_DEVICE: &str = "/dev/net/tun";
@@ -48,6 +49,9 @@ mod ioctl {
 pub struct TapPort {
     file: File,
     name: String,
+    /// Where the device's transmit drops are read, once known
+    /// ([`TapPort::watch_kernel_drops`]).
+    drops: Option<parking_lot::Mutex<(Netlink, String)>>,
 }
 
 impl TapPort {
@@ -81,6 +85,7 @@ impl TapPort {
         let port = Self {
             name: ifr_name(&ifr),
             file,
+            drops: None,
         };
         port.set_vnet_hdr_size()?;
         port.set_offloads()?;
@@ -133,10 +138,22 @@ impl TapPort {
         let port = Self {
             name: ifr_name(&ifr),
             file,
+            drops: None,
         };
         port.set_vnet_hdr_size()?;
         port.set_offloads()?;
         Ok(port)
+    }
+
+    /// Reports the device's transmit drops (frames its sandbox sent that
+    /// the queue towards the switch had no room for) as
+    /// [`PortIo::kernel_dropped`], read through `netlink`, a handle on the
+    /// namespace the device lives in, where it is named `ifname`. Counters
+    /// are read only when asked (`vsctl show-ports`), never per frame.
+    #[must_use]
+    pub fn watch_kernel_drops(mut self, netlink: Netlink, ifname: &str) -> Self {
+        self.drops = Some(parking_lot::Mutex::new((netlink, ifname.to_owned())));
+        self
     }
 
     /// Clears persistence and closes the device, which makes the kernel
@@ -247,6 +264,13 @@ impl PortIo for TapPort {
 
     fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    fn kernel_dropped(&self) -> u64 {
+        self.drops.as_ref().map_or(0, |d| {
+            let (nl, ifname) = &mut *d.lock();
+            nl.tx_dropped(ifname).unwrap_or(0)
+        })
     }
 }
 
