@@ -513,7 +513,7 @@ impl Server {
                     }
                 }
             }
-            while let Some(message) = take_frame(&mut c.input) {
+            while let Some(message) = dns::tcp::take_frame(&mut c.input) {
                 messages.push(message);
             }
             (c.sandbox, c.peer)
@@ -635,13 +635,9 @@ impl Server {
                     self.stats.reply_errors += 1;
                     return;
                 };
-                let queued = match (self.socks.get_mut(&token), u16::try_from(reply.bytes.len())) {
-                    (Some(Sock::Client(c)), Ok(len))
-                        if c.output.len() + reply.bytes.len() + 2 <= MAX_TCP_BACKLOG =>
-                    {
-                        c.output.extend_from_slice(&len.to_be_bytes());
-                        c.output.extend_from_slice(&reply.bytes);
-                        true
+                let queued = match self.socks.get_mut(&token) {
+                    Some(Sock::Client(c)) => {
+                        dns::tcp::push_frame(&mut c.output, &reply.bytes, MAX_TCP_BACKLOG)
                     }
                     _ => false,
                 };
@@ -773,7 +769,7 @@ impl Server {
                         break;
                     }
                 }
-                while let Some(reply) = take_frame(&mut u.input) {
+                while let Some(reply) = dns::tcp::take_frame(&mut u.input) {
                     replies.push(reply);
                 }
             }
@@ -792,16 +788,6 @@ impl Server {
     }
 }
 
-/// Takes one length-prefixed message off the front of `input`, if it is
-/// all there.
-fn take_frame(input: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let (head, rest) = input.split_first_chunk::<2>()?;
-    let len = usize::from(u16::from_be_bytes(*head));
-    let message = rest.get(..len)?.to_vec();
-    input.drain(..len + 2);
-    Some(message)
-}
-
 /// Writes as much of `output` as the socket takes, removing what was
 /// written. `Ok` also when the socket is full (the rest waits for the
 /// next writable event).
@@ -818,23 +804,4 @@ fn write_out(stream: &mut TcpStream, output: &mut Vec<u8>) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_are_taken_whole() {
-        let mut input = vec![0, 3, 1, 2];
-        assert_eq!(take_frame(&mut input), None);
-        input.extend_from_slice(&[3, 0, 0]);
-        assert_eq!(take_frame(&mut input), Some(vec![1, 2, 3]));
-        assert_eq!(take_frame(&mut input), Some(vec![]));
-        assert_eq!(take_frame(&mut input), None);
-        assert!(input.is_empty());
-        let mut one = vec![7];
-        assert_eq!(take_frame(&mut one), None);
-        assert_eq!(one, [7]);
-    }
 }
