@@ -106,6 +106,8 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     /// The API socket.
     pub socket: PathBuf,
+    /// The namespace holding the daemon's veth host ends, removed on drop.
+    pub port_netns: String,
     args: Vec<String>,
     sandboxes: Vec<String>,
     networks: Vec<String>,
@@ -128,6 +130,7 @@ impl Daemon {
             child: None,
             socket: dir.join("vswitchd.sock"),
             state_dir: dir,
+            port_netns: unique("vsports"),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             sandboxes: Vec::new(),
             networks: Vec::new(),
@@ -146,6 +149,8 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--log-level")
             .arg("info")
+            .arg("--port-netns")
+            .arg(&self.port_netns)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -267,6 +272,10 @@ impl Drop for Daemon {
         for s in &self.sandboxes {
             let _ = Command::new("ip").args(["netns", "del", s]).status();
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.port_netns])
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }

@@ -53,6 +53,10 @@ struct Args {
     /// Search domain written into sandboxes' resolv.conf (repeatable).
     #[arg(long = "dns-search", value_name = "DOMAIN")]
     dns_search: Vec<String>,
+    /// The network namespace (`ip netns` name) that holds the host ends of
+    /// veth ports, out of the host's sight; created on first use.
+    #[arg(long, default_value = vswitch::daemon::effects::DEFAULT_PORT_NETNS)]
+    port_netns: String,
     /// Option written into sandboxes' resolv.conf, e.g. `ndots:2` (repeatable).
     #[arg(long = "dns-option", value_name = "OPTION")]
     dns_option: Vec<String>,
@@ -115,7 +119,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             ..DnsPaths::default()
         },
     );
-    let daemon = Daemon::start(&args.state_dir, config, datapath.clone(), Some(dns))?;
+    let port_netns = vswitch::daemon::effects::open_port_netns(&args.port_netns)?;
+    let daemon = Daemon::start(
+        &args.state_dir,
+        config,
+        datapath.clone(),
+        port_netns,
+        Some(dns),
+    )?;
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir)?;
     }

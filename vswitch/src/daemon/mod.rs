@@ -72,7 +72,8 @@ pub enum StartError {
 
 impl Daemon {
     /// Opens the state in `state_dir` (creating Docker's default `bridge`
-    /// network on a first start), hands the datapath its configuration,
+    /// network on a first start), puts veth host ends in `port_netns`
+    /// ([`effects::open_port_netns`]), hands the datapath its configuration,
     /// reattaches every endpoint's device and, with `dns`, opens the
     /// embedded DNS listeners of every sandbox on a user network and
     /// rewrites their resolv.conf files.
@@ -85,6 +86,7 @@ impl Daemon {
         state_dir: &Path,
         config: ControllerConfig,
         datapath: Datapath,
+        port_netns: crate::netns::Netns,
         mut dns: Option<DnsSync>,
     ) -> Result<Self, StartError> {
         let store = Store::open(state_dir)?;
@@ -103,7 +105,7 @@ impl Daemon {
             tracing::info!("first start: created the default bridge network");
             controller
         };
-        let executor = Executor::new(datapath.clone());
+        let executor = Executor::new(datapath.clone(), port_netns);
         executor.push_config(&controller)?;
         for attachment in controller.attachments() {
             let owned = controller
