@@ -74,13 +74,27 @@ pub struct DnsdConfig {
     pub listen: SocketAddr,
     /// The resolver's tunables (Docker's by default).
     pub resolver: dns::ResolverConfig,
+    /// Upstream sockets open at once, over every sandbox: each forward
+    /// attempt holds one until its reply or timeout. Past this, a query
+    /// that needs one is answered SERVFAIL (counted in
+    /// [`dns::Stats::over_capacity`] and [`ServerStats::upstream_refused`]),
+    /// so a flood of queries from sandboxes cannot take the daemon to its
+    /// descriptor limit.
+    pub max_upstream_sockets: usize,
 }
+
+/// The default of [`DnsdConfig::max_upstream_sockets`]: with the
+/// listeners of a few hundred sandboxes, well under the 1,024 descriptors
+/// a service gets by default, and ample for 4 s timeouts (128 queries/s of
+/// names no upstream answers before the cap bites).
+pub const MAX_UPSTREAM_SOCKETS: usize = 512;
 
 impl Default for DnsdConfig {
     fn default() -> Self {
         Self {
             listen: LISTEN,
             resolver: dns::ResolverConfig::default(),
+            max_upstream_sockets: MAX_UPSTREAM_SOCKETS,
         }
     }
 }
@@ -422,6 +436,87 @@ mod tests {
 
         dnsd.remove_sandbox(sid).unwrap();
         assert_eq!(dnsd.stats().unwrap().sandboxes, 0);
+        dnsd.shutdown();
+        thread.join().unwrap().unwrap();
+    }
+
+    /// With every upstream socket taken (an upstream that never answers),
+    /// further forwards are answered SERVFAIL at once and counted, local
+    /// names still resolve, and the sockets open stay at the cap. The
+    /// upstream is dialled from "inside the sandbox" (the test's own
+    /// namespace), through the DNS thread's own setns. Needs root.
+    #[test]
+    fn upstream_sockets_are_capped_and_the_excess_gets_servfail() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut records = Records::new();
+        records
+            .add_network(
+                NetworkId(1),
+                Network {
+                    name: "net".to_owned(),
+                    internal: false,
+                    ipv6: false,
+                },
+            )
+            .unwrap();
+        let sid = SandboxId(3);
+        records
+            .add_sandbox(
+                sid,
+                Sandbox {
+                    upstreams: vec![Upstream {
+                        addr: silent.local_addr().unwrap(),
+                        dial_from: DialFrom::Sandbox,
+                    }],
+                    ..Sandbox::default()
+                },
+            )
+            .unwrap();
+        records
+            .add_endpoint(Endpoint {
+                sandbox: sid,
+                network: NetworkId(1),
+                name: "web".to_owned(),
+                aliases: vec![],
+                short_id: "0123456789ab".to_owned(),
+                hostname: None,
+                ipv4: Ipv4Addr::new(10, 9, 0, 2),
+                ipv6: None,
+            })
+            .unwrap();
+        let (dnsd, thread) = Dnsd::spawn(DnsdConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            max_upstream_sockets: 2,
+            ..DnsdConfig::default()
+        })
+        .unwrap();
+        dnsd.set_records(Arc::new(records)).unwrap();
+        let at = dnsd.add_sandbox(sid, "/proc/self/ns/net").unwrap();
+        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        for name in ["e1", "e2", "e3", "e4", "e5"] {
+            client.send_to(&query(name, 1), at.udp).unwrap();
+        }
+        // Three SERVFAILs come back at once; the two forwards wait.
+        for _ in 0..3 {
+            let n = client.recv(&mut buf).unwrap();
+            assert_eq!(buf[3] & 0x0f, 2, "SERVFAIL: {:?}", &buf[..n]);
+        }
+        client.send_to(&query("web", 1), at.udp).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(buf[n - 4..n], [10, 9, 0, 2], "local names still answer");
+
+        let stats = dnsd.stats().unwrap();
+        assert_eq!(stats.upstream_sockets, 2);
+        assert_eq!(stats.server.upstream_refused, 3);
+        assert_eq!(stats.resolver.over_capacity, 3);
         dnsd.shutdown();
         thread.join().unwrap().unwrap();
     }
