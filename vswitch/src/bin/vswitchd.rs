@@ -62,6 +62,14 @@ struct Args {
     /// Search domain written into sandboxes' resolv.conf (repeatable).
     #[arg(long = "dns-search", value_name = "DOMAIN")]
     dns_search: Vec<String>,
+    /// Frames per second each container port may flood (unknown unicast,
+    /// broadcast, multicast); the excess is dropped and counted as
+    /// `flood_rate_limited`.
+    #[arg(long, default_value_t = vswitch::switch::FloodLimit::DEFAULT.rate)]
+    flood_rate: u32,
+    /// Frames a container port may flood at once before the rate applies.
+    #[arg(long, default_value_t = vswitch::switch::FloodLimit::DEFAULT.burst)]
+    flood_burst: u32,
     /// The network namespace (`ip netns` name) that holds the host ends of
     /// veth ports, out of the host's sight; created on first use.
     #[arg(long, default_value = vswitch::daemon::effects::DEFAULT_PORT_NETNS)]
@@ -118,6 +126,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         default_port_kind: match args.port_kind {
             KindArg::Tap => PortKind::Tap,
             KindArg::Veth => PortKind::Veth,
+        },
+        flood_limit: vswitch::switch::FloodLimit {
+            rate: args.flood_rate,
+            burst: args.flood_burst,
         },
         ..ControllerConfig::default()
     };

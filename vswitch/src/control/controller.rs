@@ -52,6 +52,9 @@ pub struct ControllerConfig {
     pub default_port_kind: PortKind,
     /// The transmit queue length of new devices.
     pub txqueuelen: u32,
+    /// How fast each container port may flood (unknown unicast, broadcast,
+    /// multicast) on every network.
+    pub flood_limit: crate::switch::FloodLimit,
 }
 
 impl Default for ControllerConfig {
@@ -60,6 +63,7 @@ impl Default for ControllerConfig {
             netns_dir: PathBuf::from("/run/netns"),
             default_port_kind: PortKind::Tap,
             txqueuelen: 1000,
+            flood_limit: crate::switch::FloodLimit::DEFAULT,
         }
     }
 }
@@ -214,6 +218,8 @@ impl Controller {
                 ip: n.gateway,
             }),
             icc: n.icc,
+            flood_limit: self.config.flood_limit,
+            ..NetworkConfig::new(n.num)
         });
         let ports = self.model.endpoints.iter().map(|e| PortConfig {
             id: e.port,
