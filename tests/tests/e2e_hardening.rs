@@ -167,3 +167,223 @@ fn veth_container_frames_never_reach_a_host_socket() {
         "frames from a container reached host sockets: IPv4 {got4:?}, IPv6 {got6:?}"
     );
 }
+
+/// Reads frames arriving on `ifname` inside `sandbox` for `window`, and
+/// returns those `keep` selects.
+fn capture(
+    sandbox: &str,
+    ifname: &str,
+    window: Duration,
+    keep: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let ns = Netns::open_named(sandbox).expect("sandbox namespace");
+    let port = run_in(&ns, || PacketSocketPort::open(ifname))
+        .expect("enter")
+        .expect("packet socket");
+    let started = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::spawn({
+        let ready = started.0;
+        move || {
+            let _ = ready.send(());
+            let end = std::time::Instant::now() + window;
+            let mut got = Vec::new();
+            let mut buf = PacketBuf::new();
+            while std::time::Instant::now() < end {
+                match port.recv(&mut buf) {
+                    Ok(()) if keep(buf.frame()) => got.push(buf.frame().to_vec()),
+                    Ok(()) => {}
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+            got
+        }
+    });
+    let _ = started.1.recv();
+    handle
+}
+
+/// An IEEE 802.1 link-local frame (`01:80:c2:00:00:0e`, LLDP) from one
+/// container never reaches another; a broadcast of the same EtherType does.
+#[test]
+fn link_local_control_frames_are_not_delivered() {
+    if !prerequisites(&["ip", "ping"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let (a, b) = (unique("vshc"), unique("vshd"));
+    d.sandbox(&a, &["bridge"]);
+    d.sandbox(&b, &["bridge"]);
+    let src = mac_of(Ipv4Addr::new(172, 17, 0, 2));
+    let lldp = |dst: [u8; 6]| {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x88, 0xcc]);
+        f.extend_from_slice(&[0x5a; 46]);
+        f
+    };
+    let seen = capture(&b, "eth0", Duration::from_secs(2), |f| {
+        f.get(12..14) == Some(&[0x88, 0xcc][..])
+    });
+    send_frames(
+        &a,
+        "eth0",
+        &[lldp([0x01, 0x80, 0xc2, 0, 0, 0x0e]), lldp([0xff; 6])],
+    );
+    let seen = seen.join().expect("capture");
+    let dsts: Vec<&[u8]> = seen.iter().map(|f| &f[..6]).collect();
+    assert_eq!(dsts, [&[0xff; 6][..]], "only the broadcast arrives");
+    let ports = d.vsctl_ok(&["show-ports", "--format", "json"]);
+    assert_eq!(counter(&ports, "link_local_control"), 1, "{ports}");
+}
+
+/// The number in `"name":N` of the first entry that has one.
+fn counter(json: &str, name: &str) -> u64 {
+    json.split(&format!("\"{name}\":"))
+        .nth(1)
+        .and_then(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// An unknown-unicast flood from one container reaches each other port at
+/// no more than the configured rate; the excess is counted.
+#[test]
+fn an_unknown_unicast_flood_is_rate_limited_and_counted() {
+    if !prerequisites(&["ip", "ping"]) {
+        return;
+    }
+    let (rate, burst) = (200u64, 50u64);
+    let mut d = Daemon::start_with(&["--flood-rate", "200", "--flood-burst", "50"]);
+    let (a, b, c) = (unique("vshe"), unique("vshf"), unique("vshg"));
+    for s in [&a, &b, &c] {
+        d.sandbox(s, &["bridge"]);
+    }
+    let ip_a = Ipv4Addr::new(172, 17, 0, 2);
+    let nowhere = [0x02, 0, 0, 0x5e, 0x5e, 0x01];
+    let is_flood = move |f: &[u8]| f.get(..6) == Some(&nowhere[..]);
+    let at_b = capture(&b, "eth0", Duration::from_secs(3), is_flood);
+    let at_c = capture(&c, "eth0", Duration::from_secs(3), is_flood);
+    let started = std::time::Instant::now();
+    let frames: Vec<Vec<u8>> = (0..3000)
+        .map(|_| udp4(nowhere, mac_of(ip_a), ip_a, Ipv4Addr::new(172, 17, 9, 9), 9))
+        .collect();
+    send_frames(&a, "eth0", &frames);
+    let (got_b, got_c) = (at_b.join().expect("b"), at_c.join().expect("c"));
+    // The capture ends 3 s after it started, just before `started`.
+    let window = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ceiling = burst + (rate as f64 * window).ceil() as u64;
+    for (who, got) in [("b", &got_b), ("c", &got_c)] {
+        let n = got.len() as u64;
+        assert!(
+            n <= ceiling,
+            "{who} got {n} flooded frames, more than {ceiling}"
+        );
+        assert!(n >= burst, "{who} got {n}: not even the burst");
+    }
+    let ports = d.vsctl_ok(&["show-ports", "--format", "json"]);
+    let limited = counter(&ports, "flood_rate_limited");
+    assert!(
+        limited >= 3000 - ceiling,
+        "{limited} flood_rate_limited drops counted for 3000 frames sent: {ports}"
+    );
+}
+
+/// A Router Advertisement (with a prefix to autoconfigure and a default
+/// route) and an unsolicited Neighbor Advertisement from one container
+/// change nothing in a neighbour's `ip -6 addr`, `ip -6 route` or
+/// `ip -6 neigh`.
+#[test]
+fn router_and_neighbor_advertisements_change_nothing_in_a_neighbour() {
+    if !prerequisites(&["ip", "ping"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let (a, b) = (unique("vshh"), unique("vshi"));
+    d.sandbox(&a, &["bridge"]);
+    d.sandbox(&b, &["bridge"]);
+    // b tries to reach fe80::dead, leaving an entry an NA could fill in.
+    let _ = d.exec(&b, &["ping", "-6", "-c1", "-W1", "fe80::dead%eth0"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let snapshot = |what: &str| {
+        let out = d.exec(&b, &["ip", "-6", what, "show", "dev", "eth0"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (addr0, route0) = (snapshot("addr"), snapshot("route"));
+    let mac_a = mac_of(Ipv4Addr::new(172, 17, 0, 2));
+    let ll_a: Ipv6Addr = "fe80::42:acff:fe11:2".parse().expect("address");
+    let all_nodes: Ipv6Addr = "ff02::1".parse().expect("address");
+
+    // RA: router lifetime 1800 s; options: source link-layer address,
+    // prefix 2001:db8:66::/64 on-link and autonomous.
+    let mut ra = vec![0u8; 8];
+    ra.extend_from_slice(&[1, 1]);
+    ra.extend_from_slice(&mac_a);
+    ra.extend_from_slice(&[3, 4, 64, 0xc0]);
+    ra.extend_from_slice(&86_400u32.to_be_bytes());
+    ra.extend_from_slice(&14_400u32.to_be_bytes());
+    ra.extend_from_slice(&[0; 4]);
+    ra.extend_from_slice(
+        &"2001:db8:66::"
+            .parse::<Ipv6Addr>()
+            .expect("prefix")
+            .octets(),
+    );
+    // NA: override, target fe80::dead, target link-layer address a's MAC.
+    let mut na = "fe80::dead"
+        .parse::<Ipv6Addr>()
+        .expect("target")
+        .octets()
+        .to_vec();
+    na.extend_from_slice(&[2, 1]);
+    na.extend_from_slice(&mac_a);
+    let icmp = |t: u8, b5: [u8; 4], body: &[u8]| {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(mac_a, [0x33, 0x33, 0, 0, 0, 1])
+            .ipv6(ll_a.octets(), all_nodes.octets(), 255)
+            .icmpv6(etherparse::Icmpv6Type::Unknown {
+                type_u8: t,
+                code_u8: 0,
+                bytes5to8: b5,
+            })
+            .write(&mut out, body)
+            .expect("frame");
+        out
+    };
+    send_frames(
+        &a,
+        "eth0",
+        &[
+            icmp(134, [64, 0, 0x07, 0x08], &ra),
+            icmp(136, [0x20, 0, 0, 0], &na),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (addr1, route1, neigh1) = (snapshot("addr"), snapshot("route"), snapshot("neigh"));
+    let mac_text = "02:42:ac:11:00:02";
+    let changed = [
+        (
+            "addr",
+            addr1 != addr0 || addr1.contains("2001:db8:66"),
+            &addr1,
+        ),
+        (
+            "route",
+            route1 != route0 || route1.contains("default"),
+            &route1,
+        ),
+        ("neigh", neigh1.contains(mac_text), &neigh1),
+    ];
+    let bad: Vec<String> = changed
+        .iter()
+        .filter(|(_, c, _)| *c)
+        .map(|(w, _, text)| format!("ip -6 {w}:\n{text}"))
+        .collect();
+    assert!(bad.is_empty(), "the neighbour changed:\n{}", bad.join("\n"));
+    let ports = d.vsctl_ok(&["show-ports", "--format", "json"]);
+    assert!(counter(&ports, "ipv6_disabled") >= 2, "{ports}");
+}
