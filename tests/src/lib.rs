@@ -169,6 +169,12 @@ impl Daemon {
         );
     }
 
+    /// The daemon's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the process with SIGKILL, as a crash would, and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -387,3 +387,135 @@ fn router_and_neighbor_advertisements_change_nothing_in_a_neighbour() {
     let ports = d.vsctl_ok(&["show-ports", "--format", "json"]);
     assert!(counter(&ports, "ipv6_disabled") >= 2, "{ports}");
 }
+
+/// A DNS query for `name`, type A, recursion desired.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(u8::try_from(label.len()).expect("short label"));
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Descriptors the process `pid` has open.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Twenty sandboxes each send 400 queries/s for random external names for
+/// 20 s to an upstream that never answers (so every forward would hold a
+/// socket for its whole 4 s timeout). The daemon stays under a fixed
+/// descriptor ceiling, and a local name asked with `dig` from another
+/// sandbox and `vsctl network ls` keep answering throughout.
+#[test]
+fn a_dns_flood_from_twenty_sandboxes_keeps_the_daemon_bounded_and_answering() {
+    const SANDBOXES: usize = 20;
+    const RATE: u64 = 400;
+    const SECONDS: u64 = 20;
+    // Over what the daemon holds before the flood (the ports, the 23
+    // sandboxes' listeners, the API, the store: about 110 here), at most
+    // DnsdConfig::max_upstream_sockets (512) upstream sockets and a little
+    // slack: about 640, under the first limit a service meets (1,024).
+    const UPSTREAM_SOCKETS: usize = 512;
+    const SLACK: usize = 16;
+    if !prerequisites(&["ip", "dig"]) {
+        return;
+    }
+    let resolv = std::env::temp_dir().join(unique("vswitch-resolv-"));
+    // The upstream: a sandbox of the test's network, first on it (.2).
+    std::fs::write(&resolv, "nameserver 10.77.0.2\n").expect("resolv.conf");
+    let mut d = Daemon::start_with(&["--resolv-conf", resolv.to_str().expect("utf-8")]);
+    let pid = d.pid().expect("the daemon runs");
+    let net = unique("vsdn");
+    d.network(&net, &["--subnet", "10.77.0.0/24"]);
+    let up = unique("vsdu");
+    d.sandbox(&up, &[&net]);
+    // Bound and never read: queries to it are neither answered nor refused.
+    let _silent = udp_listener(Some(&up), (Ipv4Addr::new(10, 77, 0, 2), 53).into());
+    let probe = unique("vsdp");
+    d.sandbox(&probe, &[&net]);
+    let flooders: Vec<String> = (0..SANDBOXES).map(|_| unique("vsdf")).collect();
+    for s in &flooders {
+        d.sandbox(s, &[&net]);
+    }
+    let base_fds = fd_count(pid);
+    let fd_ceiling = base_fds + UPSTREAM_SOCKETS + SLACK;
+
+    let senders: Vec<_> = flooders
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let ns = Netns::open_named(s).expect("namespace");
+            let socket = run_in(&ns, || {
+                let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+                sock.set_nonblocking(true).expect("nonblocking");
+                sock
+            })
+            .expect("enter");
+            std::thread::spawn(move || {
+                let server: SocketAddr = (Ipv4Addr::new(127, 0, 0, 11), 53).into();
+                let start = std::time::Instant::now();
+                let mut sent = 0u64;
+                let mut buf = [0u8; 1500];
+                while start.elapsed() < Duration::from_secs(SECONDS) {
+                    let due = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) * RATE
+                        / 1000;
+                    while sent < due {
+                        let name =
+                            format!("r{i}x{sent}x{}.example.com", start.elapsed().as_nanos());
+                        let _ = socket.send_to(
+                            &dns_query(u16::try_from(sent % 65_536).unwrap_or(0), &name),
+                            server,
+                        );
+                        sent += 1;
+                    }
+                    while socket.recv(&mut buf).is_ok() {}
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                sent
+            })
+        })
+        .collect();
+
+    let mut max_fds = base_fds;
+    let mut checks = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(SECONDS) {
+        max_fds = max_fds.max(fd_count(pid));
+        let out = d.exec(
+            &probe,
+            &["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", &up],
+        );
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(
+            answer,
+            "10.77.0.2",
+            "dig {up} during the flood ({:?} in)",
+            started.elapsed()
+        );
+        let ls = d.vsctl(&["network", "ls"]);
+        assert!(
+            ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains(&net),
+            "vsctl network ls during the flood"
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sent: u64 = senders.into_iter().map(|t| t.join().expect("sender")).sum();
+    eprintln!(
+        "dns flood: {sent} queries from {SANDBOXES} sandboxes, {checks} checks answered, \
+         descriptors {base_fds} before, {max_fds} at most (ceiling {fd_ceiling})"
+    );
+    assert!(
+        sent >= (SANDBOXES as u64) * RATE * SECONDS * 9 / 10,
+        "only {sent} queries sent"
+    );
+    assert!(
+        max_fds <= fd_ceiling,
+        "the daemon held {max_fds} descriptors (ceiling {fd_ceiling})"
+    );
+    let _ = std::fs::remove_file(&resolv);
+}
