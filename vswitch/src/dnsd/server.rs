@@ -19,7 +19,7 @@ use super::{Command, DnsdConfig, DnsdError, DnsdStats, Listening, TCP_IDLE};
 use crate::netconf::Netlink;
 use crate::netns::{Netns, run_in};
 use clients::TcpClient;
-use upstream::UpstreamTcp;
+use upstream::{DialError, Route, UpstreamKey, UpstreamTcp};
 
 mod clients;
 mod upstream;
@@ -56,6 +56,9 @@ pub struct ServerStats {
     /// Forward attempts answered SERVFAIL instead of dialled, because
     /// [`DnsdConfig::max_upstream_sockets`] were open.
     pub upstream_refused: u64,
+    /// Datagrams on an upstream socket that answer no attempt in flight
+    /// (late, or forged by whoever can reach the socket).
+    pub upstream_stray: u64,
     /// Receive errors on the listeners.
     pub receive_errors: u64,
 }
@@ -71,8 +74,9 @@ enum Sock {
         listener: TcpListener,
     },
     Client(TcpClient),
+    /// A sandbox's (or the host's) socket to one upstream, shared by every
+    /// forward to it.
     UpstreamUdp {
-        id: ForwardId,
         socket: UdpSocket,
     },
     UpstreamTcp(UpstreamTcp),
@@ -112,7 +116,17 @@ pub(super) struct Server {
     socks: HashMap<Token, Sock>,
     next_token: usize,
     sandboxes: HashMap<SandboxId, SandboxSocks>,
-    forwards: HashMap<ForwardId, Token>,
+    /// Where each forward attempt in flight waits for its reply.
+    forwards: HashMap<ForwardId, Route>,
+    /// The UDP socket of each (sandbox, upstream), made on first use.
+    shared: HashMap<UpstreamKey, Token>,
+    /// UDP attempts in flight by (socket, transaction id on the wire): the
+    /// attempt and the id the resolver gave it.
+    udp_pending: HashMap<(Token, u16), (ForwardId, u16)>,
+    /// TCP upstream connections open.
+    tcp_upstreams: usize,
+    /// Transaction ids on shared sockets.
+    ids: StdRng,
     /// Sockets that still had data when their batch ran out.
     again: Vec<Token>,
     buf: Vec<u8>,
@@ -151,6 +165,10 @@ impl Server {
                 next_token: 1,
                 sandboxes: HashMap::new(),
                 forwards: HashMap::new(),
+                shared: HashMap::new(),
+                udp_pending: HashMap::new(),
+                tcp_upstreams: 0,
+                ids: rng(),
                 again: Vec::new(),
                 buf: vec![0; MAX_MESSAGE],
                 stats: ServerStats::default(),
@@ -249,7 +267,7 @@ impl Server {
                         .values()
                         .filter(|s| matches!(s, Sock::Client(_)))
                         .count(),
-                    upstream_sockets: self.forwards.len(),
+                    upstream_sockets: self.shared.len() + self.tcp_upstreams,
                 });
             }
             // Handled by the loop.
@@ -355,6 +373,17 @@ impl Server {
         for token in s.clients.into_values() {
             self.close(token);
         }
+        let gone: Vec<(UpstreamKey, Token)> = self
+            .shared
+            .iter()
+            .filter(|(k, _)| k.sandbox == Some(sandbox))
+            .map(|(k, t)| (*k, *t))
+            .collect();
+        for (key, token) in gone {
+            self.shared.remove(&key);
+            self.udp_pending.retain(|(t, _), _| *t != token);
+            self.close(token);
+        }
     }
 
     fn process_event(&mut self, now: Instant, token: Token, readable: bool, writable: bool) {
@@ -417,23 +446,25 @@ impl Server {
     fn carry_out(&mut self, now: Instant, outcome: Outcome) {
         let mut queue = vec![outcome];
         while let Some(outcome) = queue.pop() {
-            if let Some(id) = outcome.close
-                && let Some(token) = self.forwards.remove(&id)
-            {
-                self.close(token);
+            if let Some(id) = outcome.close {
+                self.end_forward(id);
             }
             match outcome.send {
                 None => {}
                 Some(Transmit::Reply(reply)) => self.reply(reply),
                 Some(Transmit::Forward(forward)) => {
                     let id = forward.id;
-                    if self.forwards.len() >= self.config.max_upstream_sockets {
-                        self.stats.upstream_refused += 1;
-                        queue.push(self.resolver.refuse(id));
-                    } else if let Err(e) = self.dial(forward) {
-                        tracing::debug!(forward = %id, error = %e, "dns: upstream not reached");
-                        self.stats.dial_errors += 1;
-                        queue.push(self.resolver.handle_upstream_error(now, id));
+                    match self.dial(forward) {
+                        Ok(()) => {}
+                        Err(DialError::Full) => {
+                            self.stats.upstream_refused += 1;
+                            queue.push(self.resolver.refuse(id));
+                        }
+                        Err(DialError::Io(e)) => {
+                            tracing::debug!(forward = %id, error = %e, "dns: upstream not reached");
+                            self.stats.dial_errors += 1;
+                            queue.push(self.resolver.handle_upstream_error(now, id));
+                        }
                     }
                 }
             }
