@@ -66,5 +66,6 @@ fn exec_and_run_resolve_names_through_the_sandboxs_resolv_conf() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    drop(d);
     let _ = std::fs::remove_file(&resolv);
 }
