@@ -15,7 +15,8 @@ use vswitch::buf::{PacketBuf, VnetHdr};
 use vswitch::gso;
 use vswitch::ids::{MacAddr, NetworkId, PortId};
 use vswitch::switch::{
-    Action, FdbConfig, Gateway, NetworkConfig, PortConfig, PortRole, Switch, SwitchConfig,
+    Action, FdbConfig, FloodLimit, Gateway, NetworkConfig, PortConfig, PortRole, Switch,
+    SwitchConfig,
 };
 
 fn container(id: u32, network: NetworkId, last: u8, third: u8) -> PortConfig {
@@ -38,10 +39,14 @@ fn config() -> SwitchConfig {
         gateway: Some(gw(17, 1)),
         ..NetworkConfig::new(NetworkId(0))
     };
+    // IPv6 on, ICC off, a small MTU and a tight flood budget: every guard
+    // path is reachable.
     let n1 = NetworkConfig {
         gateway: Some(gw(18, 2)),
         icc: false,
         mtu: 1400,
+        ipv6: true,
+        flood_limit: FloodLimit { rate: 50, burst: 4 },
         ..NetworkConfig::new(NetworkId(1))
     };
     SwitchConfig::new(
