@@ -52,6 +52,7 @@ pub mod records;
 pub mod resolv_conf;
 pub mod resolver;
 pub mod stats;
+pub mod tcp;
 pub mod upstream;
 mod wire;
 

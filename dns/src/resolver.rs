@@ -86,6 +86,16 @@ pub struct ResolverConfig {
     /// Forwarded queries one sandbox may have in flight; more are dropped
     /// (Docker: 1024).
     pub max_in_flight: usize,
+    /// Forwarded queries all sandboxes together may have in flight. Past
+    /// it a query is answered SERVFAIL at once and counted in
+    /// [`Stats::over_capacity`], so many sandboxes at their own cap cannot
+    /// exhaust the daemon (Docker has no such cap).
+    pub max_pending: usize,
+    /// The longest query that is forwarded, in bytes: what a pending query
+    /// holds is bounded by this (the query, and an earlier upstream's reply
+    /// kept only when it is no longer). Real queries are a few hundred
+    /// bytes; a longer one is answered SERVFAIL and counted.
+    pub max_forward_len: usize,
 }
 
 impl Default for ResolverConfig {
@@ -94,6 +104,8 @@ impl Default for ResolverConfig {
             upstream_timeout: Duration::from_secs(4),
             max_upstreams: 3,
             max_in_flight: 1024,
+            max_pending: 4096,
+            max_forward_len: 4096,
         }
     }
 }
@@ -394,6 +406,15 @@ impl<R: Rng> Resolver<R> {
         if upstreams.is_empty() {
             return self.drop(DropReason::NoUpstreams);
         }
+        if self.pending.len() >= self.config.max_pending
+            || bytes.len() > self.config.max_forward_len
+        {
+            self.stats.over_capacity += 1;
+            return match wire::servfail(&query) {
+                Some(reply) => Outcome::reply(client, transport, reply),
+                None => self.drop(DropReason::Unencodable),
+            };
+        }
         let in_flight = self.in_flight.entry(client.sandbox).or_default();
         if *in_flight >= self.config.max_in_flight {
             return self.drop(DropReason::TooManyInFlight);
@@ -509,7 +530,9 @@ impl<R: Rng> Resolver<R> {
             }
             Verdict::Next => {
                 self.stats.upstream_retries += 1;
-                p.last_reply = Some(bytes.to_vec());
+                // Kept to be relayed if the others fail, within the bound
+                // on what a pending query holds.
+                p.last_reply = (bytes.len() <= self.config.max_forward_len).then(|| bytes.to_vec());
                 self.attempt_next(now, p, id, DropReason::NoUpstreamReply)
             }
             Verdict::Garbage => {
@@ -534,6 +557,28 @@ impl<R: Rng> Resolver<R> {
         };
         self.stats.upstream_errors += 1;
         self.attempt_next(now, p, id, DropReason::NoUpstreamReply)
+    }
+
+    /// Ends the query of attempt `id` with SERVFAIL because the daemon has
+    /// no room to send it (its cap on upstream sockets is reached), counted
+    /// in [`Stats::over_capacity`].
+    pub fn refuse(&mut self, id: ForwardId) -> Outcome {
+        let Some(p) = self.take(id) else {
+            self.stats.drops.bump(DropReason::LateReply);
+            return Outcome {
+                close: Some(id),
+                dropped: Some(DropReason::LateReply),
+                send: None,
+            };
+        };
+        self.finish(&p);
+        self.stats.over_capacity += 1;
+        let mut out = match wire::servfail_bytes(&p.query) {
+            Some(reply) => Outcome::reply(p.client, p.transport, reply),
+            None => self.drop(DropReason::Unencodable),
+        };
+        out.close = Some(id);
+        out
     }
 
     /// Expires every attempt whose deadline is at or before `now`: each

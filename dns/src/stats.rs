@@ -124,6 +124,9 @@ pub struct Stats {
     pub upstream_retries: u64,
     /// Upstream replies relayed to clients.
     pub relayed: u64,
+    /// Queries answered SERVFAIL because a global cap was reached (pending
+    /// forwards, upstream sockets) or the query was too long to forward.
+    pub over_capacity: u64,
     /// Drops, by reason.
     pub drops: DropCounters,
 }

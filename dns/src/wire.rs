@@ -135,6 +135,25 @@ fn encoded_len(record: &Record) -> Option<usize> {
     Some(buf.len())
 }
 
+/// A SERVFAIL for `query`: its id, opcode, RD and CD, and its first
+/// question.
+pub(crate) fn servfail(query: &Message) -> Option<Vec<u8>> {
+    let mut reply = Message::new(query.id, MessageType::Response, query.op_code);
+    if query.op_code == OpCode::Query {
+        reply.metadata.recursion_desired = query.recursion_desired;
+        reply.metadata.checking_disabled = query.checking_disabled;
+    }
+    reply.metadata.recursion_available = true;
+    reply.metadata.response_code = ResponseCode::ServFail;
+    reply.queries.extend(query.queries.first().cloned());
+    encode(&reply)
+}
+
+/// [`servfail`] for a query kept as bytes (it was parsed when it arrived).
+pub(crate) fn servfail_bytes(query: &[u8]) -> Option<Vec<u8>> {
+    Message::from_vec(query).ok().and_then(|m| servfail(&m))
+}
+
 /// The transaction id of a message, if it has one.
 pub(crate) fn id_of(bytes: &[u8]) -> Option<u16> {
     match bytes {

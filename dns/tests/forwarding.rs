@@ -365,6 +365,89 @@ fn in_flight_forwards_are_bounded_per_sandbox() {
 }
 
 #[test]
+fn pending_forwards_are_bounded_globally_with_a_servfail() {
+    let config = ResolverConfig {
+        max_pending: 2,
+        ..ResolverConfig::default()
+    };
+    let mut h = Harness::with(world(), config, 1);
+    let f1 = h.forwarded(A1, &query(1, "a.example", RecordType::A));
+    h.forwarded(A2, &query(2, "b.example", RecordType::A));
+    // A third sandbox, far below its own cap, meets the global one.
+    let out = h.ask(BOTH, &query(3, "c.example", RecordType::A));
+    let reply = parse(out.reply_bytes().expect("a SERVFAIL, not silence"));
+    assert_eq!(reply.response_code, ResponseCode::ServFail);
+    assert_eq!(reply.id, 3);
+    assert_eq!(reply.queries.len(), 1);
+    assert_eq!(h.resolver.stats().over_capacity, 1);
+    assert_eq!(h.resolver.pending().len(), 2);
+    // Local names are still answered at the cap.
+    assert!(
+        h.ask(A2, &query(4, "ref-a1", RecordType::A))
+            .reply_bytes()
+            .is_some()
+    );
+    // A finished forward makes room again.
+    assert!(
+        h.upstream(&f1, &upstream_reply(&f1.bytes, Ok))
+            .reply_bytes()
+            .is_some()
+    );
+    h.forwarded(BOTH, &query(5, "d.example", RecordType::A));
+    assert_eq!(h.resolver.stats().over_capacity, 1);
+}
+
+#[test]
+fn pending_queries_hold_bounded_memory() {
+    let config = ResolverConfig {
+        max_forward_len: 64,
+        ..ResolverConfig::default()
+    };
+    let mut h = Harness::with(world(), config, 1);
+    let long = format!("{}.example", "x".repeat(60));
+    let out = h.ask(A2, &query(7, &long, RecordType::A));
+    let reply = parse(out.reply_bytes().expect("SERVFAIL"));
+    assert_eq!(reply.response_code, ResponseCode::ServFail);
+    assert!(h.resolver.pending().is_empty());
+    assert_eq!(h.resolver.stats().over_capacity, 1);
+
+    // A retry-worthy reply within the bound is kept for relaying; one
+    // longer than the bound is not.
+    for (extra, kept) in [(0, true), (4, false)] {
+        let f = h.forwarded(A2, &query(8, "a.example", RecordType::A));
+        let mut reply = parse(&upstream_reply(&f.bytes, ServFail));
+        for i in 0..extra {
+            reply.add_additional(hickory_proto::rr::Record::from_rdata(
+                hickory_proto::rr::Name::from_ascii("pad.example.").unwrap(),
+                60,
+                hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, i)),
+            ));
+        }
+        let bytes = reply.to_vec().unwrap();
+        assert_eq!(bytes.len() > 64, !kept);
+        let next = h.upstream(&f, &bytes);
+        let f2 = next.forward().expect("on to the next upstream").clone();
+        let view = h.resolver.pending();
+        let p = view.iter().find(|p| p.id == f2.id).unwrap();
+        assert_eq!(p.has_last_reply, kept, "{} bytes", bytes.len());
+    }
+}
+
+#[test]
+fn refused_forwards_end_with_servfail_and_free_their_slot() {
+    let mut h = Harness::new();
+    let f = h.forwarded(A2, &query(9, "a.example", RecordType::A));
+    assert_eq!(h.resolver.in_flight(A2), 1);
+    let out = h.resolver.refuse(f.id);
+    assert_eq!(out.close, Some(f.id));
+    let reply = parse(out.reply_bytes().expect("SERVFAIL"));
+    assert_eq!((reply.id, reply.response_code), (9, ResponseCode::ServFail));
+    assert_eq!(h.resolver.in_flight(A2), 0);
+    assert!(h.resolver.pending().is_empty());
+    assert_eq!(h.resolver.stats().over_capacity, 1);
+}
+
+#[test]
 fn sandboxes_without_upstreams_get_nothing() {
     let mut h = Harness::new();
     let out = h.ask(LONELY, &query(1, "example.com", RecordType::A));

@@ -98,6 +98,8 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     /// The API socket.
     pub socket: PathBuf,
+    /// The namespace holding the daemon's veth host ends, removed on drop.
+    pub port_netns: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     sandboxes: Vec<String>,
@@ -121,6 +123,7 @@ impl Daemon {
             child: None,
             socket: dir.join("vswitchd.sock"),
             state_dir: dir,
+            port_netns: unique("vsports"),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: Vec::new(),
             sandboxes: Vec::new(),
@@ -140,6 +143,8 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--log-level")
             .arg("info")
+            .arg("--port-netns")
+            .arg(&self.port_netns)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -294,6 +299,10 @@ impl Drop for Daemon {
         for s in &self.sandboxes {
             let _ = Command::new("ip").args(["netns", "del", s]).status();
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.port_netns])
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }

@@ -263,8 +263,10 @@ fn removing_a_sandbox_leaves_nothing_behind() {
     }
     let mut d = Daemon::start();
     let s = unique("vsr");
+    // Host ends live in the daemon's ports namespace, never in the host's.
+    let ports_ns = d.port_netns.clone();
     let veth_ends = || -> Vec<String> {
-        run_ok("ip", &["-o", "link"])
+        run_ok("ip", &["-n", &ports_ns, "-o", "link"])
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap_or(n).to_owned())
@@ -280,6 +282,11 @@ fn removing_a_sandbox_leaves_nothing_behind() {
         .filter(|n| !before.contains(n))
         .collect();
     assert_eq!(ours.len(), 1, "one new veth host end: {ours:?}");
+    assert!(
+        !run_ok("ip", &["-o", "link"]).contains(&ours[0]),
+        "the host end {} is in the host's namespace",
+        ours[0]
+    );
     assert!(run_ok("ip", &["netns", "list"]).contains(&s));
     d.vsctl_ok(&["sandbox", "rm", &s]);
     wait_for(

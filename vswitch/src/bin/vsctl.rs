@@ -619,8 +619,89 @@ fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
     result
 }
 
-/// Runs `command` with the sandbox's network namespace and returns its exit
-/// status (128 + signal when killed by one).
+/// The mounts `ip netns exec NAME` makes for a named namespace, prepared
+/// before the fork: every `/etc/netns/NAME/ENTRY` bound over `/etc/ENTRY`
+/// (the sandbox's resolv.conf and hosts), and sysfs mounted anew so
+/// `/sys/class/net` shows the sandbox's interfaces.
+#[derive(Debug)]
+struct NetnsMounts {
+    /// The namespace's name, the source of the sysfs mount.
+    name: std::ffi::CString,
+    /// (`/etc/netns/NAME/ENTRY`, `/etc/ENTRY`) pairs whose target exists.
+    etc: Vec<(std::ffi::CString, std::ffi::CString)>,
+}
+
+impl NetnsMounts {
+    /// The mounts for `netns_path`, or `None` when it is not a named
+    /// namespace (one adopted from a process has its own mount namespace).
+    fn for_path(netns_path: &str) -> Option<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::path::Path::new(netns_path);
+        if path.parent() != Some(std::path::Path::new("/run/netns")) {
+            return None;
+        }
+        let name = path.file_name()?;
+        let dir = std::path::Path::new("/etc/netns").join(name);
+        let mut etc = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let target = std::path::Path::new("/etc").join(entry.file_name());
+                if !target.exists() {
+                    continue;
+                }
+                let (Ok(from), Ok(to)) = (
+                    std::ffi::CString::new(entry.path().as_os_str().as_bytes()),
+                    std::ffi::CString::new(target.as_os_str().as_bytes()),
+                ) else {
+                    continue;
+                };
+                etc.push((from, to));
+            }
+        }
+        Some(Self {
+            name: std::ffi::CString::new(name.as_bytes()).ok()?,
+            etc,
+        })
+    }
+
+    /// Enters a private mount namespace and makes the mounts. Runs in the
+    /// forked child: only system calls on memory prepared before the fork.
+    fn apply(&self) -> io::Result<()> {
+        use nix::mount::{MntFlags, MsFlags, mount, umount2};
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+        // Nothing mounted here propagates back to the host.
+        mount(
+            None::<&std::ffi::CStr>,
+            c"/",
+            None::<&std::ffi::CStr>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&std::ffi::CStr>,
+        )?;
+        let _ = umount2(c"/sys", MntFlags::MNT_DETACH);
+        mount(
+            Some(self.name.as_c_str()),
+            c"/sys",
+            Some(c"sysfs"),
+            MsFlags::empty(),
+            None::<&std::ffi::CStr>,
+        )?;
+        for (from, to) in &self.etc {
+            mount(
+                Some(from.as_c_str()),
+                to.as_c_str(),
+                Some(c"none"),
+                MsFlags::MS_BIND,
+                None::<&std::ffi::CStr>,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `command` inside the sandbox as `ip netns exec` does (its network
+/// namespace and, for a named one, a private mount namespace with its
+/// `/etc/netns/NAME` files over `/etc` and its own `/sys`), and returns
+/// its exit status (128 + signal when killed by one).
 fn exec_in(sb: &SandboxView, command: &[String]) -> Result<u8, Failure> {
     let Some((program, args)) = command.split_first() else {
         return Err(Failure {
@@ -635,15 +716,22 @@ fn exec_in(sb: &SandboxView, command: &[String]) -> Result<u8, Failure> {
         ),
         code: 126,
     })?;
+    let mounts = NetnsMounts::for_path(&sb.netns_path);
     let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: the closure runs in the forked child between fork and exec. It
-    // only calls setns(2) (async-signal-safe) on a descriptor the parent
-    // opened, and builds its error from the errno without allocating; it
-    // touches no lock or heap state the parent's other threads could hold.
+    // only makes system calls (setns, unshare, mount, umount2; all
+    // async-signal-safe) on a descriptor and C strings the parent prepared,
+    // and builds its errors from errno without allocating; it touches no
+    // lock or heap state the parent's other threads could hold.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(io::Error::from)?;
+            match &mounts {
+                Some(m) => m.apply(),
+                None => Ok(()),
+            }
         });
     }
     match cmd.status() {

@@ -65,6 +65,18 @@ struct Args {
     /// Search domain written into sandboxes' resolv.conf (repeatable).
     #[arg(long = "dns-search", value_name = "DOMAIN")]
     dns_search: Vec<String>,
+    /// Frames per second each container port may flood (unknown unicast,
+    /// broadcast, multicast); the excess is dropped and counted as
+    /// `flood_rate_limited`.
+    #[arg(long, default_value_t = vswitch::switch::FloodLimit::DEFAULT.rate)]
+    flood_rate: u32,
+    /// Frames a container port may flood at once before the rate applies.
+    #[arg(long, default_value_t = vswitch::switch::FloodLimit::DEFAULT.burst)]
+    flood_burst: u32,
+    /// The network namespace (`ip netns` name) that holds the host ends of
+    /// veth ports, out of the host's sight; created on first use.
+    #[arg(long, default_value = vswitch::daemon::effects::DEFAULT_PORT_NETNS)]
+    port_netns: String,
     /// Option written into sandboxes' resolv.conf, e.g. `ndots:2` (repeatable).
     #[arg(long = "dns-option", value_name = "OPTION")]
     dns_option: Vec<String>,
@@ -169,6 +181,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 KindArg::Veth => PortKind::Veth,
             },
             handle_dir: run_dir.join("netns"),
+            flood_limit: vswitch::switch::FloodLimit {
+                rate: args.flood_rate,
+                burst: args.flood_burst,
+            },
             ..ControllerConfig::default()
         },
         allow_host_netns: args.allow_host_netns,
@@ -187,7 +203,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             ..DnsPaths::default()
         },
     );
-    let (daemon, control_thread) = Daemon::start(config, datapath.clone(), Some(dns))?;
+    let port_netns = vswitch::daemon::effects::open_port_netns(&args.port_netns)?;
+    let (daemon, control_thread) = Daemon::start(config, datapath.clone(), port_netns, Some(dns))?;
     let daemon = Arc::new(daemon);
     let mut server = ApiServer::bind(&args.socket)?;
     let stop_api = server.shutdown_handle();

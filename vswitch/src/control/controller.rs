@@ -50,6 +50,9 @@ pub struct ControllerConfig {
     /// Where the daemon keeps its handles on adopted namespaces, as
     /// `<handle_dir>/<sandbox id>` (bind mounts under its run directory).
     pub handle_dir: PathBuf,
+    /// How fast each container port may flood (unknown unicast, broadcast,
+    /// multicast) on every network.
+    pub flood_limit: crate::switch::FloodLimit,
 }
 
 impl Default for ControllerConfig {
@@ -59,6 +62,7 @@ impl Default for ControllerConfig {
             default_port_kind: PortKind::Tap,
             txqueuelen: 1000,
             handle_dir: PathBuf::from("/run/vswitch/netns"),
+            flood_limit: crate::switch::FloodLimit::DEFAULT,
         }
     }
 }
@@ -222,6 +226,8 @@ impl Controller {
                 ip: n.gateway,
             }),
             icc: n.icc,
+            flood_limit: self.config.flood_limit,
+            ..NetworkConfig::new(n.num)
         });
         let ports = self.model.endpoints.iter().map(|e| PortConfig {
             id: e.port,

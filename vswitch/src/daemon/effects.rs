@@ -78,24 +78,87 @@ fn netconf_err(device: &str) -> impl FnOnce(NetconfError) -> EffectError + '_ {
     }
 }
 
+/// The name of the namespace that holds the host ends of veth ports,
+/// unless `vswitchd --port-netns` names another.
+pub const DEFAULT_PORT_NETNS: &str = "vswitchd-ports";
+
+/// Opens the namespace that holds the host ends of veth ports, creating it
+/// on first use, with IPv6 off for every interface in it.
+///
+/// A veth's host end left in the host's namespace is an interface of the
+/// host: the kernel gives it an `fe80::` address and takes every frame the
+/// container sends into its own stack beside the packet socket, past the
+/// switch's checks (a container could reach services on `[::]` over
+/// link-local, or send IPv4 with a forged source to the host). In a
+/// namespace of their own, with no address, no route and IPv6 off, the host
+/// ends are seen by nothing but the daemon's packet sockets. The namespace
+/// outlives the daemon, so a restart finds its ports there.
+///
+/// # Errors
+/// When the namespace can neither be opened nor created, or IPv6 cannot be
+/// turned off in it.
+pub fn open_port_netns(name: &str) -> Result<Netns, EffectError> {
+    let ns = match Netns::open_named(name) {
+        Ok(ns) => ns,
+        Err(_) => Netns::create(name).map_err(netns_err(name))?,
+    };
+    let result = run_in(&ns, || {
+        // Per-namespace sysctls: the helper thread is inside `ns`.
+        for conf in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")?;
+        }
+        Ok::<_, io::Error>(())
+    })
+    .map_err(netns_err(name))?;
+    result.map_err(|e| EffectError::Netns {
+        name: name.to_owned(),
+        source: NetnsError::Enter {
+            path: ns.path().to_owned(),
+            source: e,
+        },
+    })?;
+    Ok(ns)
+}
+
 /// Executes effects against the host and the datapath.
 #[derive(Debug)]
 pub struct Executor {
     datapath: Datapath,
     hooks: Hooks,
     allow_host_netns: bool,
+    /// Where the host ends of veth ports live ([`open_port_netns`]).
+    port_netns: Netns,
 }
 
 impl Executor {
-    /// An executor feeding `datapath`. With `allow_host_netns`, the
-    /// daemon's own namespace may be adopted as a sandbox.
+    /// An executor feeding `datapath`, with veth host ends in `port_netns`.
+    /// With `allow_host_netns`, the daemon's own namespace may be adopted as
+    /// a sandbox.
     #[must_use]
-    pub const fn new(datapath: Datapath, hooks: Hooks, allow_host_netns: bool) -> Self {
+    pub const fn new(
+        datapath: Datapath,
+        hooks: Hooks,
+        allow_host_netns: bool,
+        port_netns: Netns,
+    ) -> Self {
         Self {
             datapath,
             hooks,
             allow_host_netns,
+            port_netns,
         }
+    }
+
+    /// A netlink handle in the namespace of the veth host ends.
+    fn port_netlink(&self, device: &str) -> Result<Netlink, EffectError> {
+        Netlink::in_netns(&self.port_netns).map_err(netconf_err(device))
+    }
+
+    /// Opens the packet socket of a veth host end, inside its namespace.
+    fn open_packet_socket(&self, host_ifname: &str) -> Result<PacketSocketPort, EffectError> {
+        run_in(&self.port_netns, || PacketSocketPort::open(host_ifname))
+            .map_err(netns_err(host_ifname))?
+            .map_err(EffectError::from)
     }
 
     /// The test hooks in force.
@@ -240,9 +303,9 @@ impl Executor {
             gateway: a.gateway,
             txqueuelen: Some(a.txqueuelen),
         };
-        let mut host = Netlink::new().map_err(netconf_err(&a.host_ifname))?;
         let port: Arc<dyn PortIo> = match a.kind {
             PortKind::Tap => {
+                let mut host = Netlink::new().map_err(netconf_err(&a.host_ifname))?;
                 let tap = TapPort::create(&a.host_ifname)?;
                 self.hooks.reached(Point::DeviceCreated);
                 if let Err(e) = host.configure_endpoint(&ns, &a.host_ifname, &config) {
@@ -258,6 +321,10 @@ impl Executor {
                 Arc::new(watch_tap(tap, &ns, &a.ifname))
             }
             PortKind::Veth => {
+                // The pair is made in the ports namespace; its peer moves
+                // into the sandbox and the host end stays where only the
+                // daemon sees it.
+                let mut host = self.port_netlink(&a.host_ifname)?;
                 let peer = veth_peer_name(&a.host_ifname);
                 host.create_veth(&a.host_ifname, &peer)
                     .map_err(netconf_err(&a.host_ifname))?;
@@ -265,8 +332,8 @@ impl Executor {
                 let opened = (|| {
                     host.configure_endpoint(&ns, &peer, &config)
                         .map_err(netconf_err(&peer))?;
-                    // The host end carries the containers' frames only; the
-                    // host's own stack must not answer ARP on it.
+                    // The host end carries the containers' frames only; no
+                    // stack answers ARP on it.
                     host.set_arp(&a.host_ifname, false)
                         .map_err(netconf_err(&a.host_ifname))?;
                     host.set_txqueuelen(&a.host_ifname, a.txqueuelen)
@@ -275,7 +342,7 @@ impl Executor {
                         .map_err(netconf_err(&a.host_ifname))?;
                     host.set_up(&a.host_ifname, true)
                         .map_err(netconf_err(&a.host_ifname))?;
-                    Ok::<_, EffectError>(PacketSocketPort::open(&a.host_ifname)?)
+                    self.open_packet_socket(&a.host_ifname)
                 })();
                 match opened {
                     Ok(port) => {
@@ -308,9 +375,10 @@ impl Executor {
                 .map_err(netns_err(&a.sandbox))
                 .and_then(|ns| Netlink::in_netns(&ns).map_err(netconf_err(&a.ifname)))
                 .and_then(|mut nl| nl.delete_link(&a.ifname).map_err(netconf_err(&a.ifname))),
-            PortKind::Veth => Netlink::new()
-                .and_then(|mut nl| nl.delete_link(&a.host_ifname))
-                .map_err(netconf_err(&a.host_ifname)),
+            PortKind::Veth => self.port_netlink(&a.host_ifname).and_then(|mut nl| {
+                nl.delete_link(&a.host_ifname)
+                    .map_err(netconf_err(&a.host_ifname))
+            }),
         };
         if let Err(e) = result {
             tracing::warn!(endpoint = %a.endpoint, error = %e, "endpoint device not deleted");
@@ -324,7 +392,10 @@ impl Executor {
     /// under its final name. Idempotent.
     pub fn remove_devices(&self, a: &Attachment) {
         let peer = veth_peer_name(&a.host_ifname);
-        if let Ok(mut host) = Netlink::new() {
+        // Host ends live in the ports namespace; an older daemon left them
+        // in its own.
+        let places = [Netlink::new().ok(), self.port_netlink(&a.host_ifname).ok()];
+        for mut host in places.into_iter().flatten() {
             for name in [&a.host_ifname, &peer] {
                 if host.link_exists(name).unwrap_or(false) {
                     if let Err(e) = host.delete_link(name) {
@@ -403,6 +474,30 @@ impl Executor {
         }
     }
 
+    /// Moves a veth host end that an older daemon left in the host's
+    /// namespace into the ports namespace, so the host stops seeing it.
+    fn adopt_host_end(&self, host_ifname: &str) {
+        let Ok(mut host) = Netlink::new() else {
+            return;
+        };
+        if !host.link_exists(host_ifname).unwrap_or(false) {
+            return;
+        }
+        let moved = host
+            .move_to_netns(host_ifname, &self.port_netns)
+            .and_then(|()| {
+                let mut nl = Netlink::in_netns(&self.port_netns)?;
+                nl.set_arp(host_ifname, false)?;
+                nl.set_up(host_ifname, true)
+            });
+        match moved {
+            Ok(()) => tracing::info!(device = host_ifname, "veth host end moved out of the host"),
+            Err(e) => {
+                tracing::warn!(device = host_ifname, error = %e, "veth host end not moved");
+            }
+        }
+    }
+
     /// Reopens an endpoint's device after a restart: the persistent TAP
     /// inside its sandbox, or the veth's host end. Falls back to creating
     /// the device anew when it is gone (the host rebooted, the namespace was
@@ -421,9 +516,11 @@ impl Executor {
                         .map(|tap| watch_tap(tap, &ns, &a.ifname))
                 })
                 .map(|t| Arc::new(t) as Arc<dyn PortIo>),
-            PortKind::Veth => PacketSocketPort::open(&a.host_ifname)
-                .map(|p| Arc::new(p) as Arc<dyn PortIo>)
-                .map_err(EffectError::from),
+            PortKind::Veth => {
+                self.adopt_host_end(&a.host_ifname);
+                self.open_packet_socket(&a.host_ifname)
+                    .map(|p| Arc::new(p) as Arc<dyn PortIo>)
+            }
         };
         match reopened {
             Ok(port) => {

@@ -158,7 +158,8 @@ struct ControlThread {
 
 impl Daemon {
     /// Opens the state (creating Docker's default `bridge` network on a
-    /// first start), settles the intent a crash may have left, hands the
+    /// first start), settles the intent a crash may have left, puts veth host ends in
+    /// `port_netns` ([`effects::open_port_netns`]), hands the
     /// datapath its configuration, reattaches every endpoint's device,
     /// brings the embedded DNS in line, and starts the control thread.
     ///
@@ -169,11 +170,17 @@ impl Daemon {
     pub fn start(
         config: DaemonConfig,
         datapath: Datapath,
+        port_netns: crate::netns::Netns,
         mut dns: Option<DnsSync>,
     ) -> Result<(Self, JoinHandle<std::io::Result<()>>), StartError> {
         let mut store = Store::open(&config.state_dir)?;
         let entropy = OsEntropy::new();
-        let executor = Executor::new(datapath.clone(), config.hooks, config.allow_host_netns);
+        let executor = Executor::new(
+            datapath.clone(),
+            config.hooks,
+            config.allow_host_netns,
+            port_netns,
+        );
         let controller = if let Some(model) = store.load()? {
             tracing::info!(
                 networks = model.networks.len(),

@@ -79,13 +79,27 @@ pub struct DnsdConfig {
     pub listen: SocketAddr,
     /// The resolver's tunables (Docker's by default).
     pub resolver: dns::ResolverConfig,
+    /// Upstream sockets open at once, over every sandbox: one UDP socket per
+    /// sandbox and upstream (shared by all its forwards), and one per TCP
+    /// forward in flight. Past this, a query that needs another is answered
+    /// SERVFAIL (counted in [`dns::Stats::over_capacity`] and
+    /// [`ServerStats::upstream_refused`]), so no number of sandboxes or
+    /// queries takes the daemon to its descriptor limit.
+    pub max_upstream_sockets: usize,
 }
+
+/// The default of [`DnsdConfig::max_upstream_sockets`]: with the
+/// listeners of a few hundred sandboxes, under the 1,024 descriptors a
+/// service gets by default; ample for 170 sandboxes with three upstreams
+/// each.
+pub const MAX_UPSTREAM_SOCKETS: usize = 512;
 
 impl Default for DnsdConfig {
     fn default() -> Self {
         Self {
             listen: LISTEN,
             resolver: dns::ResolverConfig::default(),
+            max_upstream_sockets: MAX_UPSTREAM_SOCKETS,
         }
     }
 }
@@ -446,6 +460,100 @@ mod tests {
 
         dnsd.remove_sandbox(sid).unwrap();
         assert_eq!(dnsd.stats().unwrap().sandboxes, 0);
+        dnsd.shutdown();
+        thread.join().unwrap().unwrap();
+    }
+
+    /// Forwards from one sandbox to one upstream share one socket, however
+    /// many are in flight; with every upstream socket the cap allows taken,
+    /// a forward that needs another is answered SERVFAIL at once and
+    /// counted, and local names still resolve. The upstream never answers
+    /// and is dialled from "inside the sandboxes" (the test's own
+    /// namespace), through the DNS thread's own setns. Needs root.
+    #[test]
+    fn upstream_sockets_are_capped_and_the_excess_gets_servfail() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut records = Records::new();
+        records
+            .add_network(
+                NetworkId(1),
+                Network {
+                    name: "net".to_owned(),
+                    internal: false,
+                    ipv6: false,
+                },
+            )
+            .unwrap();
+        let (sid, other) = (SandboxId(3), SandboxId(4));
+        for s in [sid, other] {
+            records
+                .add_sandbox(
+                    s,
+                    Sandbox {
+                        upstreams: vec![Upstream {
+                            addr: silent.local_addr().unwrap(),
+                            dial_from: DialFrom::Sandbox,
+                        }],
+                        ..Sandbox::default()
+                    },
+                )
+                .unwrap();
+        }
+        records
+            .add_endpoint(Endpoint {
+                sandbox: sid,
+                network: NetworkId(1),
+                name: "web".to_owned(),
+                aliases: vec![],
+                short_id: "0123456789ab".to_owned(),
+                hostname: None,
+                ipv4: Ipv4Addr::new(10, 9, 0, 2),
+                ipv6: None,
+            })
+            .unwrap();
+        let (dnsd, thread) = Dnsd::spawn(DnsdConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            max_upstream_sockets: 1,
+            ..DnsdConfig::default()
+        })
+        .unwrap();
+        dnsd.set_records(Arc::new(records)).unwrap();
+        let at = dnsd.add_sandbox(sid, "/proc/self/ns/net").unwrap();
+        let at_other = dnsd.add_sandbox(other, "/proc/self/ns/net").unwrap();
+        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        for name in ["e1", "e2", "e3", "e4", "e5"] {
+            client.send_to(&query(name, 1), at.udp).unwrap();
+        }
+        // Ask for a local name, so the five have been handled by the time
+        // it is answered.
+        client.send_to(&query("web", 1), at.udp).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(buf[n - 4..n], [10, 9, 0, 2], "local names answer");
+        let stats = dnsd.stats().unwrap();
+        assert_eq!(stats.resolver.upstream_attempts, 5);
+        assert_eq!(stats.upstream_sockets, 1, "five forwards, one socket");
+        assert_eq!(stats.server.upstream_refused, 0);
+
+        // The other sandbox would need a second socket: SERVFAIL at once.
+        client.send_to(&query("e6", 1), at_other.udp).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(buf[3] & 0x0f, 2, "SERVFAIL: {:?}", &buf[..n]);
+        let stats = dnsd.stats().unwrap();
+        assert_eq!(stats.upstream_sockets, 1);
+        assert_eq!(stats.server.upstream_refused, 1);
+        assert_eq!(stats.resolver.over_capacity, 1);
+
+        // A sandbox that goes takes its sockets with it.
+        dnsd.remove_sandbox(sid).unwrap();
+        assert_eq!(dnsd.stats().unwrap().upstream_sockets, 0);
         dnsd.shutdown();
         thread.join().unwrap().unwrap();
     }

@@ -1,24 +1,28 @@
 //! The DNS thread's loop: sockets, their tokens, and carrying out the
-//! resolver's [`Outcome`]s.
+//! resolver's [`Outcome`]s. TCP clients are in [`clients`], upstream dials
+//! and their replies in [`upstream`].
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use dns::{
-    Client, DialFrom, Forward, ForwardId, Outcome, Reply, Resolver, SandboxId, Transmit, Transport,
-};
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use dns::{Client, ForwardId, Outcome, Reply, Resolver, SandboxId, Transmit, Transport};
+use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use rand::SeedableRng;
 use rand::rngs::{StdRng, SysRng};
 
-use super::{Command, DnsdConfig, DnsdError, DnsdStats, Listening, MAX_TCP_CLIENTS, TCP_IDLE};
+use super::{Command, DnsdConfig, DnsdError, DnsdStats, Listening, TCP_IDLE};
 use crate::netconf::Netlink;
 use crate::netns::{Netns, run_in};
+use clients::TcpClient;
+use upstream::{DialError, Route, UpstreamKey, UpstreamTcp};
+
+mod clients;
+mod upstream;
 
 /// Token of the mailbox's waker; socket tokens count up from 1.
 const WAKER: Token = Token(0);
@@ -41,7 +45,7 @@ pub struct ServerStats {
     /// too far behind, message too big to frame).
     pub reply_errors: u64,
     /// TCP connections closed at once because the sandbox had
-    /// [`MAX_TCP_CLIENTS`] already.
+    /// [`MAX_TCP_CLIENTS`](super::MAX_TCP_CLIENTS) already.
     pub tcp_refused: u64,
     /// TCP clients disconnected for being idle.
     pub tcp_idle_closed: u64,
@@ -49,28 +53,14 @@ pub struct ServerStats {
     pub tcp_errors: u64,
     /// Upstream sockets that could not be opened or sent on.
     pub dial_errors: u64,
+    /// Forward attempts answered SERVFAIL instead of dialled, because
+    /// [`DnsdConfig::max_upstream_sockets`] were open.
+    pub upstream_refused: u64,
+    /// Datagrams on an upstream socket that answer no attempt in flight
+    /// (late, or forged by whoever can reach the socket).
+    pub upstream_stray: u64,
     /// Receive errors on the listeners.
     pub receive_errors: u64,
-}
-
-/// A TCP connection from a client in a sandbox.
-#[derive(Debug)]
-struct TcpClient {
-    sandbox: SandboxId,
-    peer: SocketAddr,
-    stream: TcpStream,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    last_active: Instant,
-}
-
-/// A TCP connection to an upstream for one forward attempt.
-#[derive(Debug)]
-struct UpstreamTcp {
-    id: ForwardId,
-    stream: TcpStream,
-    output: Vec<u8>,
-    input: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -84,8 +74,9 @@ enum Sock {
         listener: TcpListener,
     },
     Client(TcpClient),
+    /// A sandbox's (or the host's) socket to one upstream, shared by every
+    /// forward to it.
     UpstreamUdp {
-        id: ForwardId,
         socket: UdpSocket,
     },
     UpstreamTcp(UpstreamTcp),
@@ -116,13 +107,26 @@ struct SandboxSocks {
 #[derive(Debug)]
 pub(super) struct Server {
     config: DnsdConfig,
+    /// The namespace the thread runs in, returned to after each dial from
+    /// a sandbox.
+    home: Netns,
     poll: Poll,
     inbox: Receiver<Command>,
     resolver: Resolver<StdRng>,
     socks: HashMap<Token, Sock>,
     next_token: usize,
     sandboxes: HashMap<SandboxId, SandboxSocks>,
-    forwards: HashMap<ForwardId, Token>,
+    /// Where each forward attempt in flight waits for its reply.
+    forwards: HashMap<ForwardId, Route>,
+    /// The UDP socket of each (sandbox, upstream), made on first use.
+    shared: HashMap<UpstreamKey, Token>,
+    /// UDP attempts in flight by (socket, transaction id on the wire): the
+    /// attempt and the id the resolver gave it.
+    udp_pending: HashMap<(Token, u16), (ForwardId, u16)>,
+    /// TCP upstream connections open.
+    tcp_upstreams: usize,
+    /// Transaction ids on shared sockets.
+    ids: StdRng,
     /// Sockets that still had data when their batch ran out.
     again: Vec<Token>,
     buf: Vec<u8>,
@@ -149,9 +153,11 @@ impl Server {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let resolver = Resolver::new(Default::default(), config.resolver, rng());
+        let home = Netns::current().map_err(io::Error::other)?;
         Ok((
             Self {
                 config,
+                home,
                 poll,
                 inbox,
                 resolver,
@@ -159,6 +165,10 @@ impl Server {
                 next_token: 1,
                 sandboxes: HashMap::new(),
                 forwards: HashMap::new(),
+                shared: HashMap::new(),
+                udp_pending: HashMap::new(),
+                tcp_upstreams: 0,
+                ids: rng(),
                 again: Vec::new(),
                 buf: vec![0; MAX_MESSAGE],
                 stats: ServerStats::default(),
@@ -257,7 +267,7 @@ impl Server {
                         .values()
                         .filter(|s| matches!(s, Sock::Client(_)))
                         .count(),
-                    upstream_sockets: self.forwards.len(),
+                    upstream_sockets: self.shared.len() + self.tcp_upstreams,
                 });
             }
             // Handled by the loop.
@@ -363,6 +373,17 @@ impl Server {
         for token in s.clients.into_values() {
             self.close(token);
         }
+        let gone: Vec<(UpstreamKey, Token)> = self
+            .shared
+            .iter()
+            .filter(|(k, _)| k.sandbox == Some(sandbox))
+            .map(|(k, t)| (*k, *t))
+            .collect();
+        for (key, token) in gone {
+            self.shared.remove(&key);
+            self.udp_pending.retain(|(t, _), _| *t != token);
+            self.close(token);
+        }
     }
 
     fn process_event(&mut self, now: Instant, token: Token, readable: bool, writable: bool) {
@@ -420,192 +441,30 @@ impl Server {
         self.again.push(token);
     }
 
-    /// New TCP clients of a sandbox.
-    fn accept(&mut self, now: Instant, token: Token) {
-        for _ in 0..BATCH {
-            let Some(Sock::Listener { sandbox, listener }) = self.socks.get(&token) else {
-                return;
-            };
-            let sandbox = *sandbox;
-            let (stream, peer) = match listener.accept() {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Out of descriptors, most likely: try again later
-                    // rather than spin.
-                    tracing::warn!(%sandbox, error = %e, "dns: accept failed");
-                    self.stats.receive_errors += 1;
-                    return;
-                }
-            };
-            let full = self
-                .sandboxes
-                .get(&sandbox)
-                .is_none_or(|s| s.clients.len() >= MAX_TCP_CLIENTS);
-            if full {
-                self.stats.tcp_refused += 1;
-                continue;
-            }
-            let client = TcpClient {
-                sandbox,
-                peer,
-                stream,
-                input: Vec::new(),
-                output: Vec::new(),
-                last_active: now,
-            };
-            match self.register(
-                Sock::Client(client),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                Ok(t) => {
-                    if let Some(s) = self.sandboxes.get_mut(&sandbox) {
-                        s.clients.insert(peer, t);
-                    }
-                }
-                Err(_) => self.stats.tcp_errors += 1,
-            }
-        }
-        self.again.push(token);
-    }
-
-    fn close_client(&mut self, token: Token) {
-        if let Some(Sock::Client(c)) = self.close(token)
-            && let Some(s) = self.sandboxes.get_mut(&c.sandbox)
-            && s.clients.get(&c.peer) == Some(&token)
-        {
-            s.clients.remove(&c.peer);
-        }
-    }
-
-    /// Reads what a TCP client sent and handles each complete message.
-    fn read_client(&mut self, now: Instant, token: Token) {
-        let mut messages = Vec::new();
-        let mut closed = false;
-        let (sandbox, peer) = {
-            let Some(Sock::Client(c)) = self.socks.get_mut(&token) else {
-                return;
-            };
-            let mut reads = 0;
-            loop {
-                if reads == BATCH || c.input.len() > 2 * (MAX_MESSAGE + 2) {
-                    self.again.push(token);
-                    break;
-                }
-                reads += 1;
-                match c.stream.read(&mut self.buf) {
-                    Ok(0) => {
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        c.input
-                            .extend_from_slice(self.buf.get(..n).unwrap_or_default());
-                        c.last_active = now;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        self.stats.tcp_errors += 1;
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            while let Some(message) = take_frame(&mut c.input) {
-                messages.push(message);
-            }
-            (c.sandbox, c.peer)
-        };
-        let client = Client {
-            sandbox,
-            addr: peer,
-        };
-        for message in messages {
-            let outcome = self
-                .resolver
-                .handle_query(now, client, Transport::Tcp, &message);
-            self.carry_out(now, outcome);
-        }
-        if closed {
-            // Replies already written stay in the kernel's buffer; a
-            // client that closed its side wants nothing more.
-            self.close_client(token);
-        }
-    }
-
-    /// Writes a TCP client's pending replies until the socket is full.
-    fn flush_client(&mut self, token: Token) {
-        let failed = {
-            let Some(Sock::Client(c)) = self.socks.get_mut(&token) else {
-                return;
-            };
-            write_out(&mut c.stream, &mut c.output).is_err()
-        };
-        if failed {
-            self.stats.tcp_errors += 1;
-            self.close_client(token);
-        }
-    }
-
-    /// Disconnects idle TCP clients, unless a query of theirs is being
-    /// forwarded.
-    fn expire_clients(&mut self, now: Instant) {
-        let expired: Vec<Token> = self
-            .socks
-            .iter()
-            .filter_map(|(t, s)| match s {
-                Sock::Client(c) if c.last_active.checked_add(TCP_IDLE)? <= now => Some(*t),
-                _ => None,
-            })
-            .collect();
-        if expired.is_empty() {
-            return;
-        }
-        let busy: HashSet<Client> = self
-            .resolver
-            .pending()
-            .into_iter()
-            .filter(|p| p.transport == Transport::Tcp)
-            .map(|p| p.client)
-            .collect();
-        for token in expired {
-            let Some(Sock::Client(c)) = self.socks.get_mut(&token) else {
-                continue;
-            };
-            let client = Client {
-                sandbox: c.sandbox,
-                addr: c.peer,
-            };
-            if busy.contains(&client) {
-                c.last_active = now;
-            } else {
-                self.stats.tcp_idle_closed += 1;
-                self.close_client(token);
-            }
-        }
-    }
-
     /// Carries out what the resolver decided, and what follows from it
     /// (a dial that fails moves the query to its next upstream).
     fn carry_out(&mut self, now: Instant, outcome: Outcome) {
         let mut queue = vec![outcome];
         while let Some(outcome) = queue.pop() {
-            if let Some(id) = outcome.close
-                && let Some(token) = self.forwards.remove(&id)
-            {
-                self.close(token);
+            if let Some(id) = outcome.close {
+                self.end_forward(id);
             }
             match outcome.send {
                 None => {}
                 Some(Transmit::Reply(reply)) => self.reply(reply),
                 Some(Transmit::Forward(forward)) => {
                     let id = forward.id;
-                    if let Err(e) = self.dial(forward) {
-                        tracing::debug!(forward = %id, error = %e, "dns: upstream not reached");
-                        self.stats.dial_errors += 1;
-                        queue.push(self.resolver.handle_upstream_error(now, id));
+                    match self.dial(forward) {
+                        Ok(()) => {}
+                        Err(DialError::Full) => {
+                            self.stats.upstream_refused += 1;
+                            queue.push(self.resolver.refuse(id));
+                        }
+                        Err(DialError::Io(e)) => {
+                            tracing::debug!(forward = %id, error = %e, "dns: upstream not reached");
+                            self.stats.dial_errors += 1;
+                            queue.push(self.resolver.handle_upstream_error(now, id));
+                        }
                     }
                 }
             }
@@ -635,13 +494,9 @@ impl Server {
                     self.stats.reply_errors += 1;
                     return;
                 };
-                let queued = match (self.socks.get_mut(&token), u16::try_from(reply.bytes.len())) {
-                    (Some(Sock::Client(c)), Ok(len))
-                        if c.output.len() + reply.bytes.len() + 2 <= MAX_TCP_BACKLOG =>
-                    {
-                        c.output.extend_from_slice(&len.to_be_bytes());
-                        c.output.extend_from_slice(&reply.bytes);
-                        true
+                let queued = match self.socks.get_mut(&token) {
+                    Some(Sock::Client(c)) => {
+                        dns::tcp::push_frame(&mut c.output, &reply.bytes, MAX_TCP_BACKLOG)
                     }
                     _ => false,
                 };
@@ -652,189 +507,5 @@ impl Server {
                 }
             }
         }
-    }
-
-    /// Opens a socket for one forward attempt, in the namespace the
-    /// upstream is dialled from, and sends the query.
-    fn dial(&mut self, f: Forward) -> io::Result<()> {
-        let addr = f.upstream.addr;
-        let netns = match f.upstream.dial_from {
-            DialFrom::Host => None,
-            DialFrom::Sandbox => Some(
-                &self
-                    .sandboxes
-                    .get(&f.sandbox)
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "sandbox is gone"))?
-                    .netns,
-            ),
-        };
-        let sock = match f.transport {
-            Transport::Udp => {
-                let open = || {
-                    let any: SocketAddr = if addr.is_ipv4() {
-                        (Ipv4Addr::UNSPECIFIED, 0).into()
-                    } else {
-                        (Ipv6Addr::UNSPECIFIED, 0).into()
-                    };
-                    let socket = std::net::UdpSocket::bind(any)?;
-                    socket.connect(addr)?;
-                    socket.set_nonblocking(true)?;
-                    socket.send(&f.bytes)?;
-                    Ok::<_, io::Error>(socket)
-                };
-                let socket = match netns {
-                    Some(ns) => run_in(ns, open).map_err(io::Error::other)??,
-                    None => open()?,
-                };
-                Sock::UpstreamUdp {
-                    id: f.id,
-                    socket: UdpSocket::from_std(socket),
-                }
-            }
-            Transport::Tcp => {
-                let len = u16::try_from(f.bytes.len())
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too long"))?;
-                let stream = match netns {
-                    Some(ns) => {
-                        run_in(ns, || TcpStream::connect(addr)).map_err(io::Error::other)??
-                    }
-                    None => TcpStream::connect(addr)?,
-                };
-                let mut output = Vec::with_capacity(f.bytes.len() + 2);
-                output.extend_from_slice(&len.to_be_bytes());
-                output.extend_from_slice(&f.bytes);
-                Sock::UpstreamTcp(UpstreamTcp {
-                    id: f.id,
-                    stream,
-                    output,
-                    input: Vec::new(),
-                })
-            }
-        };
-        let token = self.register(sock, Interest::READABLE | Interest::WRITABLE)?;
-        self.forwards.insert(f.id, token);
-        Ok(())
-    }
-
-    /// An upstream's UDP reply.
-    fn read_upstream_udp(&mut self, now: Instant, token: Token) {
-        for _ in 0..BATCH {
-            let Some(Sock::UpstreamUdp { id, socket }) = self.socks.get(&token) else {
-                return;
-            };
-            let id = *id;
-            let outcome = match socket.recv(&mut self.buf) {
-                Ok(n) => {
-                    let bytes = self.buf.get(..n).unwrap_or_default();
-                    self.resolver.handle_upstream(now, id, bytes)
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP unreachable, mostly: the upstream is not there.
-                Err(_) => self.resolver.handle_upstream_error(now, id),
-            };
-            self.carry_out(now, outcome);
-        }
-        self.again.push(token);
-    }
-
-    /// An upstream TCP connection is connected, writable or readable.
-    fn upstream_tcp_ready(&mut self, now: Instant, token: Token, readable: bool, writable: bool) {
-        let mut replies = Vec::new();
-        let (id, failed) = {
-            let Some(Sock::UpstreamTcp(u)) = self.socks.get_mut(&token) else {
-                return;
-            };
-            let mut failed = matches!(u.stream.take_error(), Ok(Some(_)) | Err(_));
-            // Connected once the peer address is known (mio's rule for a
-            // non-blocking connect).
-            let connected = !failed && u.stream.peer_addr().is_ok();
-            if connected && writable && write_out(&mut u.stream, &mut u.output).is_err() {
-                failed = true;
-            }
-            if connected && readable && !failed {
-                loop {
-                    match u.stream.read(&mut self.buf) {
-                        Ok(0) => {
-                            failed = true;
-                            break;
-                        }
-                        Ok(n) => u
-                            .input
-                            .extend_from_slice(self.buf.get(..n).unwrap_or_default()),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    if u.input.len() > MAX_MESSAGE + 2 {
-                        break;
-                    }
-                }
-                while let Some(reply) = take_frame(&mut u.input) {
-                    replies.push(reply);
-                }
-            }
-            (u.id, failed && replies.is_empty())
-        };
-        for reply in replies {
-            let outcome = self.resolver.handle_upstream(now, id, &reply);
-            self.carry_out(now, outcome);
-        }
-        // A connection that failed before it delivered a reply: the
-        // attempt failed (if it is still open; a reply may have ended it).
-        if failed && self.forwards.get(&id) == Some(&token) {
-            let outcome = self.resolver.handle_upstream_error(now, id);
-            self.carry_out(now, outcome);
-        }
-    }
-}
-
-/// Takes one length-prefixed message off the front of `input`, if it is
-/// all there.
-fn take_frame(input: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let (head, rest) = input.split_first_chunk::<2>()?;
-    let len = usize::from(u16::from_be_bytes(*head));
-    let message = rest.get(..len)?.to_vec();
-    input.drain(..len + 2);
-    Some(message)
-}
-
-/// Writes as much of `output` as the socket takes, removing what was
-/// written. `Ok` also when the socket is full (the rest waits for the
-/// next writable event).
-fn write_out(stream: &mut TcpStream, output: &mut Vec<u8>) -> io::Result<()> {
-    while !output.is_empty() {
-        match stream.write(output) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                output.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_are_taken_whole() {
-        let mut input = vec![0, 3, 1, 2];
-        assert_eq!(take_frame(&mut input), None);
-        input.extend_from_slice(&[3, 0, 0]);
-        assert_eq!(take_frame(&mut input), Some(vec![1, 2, 3]));
-        assert_eq!(take_frame(&mut input), Some(vec![]));
-        assert_eq!(take_frame(&mut input), None);
-        assert!(input.is_empty());
-        let mut one = vec![7];
-        assert_eq!(take_frame(&mut one), None);
-        assert_eq!(one, [7]);
     }
 }

@@ -108,6 +108,24 @@ drop_reasons! {
     /// segmented (malformed headers, an unsupported GSO type), or a partial
     /// checksum that could not be completed for such a port.
     Unsegmentable => "unsegmentable",
+    /// Addressed to an IEEE 802.1 link-local group (`01:80:c2:00:00:0x`:
+    /// STP, LACP, LLDP, 802.1X, pause), which is never forwarded.
+    LinkLocalControl => "link_local_control",
+    /// IPv6 from a container on a network without IPv6.
+    Ipv6Disabled => "ipv6_disabled",
+    /// A Router Advertisement from a container (RA guard).
+    RouterAdvertisement => "router_advertisement",
+    /// An ICMPv6 Redirect from a container.
+    Redirect => "redirect",
+    /// A Neighbor Advertisement or Solicitation from a container claiming
+    /// an address or link-layer address other than its own.
+    NeighborSpoofed => "neighbor_spoofed",
+    /// A flood (unknown unicast, broadcast, multicast) over the ingress
+    /// port's rate limit.
+    FloodRateLimited => "flood_rate_limited",
+    /// A virtio-net header that does not match its frame (a GSO type for
+    /// another protocol, a partial checksum pointing elsewhere).
+    BadVnetHeader => "bad_vnet_header",
 }
 
 #[cfg(test)]

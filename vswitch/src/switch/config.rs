@@ -8,6 +8,7 @@
 
 use core::net::Ipv4Addr;
 
+use super::guard::FloodLimit;
 use crate::ids::{MacAddr, NetworkId, PortId};
 
 /// Docker's default MTU when `com.docker.network.driver.mtu` is not set.
@@ -40,10 +41,17 @@ pub struct NetworkConfig {
     /// network may talk to each other (Docker §3.3). Traffic to the gateway
     /// is allowed either way.
     pub icc: bool,
+    /// Whether the network carries IPv6. Without it, IPv6 from containers
+    /// is dropped at ingress
+    /// ([`DropReason::Ipv6Disabled`](super::DropReason::Ipv6Disabled)).
+    pub ipv6: bool,
+    /// How fast each container port may flood.
+    pub flood_limit: FloodLimit,
 }
 
 impl NetworkConfig {
-    /// A network with Docker's defaults: MTU 1500, ICC on, no gateway.
+    /// A network with Docker's defaults: MTU 1500, ICC on, no gateway, no
+    /// IPv6, and [`FloodLimit::DEFAULT`].
     #[must_use]
     pub const fn new(id: NetworkId) -> Self {
         Self {
@@ -51,6 +59,8 @@ impl NetworkConfig {
             mtu: DEFAULT_MTU,
             gateway: None,
             icc: true,
+            ipv6: false,
+            flood_limit: FloodLimit::DEFAULT,
         }
     }
 }

@@ -33,6 +33,7 @@ mod config;
 mod counters;
 mod fdb;
 mod gateway;
+mod guard;
 mod ingress;
 pub mod parse;
 mod trace;
@@ -49,6 +50,7 @@ pub use config::{
 };
 pub use counters::{DropCounters, PortStats, Stats};
 pub use fdb::{Fdb, FdbConfig, FdbRow, FdbStats, FdbUpdate, Learned, Origin, REPLACE_INTERVAL};
+pub use guard::FloodLimit;
 pub use trace::{NoTrace, Trace, TraceEvent, Tracer};
 
 use crate::buf::PacketBuf;
@@ -65,6 +67,8 @@ pub struct Switch {
     stats: Stats,
     /// FDB changes for the other replicas, when sharing is on.
     journal: Option<Vec<FdbUpdate>>,
+    /// Each port's flood budget, by port index.
+    flood_buckets: Vec<guard::FloodBucket>,
 }
 
 impl Switch {
@@ -76,6 +80,7 @@ impl Switch {
             fdb: Fdb::new(fdb),
             stats: Stats::default(),
             journal: None,
+            flood_buckets: Vec::new(),
         }
     }
 
@@ -93,6 +98,9 @@ impl Switch {
             if self.config.port(port.id) != Some(port) {
                 self.fdb.flush_port(port.id);
                 self.stats.reset_port(port.id);
+                if let Some(b) = self.flood_buckets.get_mut(port.id.index()) {
+                    *b = guard::FloodBucket::default();
+                }
             }
         }
         for port in self.config.ports() {
@@ -101,6 +109,10 @@ impl Switch {
             }
         }
         self.stats.resize(self.config.port_slots());
+        if self.flood_buckets.len() < self.config.port_slots() {
+            self.flood_buckets
+                .resize_with(self.config.port_slots(), Default::default);
+        }
     }
 
     /// The configuration in force.
@@ -176,12 +188,18 @@ impl Switch {
         if !src.is_valid_source() {
             return Action::Drop(DropReason::InvalidSrcMac);
         }
+        if guard::is_link_local_control(dst) {
+            return Action::Drop(DropReason::LinkLocalControl);
+        }
         let from_container = match port.role {
             PortRole::Container { mac, ipv4 } => {
                 if src != mac {
                     return Action::Drop(DropReason::SrcMacSpoofed);
                 }
-                if let Err(reason) = ingress::check_container(&parsed, mac, ipv4) {
+                if let Err(reason) = ingress::check_container(&parsed, mac, ipv4)
+                    .and_then(|()| guard::check_ipv6(buf.frame(), &parsed, mac, net.config.ipv6))
+                    .and_then(|()| guard::sanitize_vnet(&mut buf.vnet, &parsed))
+                {
                     return Action::Drop(reason);
                 }
                 true
@@ -226,8 +244,23 @@ impl Switch {
         // ICC off: a container reaches no other container, ARP excepted so
         // that neighbours resolve as they do on Docker's bridge.
         let isolated = from_container && !net.config.icc && !parsed.is_arp();
+        let limit = net.config.flood_limit;
+        let buckets = &mut self.flood_buckets;
+        let mut flood = |isolated, uplinks| {
+            let action = flood(network, ingress, isolated, uplinks);
+            let allowed = !from_container
+                || !matches!(action, Action::Flood { .. })
+                || buckets
+                    .get_mut(ingress.index())
+                    .is_none_or(|b| b.take(now, limit));
+            if allowed {
+                action
+            } else {
+                Action::Drop(DropReason::FloodRateLimited)
+            }
+        };
         if dst.is_multicast() {
-            return flood(network, ingress, isolated, net.uplinks);
+            return flood(isolated, net.uplinks);
         }
         let out = self.fdb.lookup(now, network, dst);
         tracer.record(TraceEvent::Lookup {
@@ -235,7 +268,7 @@ impl Switch {
             port: out,
         });
         match out {
-            None => flood(network, ingress, isolated, net.uplinks),
+            None => flood(isolated, net.uplinks),
             Some(p) if p == ingress => Action::Drop(DropReason::SamePort),
             Some(p) => {
                 let to_container = config
