@@ -591,7 +591,7 @@ fn tap_endpoint_is_configured_and_answers_arp_and_ping() {
 
     // Nothing reads the TAP now: what the sandbox sends beyond the device's
     // queue (txqueuelen 500) is dropped by the kernel, and counted.
-    let port = port.watch_kernel_drops(Netlink::in_netns(&ct).unwrap(), "eth0");
+    let port = port.watch_kernel_drops(ct.path(), "eth0");
     let before = port.kernel_dropped();
     let sender = run_in(&ct, || PacketSocketPort::open("eth0"))
         .unwrap()

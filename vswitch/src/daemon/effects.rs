@@ -14,6 +14,7 @@
 //! and adoption handles `<run dir>/netns/<sandbox id>`.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::control::{Attachment, Effect, Model, PortKind};
@@ -318,7 +319,7 @@ impl Executor {
                     });
                 }
                 self.hooks.reached(Point::DeviceConfigured);
-                Arc::new(watch_tap(tap, &ns, &a.ifname))
+                Arc::new(watch_tap(tap, &a.netns, &a.ifname))
             }
             PortKind::Veth => {
                 // The pair is made in the ports namespace; its peer moves
@@ -513,7 +514,7 @@ impl Executor {
                     run_in(&ns, || TapPort::open(&a.ifname))
                         .map_err(netns_err(&a.sandbox))?
                         .map_err(EffectError::from)
-                        .map(|tap| watch_tap(tap, &ns, &a.ifname))
+                        .map(|tap| watch_tap(tap, &a.netns, &a.ifname))
                 })
                 .map(|t| Arc::new(t) as Arc<dyn PortIo>),
             PortKind::Veth => {
@@ -597,14 +598,10 @@ fn veth_peer_name(host: &str) -> String {
     format!("vsp{}", host.get(3..).unwrap_or(host))
 }
 
-/// Lets a TAP report its kernel drops, read in the sandbox's namespace; a
-/// TAP whose namespace cannot be reached reports none (and says so once).
-fn watch_tap(tap: TapPort, ns: &Netns, ifname: &str) -> TapPort {
-    match Netlink::in_netns(ns) {
-        Ok(nl) => tap.watch_kernel_drops(nl, ifname),
-        Err(e) => {
-            tracing::warn!(device = %ifname, error = %e, "kernel drops of this port will not be counted");
-            tap
-        }
-    }
+/// Lets a TAP report its kernel drops, read in the sandbox's namespace
+/// (reached by its path when counters are asked for, so that an endpoint
+/// holds no descriptor beyond its TAP); a TAP whose namespace cannot be
+/// reached then reports none.
+fn watch_tap(tap: TapPort, netns: &Path, ifname: &str) -> TapPort {
+    tap.watch_kernel_drops(netns, ifname)
 }

@@ -27,6 +27,7 @@ use nix::errno::Errno;
 use super::{PortError, PortIo, check_ifname, check_sent, finish_recv};
 use crate::buf::{PacketBuf, VnetHdr};
 use crate::netconf::Netlink;
+use crate::netns::Netns;
 
 /// The clone device every TAP is made through.
 const TUN_DEVICE: &str = "/dev/net/tun";
@@ -50,8 +51,10 @@ pub struct TapPort {
     file: File,
     name: String,
     /// Where the device's transmit drops are read, once known
-    /// ([`TapPort::watch_kernel_drops`]).
-    drops: Option<parking_lot::Mutex<(Netlink, String)>>,
+    /// ([`TapPort::watch_kernel_drops`]): the namespace's path and the
+    /// device's name there. A path, not an open handle: an endpoint costs
+    /// one descriptor (its TAP), and counters are read rarely.
+    drops: Option<(std::path::PathBuf, String)>,
 }
 
 impl TapPort {
@@ -147,12 +150,12 @@ impl TapPort {
 
     /// Reports the device's transmit drops (frames its sandbox sent that
     /// the queue towards the switch had no room for) as
-    /// [`PortIo::kernel_dropped`], read through `netlink`, a handle on the
-    /// namespace the device lives in, where it is named `ifname`. Counters
-    /// are read only when asked (`vsctl show-ports`), never per frame.
+    /// [`PortIo::kernel_dropped`], read over netlink in the namespace at
+    /// `netns`, where the device is named `ifname`. Counters are read only
+    /// when asked (`vsctl show-ports`), never per frame.
     #[must_use]
-    pub fn watch_kernel_drops(mut self, netlink: Netlink, ifname: &str) -> Self {
-        self.drops = Some(parking_lot::Mutex::new((netlink, ifname.to_owned())));
+    pub fn watch_kernel_drops(mut self, netns: &std::path::Path, ifname: &str) -> Self {
+        self.drops = Some((netns.to_path_buf(), ifname.to_owned()));
         self
     }
 
@@ -267,9 +270,12 @@ impl PortIo for TapPort {
     }
 
     fn kernel_dropped(&self) -> u64 {
-        self.drops.as_ref().map_or(0, |d| {
-            let (nl, ifname) = &mut *d.lock();
-            nl.tx_dropped(ifname).unwrap_or(0)
+        self.drops.as_ref().map_or(0, |(netns, ifname)| {
+            Netns::open(netns)
+                .ok()
+                .and_then(|ns| Netlink::in_netns(&ns).ok())
+                .and_then(|mut nl| nl.tx_dropped(ifname).ok())
+                .unwrap_or(0)
         })
     }
 }
