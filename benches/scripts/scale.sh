@@ -74,6 +74,10 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$daemon_pid/status"; }
 fds() { ls "/proc/$daemon_pid/fd" | wc -l; }
+# The daemon's CPU time (user + system) in ms: unlike wall time, it hardly
+# depends on what else the host runs.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) * 1000 / hz }' "/proc/$daemon_pid/stat"; }
+per() { awk -v a="$1" -v b="$2" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }'; }
 
 one() {  # create and connect sandbox $1
   "$bin/vsctl" --socket "$sock" sandbox create "$1" >/dev/null &&
@@ -85,12 +89,14 @@ start_daemon
 rss0=$(rss_kib); fds0=$(fds)
 echo "vswitchd: $(prlimit --pid "$daemon_pid" --nofile --noheadings --output SOFT,HARD) open-file limit (soft hard), $kind ports, $par client(s) at a time"
 
+c0=$(cpu_ms)
 t0=$(now)
 seq 1 "$n" | sed "s/^/$tag-/" | xargs -P "$par" -I{} bash -c 'one "$@"' _ {}
 t1=$(now)
+c1=$(cpu_ms)
 rss1=$(rss_kib); fds1=$(fds)
 eps=$(vsctl network inspect bridge | grep -o '"EndpointID"' | wc -l || true)
-echo "create + connect $n sandboxes: $(secs "$t0" "$t1") s ($eps endpoints on bridge)"
+echo "create + connect $n sandboxes: $(secs "$t0" "$t1") s ($eps endpoints on bridge; daemon CPU $(per "$c0" "$c1") ms per sandbox; load average $(cut -d' ' -f1 /proc/loadavg))"
 echo "memory per endpoint: $(( (rss1 - rss0) * 1024 / n )) bytes ($rss0 KiB -> $rss1 KiB)"
 echo "descriptors: $fds0 -> $fds1 ($(awk -v a="$fds0" -v b="$fds1" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }') per endpoint)"
 ip netns exec "$tag-1" ping -c 2 -i 0.2 -W 2 "$(vsctl sandbox inspect "$tag-$n" | grep -o '"IPv4Address": *"[0-9.]*' | grep -o '[0-9.]*$')" >/dev/null \
@@ -106,9 +112,11 @@ ip netns exec "$tag-1" ping -c 2 -i 0.2 -W 2 172.17.0.1 >/dev/null \
     echo "after the restart, sandbox 1 does NOT reach the gateway; the daemon's log:" >&2
     tail -20 "$state/vswitchd.log" >&2; exit 1; }
 
+c4=$(cpu_ms)
 t4=$(now)
 seq 1 "$n" | sed "s/^/$tag-/" | xargs -P "$par" -I{} "$bin/vsctl" --socket "$sock" sandbox rm {} >/dev/null
 t5=$(now)
-echo "remove $n sandboxes: $(secs "$t4" "$t5") s"
+c5=$(cpu_ms)
+echo "remove $n sandboxes: $(secs "$t4" "$t5") s (daemon CPU $(per "$c4" "$c5") ms per sandbox; load average $(cut -d' ' -f1 /proc/loadavg))"
 left=$(ip netns list | grep -c "^$tag-" || true)
 echo "namespaces left: $left"

@@ -263,6 +263,10 @@ pub struct Netlink {
     socket: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// The last link this handle looked up or renamed, by name: the steps
+    /// that configure one device then skip a `RTM_GETLINK` each. Forgotten
+    /// when the link leaves the namespace or is deleted through the handle.
+    known: Option<(String, u32)>,
 }
 
 impl Netlink {
@@ -292,6 +296,7 @@ impl Netlink {
             socket,
             seq: 0,
             buf: vec![0; 32 * 1024],
+            known: None,
         }
     }
 
@@ -311,6 +316,8 @@ impl Netlink {
     /// # Errors
     /// [`NetconfError::LinkIndex`] for any failure but `ENODEV`.
     pub fn link_exists(&mut self, name: &str) -> Result<bool, NetconfError> {
+        // Asked of the kernel, not of what this handle last saw.
+        self.known = None;
         match self.index(name) {
             Ok(_) => Ok(true),
             Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(false),
@@ -412,10 +419,11 @@ impl Netlink {
     /// [`NetconfError::MoveLink`].
     pub fn move_to_netns(&mut self, name: &str, netns: &Netns) -> Result<(), NetconfError> {
         let fd = netns.fd().as_raw_fd();
-        self.set_link(name, |msg| {
+        let moved = self.set_link(name, |msg| {
             msg.attributes.push(LinkAttribute::NetNsFd(fd));
-        })
-        .map_err(|source| NetconfError::MoveLink {
+        });
+        self.known = None;
+        moved.map_err(|source| NetconfError::MoveLink {
             name: name.to_owned(),
             netns: netns.path().display().to_string(),
             source,
@@ -427,11 +435,15 @@ impl Netlink {
     /// # Errors
     /// [`NetconfError::Rename`].
     pub fn rename(&mut self, name: &str, new_name: &str) -> Result<(), NetconfError> {
-        self.set_link(name, |msg| {
+        let renamed = self.set_link(name, |msg| {
             msg.attributes
                 .push(LinkAttribute::IfName(new_name.to_owned()));
-        })
-        .map_err(|source| NetconfError::Rename {
+        });
+        self.known = match (renamed.is_ok(), self.known.take()) {
+            (true, Some((_, index))) => Some((new_name.to_owned(), index)),
+            _ => None,
+        };
+        renamed.map_err(|source| NetconfError::Rename {
             name: name.to_owned(),
             new_name: new_name.to_owned(),
             source,
@@ -635,6 +647,7 @@ impl Netlink {
             source,
         };
         let index = self.index(name).map_err(fail)?;
+        self.known = None;
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         self.request(RouteNetlinkMessage::DelLink(msg), 0)
@@ -730,16 +743,23 @@ impl Netlink {
     }
 
     fn index(&mut self, name: &str) -> io::Result<u32> {
+        if let Some((known, index)) = &self.known
+            && known == name
+        {
+            return Ok(*index);
+        }
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
         let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
-        replies
+        let index = replies
             .into_iter()
             .find_map(|reply| match reply {
                 RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
                 _ => None,
             })
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+        self.known = Some((name.to_owned(), index));
+        Ok(index)
     }
 
     /// Sends one request and collects the answers up to the

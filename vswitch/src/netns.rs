@@ -152,6 +152,22 @@ impl Netns {
     /// `AlreadyExists` when the name is taken; the other variants when a
     /// step fails, after which nothing is left behind.
     pub fn create(name: &str) -> Result<Self, NetnsError> {
+        Self::create_with(name, || Ok(()))
+    }
+
+    /// Creates the named namespace as [`Netns::create`] does, and runs
+    /// `init` inside it before returning (sysctls that must hold before any
+    /// device arrives). `init` runs on the same helper thread that made the
+    /// namespace, so this costs no second thread; when it fails the
+    /// namespace is deleted.
+    ///
+    /// # Errors
+    /// As [`Netns::create`]; [`NetnsError::Enter`] with `init`'s error,
+    /// after which nothing is left behind.
+    pub fn create_with(
+        name: &str,
+        init: impl FnOnce() -> io::Result<()> + Send,
+    ) -> Result<Self, NetnsError> {
         let path = named_path(name)?;
         prepare_run_dir()?;
         // Mode 0, O_EXCL, as iproute2: the file only serves as a mount point.
@@ -164,10 +180,17 @@ impl Netns {
                 path: path.clone(),
                 source,
             })?;
-        if let Err(err) = unshare_and_mount(&path) {
-            // Nothing is mounted on the file when this fails.
-            let _ = fs::remove_file(&path);
-            return Err(err);
+        match unshare_and_mount(&path, init) {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                let _ = Self::delete(name);
+                return Err(NetnsError::Enter { path, source });
+            }
+            Err(err) => {
+                // Nothing is mounted on the file when this fails.
+                let _ = fs::remove_file(&path);
+                return Err(err);
+            }
         }
         match File::open(&path) {
             Ok(file) => Ok(Self {
@@ -216,6 +239,14 @@ impl Netns {
             .then(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
             .flatten();
         let netns = Self { file, path, name };
+        // The kernel says which kind of namespace the file is; asking costs
+        // one ioctl, where entering it to find out costs a thread.
+        match ns_type(&netns.file) {
+            Ok(kind) if kind == libc::CLONE_NEWNET => return Ok(netns),
+            Ok(_) => return Err(NetnsError::NotNetns { path: netns.path }),
+            // A kernel older than 4.11 does not answer: enter it instead.
+            Err(_) => {}
+        }
         // Entering it is the check: setns refuses anything but a network
         // namespace with EINVAL.
         match run_in(&netns, || ()) {
@@ -489,9 +520,30 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
     }
 }
 
-/// On a helper thread: unshares a new network namespace and bind-mounts it
-/// on `path`. The thread then ends; the mount keeps the namespace alive.
-fn unshare_and_mount(path: &Path) -> Result<(), NetnsError> {
+/// The kind of namespace `file` is (`CLONE_NEW*`), asked with the
+/// `NS_GET_NSTYPE` ioctl (Linux 4.11).
+#[allow(unsafe_code)]
+fn ns_type(file: &File) -> io::Result<libc::c_int> {
+    // _IO(0xb7, 0x3)
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: the ioctl takes no argument and only reads the descriptor,
+    // which `file` keeps open for the call.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(kind)
+    }
+}
+
+/// On a helper thread: unshares a new network namespace, bind-mounts it on
+/// `path` and runs `init` in it. The thread then ends; the mount keeps the
+/// namespace alive. The outer error is the namespace's, the inner `init`'s
+/// (the namespace is mounted then).
+fn unshare_and_mount(
+    path: &Path,
+    init: impl FnOnce() -> io::Result<()> + Send,
+) -> Result<io::Result<()>, NetnsError> {
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new()
             .name("netns-create".to_owned())
@@ -512,7 +564,8 @@ fn unshare_and_mount(path: &Path) -> Result<(), NetnsError> {
                 .map_err(|errno| NetnsError::BindMount {
                     path: path.to_path_buf(),
                     source: errno.into(),
-                })
+                })?;
+                Ok(init())
             })
             .map_err(|source| NetnsError::SpawnThread {
                 path: path.to_path_buf(),

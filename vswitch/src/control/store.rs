@@ -18,7 +18,7 @@
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -277,10 +277,27 @@ impl Store {
         .map_err(StoreError::Encode)?;
         let legacy = self.saved.legacy;
         let mut next_seq = self.saved.next_seq;
-        let mut sandboxes: HashMap<String, (u64, Sandbox)> =
-            HashMap::with_capacity(model.sandboxes.len());
-        let mut endpoints: HashMap<String, (u64, Endpoint)> =
-            HashMap::with_capacity(model.endpoints.len());
+        // Only what changed is cloned into `saved`, after the commit: with
+        // a thousand endpoints, copying all of them at every change would
+        // cost more than the change.
+        let mut new_sandboxes: Vec<(u64, &Sandbox)> = Vec::new();
+        let mut new_endpoints: Vec<(u64, &Endpoint)> = Vec::new();
+        let live_sandboxes: HashSet<&str> = model.sandboxes.iter().map(|s| s.id.as_str()).collect();
+        let live_endpoints: HashSet<&str> = model.endpoints.iter().map(|e| e.id.as_str()).collect();
+        let gone_sandboxes: Vec<String> = self
+            .saved
+            .sandboxes
+            .keys()
+            .filter(|id| !live_sandboxes.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let gone_endpoints: Vec<String> = self
+            .saved
+            .endpoints
+            .keys()
+            .filter(|id| !live_endpoints.contains(id.as_str()))
+            .cloned()
+            .collect();
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut table = txn.open_table(STATE).map_err(|e| self.db_err(e))?;
@@ -293,8 +310,8 @@ impl Store {
                     .map_err(|e| self.db_err(e))?;
             }
             for sb in &model.sandboxes {
-                let seq = match self.saved.sandboxes.get(&sb.id) {
-                    Some((seq, old)) if old == sb => *seq,
+                match self.saved.sandboxes.get(&sb.id) {
+                    Some((_, old)) if old == sb => {}
                     found => {
                         let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
                         let bytes = serde_json::to_vec(&Entry { seq, value: sb })
@@ -303,14 +320,13 @@ impl Store {
                         table
                             .insert(key.as_str(), bytes.as_slice())
                             .map_err(|e| self.db_err(e))?;
-                        seq
+                        new_sandboxes.push((seq, sb));
                     }
-                };
-                sandboxes.insert(sb.id.clone(), (seq, sb.clone()));
+                }
             }
             for ep in &model.endpoints {
-                let seq = match self.saved.endpoints.get(&ep.id) {
-                    Some((seq, old)) if old == ep => *seq,
+                match self.saved.endpoints.get(&ep.id) {
+                    Some((_, old)) if old == ep => {}
                     found => {
                         let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
                         let bytes = serde_json::to_vec(&Entry { seq, value: ep })
@@ -319,40 +335,41 @@ impl Store {
                         table
                             .insert(key.as_str(), bytes.as_slice())
                             .map_err(|e| self.db_err(e))?;
-                        seq
+                        new_endpoints.push((seq, ep));
                     }
-                };
-                endpoints.insert(ep.id.clone(), (seq, ep.clone()));
+                }
             }
-            for id in self
-                .saved
-                .sandboxes
-                .keys()
-                .filter(|id| !sandboxes.contains_key(*id))
-            {
+            for id in &gone_sandboxes {
                 table
                     .remove(format!("{SANDBOX_PREFIX}{id}").as_str())
                     .map_err(|e| self.db_err(e))?;
             }
-            for id in self
-                .saved
-                .endpoints
-                .keys()
-                .filter(|id| !endpoints.contains_key(*id))
-            {
+            for id in &gone_endpoints {
                 table
                     .remove(format!("{ENDPOINT_PREFIX}{id}").as_str())
                     .map_err(|e| self.db_err(e))?;
             }
         }
         txn.commit().map_err(|e| self.db_err(e))?;
-        self.saved = Saved {
-            meta,
-            sandboxes,
-            endpoints,
-            next_seq,
-            legacy: false,
-        };
+        for id in &gone_sandboxes {
+            self.saved.sandboxes.remove(id);
+        }
+        for id in &gone_endpoints {
+            self.saved.endpoints.remove(id);
+        }
+        for (seq, sb) in new_sandboxes {
+            self.saved
+                .sandboxes
+                .insert(sb.id.clone(), (seq, sb.clone()));
+        }
+        for (seq, ep) in new_endpoints {
+            self.saved
+                .endpoints
+                .insert(ep.id.clone(), (seq, ep.clone()));
+        }
+        self.saved.meta = meta;
+        self.saved.next_seq = next_seq;
+        self.saved.legacy = false;
         Ok(())
     }
 

@@ -563,25 +563,15 @@ pub fn ensure_named_netns(path: &std::path::Path) -> Result<(), EffectError> {
 /// messages, which the switch would flood to every port of the network at
 /// each interface's start.
 fn create_netns(name: &str) -> Result<(), EffectError> {
-    let ns = Netns::create(name).map_err(netns_err(name))?;
-    let written = run_in(&ns, || {
-        std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
-    })
-    .map_err(netns_err(name))?;
-    if let Err(e) = written {
-        // A kernel without IPv6 has no such file, and nothing to disable.
-        if e.kind() != io::ErrorKind::NotFound {
-            let _ = Netns::delete(name);
-            return Err(EffectError::Netns {
-                name: name.to_owned(),
-                source: NetnsError::Enter {
-                    path: ns.path().to_path_buf(),
-                    source: e,
-                },
-            });
+    Netns::create_with(name, || {
+        match std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1") {
+            // A kernel without IPv6 has no such file, and nothing to disable.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
         }
-    }
-    Ok(())
+    })
+    .map(drop)
+    .map_err(netns_err(name))
 }
 
 /// The name of a named namespace: its file's name under the namespace

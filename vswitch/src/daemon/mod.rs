@@ -95,8 +95,9 @@ pub struct DaemonConfig {
 /// waiting for a change in progress.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The controller (model and IPAM) as of the last committed change.
-    pub controller: Controller,
+    /// The controller (model and IPAM) as of the last committed change,
+    /// shared with the control thread until its next change copies it.
+    pub controller: Arc<Controller>,
     /// The DNS records handed to the DNS thread with it.
     pub records: Arc<dns::Records>,
 }
@@ -147,7 +148,10 @@ pub enum StartError {
 /// Everything the control thread owns.
 #[derive(Debug)]
 struct ControlThread {
-    controller: Controller,
+    /// Shared with the published snapshot and the copies a batch keeps to
+    /// roll back to: a change copies it once (`Arc::make_mut`), instead of
+    /// a copy for the rollback, one per request and one to publish.
+    controller: Arc<Controller>,
     store: Store,
     intent: IntentLog,
     entropy: OsEntropy,
@@ -232,8 +236,9 @@ impl Daemon {
         if let Some(dns) = &mut dns {
             dns.sync(controller.model());
         }
+        let controller = Arc::new(controller);
         let published = Arc::new(RwLock::new(Arc::new(Snapshot {
-            controller: controller.clone(),
+            controller: Arc::clone(&controller),
             records: dns
                 .as_ref()
                 .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records),
@@ -383,12 +388,12 @@ impl ControlThread {
     /// that succeeded with one store write; if that write fails, every one
     /// of them is undone. Returns the answers, in order.
     fn apply_batch(&mut self, batch: Vec<(Request, Reply)>) -> Vec<(Reply, Answer)> {
-        let start = self.controller.clone();
+        let start = Arc::clone(&self.controller);
         let mut done: Vec<Effect> = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         let mut changed = false;
         for (request, reply) in batch {
-            let before = self.controller.clone();
+            let before = Arc::clone(&self.controller);
             match self.stage(request, &mut done) {
                 Ok((response, ch)) => {
                     changed |= ch;
@@ -444,9 +449,8 @@ impl ControlThread {
         done: &mut Vec<Effect>,
     ) -> Result<(Response, bool), ControlError> {
         let now = rfc3339_nano(SystemTime::now());
-        let outcome = self
-            .controller
-            .apply(request, &Ctx::new(&now, &self.entropy))?;
+        let outcome =
+            Arc::make_mut(&mut self.controller).apply(request, &Ctx::new(&now, &self.entropy))?;
         if !outcome.changed {
             return Ok((outcome.response, false));
         }
@@ -540,7 +544,7 @@ impl ControlThread {
 
     fn publish(&self) {
         let snapshot = Arc::new(Snapshot {
-            controller: self.controller.clone(),
+            controller: Arc::clone(&self.controller),
             records: self
                 .dns
                 .as_ref()
