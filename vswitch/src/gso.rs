@@ -51,7 +51,7 @@
 //!   the 64 KiB divided by `gso_size` (a 1-byte `gso_size` yields some 65 000
 //!   tiny segments, as it would in the kernel).
 
-use smoltcp::wire::checksum;
+use smoltcp::wire::{self, EthernetProtocol, IpProtocol, checksum};
 
 use crate::buf::{MAX_FRAME_LEN, PacketBuf, VnetHdr};
 
@@ -60,27 +60,19 @@ use crate::buf::{MAX_FRAME_LEN, PacketBuf, VnetHdr};
 pub const UDP_MAX_SEGMENTS: usize = 128;
 
 /// Ethernet header length without a VLAN tag.
-const ETH_LEN: usize = 14;
+const ETH_LEN: usize = wire::ETHERNET_HEADER_LEN;
 /// An 802.1Q tag.
-const VLAN_LEN: usize = 4;
-/// `ETH_P_IP`.
-const ETHERTYPE_IPV4: u16 = 0x0800;
-/// `ETH_P_IPV6`.
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-/// `ETH_P_8021Q`.
-const ETHERTYPE_VLAN: u16 = 0x8100;
+const VLAN_LEN: usize = crate::switch::parse::VLAN_TAG_LEN;
+/// `ETH_P_8021Q` (smoltcp has no VLAN constant).
+const ETHERTYPE_VLAN: u16 = crate::switch::parse::VLAN_TPIDS[0];
 /// The fixed IPv6 header.
-const IPV6_LEN: usize = 40;
+const IPV6_LEN: usize = wire::IPV6_HEADER_LEN;
 /// The shortest IPv4 header.
-const IPV4_MIN_LEN: usize = 20;
+const IPV4_MIN_LEN: usize = wire::IPV4_HEADER_LEN;
 /// The shortest TCP header.
-const TCP_MIN_LEN: usize = 20;
+const TCP_MIN_LEN: usize = wire::TCP_HEADER_LEN;
 /// The UDP header.
-const UDP_LEN: usize = 8;
-/// `IPPROTO_TCP`.
-const PROTO_TCP: u8 = 6;
-/// `IPPROTO_UDP`.
-const PROTO_UDP: u8 = 17;
+const UDP_LEN: usize = wire::UDP_HEADER_LEN;
 /// Offset of the checksum in the UDP header: where `csum_offset` points for
 /// UDP, whose zero checksum means "none".
 const UDP_CSUM_OFFSET: u16 = 6;
@@ -343,19 +335,22 @@ impl<'a> Segmenter<'a> {
             Some(ETHERTYPE_VLAN) => (be16(frame, 16), ETH_LEN + VLAN_LEN),
             t => (t, ETH_LEN),
         };
-        let ipv4 = match ethertype.ok_or(GsoError::TruncatedEthernet)? {
-            ETHERTYPE_IPV4 if want_v4 => true,
-            ETHERTYPE_IPV6 if want_v6 => false,
-            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => return Err(GsoError::IpVersionMismatch),
-            other => return Err(GsoError::UnsupportedEthertype(other)),
+        let ethertype = ethertype.ok_or(GsoError::TruncatedEthernet)?;
+        let ipv4 = match EthernetProtocol::from(ethertype) {
+            EthernetProtocol::Ipv4 if want_v4 => true,
+            EthernetProtocol::Ipv6 if want_v6 => false,
+            EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => {
+                return Err(GsoError::IpVersionMismatch);
+            }
+            _ => return Err(GsoError::UnsupportedEthertype(ethertype)),
         };
         let (l4, end, proto) = if ipv4 {
             parse_ipv4(frame, l3)?
         } else {
             parse_ipv6(frame, l3)?
         };
-        let payload = match (transport, proto) {
-            (Transport::Tcp, PROTO_TCP) => {
+        let payload = match (transport, IpProtocol::from(proto)) {
+            (Transport::Tcp, IpProtocol::Tcp) => {
                 if l4 + TCP_MIN_LEN > end {
                     return Err(GsoError::TruncatedTcpHeader);
                 }
@@ -369,13 +364,13 @@ impl<'a> Segmenter<'a> {
                 }
                 payload
             }
-            (Transport::Udp, PROTO_UDP) => {
+            (Transport::Udp, IpProtocol::Udp) => {
                 if l4 + UDP_LEN > end {
                     return Err(GsoError::TruncatedUdpHeader);
                 }
                 l4 + UDP_LEN
             }
-            (_, other) => return Err(GsoError::TransportMismatch(other)),
+            (_, _) => return Err(GsoError::TransportMismatch(proto)),
         };
 
         let mss = usize::from(vnet.gso_size);
@@ -483,11 +478,11 @@ impl<'a> Segmenter<'a> {
                     flags &= !TCP_CWR;
                 }
                 buf[l4 + TCP_FLAGS_OFFSET] = flags;
-                (PROTO_TCP, l4 + TCP_CSUM_OFFSET)
+                (u8::from(IpProtocol::Tcp), l4 + TCP_CSUM_OFFSET)
             }
             Transport::Udp => {
                 put16(buf, l4 + 4, l4_len);
-                (PROTO_UDP, l4 + usize::from(UDP_CSUM_OFFSET))
+                (u8::from(IpProtocol::Udp), l4 + usize::from(UDP_CSUM_OFFSET))
             }
         };
         put16(buf, csum_at, 0);

@@ -4,13 +4,14 @@
 //! The core is pure: [`switch::Switch::process`] takes a frame, the port it
 //! came from and the time, and returns what to do with it; it opens no file
 //! descriptor and reads no clock, so every rule is tested frame by frame
-//! without root ([`testing::SwitchHarness`]).
+//! without root (`testing::SwitchHarness`, with the `testing` feature).
 //!
 //! - [`buf`]: packet buffers with headroom for tunnel headers and room for
 //!   GSO super-frames, recycled through a pool.
 //! - [`ids`]: typed port, network and MAC identifiers.
 //! - [`switch`]: ingress checks, MAC learning, the gateway, flooding.
-//! - [`testing`]: a switch with in-memory ports and a manual clock.
+//! - `testing` (feature `testing`): a switch with in-memory ports, a manual
+//!   clock and the datapath's executor.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -26,4 +27,5 @@ pub mod netconf;
 pub mod netns;
 pub mod port;
 pub mod switch;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,15 +1,22 @@
 //! A switch on in-memory ports with a manual clock: frames in, frames out,
 //! no root and no devices (Open vSwitch's `netdev-dummy` idea).
 //!
-//! It performs the [`Action`]s exactly as the datapath does (floods resolved
-//! to ports, transmit counters updated), so a test asserts the bytes that
-//! leave each port.
+//! It carries out the [`Action`]s through the datapath's own [`Executor`]
+//! (floods resolved to ports, per-port queues, segmentation for ports
+//! without GSO, transmit counters), so a test asserts the bytes that leave
+//! each port as production would send them. Only the devices differ: the
+//! harness's ports record what they are given.
+//!
+//! Compiled for the crate's own tests and with the `testing` feature
+//! (which the integration tests and benches enable), never in the daemon.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::buf::PacketBuf;
+use crate::datapath::{Executor, TxSink};
 use crate::ids::PortId;
+use crate::port::{PortCaps, SendOutcome};
 use crate::switch::{Action, FdbConfig, Switch, SwitchConfig, Trace};
 
 /// What came out of the switch for one injected frame.
@@ -29,12 +36,30 @@ impl Delivery {
     }
 }
 
-/// A [`Switch`] with a manual clock.
+/// In-memory ports: every frame sent is recorded.
+#[derive(Debug, Default)]
+struct Recorder {
+    out: Vec<(PortId, Vec<u8>)>,
+}
+
+impl TxSink for Recorder {
+    fn send(&mut self, port: PortId, frames: &[&PacketBuf]) -> SendOutcome {
+        self.out
+            .extend(frames.iter().map(|f| (port, f.frame().to_vec())));
+        SendOutcome {
+            sent: frames.len(),
+            error: None,
+        }
+    }
+}
+
+/// A [`Switch`] with a manual clock and the datapath's executor.
 #[derive(Debug)]
 pub struct SwitchHarness {
     /// The switch under test.
     pub switch: Switch,
     now: Instant,
+    executor: Executor,
 }
 
 impl SwitchHarness {
@@ -50,7 +75,34 @@ impl SwitchHarness {
         let now = Instant::now();
         let mut switch = Switch::new(fdb);
         switch.apply_config(now, Arc::new(config));
-        Self { switch, now }
+        Self {
+            switch,
+            now,
+            executor: Executor::new(),
+        }
+    }
+
+    /// Declares what `port`'s device accepts (by default super-frames and
+    /// partial checksums, as a TAP): with [`PortCaps::NONE`] the executor
+    /// segments and completes checksums for it.
+    pub fn set_port_caps(&mut self, port: PortId, caps: PortCaps) {
+        self.executor.set_caps(port, caps);
+    }
+
+    /// Sends a batch of frames, each on its port, through the switch and
+    /// the executor as one datapath batch: every frame is decided, then each
+    /// port's queue is sent at once. Returns what left each port, in the
+    /// order the ports were first sent to, each port's frames in order.
+    pub fn inject_batch(&mut self, frames: &[(PortId, Vec<u8>)]) -> Vec<(PortId, Vec<u8>)> {
+        let mut bufs: Vec<PacketBuf> = frames.iter().map(|(_, f)| Self::buf(f)).collect();
+        let mut sink = Recorder::default();
+        for (i, (port, _)) in frames.iter().enumerate() {
+            let action = self.switch.process(self.now, *port, &mut bufs[i]);
+            self.executor
+                .execute(&mut self.switch, action, *port, i, &bufs, &mut sink);
+        }
+        self.executor.flush(&mut self.switch, &bufs, &mut sink);
+        sink.out
     }
 
     /// The harness's current time.
@@ -77,7 +129,7 @@ impl SwitchHarness {
     /// Sends a frame with offload metadata already set.
     pub fn inject_buf(&mut self, port: PortId, mut buf: PacketBuf) -> Delivery {
         let action = self.switch.process(self.now, port, &mut buf);
-        self.deliver(action, &buf)
+        self.deliver(action, port, buf)
     }
 
     /// Sends `frame` on `port` and records each decision.
@@ -87,7 +139,7 @@ impl SwitchHarness {
         let action = self
             .switch
             .process_traced(self.now, port, &mut buf, &mut trace);
-        (self.deliver(action, &buf), trace)
+        (self.deliver(action, port, buf), trace)
     }
 
     fn buf(frame: &[u8]) -> PacketBuf {
@@ -100,23 +152,15 @@ impl SwitchHarness {
         buf
     }
 
-    fn deliver(&mut self, action: Action, buf: &PacketBuf) -> Delivery {
-        let targets: Vec<PortId> = match action {
-            Action::Output(p) | Action::Reply(p) => vec![p],
-            Action::Flood {
-                network,
-                except,
-                scope,
-            } => self.switch.flood_targets(network, except, scope).collect(),
-            Action::Drop(_) => Vec::new(),
-        };
-        let out = targets
-            .into_iter()
-            .map(|p| {
-                self.switch.record_tx(p, buf.len());
-                (p, buf.frame().to_vec())
-            })
-            .collect();
-        Delivery { action, out }
+    fn deliver(&mut self, action: Action, ingress: PortId, buf: PacketBuf) -> Delivery {
+        let bufs = [buf];
+        let mut sink = Recorder::default();
+        self.executor
+            .execute(&mut self.switch, action, ingress, 0, &bufs, &mut sink);
+        self.executor.flush(&mut self.switch, &bufs, &mut sink);
+        Delivery {
+            action,
+            out: sink.out,
+        }
     }
 }

@@ -202,3 +202,149 @@ fn drops_are_counted_and_removed_ports_fall_silent() {
     dp.send(A, &arp_request(mac_of(A), addr_of(A), ip(172, 17, 0, 1)));
     assert_eq!(dp.recv(A)[12..14], [0x08, 0x06]);
 }
+
+#[test]
+fn a_mac_learned_by_one_worker_is_forwarded_not_flooded_by_the_other() {
+    // Two workers poll ports by id parity: UPLINK (4) and B (2) by one, A
+    // (1) and C (3) by the other.
+    let dp = Running::start(&[A, B, C, UPLINK]);
+    let remote = vswitch::ids::MacAddr([0x02, 0x99, 0, 0, 0, 7]);
+    let hello = udp(
+        remote,
+        vswitch::ids::MacAddr::BROADCAST,
+        ip(172, 17, 9, 9),
+        ip(172, 17, 255, 255),
+        b"hello",
+    );
+    dp.send(UPLINK, &hello);
+    for at in [A, B, C] {
+        assert_eq!(dp.recv(at), hello, "the broadcast is flooded");
+    }
+
+    // A is polled by the other worker, which never saw `remote` itself.
+    let to_remote = udp(mac_of(A), remote, addr_of(A), ip(172, 17, 9, 9), b"hi");
+    dp.send(A, &to_remote);
+    assert_eq!(dp.recv(UPLINK), to_remote);
+    assert!(dp.nothing_at(B), "known unicast was flooded to B");
+    assert!(dp.nothing_at(C), "known unicast was flooded to C");
+    let b = dp.stats_when(B, |_| true);
+    assert_eq!(b.tx_packets, 1, "B got the broadcast only");
+}
+
+/// A network of `n` container ports (ids 1..=n) on 10.9.0.0/16.
+fn many_ports(n: u32) -> vswitch::switch::SwitchConfig {
+    use vswitch::switch::{NetworkConfig, PortConfig, PortRole, SwitchConfig};
+    let ports = (1..=n).map(|p| PortConfig {
+        id: PortId(p),
+        network: BRIDGE,
+        role: PortRole::Container {
+            mac: docker_mac(many_ip(p)),
+            ipv4: Some(many_ip(p)),
+        },
+    });
+    SwitchConfig::new(1, [NetworkConfig::new(BRIDGE)], ports).unwrap()
+}
+
+fn many_ip(p: u32) -> std::net::Ipv4Addr {
+    let [_, _, hi, lo] = p.to_be_bytes();
+    ip(10, 9, hi, lo)
+}
+
+#[test]
+fn a_burst_across_many_ports_arrives_complete_and_in_per_flow_order() {
+    const PORTS: u32 = 12;
+    const PER_PORT: u16 = 40;
+    let (datapath, threads) = Datapath::spawn(2, FdbConfig::default()).unwrap();
+    datapath.set_config(&Arc::new(many_ports(PORTS))).unwrap();
+    let mut peers = Vec::new();
+    for p in 1..=PORTS {
+        let (port, peer) = DatagramPort::pair().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        datapath.add_port(PortId(p), Arc::new(port)).unwrap();
+        peers.push((PortId(p), peer));
+    }
+    let dp = Running {
+        datapath,
+        peers,
+        threads,
+    };
+    // Port p sends to p+1 and p+2 alternately (two flows), sequence numbers
+    // in the payload; all ports send before anything is read, so batches
+    // hold frames of many ports and queues of many destinations.
+    let dest = |p: u32, k: u16| (p + 1 + u32::from(k % 2) - 1) % PORTS + 1;
+    for k in 0..PER_PORT {
+        for p in 1..=PORTS {
+            let d = dest(p, k);
+            let f = udp(
+                docker_mac(many_ip(p)),
+                docker_mac(many_ip(d)),
+                many_ip(p),
+                many_ip(d),
+                &k.to_be_bytes(),
+            );
+            dp.send(PortId(p), &f);
+        }
+    }
+    // Each port receives PER_PORT frames: half from each of two senders.
+    for d in 1..=PORTS {
+        let mut last: std::collections::HashMap<[u8; 6], u16> = Default::default();
+        for _ in 0..PER_PORT {
+            let f = dp.recv(PortId(d));
+            let src: [u8; 6] = f[6..12].try_into().unwrap();
+            let seq = u16::from_be_bytes([f[f.len() - 2], f[f.len() - 1]]);
+            if let Some(prev) = last.insert(src, seq) {
+                assert!(seq > prev, "port {d}: {seq} after {prev} from one sender");
+            }
+        }
+        assert_eq!(last.len(), 2, "port {d} hears from two senders");
+        assert!(
+            dp.nothing_at(PortId(d)),
+            "port {d} got more than it was sent"
+        );
+    }
+}
+
+#[test]
+fn a_super_frame_for_a_port_without_gso_leaves_segmented() {
+    use etherparse::PacketBuilder;
+    use vswitch::port::PortCaps;
+    let (datapath, threads) = Datapath::spawn(2, FdbConfig::default()).unwrap();
+    datapath.set_config(&Arc::new(topology())).unwrap();
+    let (a, peer_a) = DatagramPort::pair().unwrap();
+    let (b, peer_b) = DatagramPort::pair_with(PortCaps::NONE).unwrap();
+    peer_b
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    datapath.add_port(A, Arc::new(a)).unwrap();
+    datapath.add_port(B, Arc::new(b)).unwrap();
+    let dp = Running {
+        datapath,
+        peers: vec![(A, peer_a), (B, peer_b)],
+        threads,
+    };
+    let payload: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(mac_of(A).0, mac_of(B).0)
+        .ipv4(addr_of(A).octets(), addr_of(B).octets(), 64)
+        .tcp(40000, 80, 1000, 65535)
+        .write(&mut frame, &payload)
+        .unwrap();
+    let hdr = VnetHdr {
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: 1448,
+        hdr_len: 54,
+        ..VnetHdr::default()
+    };
+    send_frame(dp.peer(A), &hdr, &frame).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..payload.len().div_ceil(1448) {
+        let (h, seg) = recv_frame(dp.peer(B)).unwrap();
+        assert_eq!(h, VnetHdr::default(), "segments need no offload");
+        assert!(seg.len() <= 14 + 1500);
+        got.extend_from_slice(&seg[54..]);
+    }
+    assert_eq!(got, payload);
+    assert!(dp.nothing_at(B));
+    let b = dp.stats_when(B, |s| s.tx_packets == 5);
+    assert_eq!(b.tx_packets, 5);
+}

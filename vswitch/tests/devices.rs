@@ -684,6 +684,66 @@ fn a_packet_socket_port_queues_a_window_of_gso_frames_without_loss() {
 }
 
 #[test]
+fn an_overflowed_packet_socket_counts_what_the_kernel_dropped() {
+    if !privileged("an_overflowed_packet_socket_counts_what_the_kernel_dropped") {
+        return;
+    }
+    // 600 frames of 60 KB: about 36 MB, twice the socket's 16 MiB buffer,
+    // sent while nothing reads.
+    const FRAMES: usize = 600;
+    let net = Net { subnet: 5 };
+    let (_sw_guard, sw) = NetnsGuard::create("vso");
+    let receiver_end = unique("vo", "r");
+    let sender_end = unique("vo", "s");
+    let mut nl = Netlink::in_netns(&sw).unwrap();
+    nl.create_veth(&receiver_end, &sender_end).unwrap();
+    for end in [&receiver_end, &sender_end] {
+        nl.set_arp(end, false).unwrap();
+        nl.set_up(end, true).unwrap();
+    }
+    let receiver = run_in(&sw, || PacketSocketPort::open(&receiver_end))
+        .unwrap()
+        .unwrap();
+    let sender = run_in(&sw, || PacketSocketPort::open(&sender_end))
+        .unwrap()
+        .unwrap();
+    assert_eq!(receiver.kernel_dropped(), 0);
+
+    let payload = vec![0x5a; 60_000];
+    let mut sent = 0;
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    while sent < FRAMES && Instant::now() < deadline {
+        let seq = u32::try_from(sent * payload.len()).unwrap();
+        match sender.send(&super_frame(net, seq, 1, &payload)) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("send failed: {e}"),
+        }
+    }
+    assert_eq!(sent, FRAMES);
+    let mut received = 0;
+    let mut buf = PacketBuf::new();
+    loop {
+        match receiver.recv(&mut buf) {
+            Ok(()) if buf.len() > payload.len() => received += 1,
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("receive failed: {e}"),
+        }
+    }
+    let dropped = receiver.kernel_dropped();
+    assert!(received < FRAMES, "the buffer held all {FRAMES} frames");
+    assert!(
+        dropped >= (FRAMES - received) as u64,
+        "{received} received, {dropped} counted as dropped of {FRAMES}"
+    );
+    // Reading the kernel's counter resets it; the port keeps the total.
+    assert_eq!(receiver.kernel_dropped(), dropped);
+}
+
+#[test]
 fn persistent_tap_is_reopened_and_destroy_removes_it() {
     if !privileged("persistent_tap_is_reopened_and_destroy_removes_it") {
         return;

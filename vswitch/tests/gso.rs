@@ -817,3 +817,91 @@ proptest! {
         prop_assert_eq!(frame, want);
     }
 }
+
+/// Two uplinks on one network (MTU 1500): the destination is unknown, so
+/// every frame from port 1 goes out of port 2.
+fn two_uplinks() -> vswitch::testing::SwitchHarness {
+    use vswitch::ids::{NetworkId, PortId};
+    use vswitch::switch::{NetworkConfig, PortConfig, PortRole, SwitchConfig};
+    let net = NetworkConfig::new(NetworkId(0));
+    let ports = [1, 2].map(|p| PortConfig {
+        id: PortId(p),
+        network: NetworkId(0),
+        role: PortRole::Uplink,
+    });
+    vswitch::testing::SwitchHarness::new(SwitchConfig::new(1, [net], ports).unwrap())
+}
+
+#[test]
+fn the_executor_segments_a_super_frame_for_a_port_without_gso() {
+    use vswitch::ids::PortId;
+    use vswitch::port::PortCaps;
+    for spec in [TCP4, TCP6, UDP4] {
+        let frame = super_frame(spec, &payload(20_000));
+        let mut h = two_uplinks();
+        let mut buf = PacketBuf::from_frame(&frame).unwrap();
+        buf.vnet = spec.vnet(1400);
+        // A port that takes super-frames gets the frame whole.
+        let whole = h.inject_buf(PortId(1), buf);
+        assert_eq!(whole.out, vec![(PortId(2), frame.clone())]);
+
+        h.set_port_caps(PortId(2), PortCaps::NONE);
+        let mut buf = PacketBuf::from_frame(&frame).unwrap();
+        buf.vnet = spec.vnet(1400);
+        let d = h.inject_buf(PortId(1), buf);
+        assert!(d.out.iter().all(|(p, _)| *p == PortId(2)));
+        let segs: Vec<Vec<u8>> = d.out.into_iter().map(|(_, f)| f).collect();
+        verify(spec, &frame, 1400, &segs).unwrap();
+        assert_eq!(
+            h.switch.stats().port(PortId(2)).tx_packets,
+            1 + segs.len() as u64
+        );
+    }
+}
+
+#[test]
+fn the_executor_completes_a_partial_checksum_for_a_port_without_offloads() {
+    use vswitch::ids::PortId;
+    use vswitch::port::PortCaps;
+    let complete = build(TCP4, &payload(100));
+    let mut partial = complete.clone();
+    make_partial(&mut partial, TCP4);
+    let vnet = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: u16::try_from(TCP4.l4()).unwrap(),
+        csum_offset: u16::try_from(TCP4.csum_offset()).unwrap(),
+        ..VnetHdr::default()
+    };
+    let mut h = two_uplinks();
+    h.set_port_caps(PortId(2), PortCaps::NONE);
+    let mut buf = PacketBuf::from_frame(&partial).unwrap();
+    buf.vnet = vnet;
+    let d = h.inject_buf(PortId(1), buf);
+    assert_eq!(d.out, vec![(PortId(2), complete)]);
+}
+
+#[test]
+fn a_super_frame_that_cannot_be_segmented_is_counted_not_dropped_silently() {
+    use vswitch::ids::PortId;
+    use vswitch::port::PortCaps;
+    use vswitch::switch::DropReason;
+    let frame = super_frame(UDP4, &payload(3000));
+    let mut h = two_uplinks();
+    h.set_port_caps(PortId(2), PortCaps::NONE);
+    let mut buf = PacketBuf::from_frame(&frame).unwrap();
+    // UFO (IP fragmentation of one datagram) is not supported.
+    buf.vnet = VnetHdr {
+        gso_type: VnetHdr::GSO_UDP,
+        ..UDP4.vnet(1000)
+    };
+    let d = h.inject_buf(PortId(1), buf);
+    assert!(d.out.is_empty());
+    assert_eq!(
+        h.switch
+            .stats()
+            .port(PortId(1))
+            .drops
+            .get(DropReason::Unsegmentable),
+        1
+    );
+}

@@ -407,6 +407,10 @@ pub struct PortView {
     /// Frames lost on a full transmit queue.
     #[serde(rename = "TxDropped")]
     pub tx_dropped: u64,
+    /// Frames the kernel dropped on the port's device, outside the switch
+    /// (a packet socket's full receive queue).
+    #[serde(rename = "KernelDropped", default)]
+    pub kernel_dropped: u64,
     /// Frames received and dropped, by reason (non-zero reasons only).
     #[serde(rename = "Drops")]
     pub drops: BTreeMap<String, u64>,

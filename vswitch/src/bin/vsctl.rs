@@ -324,6 +324,7 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
                 "TX-PKTS",
                 "TX-BYTES",
                 "TX-DROP",
+                "KERNEL-DROP",
                 "DROPS",
             ])];
             table.extend(ports.iter().map(|p| {
@@ -348,6 +349,7 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
                     p.tx_packets.to_string(),
                     p.tx_bytes.to_string(),
                     p.tx_dropped.to_string(),
+                    p.kernel_dropped.to_string(),
                     drops,
                 ]
             }));

@@ -19,7 +19,7 @@ use vswitch::control::{ControllerConfig, PortKind};
 use vswitch::daemon::Daemon;
 use vswitch::daemon::dns_sync::{DnsPaths, DnsSync, HOST_RESOLV_CONF};
 use vswitch::daemon::lock::StateLock;
-use vswitch::datapath::Datapath;
+use vswitch::datapath::{Datapath, DatapathConfig, WorkerConfig};
 use vswitch::dnsd::{Dnsd, DnsdConfig};
 use vswitch::switch::FdbConfig;
 
@@ -39,6 +39,15 @@ struct Args {
     /// Datapath threads; by default one per available core.
     #[arg(long)]
     datapath_threads: Option<usize>,
+    /// How long, in microseconds, a datapath worker keeps polling its
+    /// ports after the last frame it moved before it sleeps. The default
+    /// (50) costs an idle daemon no CPU; a larger value is the low-latency
+    /// mode (e.g. 1000: a worker stays awake between the packets of a
+    /// request-response exchange and skips the wakeup, at the cost of up
+    /// to that much CPU per worker after each burst).
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    busy_poll: u64,
     /// Device kind of endpoints whose connect request names none.
     #[arg(long, value_enum, default_value = "tap")]
     port_kind: KindArg,
@@ -93,7 +102,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let threads = args
         .datapath_threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let (datapath, workers) = Datapath::spawn(threads, FdbConfig::default())?;
+    let (datapath, workers) = Datapath::spawn_with(DatapathConfig {
+        workers: threads,
+        worker: WorkerConfig {
+            fdb: FdbConfig::default(),
+            busy_poll: std::time::Duration::from_micros(args.busy_poll),
+        },
+    })?;
 
     let config = ControllerConfig {
         default_port_kind: match args.port_kind {

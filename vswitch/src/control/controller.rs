@@ -344,6 +344,7 @@ impl Controller {
                     tx_packets: s.tx_packets,
                     tx_bytes: s.tx_bytes,
                     tx_dropped: s.tx_dropped,
+                    kernel_dropped: s.kernel_dropped,
                     drops: s
                         .drops
                         .nonzero()

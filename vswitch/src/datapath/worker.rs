@@ -1,19 +1,26 @@
 //! The datapath loop.
 //!
+//! Each turn of the loop is one batch:
+//!
+//! 1. apply the FDB changes other workers published (so a MAC they learned
+//!    is known before this batch is decided);
+//! 2. receive: visit the ready ports in turn, each filling the free slots
+//!    of one [`RxBatch`] of [`BATCH`] pooled buffers (`recvmmsg` where the
+//!    device has it), every frame tagged with its logical ingress port;
+//! 3. decide each frame with [`Switch::process`] and hand the decision to
+//!    the [`Executor`], which queues it per egress port;
+//! 4. publish this batch's FDB changes to the other workers;
+//! 5. flush: one batch send per egress port (`sendmmsg` where the device
+//!    has it).
+//!
 //! mio readiness is edge-triggered, so a readable port must be read until
-//! `WouldBlock` or it will not be reported again. To stay fair between a
-//! busy port and the others, a port is read at most [`BATCH`] frames per
-//! visit; a port with more stays on the ready list and is visited again
-//! before the next `poll` (mio's own advice, and boringtun's `MAX_ITR`).
+//! `WouldBlock` or it will not be reported again: a port that filled the
+//! batch before it was drained stays on the ready list and is visited again
+//! (after the others) before the next `poll`. The time is read once per
+//! batch. Nothing is allocated per frame.
 //!
-//! Each frame runs to completion (receive, decide, transmit) in one buffer,
-//! so the loop needs no queue and allocates nothing per frame. The time is
-//! read once per visit and passed to the switch.
-//!
-//! Several workers may run side by side ([`super::Datapath`]): each polls
-//! its share of the ports and transmits to any port.
-//!
-//! A worker that has just moved frames keeps polling for [`BUSY_POLL`]
+//! A worker that has just moved frames keeps polling for a while (the
+//! busy-poll window, [`BUSY_POLL`] by default, `vswitchd --busy-poll`)
 //! before it sleeps in `epoll_wait`. Waking a sleeping thread costs tens of
 //! microseconds (more on a virtual machine, where it is an inter-processor
 //! interrupt to a halted vCPU), and a TCP flow pays it twice per round trip:
@@ -22,7 +29,7 @@
 //! 12 Gbit/s, so without the grace period the worker falls asleep between
 //! every two frames, the round-trip time grows, and BBR, which sizes its
 //! window from the minimum round trip, sends less. The poll is bounded: an
-//! idle switch sleeps, and a trickle of traffic costs at most `BUSY_POLL` of
+//! idle switch sleeps, and a trickle of traffic costs at most the window of
 //! CPU per wakeup. While polling the worker yields, so a sandbox's thread
 //! waiting for the same core runs first.
 
@@ -31,25 +38,61 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::executor::{Executor, TxSink};
 use super::mailbox::{Command, Inbox, Mailbox};
 use crate::buf::PacketBuf;
 use crate::ids::PortId;
-use crate::port::PortIo;
-use crate::switch::{Action, FdbConfig, Switch};
+use crate::port::{PortIo, RxBatch, SendOutcome};
+use crate::switch::{FdbConfig, FdbUpdate, PortStats, Switch};
 
-/// Frames read from one port per visit.
-pub const BATCH: usize = 32;
+/// Frames per batch: received, decided, then sent together.
+pub const BATCH: usize = 64;
 
-/// How long a worker keeps polling after it last moved a frame (see the
-/// module documentation). Longer than the gap between paced GSO frames of
-/// a fast flow, short enough that the CPU cost of a quiet port is nil.
+/// How long a worker keeps polling after it last moved a frame, by
+/// default (see the module documentation). Longer than the gap between
+/// paced GSO frames of a fast flow, short enough that the CPU cost of a
+/// quiet port is nil.
 pub const BUSY_POLL: Duration = Duration::from_micros(50);
+
+/// FDB changes one worker may have waiting for another. A worker drains
+/// them before every batch, so the bound is reached only by a worker that
+/// sleeps through a flood of new source MACs; changes beyond it are
+/// counted and dropped (the MAC is then flooded to until seen again).
+pub const SYNC_QUEUE: usize = 65_536;
 
 /// Token of the mailbox's waker; port tokens are port ids.
 const WAKER: Token = Token(usize::MAX);
+
+/// How a worker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// FDB limits (each worker holds a replica).
+    pub fdb: FdbConfig,
+    /// How long to keep polling after the last frame before sleeping.
+    pub busy_poll: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            fdb: FdbConfig::default(),
+            busy_poll: BUSY_POLL,
+        }
+    }
+}
+
+/// The other workers' FDB-change queues.
+#[derive(Debug, Default)]
+pub(super) struct Peers {
+    /// One sender per other worker.
+    pub(super) to: Vec<Sender<FdbUpdate>>,
+    /// This worker's own queue.
+    pub(super) from: Option<Receiver<FdbUpdate>>,
+}
 
 /// The datapath: a switch, its ports, and the loop that moves frames.
 #[derive(Debug)]
@@ -57,6 +100,7 @@ pub struct Worker {
     poll: Poll,
     inbox: Inbox,
     switch: Switch,
+    config: WorkerConfig,
     /// Every port, for transmitting; the ones this worker receives from
     /// are marked in `polled`.
     ports: Vec<Option<Arc<dyn PortIo>>>,
@@ -65,35 +109,85 @@ pub struct Worker {
     /// is listed once.
     ready: VecDeque<PortId>,
     queued: Vec<bool>,
-    buf: PacketBuf,
-    /// Flood targets of the frame in hand (reused, never shrunk).
-    targets: Vec<PortId>,
+    batch: RxBatch,
+    executor: Executor,
+    peers: Peers,
+    /// FDB changes not delivered because a peer's queue was full.
+    sync_dropped: u64,
     /// Transmit errors other than a full queue, logged once per port.
     tx_errors_logged: Vec<bool>,
 }
 
+/// The worker's ports as the executor's transmit side.
+struct PortSink<'a> {
+    ports: &'a [Option<Arc<dyn PortIo>>],
+    logged: &'a mut Vec<bool>,
+}
+
+impl TxSink for PortSink<'_> {
+    fn send(&mut self, port: PortId, frames: &[&PacketBuf]) -> SendOutcome {
+        let Some(dev) = self.ports.get(port.index()).and_then(Option::as_ref) else {
+            // Configured but not yet (or no longer) attached to a device.
+            return SendOutcome {
+                sent: 0,
+                error: Some(io::ErrorKind::NotFound.into()),
+            };
+        };
+        let out = dev.send_batch(frames);
+        if let Some(e) = &out.error
+            && e.kind() != io::ErrorKind::WouldBlock
+            && let Some(logged) = self.logged.get_mut(port.index())
+            && !*logged
+        {
+            *logged = true;
+            tracing::warn!(port = %port, error = %e, "transmit failed (further errors on this port are counted, not logged)");
+        }
+        out
+    }
+}
+
 impl Worker {
-    /// A worker with no ports, and the mailbox that drives it.
+    /// A worker with no ports and no peers, and the mailbox that drives it.
     ///
     /// # Errors
     /// When the poll instance or its waker cannot be created.
     pub fn new(fdb: FdbConfig) -> io::Result<(Self, Mailbox)> {
+        Self::with_config(WorkerConfig {
+            fdb,
+            ..WorkerConfig::default()
+        })
+    }
+
+    /// A worker running with `config`.
+    ///
+    /// # Errors
+    /// When the poll instance or its waker cannot be created.
+    pub fn with_config(config: WorkerConfig) -> io::Result<(Self, Mailbox)> {
         let poll = Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let worker = Self {
             poll,
             inbox: rx,
-            switch: Switch::new(fdb),
+            switch: Switch::new(config.fdb),
+            config,
             ports: Vec::new(),
             polled: Vec::new(),
             ready: VecDeque::new(),
             queued: Vec::new(),
-            buf: PacketBuf::new(),
-            targets: Vec::new(),
+            batch: RxBatch::new(BATCH),
+            executor: Executor::new(),
+            peers: Peers::default(),
+            sync_dropped: 0,
             tx_errors_logged: Vec::new(),
         };
         Ok((worker, Mailbox::new(tx, waker)))
+    }
+
+    /// Connects this worker to the others' FDB-change queues.
+    pub(super) fn set_peers(&mut self, peers: Peers) {
+        self.switch.share_learning(!peers.to.is_empty());
+        self.peers = peers;
     }
 
     /// Runs until a [`Command::Shutdown`] arrives or every mailbox is gone.
@@ -107,7 +201,7 @@ impl Worker {
         // to keep polling rather than sleep.
         let mut busy_since: Option<Instant> = None;
         loop {
-            let polling = busy_since.is_some_and(|at| at.elapsed() < BUSY_POLL);
+            let polling = busy_since.is_some_and(|at| at.elapsed() < self.config.busy_poll);
             let timeout = if !self.ready.is_empty() || polling {
                 Some(Duration::ZERO)
             } else {
@@ -136,7 +230,7 @@ impl Worker {
                     std::thread::yield_now();
                 }
             } else {
-                self.serve_ready();
+                self.run_batch();
                 busy_since = Some(Instant::now());
             }
             self.switch.expire(Instant::now());
@@ -166,22 +260,41 @@ impl Worker {
                     self.remove_port(id);
                     let _ = ack.send(());
                 }
-                Command::Config(config) => self.switch.apply_config(Instant::now(), config),
+                Command::Config(config) => {
+                    self.switch.apply_config(Instant::now(), config);
+                    // Changes learned before the configuration changed may
+                    // name ports that are gone; apply_update skips those.
+                    self.apply_peer_updates();
+                }
                 Command::Fdb(reply) => {
+                    self.apply_peer_updates();
                     let _ = reply.send(self.switch.fdb().snapshot(Instant::now()));
                 }
                 Command::PortStats(reply) => {
-                    let stats = self
-                        .switch
-                        .config()
-                        .ports()
-                        .map(|p| (p.id, self.switch.stats().port(p.id)))
-                        .collect();
-                    let _ = reply.send(stats);
+                    let _ = reply.send(self.port_stats());
                 }
                 Command::Shutdown => return false,
             }
         }
+    }
+
+    /// Counters of every configured port, with the kernel's drops for the
+    /// ports this worker polls (so each is reported once).
+    fn port_stats(&self) -> Vec<(PortId, PortStats)> {
+        self.switch
+            .config()
+            .ports()
+            .map(|p| {
+                let mut stats = self.switch.stats().port(p.id);
+                let i = p.id.index();
+                if self.polled.get(i).copied().unwrap_or(false)
+                    && let Some(Some(dev)) = self.ports.get(i)
+                {
+                    stats.kernel_dropped = dev.kernel_dropped();
+                }
+                (p.id, stats)
+            })
+            .collect()
     }
 
     fn add_port(&mut self, id: PortId, port: Arc<dyn PortIo>, poll: bool) {
@@ -205,6 +318,7 @@ impl Worker {
             }
             self.polled[i] = true;
         }
+        self.executor.set_caps(id, port.caps());
         self.ports[i] = Some(port);
         self.tx_errors_logged[i] = false;
         if poll {
@@ -228,41 +342,80 @@ impl Worker {
         self.ready.retain(|&p| p != id);
     }
 
-    /// Visits each ready port once, reading up to [`BATCH`] frames.
-    fn serve_ready(&mut self) {
+    fn apply_peer_updates(&mut self) {
+        if let Some(from) = &self.peers.from {
+            for update in from.try_iter() {
+                self.switch.apply_update(&update);
+            }
+        }
+    }
+
+    /// One batch: receive from the ready ports, decide, publish what was
+    /// learned, send.
+    fn run_batch(&mut self) {
+        self.apply_peer_updates();
+        self.batch.clear();
+        self.receive();
+        for &port in self.batch.rx_errors() {
+            self.switch.record_rx_error(port);
+        }
+        let now = Instant::now();
+        let Self {
+            switch,
+            batch,
+            executor,
+            ports,
+            tx_errors_logged,
+            ..
+        } = self;
+        let mut sink = PortSink {
+            ports,
+            logged: tx_errors_logged,
+        };
+        let (bufs, ingress) = batch.frames_mut();
+        for i in 0..bufs.len() {
+            let action = switch.process(now, ingress[i], &mut bufs[i]);
+            executor.execute(switch, action, ingress[i], i, bufs, &mut sink);
+        }
+        self.publish_updates();
+        let Self {
+            switch,
+            batch,
+            executor,
+            ports,
+            tx_errors_logged,
+            ..
+        } = self;
+        let mut sink = PortSink {
+            ports,
+            logged: tx_errors_logged,
+        };
+        executor.flush(switch, batch.frames(), &mut sink);
+    }
+
+    /// Fills the batch from the ready ports, each visited once.
+    fn receive(&mut self) {
         for _ in 0..self.ready.len() {
+            if self.batch.is_full() {
+                break;
+            }
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
-            let now = Instant::now();
-            let mut drained = false;
-            for _ in 0..BATCH {
-                let Some(port) = self.ports.get(id.index()).and_then(Option::as_ref) else {
-                    drained = true;
-                    break;
-                };
-                match port.recv(&mut self.buf) {
-                    Ok(()) => self.forward(now, id),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        drained = true;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // One unreadable frame (longer than a buffer, shorter
-                    // than its header): counted, and the port stays.
-                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                        self.switch.record_rx_error(id);
-                    }
-                    Err(e) => {
-                        // The device is gone (deleted under us) or broken:
-                        // stop polling it rather than spin on the error.
-                        tracing::warn!(port = %id, error = %e, "receive failed; port removed");
-                        self.remove_port(id);
-                        drained = true;
-                        break;
-                    }
+            let Some(port) = self.ports.get(id.index()).and_then(Option::as_ref) else {
+                continue;
+            };
+            let drained = match port.recv_batch(id, &mut self.batch) {
+                Ok(()) => false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                Err(e) => {
+                    // The device is gone (deleted under us) or broken:
+                    // stop polling it rather than spin on the error.
+                    tracing::warn!(port = %id, error = %e, "receive failed; port removed");
+                    self.remove_port(id);
+                    continue;
                 }
-            }
+            };
             if drained {
                 if let Some(q) = self.queued.get_mut(id.index()) {
                     *q = false;
@@ -273,42 +426,27 @@ impl Worker {
         }
     }
 
-    /// Decides and transmits the frame in `self.buf`, received on `ingress`.
-    fn forward(&mut self, now: Instant, ingress: PortId) {
-        match self.switch.process(now, ingress, &mut self.buf) {
-            Action::Output(p) | Action::Reply(p) => self.transmit(p),
-            Action::Flood {
-                network,
-                except,
-                scope,
-            } => {
-                self.targets.clear();
-                self.targets
-                    .extend(self.switch.flood_targets(network, except, scope));
-                for i in 0..self.targets.len() {
-                    self.transmit(self.targets[i]);
-                }
-            }
-            Action::Drop(_) => {}
-        }
-    }
-
-    fn transmit(&mut self, to: PortId) {
-        let Some(port) = self.ports.get(to.index()).and_then(Option::as_ref) else {
-            // Configured but not yet (or no longer) attached to a device.
-            self.switch.record_tx_dropped(to);
-            return;
-        };
-        match port.send(&self.buf) {
-            Ok(()) => self.switch.record_tx(to, self.buf.len()),
-            Err(e) => {
-                self.switch.record_tx_dropped(to);
-                if e.kind() != io::ErrorKind::WouldBlock
-                    && let Some(logged) = self.tx_errors_logged.get_mut(to.index())
-                    && !*logged
-                {
-                    *logged = true;
-                    tracing::warn!(port = %to, error = %e, "transmit failed (further errors on this port are counted, not logged)");
+    /// Hands this batch's FDB changes to every other worker.
+    fn publish_updates(&mut self) {
+        let Self {
+            switch,
+            peers,
+            sync_dropped,
+            ..
+        } = self;
+        for update in switch.drain_updates() {
+            for peer in &peers.to {
+                match peer.try_send(update) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                    Err(TrySendError::Full(_)) => {
+                        *sync_dropped += 1;
+                        if sync_dropped.is_power_of_two() {
+                            tracing::warn!(
+                                dropped = *sync_dropped,
+                                "a worker's FDB-change queue is full; changes dropped"
+                            );
+                        }
+                    }
                 }
             }
         }

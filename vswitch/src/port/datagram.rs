@@ -9,24 +9,37 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 
-use super::PortIo;
+use super::mmsg::{self, Runt};
+use super::{PortCaps, PortIo, RxBatch, SendOutcome};
 use crate::buf::{PacketBuf, VnetHdr};
+use crate::ids::PortId;
 
 /// One end of a datagram socket pair, used as a switch port.
 #[derive(Debug)]
 pub struct DatagramPort {
     socket: UnixDatagram,
+    caps: PortCaps,
 }
 
 impl DatagramPort {
-    /// A connected pair: the port for the switch, and the peer's end.
+    /// A connected pair: the port for the switch, and the peer's end. The
+    /// port takes super-frames and partial checksums, as a TAP does.
     ///
     /// # Errors
     /// When the socket pair cannot be created.
     pub fn pair() -> io::Result<(Self, UnixDatagram)> {
+        Self::pair_with(PortCaps::OFFLOADS)
+    }
+
+    /// A pair whose port announces `caps`: with [`PortCaps::NONE`] it
+    /// stands for a device that takes only wire-sized, checksummed frames.
+    ///
+    /// # Errors
+    /// When the socket pair cannot be created.
+    pub fn pair_with(caps: PortCaps) -> io::Result<(Self, UnixDatagram)> {
         let (ours, theirs) = UnixDatagram::pair()?;
         ours.set_nonblocking(true)?;
-        Ok((Self { socket: ours }, theirs))
+        Ok((Self { socket: ours, caps }, theirs))
     }
 }
 
@@ -107,5 +120,17 @@ impl PortIo for DatagramPort {
 
     fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+
+    fn recv_batch(&self, id: PortId, batch: &mut RxBatch) -> io::Result<()> {
+        mmsg::recv_batch(self.socket.as_raw_fd(), id, batch, Runt::Empty)
+    }
+
+    fn send_batch(&self, frames: &[&PacketBuf]) -> SendOutcome {
+        mmsg::send_batch(self.socket.as_raw_fd(), frames)
+    }
+
+    fn caps(&self) -> PortCaps {
+        self.caps
     }
 }

@@ -15,10 +15,15 @@ use std::io;
 use std::os::fd::RawFd;
 
 use crate::buf::{PacketBuf, VnetHdr};
+use crate::ids::PortId;
 
+pub mod batch;
 pub mod datagram;
+mod mmsg;
 pub mod packet_socket;
 pub mod tap;
+
+pub use batch::RxBatch;
 
 pub use packet_socket::PacketSocketPort;
 pub use tap::TapPort;
@@ -146,6 +151,47 @@ pub(crate) fn check_ifname(name: &str) -> Result<(), PortError> {
     }
 }
 
+/// What a port's device accepts beyond plain, checksummed frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortCaps {
+    /// GSO super-frames ([`VnetHdr::is_gso`]) are taken whole; otherwise
+    /// the executor segments them with [`crate::gso`].
+    pub gso: bool,
+    /// Partial checksums ([`VnetHdr::F_NEEDS_CSUM`]) are taken; otherwise
+    /// the executor completes them.
+    pub partial_csum: bool,
+}
+
+impl PortCaps {
+    /// Everything a TAP or a packet socket with a virtio-net header takes.
+    pub const OFFLOADS: Self = Self {
+        gso: true,
+        partial_csum: true,
+    };
+    /// Only complete, wire-sized frames (a device or socket without a
+    /// virtio-net header).
+    pub const NONE: Self = Self {
+        gso: false,
+        partial_csum: false,
+    };
+}
+
+impl Default for PortCaps {
+    fn default() -> Self {
+        Self::OFFLOADS
+    }
+}
+
+/// What a batch send did: how many frames, from the front, the device
+/// took, and the error that stopped it, if any.
+#[derive(Debug, Default)]
+pub struct SendOutcome {
+    /// Frames taken, from the front of the batch.
+    pub sent: usize,
+    /// Why the rest were not (`WouldBlock`: the device's queue is full).
+    pub error: Option<io::Error>,
+}
+
 /// A device the datapath reads frames from and writes frames to.
 ///
 /// Both calls are non-blocking: `Err(WouldBlock)` means nothing to read, or
@@ -171,6 +217,60 @@ pub trait PortIo: Send + Sync + core::fmt::Debug {
 
     /// The descriptor to poll for readability.
     fn raw_fd(&self) -> RawFd;
+
+    /// Reads frames into the free slots of `batch`, tagging each with the
+    /// logical port it arrived on: `id` for a device that is one port, the
+    /// port an outer header maps to for a device that carries many (a
+    /// VXLAN socket, an uplink). Unreadable frames are recorded in the
+    /// batch as receive errors and skipped.
+    ///
+    /// Returns `Ok(())` when the batch is full (more may be queued), and
+    /// `Err(WouldBlock)` when the device is drained; frames committed
+    /// before any error stay in the batch. The default reads one frame at
+    /// a time with [`PortIo::recv`].
+    ///
+    /// # Errors
+    /// `WouldBlock` when drained; any other error from the device.
+    fn recv_batch(&self, id: PortId, batch: &mut RxBatch) -> io::Result<()> {
+        while let Some(buf) = batch.next_slot() {
+            match self.recv(buf) {
+                Ok(()) => batch.commit(id),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => batch.rx_error(id),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `frames` in order, stopping at the first the device refuses.
+    /// The default writes one frame at a time with [`PortIo::send`].
+    fn send_batch(&self, frames: &[&PacketBuf]) -> SendOutcome {
+        let mut out = SendOutcome::default();
+        for frame in frames {
+            match self.send(frame) {
+                Ok(()) => out.sent += 1,
+                Err(e) => {
+                    out.error = Some(e);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// What the device accepts (by default, what a virtio-net header
+    /// allows: super-frames and partial checksums).
+    fn caps(&self) -> PortCaps {
+        PortCaps::OFFLOADS
+    }
+
+    /// Frames the kernel dropped on this port before the switch could
+    /// read them or after it wrote them (socket overflow, a full TAP
+    /// queue), in total since the port was opened.
+    fn kernel_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Completes a receive of `n` bytes into a virtio-net header and

@@ -25,8 +25,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use libc::{c_int, socklen_t};
 use nix::sys::socket::MsgFlags;
 
-use super::{PortError, PortIo, check_ifname, check_sent, finish_recv};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::mmsg::{self, Runt};
+use super::{PortError, PortIo, RxBatch, SendOutcome, check_ifname, check_sent, finish_recv};
 use crate::buf::{PacketBuf, VnetHdr};
+use crate::ids::PortId;
 
 /// Receive and send buffer of each packet socket, in bytes.
 ///
@@ -42,6 +46,9 @@ pub struct PacketSocketPort {
     fd: OwnedFd,
     name: String,
     index: u32,
+    /// Drops read from `PACKET_STATISTICS` so far (reading resets the
+    /// kernel's counter, so they are accumulated here).
+    dropped: AtomicU64,
 }
 
 impl PacketSocketPort {
@@ -102,6 +109,7 @@ impl PacketSocketPort {
             fd,
             name: name.to_owned(),
             index,
+            dropped: AtomicU64::new(0),
         })
     }
 
@@ -155,6 +163,46 @@ impl PortIo for PacketSocketPort {
     fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    fn recv_batch(&self, id: PortId, batch: &mut RxBatch) -> io::Result<()> {
+        mmsg::recv_batch(self.fd.as_raw_fd(), id, batch, Runt::Error)
+    }
+
+    fn send_batch(&self, frames: &[&PacketBuf]) -> SendOutcome {
+        mmsg::send_batch(self.fd.as_raw_fd(), frames)
+    }
+
+    /// Frames the socket's receive queue had no room for
+    /// (`PACKET_STATISTICS`' `tp_drops`), accumulated across reads.
+    fn kernel_dropped(&self) -> u64 {
+        let new = packet_drops(self.fd.as_fd()).unwrap_or(0);
+        self.dropped.fetch_add(new, Ordering::Relaxed) + new
+    }
+}
+
+/// Reads and resets the socket's `PACKET_STATISTICS`; returns the drops.
+fn packet_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut stats = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = socklen_t::try_from(size_of::<libc::tpacket_stats>())
+        .map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `fd` is an open packet socket; the kernel writes at most
+    // `len` bytes into `stats`, a `tpacket_stats` that lives for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&raw mut stats).cast(),
+            &raw mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(stats.tp_drops))
 }
 
 /// Sets an `int` socket option.

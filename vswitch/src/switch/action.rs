@@ -104,6 +104,10 @@ drop_reasons! {
     /// The device delivered a frame that could not be read whole (longer
     /// than a buffer, or shorter than its virtio-net header).
     RxError => "rx_error",
+    /// A GSO super-frame for a port that cannot take one, which could not be
+    /// segmented (malformed headers, an unsupported GSO type), or a partial
+    /// checksum that could not be completed for such a port.
+    Unsegmentable => "unsegmentable",
 }
 
 #[cfg(test)]

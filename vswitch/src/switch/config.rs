@@ -13,8 +13,8 @@ use crate::ids::{MacAddr, NetworkId, PortId};
 /// Docker's default MTU when `com.docker.network.driver.mtu` is not set.
 pub const DEFAULT_MTU: u16 = 1500;
 
-/// Length of an Ethernet header without a VLAN tag.
-pub const ETH_HEADER_LEN: usize = 14;
+/// Length of an Ethernet header without a VLAN tag (smoltcp's constant).
+pub const ETH_HEADER_LEN: usize = smoltcp::wire::ETHERNET_HEADER_LEN;
 
 /// The network's virtual gateway: the address containers use as their
 /// default route. The switch answers for it (ARP, ICMP echo) and hands

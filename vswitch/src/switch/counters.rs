@@ -54,6 +54,11 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Frames that could not be sent because the port's queue was full.
     pub tx_dropped: u64,
+    /// Frames the kernel dropped on the port's device before the switch
+    /// could read them (a packet socket's receive queue overflowing) or
+    /// after it wrote them. Filled in by the datapath, which owns the
+    /// devices; the switch itself never sees these frames.
+    pub kernel_dropped: u64,
     /// Frames received from the port and dropped, by reason.
     pub drops: DropCounters,
 }
@@ -66,6 +71,7 @@ impl PortStats {
         self.tx_packets += other.tx_packets;
         self.tx_bytes += other.tx_bytes;
         self.tx_dropped += other.tx_dropped;
+        self.kernel_dropped += other.kernel_dropped;
         self.drops.merge(&other.drops);
     }
 }

@@ -106,6 +106,21 @@ pub struct FdbStats {
     pub pinned: u64,
 }
 
+/// A change one replica of the FDB made that the others apply: `mac` on
+/// `network` was seen on `port` at `seen` (see [`crate::datapath`] for why
+/// the table is replicated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbUpdate {
+    /// The network.
+    pub network: NetworkId,
+    /// The source MAC.
+    pub mac: MacAddr,
+    /// The port it was seen on.
+    pub port: PortId,
+    /// When.
+    pub seen: Instant,
+}
+
 /// One row of the inspection snapshot (`vsctl show-fdb`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdbRow {
@@ -281,23 +296,63 @@ impl Fdb {
         mac: MacAddr,
         port: PortId,
     ) -> Learned {
+        self.learn_placed(now, network, mac, port).0
+    }
+
+    /// Applies what another replica of the table learned (see
+    /// [`FdbUpdate`]): `mac` was seen on `port` at `seen`. The most recent
+    /// sighting wins whichever replica made it, so replicas that learn the
+    /// same MAC on two ports at once converge; a static entry is never
+    /// changed. Returns whether the table changed.
+    pub fn apply_update(&mut self, update: &FdbUpdate) -> bool {
+        let seen = self.stamp(update.seen);
+        let key = FdbKey {
+            network: update.network,
+            mac: update.mac,
+        };
+        if let Some(slot) = self.map.get(&key) {
+            // Compared as instants: the replicas' stamps count from
+            // different epochs.
+            let newer_here =
+                self.instant(slot.last_seen) > Some(update.seen) && self.is_live(slot, seen);
+            if slot.origin == Origin::Static || newer_here {
+                return false;
+            }
+        }
+        self.learn(update.seen, update.network, update.mac, update.port);
+        true
+    }
+
+    /// [`Fdb::learn`], also saying whether the entry was (re)placed on its
+    /// port's list: new, moved, or refreshed for the first time in a
+    /// [`REPLACE_INTERVAL`]. Those are the changes other replicas need; a
+    /// plain refresh within the interval is not.
+    #[inline]
+    pub(crate) fn learn_placed(
+        &mut self,
+        now: Instant,
+        network: NetworkId,
+        mac: MacAddr,
+        port: PortId,
+    ) -> (Learned, bool) {
         let now = self.stamp(now);
         let key = FdbKey { network, mac };
         let Some(slot) = self.map.get(&key).copied() else {
             self.insert_learned(now, key, port);
-            return Learned::New;
+            return (Learned::New, true);
         };
         if slot.origin == Origin::Static {
             if slot.port == port {
-                return Learned::Refreshed;
+                return (Learned::Refreshed, false);
             }
             self.stats.pinned += 1;
-            return Learned::Pinned { at: slot.port };
+            return (Learned::Pinned { at: slot.port }, false);
         }
         let was_live = self.is_live(&slot, now);
         let tick = tick(now);
         if slot.port == port {
-            if slot.placed != tick {
+            let placed = slot.placed != tick;
+            if placed {
                 self.unlink(slot.node);
                 self.link_back(slot.node, port);
             }
@@ -306,9 +361,9 @@ impl Fdb {
                 s.placed = tick;
             }
             return if was_live {
-                Learned::Refreshed
+                (Learned::Refreshed, placed)
             } else {
-                Learned::New
+                (Learned::New, true)
             };
         }
         self.unlink(slot.node);
@@ -324,9 +379,9 @@ impl Fdb {
         }
         if was_live {
             self.stats.moved += 1;
-            Learned::Moved { from: slot.port }
+            (Learned::Moved { from: slot.port }, true)
         } else {
-            Learned::New
+            (Learned::New, true)
         }
     }
 
@@ -794,5 +849,49 @@ mod tests {
         assert_eq!(f.learn(later, N, mac(1), PortId(2)), Learned::New);
         assert_eq!(f.stats().moved, 0);
         assert_eq!(f.lookup(later, N, mac(1)), Some(PortId(2)));
+    }
+
+    #[test]
+    fn replicas_converge_on_the_most_recent_sighting() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(1);
+        let (mut a, mut b) = (fdb(10, 10), fdb(10, 10));
+        // Each replica sees mac(1) on a different port at about the same
+        // time, then applies the other's change.
+        let (_, shared_a) = a.learn_placed(t0, N, mac(1), PortId(1));
+        let (_, shared_b) = b.learn_placed(t1, N, mac(1), PortId(2));
+        assert!(shared_a && shared_b, "new entries are shared");
+        let ua = FdbUpdate {
+            network: N,
+            mac: mac(1),
+            port: PortId(1),
+            seen: t0,
+        };
+        let ub = FdbUpdate {
+            port: PortId(2),
+            seen: t1,
+            ..ua
+        };
+        assert!(a.apply_update(&ub));
+        assert!(!b.apply_update(&ua), "an older sighting changes nothing");
+        assert_eq!(a.lookup(t1, N, mac(1)), Some(PortId(2)));
+        assert_eq!(b.lookup(t1, N, mac(1)), Some(PortId(2)));
+
+        // A refresh within the placement interval is not shared; one after
+        // it is, so the replicas' ages stay within an interval.
+        let (_, again) = b.learn_placed(t1 + Duration::from_millis(1), N, mac(1), PortId(2));
+        assert!(!again);
+        let (_, later) = b.learn_placed(t1 + 2 * REPLACE_INTERVAL, N, mac(1), PortId(2));
+        assert!(later);
+
+        // A static entry is never changed by another replica.
+        a.add_static(t0, N, mac(2), PortId(5));
+        let over_static = FdbUpdate {
+            mac: mac(2),
+            seen: t1,
+            ..ua
+        };
+        assert!(!a.apply_update(&over_static));
+        assert_eq!(a.lookup(t1, N, mac(2)), Some(PortId(5)));
     }
 }

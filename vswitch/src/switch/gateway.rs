@@ -7,12 +7,15 @@
 //! checksums updated incrementally. Anything else addressed to the gateway
 //! goes to the L3 stage (NAT and DNS plug in there).
 
-use smoltcp::wire::{ArpOperation, Icmpv4Message, Icmpv4Packet, IpProtocol};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ETHERNET_HEADER_LEN, Icmpv4Message, Icmpv4Packet, IpProtocol,
+    Ipv4Packet,
+};
 
 use super::action::DropReason;
 use super::checksum;
-use super::config::{ETH_HEADER_LEN, Gateway};
-use super::ingress::{ipv4_at, parse_arp, parse_ipv4};
+use super::config::Gateway;
+use super::parse::{L3, ParsedFrame};
 
 /// TTL of packets the gateway originates (Linux's default).
 const GATEWAY_TTL: u8 = 64;
@@ -29,54 +32,50 @@ pub(crate) enum Answer {
 }
 
 /// Turns an ARP request for the gateway's address into the reply.
-pub(crate) fn answer_arp(frame: &mut [u8], gw: Gateway) -> Answer {
-    let Some(payload) = frame.get_mut(ETH_HEADER_LEN..) else {
+pub(crate) fn answer_arp(frame: &mut [u8], parsed: &ParsedFrame, gw: Gateway) -> Answer {
+    let L3::Arp(arp) = parsed.l3 else {
         return Answer::Drop(DropReason::Malformed);
     };
-    let mut arp = match parse_arp(payload) {
-        Ok(arp) => arp,
-        Err(reason) => return Answer::Drop(reason),
-    };
-    if arp.operation() != ArpOperation::Request || ipv4_at(arp.target_protocol_addr()) != gw.ip {
+    if arp.operation != ArpOperation::Request || arp.target_ip != gw.ip {
         return Answer::NotMine;
     }
-    let mut asker_mac = [0u8; 6];
-    asker_mac.copy_from_slice(arp.source_hardware_addr());
-    let mut asker_ip = [0u8; 4];
-    asker_ip.copy_from_slice(arp.source_protocol_addr());
-
-    arp.set_operation(ArpOperation::Reply);
-    arp.set_source_hardware_addr(&gw.mac.0);
-    arp.set_source_protocol_addr(&gw.ip.octets());
-    arp.set_target_hardware_addr(&asker_mac);
-    arp.set_target_protocol_addr(&asker_ip);
-    set_ethernet(frame, asker_mac, gw);
+    let Some(payload) = frame.get_mut(ETHERNET_HEADER_LEN..) else {
+        return Answer::Drop(DropReason::Malformed);
+    };
+    // Parsing checked the lengths, so the unchecked view stays in bounds.
+    let mut view = ArpPacket::new_unchecked(payload);
+    view.set_operation(ArpOperation::Reply);
+    view.set_source_hardware_addr(&gw.mac.0);
+    view.set_source_protocol_addr(&gw.ip.octets());
+    view.set_target_hardware_addr(&arp.sender_mac.0);
+    view.set_target_protocol_addr(&arp.sender_ip.octets());
+    set_ethernet(frame, arp.sender_mac.0, gw);
     Answer::Replied
 }
 
 /// Turns an ICMP echo request to the gateway's address into the reply, or
 /// says why it cannot.
-pub(crate) fn answer_ipv4(frame: &mut [u8], gw: Gateway) -> Answer {
-    let mut asker_mac = [0u8; 6];
-    asker_mac.copy_from_slice(&frame[6..12]);
-    let Some(payload) = frame.get_mut(ETH_HEADER_LEN..) else {
+pub(crate) fn answer_ipv4(frame: &mut [u8], parsed: &ParsedFrame, gw: Gateway) -> Answer {
+    let L3::Ipv4(ip) = parsed.l3 else {
         return Answer::Drop(DropReason::Malformed);
     };
-    let mut ip = match parse_ipv4(payload) {
-        Ok(ip) => ip,
-        Err(reason) => return Answer::Drop(reason),
+    let asker_mac = parsed.src.0;
+    let Some(payload) = frame.get_mut(ETHERNET_HEADER_LEN..) else {
+        return Answer::Drop(DropReason::Malformed);
     };
-    if !ip.verify_checksum() {
+    // Parsing checked every length of the header.
+    let mut view = Ipv4Packet::new_unchecked(payload);
+    if !view.verify_checksum() {
         return Answer::Drop(DropReason::BadChecksum);
     }
-    if ip.dst_addr() != gw.ip || ip.next_header() != IpProtocol::Icmp {
+    if ip.dst != gw.ip || ip.protocol != IpProtocol::Icmp {
         return Answer::NotMine;
     }
-    if ip.more_frags() || ip.frag_offset() != 0 {
+    if ip.fragment {
         return Answer::Drop(DropReason::Fragment);
     }
     {
-        let Ok(mut icmp) = Icmpv4Packet::new_checked(ip.payload_mut()) else {
+        let Ok(mut icmp) = Icmpv4Packet::new_checked(view.payload_mut()) else {
             return Answer::Drop(DropReason::Malformed);
         };
         if icmp.msg_type() != Icmpv4Message::EchoRequest {
@@ -94,14 +93,17 @@ pub(crate) fn answer_ipv4(frame: &mut [u8], gw: Gateway) -> Answer {
     }
     // Swapping source and destination leaves the header sum unchanged; only
     // the TTL word changes.
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    ip.set_src_addr(dst);
-    ip.set_dst_addr(src);
-    let proto = u8::from(ip.next_header());
-    let old = u16::from_be_bytes([ip.hop_limit(), proto]);
-    ip.set_hop_limit(GATEWAY_TTL);
-    let sum = checksum::adjust(ip.checksum(), old, u16::from_be_bytes([GATEWAY_TTL, proto]));
-    ip.set_checksum(sum);
+    view.set_src_addr(ip.dst);
+    view.set_dst_addr(ip.src);
+    let proto = u8::from(ip.protocol);
+    let old = u16::from_be_bytes([ip.ttl, proto]);
+    view.set_hop_limit(GATEWAY_TTL);
+    let sum = checksum::adjust(
+        view.checksum(),
+        old,
+        u16::from_be_bytes([GATEWAY_TTL, proto]),
+    );
+    view.set_checksum(sum);
     set_ethernet(frame, asker_mac, gw);
     Answer::Replied
 }

@@ -28,18 +28,19 @@
 //! out the returned [`Action`].
 
 mod action;
-mod checksum;
+pub mod checksum;
 mod config;
 mod counters;
 mod fdb;
 mod gateway;
 mod ingress;
+pub mod parse;
 mod trace;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use smoltcp::wire::EthernetFrame;
+use smoltcp::wire::EthernetProtocol;
 
 pub use action::{Action, DropReason, FloodScope};
 pub use config::{
@@ -47,13 +48,13 @@ pub use config::{
     SwitchConfig,
 };
 pub use counters::{DropCounters, PortStats, Stats};
-pub use fdb::{Fdb, FdbConfig, FdbRow, FdbStats, Learned, Origin, REPLACE_INTERVAL};
+pub use fdb::{Fdb, FdbConfig, FdbRow, FdbStats, FdbUpdate, Learned, Origin, REPLACE_INTERVAL};
 pub use trace::{NoTrace, Trace, TraceEvent, Tracer};
 
 use crate::buf::PacketBuf;
-use crate::ids::{MacAddr, NetworkId, PortId};
+use crate::ids::{NetworkId, PortId};
 use gateway::Answer;
-use ingress::{ETHERTYPE_ARP, ETHERTYPE_IPV4};
+pub use parse::{Arp, Ipv4, Ipv6, L3, L4, ParsedFrame};
 
 /// A MAC-learning switch over any number of networks, with a virtual
 /// gateway per network.
@@ -62,6 +63,8 @@ pub struct Switch {
     config: Arc<SwitchConfig>,
     fdb: Fdb,
     stats: Stats,
+    /// FDB changes for the other replicas, when sharing is on.
+    journal: Option<Vec<FdbUpdate>>,
 }
 
 impl Switch {
@@ -72,6 +75,7 @@ impl Switch {
             config: Arc::default(),
             fdb: Fdb::new(fdb),
             stats: Stats::default(),
+            journal: None,
         }
     }
 
@@ -160,17 +164,13 @@ impl Switch {
             return Action::Drop(DropReason::UnknownPort);
         };
         self.stats.rx(ingress, buf.len());
-        let vnet = buf.vnet;
-        let frame = buf.frame_mut();
-        if frame.len() < ETH_HEADER_LEN {
-            return Action::Drop(DropReason::Runt);
-        }
-        let eth = EthernetFrame::new_unchecked(&*frame);
-        let src = MacAddr::from(eth.src_addr());
-        let dst = MacAddr::from(eth.dst_addr());
-        let ethertype = u16::from(eth.ethertype());
+        let parsed = match ParsedFrame::parse(buf.frame(), buf.vnet) {
+            Ok(p) => p,
+            Err(reason) => return Action::Drop(reason),
+        };
+        let (src, dst) = (parsed.src, parsed.dst);
 
-        if !ingress::fits_mtu(frame, &vnet, ethertype, net.max_frame_len) {
+        if !ingress::fits_mtu(&parsed, net.max_frame_len) {
             return Action::Drop(DropReason::Oversize);
         }
         if !src.is_valid_source() {
@@ -181,7 +181,7 @@ impl Switch {
                 if src != mac {
                     return Action::Drop(DropReason::SrcMacSpoofed);
                 }
-                if let Err(reason) = ingress::check_container(frame, ethertype, mac, ipv4) {
+                if let Err(reason) = ingress::check_container(&parsed, mac, ipv4) {
                     return Action::Drop(reason);
                 }
                 true
@@ -193,18 +193,26 @@ impl Switch {
             network,
             src,
             dst,
-            ethertype,
+            ethertype: parsed.ethertype_u16(),
         });
 
-        let outcome = self.fdb.learn(now, network, src, ingress);
+        let (outcome, placed) = self.fdb.learn_placed(now, network, src, ingress);
+        if placed && let Some(journal) = &mut self.journal {
+            journal.push(FdbUpdate {
+                network,
+                mac: src,
+                port: ingress,
+                seen: now,
+            });
+        }
         tracer.record(TraceEvent::Learned { mac: src, outcome });
 
         if let Some(gw) = net.config.gateway {
             if dst == gw.mac {
-                return to_gateway(frame, gw, ingress, ethertype, tracer);
+                return to_gateway(buf.frame_mut(), &parsed, gw, ingress, tracer);
             }
-            if dst.is_broadcast() && ethertype == ETHERTYPE_ARP {
-                match gateway::answer_arp(frame, gw) {
+            if dst.is_broadcast() && parsed.is_arp() {
+                match gateway::answer_arp(buf.frame_mut(), &parsed, gw) {
                     Answer::Replied => {
                         tracer.record(TraceEvent::GatewayArpReply);
                         return Action::Reply(ingress);
@@ -217,7 +225,7 @@ impl Switch {
 
         // ICC off: a container reaches no other container, ARP excepted so
         // that neighbours resolve as they do on Docker's bridge.
-        let isolated = from_container && !net.config.icc && ethertype != ETHERTYPE_ARP;
+        let isolated = from_container && !net.config.icc && !parsed.is_arp();
         if dst.is_multicast() {
             return flood(network, ingress, isolated, net.uplinks);
         }
@@ -261,6 +269,37 @@ impl Switch {
                             .port(p)
                             .is_some_and(|c| c.role == PortRole::Uplink))
             })
+    }
+
+    /// Starts or stops recording the FDB changes other replicas need
+    /// ([`Switch::drain_updates`]); off by default, so a switch nobody
+    /// drains never grows a journal.
+    pub fn share_learning(&mut self, on: bool) {
+        self.journal = on.then(Vec::new);
+    }
+
+    /// The FDB changes recorded since the last call, for the other
+    /// replicas ([`Switch::apply_update`]).
+    pub fn drain_updates(&mut self) -> impl Iterator<Item = FdbUpdate> + '_ {
+        self.journal.iter_mut().flat_map(|j| j.drain(..))
+    }
+
+    /// Applies another replica's FDB change, unless its port is no longer
+    /// in the configuration or no longer in that network. Returns whether
+    /// the FDB changed.
+    pub fn apply_update(&mut self, update: &FdbUpdate) -> bool {
+        let current = self
+            .config
+            .port(update.port)
+            .is_some_and(|p| p.network == update.network);
+        current && self.fdb.apply_update(update)
+    }
+
+    /// Counts a frame from `port` dropped after the decision (by the
+    /// executor: a super-frame the egress port cannot take and that cannot
+    /// be segmented).
+    pub fn record_drop(&mut self, port: PortId, reason: DropReason) {
+        self.stats.drop(port, reason);
     }
 
     /// Counts a frame the device on `port` delivered unreadable.
@@ -313,15 +352,18 @@ fn flood(network: NetworkId, except: PortId, isolated: bool, uplinks: usize) -> 
 
 fn to_gateway<T: Tracer>(
     frame: &mut [u8],
+    parsed: &ParsedFrame,
     gw: Gateway,
     ingress: PortId,
-    ethertype: u16,
     tracer: &mut T,
 ) -> Action {
-    let (answer, event) = match ethertype {
-        ETHERTYPE_ARP => (gateway::answer_arp(frame, gw), TraceEvent::GatewayArpReply),
-        ETHERTYPE_IPV4 => (
-            gateway::answer_ipv4(frame, gw),
+    let (answer, event) = match parsed.ethertype {
+        EthernetProtocol::Arp => (
+            gateway::answer_arp(frame, parsed, gw),
+            TraceEvent::GatewayArpReply,
+        ),
+        EthernetProtocol::Ipv4 => (
+            gateway::answer_ipv4(frame, parsed, gw),
             TraceEvent::GatewayEchoReply,
         ),
         _ => (Answer::NotMine, TraceEvent::ToL3),
