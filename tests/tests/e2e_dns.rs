@@ -10,37 +10,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use vswitch_tests::{Daemon, exists, prerequisites, unique};
+use vswitch_tests::{Daemon, TempFile, dig, exists, prerequisites, unique};
 
 /// Set in the environment of the fake upstream's process.
 const FAKE_UPSTREAM_ENV: &str = "VSWITCH_E2E_FAKE_UPSTREAM";
 
 /// What the fake upstream answers to every A query.
 const FAKE_ANSWER: [u8; 4] = [192, 0, 2, 99];
-
-/// A file removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(contents: &str) -> Self {
-        let path = std::env::temp_dir().join(unique("vswitch-resolv-"));
-        std::fs::write(&path, contents).expect("temp file");
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("temp paths are UTF-8")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// The fake upstream's process, killed on drop.
 struct FakeUpstream(Child);
@@ -153,21 +131,10 @@ fn fake_answer(query: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
-/// `dig` inside `sandbox`; returns (success, stdout).
-fn dig(d: &Daemon, sandbox: &str, args: &[&str]) -> (bool, String) {
-    let mut cmd = vec!["dig", "+time=2", "+tries=1"];
-    cmd.extend_from_slice(args);
-    let out = d.exec(sandbox, &cmd);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 /// `dig +short @127.0.0.11 ARGS` inside `sandbox`, trimmed; panics unless
 /// dig got a reply.
 fn short(d: &Daemon, sandbox: &str, args: &[&str]) -> String {
-    let mut all = vec!["+short", "@127.0.0.11"];
+    let mut all = vec!["+time=2", "+tries=1", "+short", "@127.0.0.11"];
     all.extend_from_slice(args);
     let (ok, out) = dig(d, sandbox, &all);
     assert!(
@@ -236,7 +203,7 @@ fn sandboxes_on_a_user_network_resolve_each_other_at_127_0_0_11() {
     assert_eq!(short(&d, &a, &["-x", "10.232.0.3"]), format!("{b}.{net}."));
 
     // AAAA for a known name on a v4-only network: NOERROR, no answer.
-    let (ok, out) = dig(&d, &a, &["@127.0.0.11", "AAAA", &b]);
+    let (ok, out) = dig(&d, &a, &["+time=2", "+tries=1", "@127.0.0.11", "AAAA", &b]);
     assert!(ok, "{out}");
     assert!(out.contains("status: NOERROR"), "{out}");
     assert!(out.contains(" ANSWER: 0,"), "{out}");
@@ -254,12 +221,16 @@ fn sandboxes_on_a_user_network_resolve_each_other_at_127_0_0_11() {
         resolv_conf(&d, &a),
         "search example.test\nnameserver 127.0.0.11\noptions ndots:0\n"
     );
-    let (ok, out) = dig(&d, &a, &["+short", &b]);
+    let (ok, out) = dig(&d, &a, &["+time=2", "+tries=1", "+short", &b]);
     assert!(ok && out.trim() == "10.232.0.3", "{out}");
 
     // The default bridge has no embedded DNS: nothing listens, and its
     // resolv.conf is the host's without loopback servers.
-    let (ok, out) = dig(&d, &g, &["+short", "@127.0.0.11", &a]);
+    let (ok, out) = dig(
+        &d,
+        &g,
+        &["+time=2", "+tries=1", "+short", "@127.0.0.11", &a],
+    );
     assert!(!ok || out.trim().is_empty(), "{out}");
     let conf = resolv_conf(&d, &g);
     assert!(!conf.contains("127.0.0.11"), "{conf}");
@@ -286,7 +257,11 @@ fn listeners_come_back_after_a_restart() {
     assert_eq!(short(&d, &a, &[&b]), "10.234.0.3");
 
     d.kill9();
-    let (ok, out) = dig(&d, &a, &["+short", "@127.0.0.11", &b]);
+    let (ok, out) = dig(
+        &d,
+        &a,
+        &["+time=2", "+tries=1", "+short", "@127.0.0.11", &b],
+    );
     assert!(
         !ok || out.trim().is_empty(),
         "answered with no daemon: {out}"
@@ -297,7 +272,11 @@ fn listeners_come_back_after_a_restart() {
 
     d.vsctl_ok(&["network", "disconnect", &net, &b]);
     // Gone from the records: forwarded now, and nothing answers upstream.
-    let (_, out) = dig(&d, &a, &["+short", "@127.0.0.11", &b]);
+    let (_, out) = dig(
+        &d,
+        &a,
+        &["+time=2", "+tries=1", "+short", "@127.0.0.11", &b],
+    );
     assert!(!out.contains("10.234.0.3"), "{out}");
     // And `b` has no user network left: back to the bridge's resolv.conf.
     assert!(!resolv_conf(&d, &b).contains("127.0.0.11"));

@@ -10,34 +10,12 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vswitch::netns::{Netns, run_in};
-use vswitch_tests::{Daemon, prerequisites, unique};
-
-/// A file removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(contents: &str) -> Self {
-        let path = std::env::temp_dir().join(unique("vswitch-resolv-"));
-        std::fs::write(&path, contents).expect("temp file");
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("temp paths are UTF-8")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use vswitch_tests::{Daemon, TempFile, dig, prerequisites, unique};
 
 /// A daemon whose only upstream is `upstream` (port 53), after its host
 /// resolv.conf (bind in that order, so the daemon is dropped first).
@@ -45,17 +23,6 @@ fn daemon(upstream: &str) -> (TempFile, Daemon) {
     let host = TempFile::new(&format!("nameserver {upstream}\n"));
     let d = Daemon::start_with(&["--resolv-conf", host.path()]);
     (host, d)
-}
-
-/// `dig ARGS` inside `sandbox`; returns (success, stdout).
-fn dig(d: &Daemon, sandbox: &str, args: &[&str]) -> (bool, String) {
-    let mut cmd = vec!["dig"];
-    cmd.extend_from_slice(args);
-    let out = d.exec(sandbox, &cmd);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 /// `dig +time=2 +tries=1 +short @127.0.0.11 ARGS` inside `sandbox`, one

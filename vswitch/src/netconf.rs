@@ -340,6 +340,38 @@ impl Netlink {
         Ok(links.into_iter().map(|(_, name)| name).collect())
     }
 
+    /// The MAC of link `name`, or `None` when there is no such link (or it
+    /// has no hardware address).
+    ///
+    /// # Errors
+    /// [`NetconfError::ListLinks`].
+    pub fn link_mac(&mut self, name: &str) -> Result<Option<MacAddr>, NetconfError> {
+        let replies = self
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )
+            .map_err(|source| NetconfError::ListLinks { source })?;
+        for reply in replies {
+            let RouteNetlinkMessage::NewLink(link) = reply else {
+                continue;
+            };
+            let named = link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name));
+            if named {
+                return Ok(link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Address(bytes) => {
+                        <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
+                    }
+                    _ => None,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// Creates a veth pair `name` — `peer`, both down, in this namespace.
     ///
     /// # Errors

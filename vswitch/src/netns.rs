@@ -17,7 +17,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -188,12 +188,30 @@ impl Netns {
     /// # Errors
     /// [`NetnsError::Open`] when the file cannot be opened,
     /// [`NetnsError::NotNetns`] when it is not a network namespace.
+    ///
+    /// The file is opened without blocking and must live on nsfs, so a
+    /// FIFO, a device or a plain file is refused at once instead of hanging
+    /// the caller or being entered.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, NetnsError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| NetnsError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|source| NetnsError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let on_nsfs = nix::sys::statfs::fstatfs(&file)
+            .map_err(|errno| NetnsError::Open {
+                path: path.clone(),
+                source: errno.into(),
+            })?
+            .filesystem_type()
+            == nix::sys::statfs::NSFS_MAGIC;
+        if !on_nsfs {
+            return Err(NetnsError::NotNetns { path });
+        }
         let name = (path.parent() == Some(Path::new(NETNS_RUN_DIR)))
             .then(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
             .flatten();
@@ -249,6 +267,107 @@ impl Netns {
             }
         }
         fs::remove_file(&path).map_err(|source| NetnsError::Remove { path, source })
+    }
+
+    /// The namespace's identity: the device and inode of its nsfs file,
+    /// equal for every file that refers to the same namespace.
+    ///
+    /// # Errors
+    /// [`NetnsError::Open`] when `fstat` fails.
+    pub fn identity(&self) -> Result<(u64, u64), NetnsError> {
+        let st = nix::sys::stat::fstat(&self.file).map_err(|errno| NetnsError::Open {
+            path: self.path.clone(),
+            source: errno.into(),
+        })?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// Whether this is the namespace the daemon itself runs in, or the one
+    /// of the host's init process: configuring endpoints there would change
+    /// the host's own networking.
+    ///
+    /// # Errors
+    /// When an identity cannot be read.
+    pub fn is_host(&self) -> Result<bool, NetnsError> {
+        let me = self.identity()?;
+        for host in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+            match Self::open(host) {
+                Ok(ns) if ns.identity()? == me => return Ok(true),
+                Ok(_) => {}
+                // /proc/1 may be hidden (hidepid); the daemon's own
+                // namespace is always readable.
+                Err(_) if host == "/proc/1/ns/net" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Keeps this namespace alive and reachable at `target` by bind-mounting
+    /// it there (a new, empty file of mode 0 in a directory of mode 0700,
+    /// both created as needed), as `ip netns attach` does.
+    ///
+    /// # Errors
+    /// [`NetnsError::CreateFile`] (`AlreadyExists` when `target` exists),
+    /// [`NetnsError::BindMount`]; nothing is left behind on error.
+    pub fn bind_to(&self, target: &Path) -> Result<(), NetnsError> {
+        let create = |source| NetnsError::CreateFile {
+            path: target.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = target.parent() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(create)?;
+        }
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(target)
+            .map_err(create)?;
+        let source = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        if let Err(errno) = nix::mount::mount(
+            Some(source.as_str()),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            let _ = fs::remove_file(target);
+            return Err(NetnsError::BindMount {
+                path: target.to_path_buf(),
+                source: errno.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Self::bind_to`]: unmounts `target` (lazily) and removes the
+    /// file. A target that is already gone is not an error.
+    ///
+    /// # Errors
+    /// [`NetnsError::Unmount`], [`NetnsError::Remove`].
+    pub fn unbind(target: &Path) -> Result<(), NetnsError> {
+        match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+            Err(errno) => {
+                return Err(NetnsError::Unmount {
+                    path: target.to_path_buf(),
+                    source: errno.into(),
+                });
+            }
+        }
+        match fs::remove_file(target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(NetnsError::Remove {
+                path: target.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     /// The namespace's descriptor, for `setns` or `IFLA_NET_NS_FD`.

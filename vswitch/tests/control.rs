@@ -13,8 +13,8 @@ use vswitch::api::types::{
     SandboxView,
 };
 use vswitch::control::{
-    Attachment, ControlError, Controller, ControllerConfig, Ctx, Detachment, Effect, Model,
-    Outcome, PortKind, Request, Response, SeededEntropy, Store, StoreError,
+    Attachment, ControlError, Controller, ControllerConfig, Ctx, Effect, Model, Outcome, PortKind,
+    Request, Response, SeededEntropy, Store, StoreError,
 };
 use vswitch::ids::{MacAddr, NetworkId, PortId};
 use vswitch::switch::{FdbRow, Origin, PortRole, PortStats};
@@ -395,20 +395,13 @@ fn interfaces_are_named_in_attach_order_and_the_first_network_holds_the_route() 
     // Disconnecting the route's network moves the route to the next one.
     let o = t.ok(disconnect("n1", "c1"));
     assert_eq!(o.response, Response::Done);
-    let ep0 = &e0;
     assert_eq!(
         o.effects,
         vec![
             Effect::PushSwitchConfig,
-            Effect::DetachEndpoint(Detachment {
-                endpoint: ep0.endpoint_id.clone(),
-                sandbox: sb.id.clone(),
-                netns: PathBuf::from(&sb.netns_path),
-                port: PortId(ep0.port),
-                kind: PortKind::Tap,
-                host_ifname: ep0.host_interface.clone(),
-                ifname: "eth0".to_owned(),
-            }),
+            // The endpoint as it was attached, so an undo can attach it
+            // again, default route included.
+            Effect::DetachEndpoint(attachment(&fx0).clone()),
             Effect::SetDefaultRoute {
                 sandbox: sb.id.clone(),
                 netns: PathBuf::from(&sb.netns_path),
@@ -617,11 +610,19 @@ fn sandboxes_create_or_adopt_namespaces() {
             sandbox: ad.id.clone(),
             name: "adopted".into(),
             path: PathBuf::from("/proc/1234/ns/net"),
+            handle: PathBuf::from("/run/vswitch/netns").join(&ad.id),
         }]
     );
-    // Removing an adopted sandbox leaves its namespace alone.
+    // Removing an adopted sandbox releases the daemon's handle and leaves
+    // the namespace itself alone.
     let o = t.ok(rm_sb("adopted"));
-    assert!(o.effects.is_empty());
+    assert_eq!(
+        o.effects,
+        vec![Effect::ReleaseNetns {
+            sandbox: ad.id.clone(),
+            handle: PathBuf::from("/run/vswitch/netns").join(&ad.id),
+        }]
+    );
 }
 
 #[test]

@@ -21,7 +21,8 @@
 //! an unknown route a 404, a known route with another method a 405.
 //!
 //! The server ([`server::ApiServer`]) only parses and routes; a
-//! [`Backend`] (the daemon: control thread, effects, store) does the work.
+//! [`Backend`] (the daemon: snapshot reads, control thread, effects, store)
+//! does the work.
 //! The client ([`client::Client`]) speaks just enough HTTP/1.1 for this
 //! server: one request per connection, `Connection: close`, and a body
 //! delimited by `Content-Length` (the server never chunks).
@@ -30,7 +31,9 @@ use crate::control::{ControlError, Request, Response};
 
 pub mod client;
 pub mod server;
-pub mod types;
+/// The request and answer bodies; they belong to the control plane
+/// ([`crate::control::types`]) and are re-exported here for clients.
+pub use crate::control::types;
 
 pub use client::{Client, ClientError};
 pub use server::{ApiError, ApiServer, Reply, ShutdownHandle, route, serve};
@@ -39,8 +42,10 @@ use types::{DnsNetworkView, FdbView, PortView};
 
 /// What the API server needs from the daemon.
 ///
-/// Calls come from the API thread; the daemon forwards them to its control
-/// thread, executes the effects, persists the model, and only then returns.
+/// Calls come from the API's connection threads, several at once. The
+/// daemon answers reads from its last published snapshot without waiting,
+/// and hands changes to its control thread, which carries out the effects
+/// and persists the model before the call returns.
 pub trait Backend: Send + Sync {
     /// Applies one control request.
     ///

@@ -1,14 +1,26 @@
-//! The HTTP side of the API: a tiny_http server on a unix socket that parses
-//! requests, routes them ([`route`], pure and tested without a socket) and
-//! writes the [`Backend`]'s answer back.
+//! The HTTP side of the API: a unix-socket server that parses requests
+//! (httparse), routes them ([`route`], pure and tested without a socket)
+//! and writes the [`Backend`]'s answer back.
+//!
+//! The server is made to stay up whatever its clients do:
+//! - the accept loop survives `EMFILE`/`ENFILE` (and any other accept
+//!   error): it backs off from [`ACCEPT_BACKOFF_MIN`] to
+//!   [`ACCEPT_BACKOFF_MAX`] and keeps accepting, so the API comes back by
+//!   itself once descriptors are free again;
+//! - each connection is served on its own short-lived thread, with
+//!   [`IO_TIMEOUT`] on every read and write, a head of at most
+//!   [`MAX_HEAD`] bytes and a body of at most [`MAX_BODY`]; at most
+//!   [`MAX_CONNECTIONS`] are served at once, the others get a 503;
+//! - shutdown stops accepting and returns at once: connection threads are
+//!   detached and never waited for.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +34,23 @@ use crate::control::{ControlError, Request, Response};
 /// The largest request body accepted (a network create with many auxiliary
 /// addresses is a few kilobytes).
 pub const MAX_BODY: usize = 1 << 20;
+
+/// The largest request line and headers accepted.
+pub const MAX_HEAD: usize = 16 << 10;
+
+/// How long one read or write on a client connection may block: a client
+/// that stalls longer is dropped.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; more are answered 503 at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// First pause after a failed `accept`.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// Longest pause after repeated failed `accept`s: the API is back within
+/// this long once descriptors are free again.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// Mode of the socket file: owner and group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -51,14 +80,6 @@ pub enum ApiError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
-    },
-    /// tiny_http refused the listener.
-    #[error("cannot start the HTTP server on {path}: {source}")]
-    Server {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -289,7 +310,7 @@ fn query_param(query: &str, key: &str) -> Result<Option<String>, String> {
 /// Stops a running [`ApiServer::run`] from another thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    http: Arc<tiny_http::Server>,
+    waker: Arc<mio::Waker>,
     stop: Arc<AtomicBool>,
 }
 
@@ -302,16 +323,24 @@ impl core::fmt::Debug for ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Makes [`ApiServer::run`] return after the request in progress.
+    /// Makes [`ApiServer::run`] return; requests in progress finish on
+    /// their own threads.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
-        self.http.unblock();
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!(error = %e, "api: cannot wake the accept loop");
+        }
     }
 }
 
+const LISTENER: mio::Token = mio::Token(0);
+const WAKER: mio::Token = mio::Token(1);
+
 /// The API server on its unix socket. Dropping it removes the socket file.
 pub struct ApiServer {
-    http: Arc<tiny_http::Server>,
+    listener: mio::net::UnixListener,
+    poll: mio::Poll,
+    waker: Arc<mio::Waker>,
     path: PathBuf,
     stop: Arc<AtomicBool>,
 }
@@ -356,14 +385,17 @@ impl ApiServer {
         let listener = UnixListener::bind(path).map_err(bind_err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
             .map_err(bind_err)?;
-        let http = tiny_http::Server::from_listener(listener, None).map_err(|source| {
-            ApiError::Server {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let mut listener = mio::net::UnixListener::from_std(listener);
+        let poll = mio::Poll::new().map_err(bind_err)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, mio::Interest::READABLE)
+            .map_err(bind_err)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(bind_err)?);
         Ok(Self {
-            http: Arc::new(http),
+            listener,
+            poll,
+            waker,
             path: path.to_owned(),
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -379,32 +411,61 @@ impl ApiServer {
     #[must_use]
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            http: Arc::clone(&self.http),
+            waker: Arc::clone(&self.waker),
             stop: Arc::clone(&self.stop),
         }
     }
 
-    /// Serves requests until [`ShutdownHandle::shutdown`], each on its own
-    /// thread, so a client that stalls while sending its body holds up only
-    /// itself. The backend serializes the work (one control thread). Returns
-    /// once the requests in progress are answered.
-    pub fn run<B: Backend + ?Sized>(&self, backend: &B) {
-        std::thread::scope(|scope| {
-            while !self.stop.load(Ordering::Acquire) {
-                match self.http.recv_timeout(Duration::from_millis(500)) {
-                    Ok(Some(request)) => {
-                        let spawned = std::thread::Builder::new()
-                            .name("vswitch-api-req".to_owned())
-                            .spawn_scoped(scope, move || handle(backend, request));
-                        if let Err(e) = spawned {
-                            tracing::warn!(error = %e, "api: cannot spawn a request thread");
-                        }
+    /// Serves requests until [`ShutdownHandle::shutdown`], each connection
+    /// on its own thread, so a client that stalls holds up only itself
+    /// (and only until [`IO_TIMEOUT`]). Returns as soon as it is stopped,
+    /// without waiting for connections in progress.
+    pub fn run(&mut self, backend: Arc<dyn Backend>) {
+        let active = Arc::new(AtomicUsize::new(0));
+        let mut events = mio::Events::with_capacity(8);
+        // After a failed accept, the next attempt waits this long (edge
+        // triggered readiness will not report the queued connections
+        // again).
+        let mut backoff: Option<Duration> = None;
+        let mut last_logged: Option<Instant> = None;
+        while !self.stop.load(Ordering::Acquire) {
+            if let Err(e) = self.poll.poll(&mut events, backoff) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::warn!(error = %e, "api: poll failed");
+                    std::thread::sleep(ACCEPT_BACKOFF_MAX);
+                }
+                continue;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, _)) => {
+                        backoff = None;
+                        spawn_connection(stream, &backend, &active);
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "api: receiving a request failed"),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                        ) => {}
+                    Err(e) => {
+                        // EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for
+                        // descriptors or memory to be freed, then go on.
+                        if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!(error = %e, "api: cannot accept a connection; backing off");
+                            last_logged = Some(Instant::now());
+                        }
+                        backoff = Some(
+                            backoff.map_or(ACCEPT_BACKOFF_MIN, |b| (b * 2).min(ACCEPT_BACKOFF_MAX)),
+                        );
+                        break;
+                    }
                 }
             }
-        });
+        }
     }
 }
 
@@ -419,42 +480,181 @@ impl Drop for ApiServer {
 ///
 /// # Errors
 /// [`ApiError`] when the socket cannot be bound.
-pub fn serve<B: Backend + ?Sized>(path: &Path, backend: &B) -> Result<(), ApiError> {
+pub fn serve(path: &Path, backend: Arc<dyn Backend>) -> Result<(), ApiError> {
     ApiServer::bind(path)?.run(backend);
     Ok(())
 }
 
-fn handle<B: Backend + ?Sized>(backend: &B, mut request: tiny_http::Request) {
-    let method = request.method().as_str().to_owned();
-    let url = request.url().to_owned();
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(u64::try_from(MAX_BODY).unwrap_or(u64::MAX) + 1)
-        .read_to_end(&mut body);
-    let reply = match read {
-        Err(e) => Reply::error(400, &format!("cannot read the request body: {e}")),
-        Ok(_) if body.len() > MAX_BODY => Reply::error(
+/// Counts a connection in progress for as long as it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn spawn_connection(
+    stream: mio::net::UnixStream,
+    backend: &Arc<dyn Backend>,
+    active: &Arc<AtomicUsize>,
+) {
+    let stream = UnixStream::from(std::os::fd::OwnedFd::from(stream));
+    let slot = Slot(Arc::clone(active));
+    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        let mut stream = stream;
+        let _ = stream.set_nonblocking(true);
+        write_reply(
+            &mut stream,
+            &Reply::error(503, "too many connections to the daemon; try again"),
+        );
+        drop(slot);
+        return;
+    }
+    let backend = Arc::clone(backend);
+    let spawned = std::thread::Builder::new()
+        .name("vswitch-api-req".to_owned())
+        .spawn(move || {
+            let _slot = slot;
+            handle(&*backend, stream);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "api: cannot spawn a request thread");
+    }
+}
+
+/// A request as read from the socket.
+#[derive(Debug)]
+struct RawRequest {
+    method: String,
+    url: String,
+    body: Vec<u8>,
+}
+
+/// Reads one request: head, then a `Content-Length` body.
+fn read_request(stream: &mut UnixStream) -> Result<RawRequest, Reply> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let timeout = |e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            Reply::error(408, "the request was not received in time")
+        } else {
+            Reply::error(400, &format!("cannot read the request: {e}"))
+        }
+    };
+    let (head_len, method, url, length) = loop {
+        let n = stream.read(&mut chunk).map_err(timeout)?;
+        if n == 0 {
+            return Err(Reply::error(
+                400,
+                "the connection closed before the request ended",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let mut length = 0usize;
+                for h in req.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .ok_or_else(|| Reply::error(400, "invalid Content-Length"))?;
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(Reply::error(
+                            411,
+                            "a chunked body is not accepted; send Content-Length",
+                        ));
+                    }
+                }
+                break (
+                    len,
+                    req.method.unwrap_or_default().to_owned(),
+                    req.path.unwrap_or_default().to_owned(),
+                    length,
+                );
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(Reply::error(
+                    431,
+                    &format!("the request head is larger than {MAX_HEAD} bytes"),
+                ));
+            }
+            Err(e) => return Err(Reply::error(400, &format!("malformed request: {e}"))),
+        }
+    };
+    if length > MAX_BODY {
+        return Err(Reply::error(
             413,
             &format!("the request body is larger than {MAX_BODY} bytes"),
-        ),
-        Ok(_) => route(backend, &method, &url, &body),
+        ));
+    }
+    let mut body = buf.split_off(head_len);
+    body.truncate(length);
+    if body.len() < length {
+        let start = body.len();
+        body.resize(length, 0);
+        stream.read_exact(&mut body[start..]).map_err(timeout)?;
+    }
+    Ok(RawRequest { method, url, body })
+}
+
+fn handle(backend: &dyn Backend, mut stream: UnixStream) {
+    let configured = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(IO_TIMEOUT)))
+        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)));
+    if let Err(e) = configured {
+        tracing::debug!(error = %e, "api: cannot configure a connection");
+        return;
+    }
+    let reply = match read_request(&mut stream) {
+        Ok(r) => {
+            let reply = route(backend, &r.method, &r.url, &r.body);
+            tracing::debug!(method = %r.method, url = %r.url, status = reply.status, "api request");
+            reply
+        }
+        Err(reply) => reply,
     };
-    tracing::debug!(%method, %url, status = reply.status, "api request");
-    let status = tiny_http::StatusCode(reply.status);
-    let result = if reply.body.is_empty() {
-        request.respond(tiny_http::Response::empty(status))
-    } else {
-        let content_type =
-            tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
-                .expect("a constant, valid header");
-        request.respond(
-            tiny_http::Response::from_data(reply.body)
-                .with_status_code(status)
-                .with_header(content_type)
-                .with_chunked_threshold(usize::MAX),
-        )
+    write_reply(&mut stream, &reply);
+}
+
+fn write_reply(stream: &mut UnixStream, reply: &Reply) {
+    let reason = match reply.status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
     };
+    let mut head = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
+    if !reply.body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.body.len()
+    ));
+    let result = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(&reply.body))
+        .and_then(|()| stream.flush());
     if let Err(e) = result {
         tracing::debug!(error = %e, "api: writing the answer failed");
     }

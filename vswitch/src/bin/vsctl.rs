@@ -478,7 +478,11 @@ fn sandbox(
                 vec![
                     s.id.get(..12).unwrap_or(&s.id).to_owned(),
                     s.name.clone(),
-                    s.netns_path.clone(),
+                    if s.netns_gone {
+                        format!("{} (gone)", s.netns_path)
+                    } else {
+                        s.netns_path.clone()
+                    },
                     nets.join(","),
                 ]
             }));

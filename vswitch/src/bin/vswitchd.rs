@@ -6,19 +6,22 @@
 //! (172.17.0.0/16) created on first start, upstream DNS servers from
 //! `/etc/resolv.conf`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::thread;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
-use vswitch::api::ApiServer;
+use vswitch::api::{ApiServer, Backend};
 use vswitch::control::{ControllerConfig, PortKind};
-use vswitch::daemon::Daemon;
 use vswitch::daemon::dns_sync::{DnsPaths, DnsSync, HOST_RESOLV_CONF};
+use vswitch::daemon::hooks::Hooks;
 use vswitch::daemon::lock::StateLock;
+use vswitch::daemon::{Daemon, DaemonConfig};
 use vswitch::datapath::{Datapath, DatapathConfig, WorkerConfig};
 use vswitch::dnsd::{Dnsd, DnsdConfig};
 use vswitch::switch::FdbConfig;
@@ -65,6 +68,10 @@ struct Args {
     /// Option written into sandboxes' resolv.conf, e.g. `ndots:2` (repeatable).
     #[arg(long = "dns-option", value_name = "OPTION")]
     dns_option: Vec<String>,
+    /// Allow `sandbox create --netns` to adopt the daemon's own (the
+    /// host's) network namespace, which is refused by default.
+    #[arg(long)]
+    allow_host_netns: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -95,9 +102,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// How often the supervisor looks at signals and threads.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(50);
+
+/// How long shutdown waits for a thread before leaving without it.
+const JOIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Raises the soft limit on open descriptors to the hard limit: each
+/// endpoint holds a descriptor, and a service manager's usual soft limit
+/// (1024) would otherwise cap the host at about that many endpoints.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+/// A thread the supervisor watches: if it ends before shutdown, the daemon
+/// is no longer whole, and exits.
+struct Watched {
+    name: String,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl Watched {
+    fn new(name: impl Into<String>, handle: JoinHandle<std::io::Result<()>>) -> Self {
+        Self {
+            name: name.into(),
+            handle,
+        }
+    }
+}
+
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let _lock = StateLock::acquire(&args.state_dir)?;
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let signals = Signals::new([SIGTERM, SIGINT])?;
+    raise_fd_limit();
+    let hooks = Hooks::from_env();
 
     let threads = args
         .datapath_threads
@@ -110,12 +156,23 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         },
     })?;
 
-    let config = ControllerConfig {
-        default_port_kind: match args.port_kind {
-            KindArg::Tap => PortKind::Tap,
-            KindArg::Veth => PortKind::Veth,
+    let run_dir = args
+        .socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let config = DaemonConfig {
+        state_dir: args.state_dir.clone(),
+        controller: ControllerConfig {
+            default_port_kind: match args.port_kind {
+                KindArg::Tap => PortKind::Tap,
+                KindArg::Veth => PortKind::Veth,
+            },
+            handle_dir: run_dir.join("netns"),
+            ..ControllerConfig::default()
         },
-        ..ControllerConfig::default()
+        allow_host_netns: args.allow_host_netns,
+        hooks,
     };
     let (dnsd, dns_thread) = Dnsd::spawn(DnsdConfig::default())?;
     let dns = DnsSync::new(
@@ -130,37 +187,82 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             ..DnsPaths::default()
         },
     );
-    let daemon = Daemon::start(&args.state_dir, config, datapath.clone(), Some(dns))?;
-    if let Some(dir) = args.socket.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let server = ApiServer::bind(&args.socket)?;
+    let (daemon, control_thread) = Daemon::start(config, datapath.clone(), Some(dns))?;
+    let daemon = Arc::new(daemon);
+    let mut server = ApiServer::bind(&args.socket)?;
     let stop_api = server.shutdown_handle();
+    let backend: Arc<dyn Backend> = daemon.clone();
+    let api_thread = thread::Builder::new()
+        .name("vswitch-api".to_owned())
+        .spawn(move || {
+            server.run(backend);
+            Ok(())
+        })?;
     tracing::info!(socket = %args.socket.display(), state = %args.state_dir.display(), "vswitchd ready");
 
-    thread::scope(|s| {
-        let api = s.spawn(|| server.run(&daemon));
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!(signal = sig, "shutting down");
-        }
-        stop_api.shutdown();
-        let _ = api.join();
-    });
+    let mut watched = vec![
+        Watched::new("vswitch-control", control_thread),
+        Watched::new("vswitch-api", api_thread),
+        Watched::new("dns", dns_thread),
+    ];
+    for (i, w) in workers.into_iter().enumerate() {
+        watched.push(Watched::new(format!("datapath-{i}"), w));
+    }
+    let outcome = supervise(signals, &watched, &datapath, hooks);
+
+    stop_api.shutdown();
+    daemon.shutdown();
     datapath.shutdown();
     dnsd.shutdown();
-    match dns_thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "the dns thread failed"),
-        Err(_) => return Err("the dns thread panicked".into()),
-    }
-    for worker in workers {
-        match worker.join() {
-            Ok(result) => result?,
-            Err(_) => return Err("a datapath thread panicked".into()),
+    let deadline = Instant::now() + JOIN_LIMIT;
+    for w in watched {
+        while !w.handle.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if !w.handle.is_finished() {
+            tracing::warn!(thread = %w.name, "did not stop in time; leaving without it");
+            continue;
+        }
+        match w.handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(thread = %w.name, error = %e, "stopped with an error"),
+            Err(_) => tracing::error!(thread = %w.name, "panicked"),
         }
     }
     // Persistent TAPs, the namespaces and their resolv.conf files stay: a
     // restarted daemon reattaches to them and reopens the DNS listeners,
     // and the containers keep their addresses and routes.
-    Ok(())
+    outcome
+}
+
+/// Waits for a signal (a clean shutdown) or for a thread to end before its
+/// time (an error: the process must not stay half alive, and a restart is
+/// lossless).
+fn supervise(
+    mut signals: Signals,
+    watched: &[Watched],
+    datapath: &Datapath,
+    hooks: Hooks,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let mut worker_stopped = false;
+    loop {
+        if let Some(sig) = signals.pending().next() {
+            tracing::info!(signal = sig, "shutting down");
+            return Ok(());
+        }
+        if let Some(w) = watched.iter().find(|w| w.handle.is_finished()) {
+            tracing::error!(thread = %w.name, "a daemon thread ended unexpectedly; exiting so the service manager restarts the daemon");
+            return Err(format!("thread {} ended unexpectedly", w.name).into());
+        }
+        if let Some(after) = hooks.stop_worker_after
+            && !worker_stopped
+            && started.elapsed() >= after
+        {
+            tracing::warn!("test hook: stopping datapath worker 0");
+            datapath.stop_worker(0);
+            worker_stopped = true;
+        }
+        thread::sleep(SUPERVISE_EVERY);
+    }
 }

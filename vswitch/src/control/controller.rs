@@ -8,29 +8,24 @@
 //! leaves the cursor moved after some failed creates, docker-reference §1.2;
 //! we prefer all-or-nothing.)
 
-use core::net::IpAddr;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use ipam::{IpamError, NetworkIpamRequest};
 
 use super::Ctx;
-use super::effect::{Attachment, Detachment, Effect};
+use super::effect::{Attachment, Effect};
 use super::error::ControlError;
-use super::model::{
-    self, Endpoint, IdKind, Model, Network, OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE,
-    OPT_HOST_BINDING_IPV4, OPT_INHIBIT_IPV4, OPT_MTU, PortKind, Sandbox,
-};
+use super::model::{self, Endpoint, IdKind, Model, Network, PortKind, Sandbox};
+use super::options::parse_options;
 use super::request::{Outcome, Request, Response};
-use crate::api::types::{
-    ConfigFrom, ConnectRequest, DisconnectRequest, DnsEndpointView, DnsNameView, DnsNetworkView,
-    DnsPtrView, EndpointResource, EndpointView, FdbView, IpamView, NetworkCreateRequest,
-    NetworkCreateResponse, NetworkInspect, PortView, SandboxCreateRequest, SandboxView,
+use super::types::{
+    ConnectRequest, DisconnectRequest, NetworkCreateRequest, NetworkCreateResponse,
+    SandboxCreateRequest,
 };
+use super::views::{endpoint_view, network_view, sandbox_view};
 use crate::ids::{MacAddr, NetworkId, PortId};
-use crate::switch::{
-    ConfigError, FdbRow, Gateway, NetworkConfig, PortConfig, PortRole, PortStats, SwitchConfig,
-};
+use crate::switch::{ConfigError, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig};
 
 /// Names Docker reserves for its own networks (`runconfig.IsPreDefinedNetwork`).
 const PREDEFINED: [&str; 4] = ["bridge", "host", "none", "default"];
@@ -52,6 +47,9 @@ pub struct ControllerConfig {
     pub default_port_kind: PortKind,
     /// The transmit queue length of new devices.
     pub txqueuelen: u32,
+    /// Where the daemon keeps its handles on adopted namespaces, as
+    /// `<handle_dir>/<sandbox id>` (bind mounts under its run directory).
+    pub handle_dir: PathBuf,
 }
 
 impl Default for ControllerConfig {
@@ -60,6 +58,7 @@ impl Default for ControllerConfig {
             netns_dir: PathBuf::from("/run/netns"),
             default_port_kind: PortKind::Tap,
             txqueuelen: 1000,
+            handle_dir: PathBuf::from("/run/vswitch/netns"),
         }
     }
 }
@@ -155,8 +154,9 @@ impl Controller {
             | Request::InspectNetwork { .. }
             | Request::ListSandboxes
             | Request::InspectSandbox { .. } => {
-                return Err(ControlError::Internal(
-                    "query routed as a change".to_owned(),
+                return Err(ControlError::internal(
+                    "applying a request",
+                    "query routed as a change",
                 ));
             }
         };
@@ -172,7 +172,14 @@ impl Controller {
         })
     }
 
-    fn query(&self, request: &Request) -> Result<Response, ControlError> {
+    /// Answers a query (`network ls/inspect`, `sandbox ls/inspect`) from
+    /// this controller's model. Takes `&self`, so it can run on a published
+    /// snapshot while a change is in progress elsewhere.
+    ///
+    /// # Errors
+    /// Docker's not-found errors; [`ControlError::Internal`] for a request
+    /// that changes the model.
+    pub fn query(&self, request: &Request) -> Result<Response, ControlError> {
         let m = &self.model;
         Ok(match request {
             Request::ListNetworks => {
@@ -192,8 +199,9 @@ impl Controller {
                 Response::Sandbox(sandbox_view(m, &m.sandboxes[sandbox_index(m, name)?]))
             }
             _ => {
-                return Err(ControlError::Internal(
-                    "change routed as a query".to_owned(),
+                return Err(ControlError::internal(
+                    "answering a query",
+                    "change routed as a query",
                 ));
             }
         })
@@ -238,119 +246,6 @@ impl Controller {
                 let net = self.model.network(e.network)?;
                 let sb = self.model.sandbox(&e.sandbox)?;
                 Some(attachment(e, net, sb, self.config.txqueuelen))
-            })
-            .collect()
-    }
-
-    /// A network's view, as `network inspect` shows it.
-    ///
-    /// # Errors
-    /// [`ControlError::NetworkNotFound`], [`ControlError::AmbiguousNetwork`].
-    pub fn inspect_network(&self, name: &str) -> Result<NetworkInspect, ControlError> {
-        let m = &self.model;
-        Ok(network_view(m, &m.networks[network_index(m, name)?]))
-    }
-
-    /// The embedded DNS's records (`records`, as the daemon last built them
-    /// from this model) per user-defined network, sorted by network name;
-    /// with `network`, only that one (none for the default `bridge`, which
-    /// has no records).
-    ///
-    /// # Errors
-    /// [`ControlError::NetworkNotFound`], [`ControlError::AmbiguousNetwork`]
-    /// for a `network` that is not in the model.
-    pub fn dns_views(
-        &self,
-        records: &dns::Records,
-        network: Option<&str>,
-    ) -> Result<Vec<DnsNetworkView>, ControlError> {
-        let m = &self.model;
-        let views = match network {
-            Some(name) => {
-                let num = m.networks[network_index(m, name)?].num;
-                records
-                    .view_network(dns::NetworkId(num.0))
-                    .into_iter()
-                    .collect()
-            }
-            None => records.view(),
-        };
-        Ok(views
-            .iter()
-            .map(|v| {
-                let id = m
-                    .network(NetworkId(v.id.0))
-                    .map(|n| n.id.clone())
-                    .unwrap_or_default();
-                dns_network_view(v, id)
-            })
-            .collect())
-    }
-
-    /// FDB rows (from the datapath's snapshot) with port and network named,
-    /// optionally only those of one network.
-    ///
-    /// # Errors
-    /// [`ControlError::NetworkNotFound`] for an unknown `network`.
-    pub fn fdb_views(
-        &self,
-        rows: &[FdbRow],
-        network: Option<&str>,
-    ) -> Result<Vec<FdbView>, ControlError> {
-        let m = &self.model;
-        let only = match network {
-            Some(name) => Some(m.networks[network_index(m, name)?].num),
-            None => None,
-        };
-        Ok(rows
-            .iter()
-            .filter(|r| only.is_none_or(|n| n == r.network))
-            .map(|r| FdbView {
-                port: r.port.0,
-                network: m
-                    .network(r.network)
-                    .map_or_else(|| r.network.to_string(), |n| n.name.clone()),
-                mac_address: r.mac.to_string(),
-                age: r.age.map(|d| d.as_secs()),
-            })
-            .collect())
-    }
-
-    /// Every endpoint's port with its counters, by port id.
-    pub fn port_views(&self, stats: impl Fn(PortId) -> PortStats) -> Vec<PortView> {
-        let m = &self.model;
-        let mut eps: Vec<&Endpoint> = m.endpoints.iter().collect();
-        eps.sort_by_key(|e| e.port);
-        eps.into_iter()
-            .map(|e| {
-                let s = stats(e.port);
-                PortView {
-                    port: e.port.0,
-                    sandbox: m
-                        .sandbox(&e.sandbox)
-                        .map(|s| s.name.clone())
-                        .unwrap_or_default(),
-                    network: m
-                        .network(e.network)
-                        .map(|n| n.name.clone())
-                        .unwrap_or_default(),
-                    interface: e.ifname.clone(),
-                    host_interface: e.host_ifname.clone(),
-                    port_kind: e.kind.to_string(),
-                    mac_address: e.mac.to_string(),
-                    ipv4_address: format!("{}/{}", e.ipv4, e.prefix_len),
-                    rx_packets: s.rx_packets,
-                    rx_bytes: s.rx_bytes,
-                    tx_packets: s.tx_packets,
-                    tx_bytes: s.tx_bytes,
-                    tx_dropped: s.tx_dropped,
-                    kernel_dropped: s.kernel_dropped,
-                    drops: s
-                        .drops
-                        .nonzero()
-                        .map(|(r, n)| (r.as_str().to_owned(), n))
-                        .collect(),
-                }
             })
             .collect()
     }
@@ -491,6 +386,7 @@ impl Txn<'_> {
                 .to_string_lossy()
                 .into_owned()
         });
+        let handle = (!owned).then(|| self.config.handle_dir.join(&id));
         let sandbox = Sandbox {
             id: id.clone(),
             name: name.clone(),
@@ -498,6 +394,7 @@ impl Txn<'_> {
             netns_owned: owned,
             created: self.ctx.now.to_owned(),
             next_ifindex: 0,
+            netns_handle: handle.as_ref().map(|h| h.to_string_lossy().into_owned()),
         };
         let view = sandbox_view(self.model, &sandbox);
         self.model.sandboxes.push(sandbox);
@@ -513,6 +410,7 @@ impl Txn<'_> {
                 sandbox: id,
                 name,
                 path,
+                handle: handle.unwrap_or_default(),
             }
         });
         Ok(Response::Sandbox(view))
@@ -538,14 +436,26 @@ impl Txn<'_> {
                     ControlError::InvalidState(format!("endpoint {} has no network", e.id))
                 })?;
             self.model.ipam.release_endpoint_address(&pools, e.ipv4)?;
-            self.effects
-                .push(Effect::DetachEndpoint(detachment(e, &sb)));
+            let net = self.model.network(e.network).ok_or_else(|| {
+                ControlError::InvalidState(format!("endpoint {} has no network", e.id))
+            })?;
+            self.effects.push(Effect::DetachEndpoint(attachment(
+                e,
+                net,
+                &sb,
+                self.config.txqueuelen,
+            )));
         }
         if sb.netns_owned {
             self.effects.push(Effect::DeleteNetns {
                 sandbox: sb.id,
                 name: sb.name,
                 path: PathBuf::from(sb.netns_path),
+            });
+        } else if let Some(handle) = sb.netns_handle {
+            self.effects.push(Effect::ReleaseNetns {
+                sandbox: sb.id,
+                handle: PathBuf::from(handle),
             });
         }
         Ok(Response::Done)
@@ -651,8 +561,12 @@ impl Txn<'_> {
             .ipam
             .release_endpoint_address(&net.ipam, e.ipv4)?;
         self.effects.push(Effect::PushSwitchConfig);
-        self.effects
-            .push(Effect::DetachEndpoint(detachment(&e, &sb)));
+        self.effects.push(Effect::DetachEndpoint(attachment(
+            &e,
+            &net,
+            &sb,
+            self.config.txqueuelen,
+        )));
         if e.default_route {
             let next = self.model.endpoints.iter_mut().find(|x| x.sandbox == sb.id);
             if let Some(next) = next {
@@ -664,7 +578,7 @@ impl Txn<'_> {
                     })?;
                 self.effects.push(Effect::SetDefaultRoute {
                     sandbox: sb.id.clone(),
-                    netns: PathBuf::from(&sb.netns_path),
+                    netns: PathBuf::from(sb.netns_file()),
                     ifname,
                     gateway,
                 });
@@ -678,7 +592,7 @@ fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Att
     Attachment {
         endpoint: e.id.clone(),
         sandbox: sb.id.clone(),
-        netns: PathBuf::from(&sb.netns_path),
+        netns: PathBuf::from(sb.netns_file()),
         network: net.num,
         port: e.port,
         kind: e.kind,
@@ -693,76 +607,8 @@ fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Att
     }
 }
 
-fn detachment(e: &Endpoint, sb: &Sandbox) -> Detachment {
-    Detachment {
-        endpoint: e.id.clone(),
-        sandbox: sb.id.clone(),
-        netns: PathBuf::from(&sb.netns_path),
-        port: e.port,
-        kind: e.kind,
-        host_ifname: e.host_ifname.clone(),
-        ifname: e.ifname.clone(),
-    }
-}
-
-/// The API's form of one network's records.
-fn dns_network_view(v: &dns::NetworkView, id: String) -> DnsNetworkView {
-    let kinds = |name: &str| {
-        let mut kinds: Vec<String> = Vec::new();
-        for ep in &v.endpoints {
-            let matches = |n: &str| n.eq_ignore_ascii_case(name);
-            let of_ep = [
-                ("name", matches(&ep.name)),
-                ("alias", ep.aliases.iter().any(|a| matches(a))),
-                ("short-id", matches(&ep.short_id)),
-                ("hostname", ep.hostname.as_deref().is_some_and(matches)),
-            ];
-            for (kind, yes) in of_ep {
-                if yes && !kinds.iter().any(|k| k == kind) {
-                    kinds.push(kind.to_owned());
-                }
-            }
-        }
-        kinds
-    };
-    DnsNetworkView {
-        network: v.network.name.clone(),
-        id,
-        internal: v.network.internal,
-        endpoints: v
-            .endpoints
-            .iter()
-            .map(|ep| DnsEndpointView {
-                name: ep.name.clone(),
-                aliases: ep.aliases.clone(),
-                short_id: ep.short_id.clone(),
-                hostname: ep.hostname.clone(),
-                ipv4_address: ep.ipv4.to_string(),
-                ipv6_address: ep.ipv6.map(|ip| ip.to_string()).unwrap_or_default(),
-            })
-            .collect(),
-        names: v
-            .names
-            .iter()
-            .map(|n| DnsNameView {
-                name: n.name.clone(),
-                kinds: kinds(&n.name),
-                addresses: n.addrs.iter().map(ToString::to_string).collect(),
-            })
-            .collect(),
-        ptr: v
-            .reverse
-            .iter()
-            .map(|(ip, name)| DnsPtrView {
-                address: ip.to_string(),
-                name: name.clone(),
-            })
-            .collect(),
-    }
-}
-
 /// Docker's lookup order: full id, then name, then a unique id prefix.
-fn network_index(m: &Model, term: &str) -> Result<usize, ControlError> {
+pub(super) fn network_index(m: &Model, term: &str) -> Result<usize, ControlError> {
     if term.is_empty() {
         return Err(ControlError::NetworkNotFound(String::new()));
     }
@@ -841,165 +687,9 @@ fn free_port(m: &Model) -> Result<PortId, ControlError> {
         .ok_or(ControlError::PortsExhausted)
 }
 
-/// The bridge driver's option parsing (libnetwork `bridge.go`
-/// `parseNetworkGenericOptions`): ICC and MTU are used, the masquerade,
-/// host-binding and inhibit options are checked; the rest is kept as given.
-fn parse_options(
-    options: &std::collections::BTreeMap<String, String>,
-) -> Result<(bool, u16), ControlError> {
-    let mut icc = true;
-    let mut mtu = model::DEFAULT_MTU;
-    for (label, value) in options {
-        let err = |reason: String| ControlError::InvalidOption {
-            label: label.clone(),
-            value: value.clone(),
-            reason,
-        };
-        match label.as_str() {
-            OPT_ENABLE_ICC => icc = go_parse_bool(value).map_err(err)?,
-            OPT_ENABLE_IP_MASQUERADE | OPT_INHIBIT_IPV4 => {
-                go_parse_bool(value).map_err(err)?;
-            }
-            OPT_HOST_BINDING_IPV4 => {
-                value
-                    .parse::<IpAddr>()
-                    .map_err(|_| err("nil ip".to_owned()))?;
-            }
-            OPT_MTU => {
-                let n = go_atoi(value).map_err(err)?;
-                mtu = match n {
-                    0 => model::DEFAULT_MTU,
-                    68..=65535 => u16::try_from(n).map_err(|_| ControlError::InvalidMtu(n))?,
-                    _ => return Err(ControlError::InvalidMtu(n)),
-                };
-            }
-            _ => {}
-        }
-    }
-    Ok((icc, mtu))
-}
-
-/// Go's `strconv.ParseBool`, with its error text.
-fn go_parse_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("strconv.ParseBool: parsing {s:?}: invalid syntax")),
-    }
-}
-
-/// Go's `strconv.Atoi` on 64-bit, with its error texts.
-fn go_atoi(s: &str) -> Result<i64, String> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("strconv.Atoi: parsing {s:?}: invalid syntax"));
-    }
-    s.parse::<i64>()
-        .map_err(|_| format!("strconv.Atoi: parsing {s:?}: value out of range"))
-}
-
-fn network_view(m: &Model, n: &Network) -> NetworkInspect {
-    NetworkInspect {
-        name: n.name.clone(),
-        id: n.id.clone(),
-        created: n.created.clone(),
-        scope: "local".to_owned(),
-        driver: n.driver.clone(),
-        enable_ipv6: false,
-        ipam: IpamView {
-            driver: "default".to_owned(),
-            options: n.ipam_options.clone(),
-            config: m.ipam.network_ipam_config(&n.ipam),
-        },
-        internal: n.internal,
-        attachable: n.attachable,
-        ingress: false,
-        config_from: ConfigFrom::default(),
-        config_only: false,
-        containers: m
-            .network_endpoints(n.num)
-            .filter_map(|e| {
-                let sb = m.sandbox(&e.sandbox)?;
-                Some((
-                    sb.id.clone(),
-                    EndpointResource {
-                        name: sb.name.clone(),
-                        endpoint_id: e.id.clone(),
-                        mac_address: e.mac.to_string(),
-                        ipv4_address: format!("{}/{}", e.ipv4, e.prefix_len),
-                        ipv6_address: String::new(),
-                    },
-                ))
-            })
-            .collect(),
-        options: n.options.clone(),
-        labels: n.labels.clone(),
-    }
-}
-
-fn endpoint_view(net: &Network, e: &Endpoint) -> EndpointView {
-    EndpointView {
-        network: net.name.clone(),
-        network_id: net.id.clone(),
-        endpoint_id: e.id.clone(),
-        interface: e.ifname.clone(),
-        host_interface: e.host_ifname.clone(),
-        port_kind: e.kind,
-        port: e.port.0,
-        mac_address: e.mac.to_string(),
-        ipv4_address: format!("{}/{}", e.ipv4, e.prefix_len),
-        gateway: net.gateway.to_string(),
-        default_route: e.default_route,
-        aliases: e.aliases.clone(),
-    }
-}
-
-fn sandbox_view(m: &Model, s: &Sandbox) -> SandboxView {
-    SandboxView {
-        name: s.name.clone(),
-        id: s.id.clone(),
-        created: s.created.clone(),
-        netns_path: s.netns_path.clone(),
-        netns_owned: s.netns_owned,
-        endpoints: m
-            .sandbox_endpoints(&s.id)
-            .filter_map(|e| Some(endpoint_view(m.network(e.network)?, e)))
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_atoi_texts() {
-        assert_eq!(go_atoi("1400"), Ok(1400));
-        assert_eq!(go_atoi("-5"), Ok(-5));
-        assert_eq!(go_atoi("+7"), Ok(7));
-        assert_eq!(
-            go_atoi("abc").unwrap_err(),
-            r#"strconv.Atoi: parsing "abc": invalid syntax"#
-        );
-        assert_eq!(
-            go_atoi("").unwrap_err(),
-            r#"strconv.Atoi: parsing "": invalid syntax"#
-        );
-        assert_eq!(
-            go_atoi("99999999999999999999").unwrap_err(),
-            r#"strconv.Atoi: parsing "99999999999999999999": value out of range"#
-        );
-    }
-
-    #[test]
-    fn go_parse_bool_texts() {
-        assert_eq!(go_parse_bool("T"), Ok(true));
-        assert_eq!(go_parse_bool("0"), Ok(false));
-        assert_eq!(
-            go_parse_bool("yes").unwrap_err(),
-            r#"strconv.ParseBool: parsing "yes": invalid syntax"#
-        );
-    }
 
     #[test]
     fn names() {

@@ -8,17 +8,24 @@
 //! [`Effect::PushSwitchConfig`]); for removals the configuration goes first
 //! and the device after it.
 //!
-//! If an effect fails, the daemon rolls back by restoring the controller it
-//! cloned before `apply` and undoing the effects already done.
+//! Every effect can be undone, or is ordered so that its failure needs no
+//! undo: if an effect (or the store write after them) fails, the daemon
+//! restores the controller it cloned before `apply` and undoes the effects
+//! already done, newest first. Effects are data (serde) because the daemon
+//! writes them down as its intent before carrying them out, so a crash half
+//! way is completed or undone at the next start
+//! ([`crate::daemon::intent`]).
 
 use core::net::Ipv4Addr;
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 
 use super::model::PortKind;
 use crate::ids::{MacAddr, NetworkId, PortId};
 
 /// One step for the daemon.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     /// Create a network namespace and bind-mount it at `path`
     /// (`<netns_dir>/<sandbox name>`; with the default directory
@@ -31,17 +38,31 @@ pub enum Effect {
         /// Where to mount it.
         path: PathBuf,
     },
-    /// Use an existing namespace; check that `path` is one.
+    /// Adopt an existing namespace: open `path` (refusing anything that is
+    /// not a network namespace, without blocking, and the daemon's own
+    /// namespace unless allowed) and bind-mount it on `handle`, through
+    /// which every later use goes. Undone by unmounting the handle.
     AdoptNetns {
         /// The sandbox's id.
         sandbox: String,
         /// The sandbox's name.
         name: String,
-        /// The namespace file.
+        /// The namespace file the caller named.
         path: PathBuf,
+        /// The daemon's bind mount of it.
+        handle: PathBuf,
     },
-    /// Unmount and remove a namespace the daemon created. Adopted
-    /// namespaces are left alone (no effect is emitted for them).
+    /// Unmount and remove the handle of an adopted namespace (the
+    /// namespace itself is left to its owner). Always the last step of a
+    /// removal, so its failure needs no undo.
+    ReleaseNetns {
+        /// The sandbox's id.
+        sandbox: String,
+        /// The daemon's bind mount.
+        handle: PathBuf,
+    },
+    /// Unmount and remove a namespace the daemon created. Always the last
+    /// step of a removal, so its failure needs no undo.
     DeleteNetns {
         /// The sandbox's id.
         sandbox: String,
@@ -53,11 +74,13 @@ pub enum Effect {
     /// Create the endpoint's device, move it into the sandbox, configure it
     /// and register its port with the datapath.
     AttachEndpoint(Attachment),
-    /// Unregister the port and delete the endpoint's device.
-    DetachEndpoint(Detachment),
+    /// Unregister the port and delete the endpoint's device. It carries the
+    /// whole attachment so that undoing it creates the device again.
+    DetachEndpoint(Attachment),
     /// Point the sandbox's default route at another endpoint's gateway,
     /// after the endpoint holding it was detached (libnetwork's
-    /// `updateGateway`).
+    /// `updateGateway`). It comes after the detachment it follows, so its
+    /// failure is undone by attaching that endpoint again, with its route.
     SetDefaultRoute {
         /// The sandbox's id.
         sandbox: String,
@@ -73,8 +96,9 @@ pub enum Effect {
     PushSwitchConfig,
 }
 
-/// Everything needed to create and configure one endpoint's interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything needed to create and configure one endpoint's interface (and
+/// to tear it down).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     /// The endpoint's id (64 hex).
     pub endpoint: String,
@@ -83,8 +107,10 @@ pub struct Attachment {
     /// The sandbox's namespace.
     pub netns: PathBuf,
     /// The network.
+    #[serde(with = "super::model::serde_network_id")]
     pub network: NetworkId,
     /// The switch port.
+    #[serde(with = "super::model::serde_port_id")]
     pub port: PortId,
     /// TAP or veth.
     pub kind: PortKind,
@@ -93,6 +119,7 @@ pub struct Attachment {
     /// The interface name inside the sandbox (`eth0`, …).
     pub ifname: String,
     /// The interface's MAC.
+    #[serde(with = "super::model::serde_mac")]
     pub mac: MacAddr,
     /// The interface's address.
     pub ipv4: Ipv4Addr,
@@ -105,23 +132,4 @@ pub struct Attachment {
     pub gateway: Option<Ipv4Addr>,
     /// The device's transmit queue length.
     pub txqueuelen: u32,
-}
-
-/// Everything needed to tear one endpoint's interface down.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Detachment {
-    /// The endpoint's id (64 hex).
-    pub endpoint: String,
-    /// The sandbox's id.
-    pub sandbox: String,
-    /// The sandbox's namespace.
-    pub netns: PathBuf,
-    /// The switch port to unregister.
-    pub port: PortId,
-    /// TAP or veth.
-    pub kind: PortKind,
-    /// The device name on the host.
-    pub host_ifname: String,
-    /// The interface name inside the sandbox.
-    pub ifname: String,
 }

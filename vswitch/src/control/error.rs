@@ -165,13 +165,81 @@ pub enum ControlError {
     #[error("invalid stored state: {0}")]
     InvalidState(String),
 
+    /// An adopted namespace's process is gone: the path given at adoption
+    /// leads elsewhere now, so nothing is configured through it.
+    #[error(
+        "network namespace {path} of sandbox {sandbox} is gone (its process exited); remove the sandbox"
+    )]
+    NetnsGone {
+        /// The sandbox.
+        sandbox: String,
+        /// The path it was adopted from.
+        path: String,
+    },
+
     /// The daemon could not carry the request out (an effect failed, the
     /// control thread is gone, the store could not be written).
-    #[error("{0}")]
-    Internal(String),
+    #[error("{context}: {source}")]
+    Internal {
+        /// What the daemon was doing.
+        context: String,
+        /// Why it failed: the original error, kept for logs and callers
+        /// that walk [`std::error::Error::source`].
+        #[source]
+        source: Cause,
+    },
 }
 
+/// The error behind a [`ControlError::Internal`]: shared so that the error
+/// stays `Clone`, compared by its text.
+#[derive(Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Wraps an error.
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(std::sync::Arc::from(e.into()))
+    }
+}
+
+impl core::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl core::fmt::Display for Cause {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
 impl ControlError {
+    /// A failure of the daemon itself while `context`, keeping its cause.
+    pub fn internal(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Cause::new(source),
+        }
+    }
+
     /// The HTTP status the API answers with: 400 bad request, 403 forbidden
     /// (pre-defined network, and the IPAM errors Docker classes as
     /// forbidden), 404 not found, 409 conflict with the current state, 503
@@ -186,10 +254,11 @@ impl ControlError {
             | Self::SandboxNameInUse { .. }
             | Self::NetnsInUse { .. }
             | Self::AlreadyConnected { .. }
-            | Self::NotConnected { .. } => 409,
+            | Self::NotConnected { .. }
+            | Self::NetnsGone { .. } => 409,
             Self::PredefinedNetworkCreate(_) | Self::PredefinedNetworkRemove(_) => 403,
             Self::PortsExhausted | Self::NetworksExhausted => 503,
-            Self::InvalidState(_) | Self::Internal(_) => 500,
+            Self::InvalidState(_) | Self::Internal { .. } => 500,
             Self::Ipam(e) => ipam_status(e),
             Self::AmbiguousNetwork { .. }
             | Self::AmbiguousSandbox(_)

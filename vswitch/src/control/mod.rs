@@ -3,22 +3,29 @@
 //! changes.
 //!
 //! ```text
-//!  api thread ── Request ──► Controller::apply(request, &Ctx)      (pure)
-//!                               │ validates, mutates Model + IPAM
-//!                               ▼
-//!                    Outcome { response, effects, changed }
-//!                               │
-//!  daemon: execute effects in order (netns, TAP/veth, addresses, routes,
-//!          PushSwitchConfig → controller.switch_config() → datapath),
-//!          Store::save(model) in one transaction, then answer the API.
+//!  vswitch-control ── Request ──► Controller::apply(request, &Ctx)   (pure)
+//!                                   │ validates, mutates Model + IPAM
+//!                                   ▼
+//!                        Outcome { response, effects, changed }
+//!                                   │
+//!  daemon (crate::daemon): intent written, effects carried out in order
+//!          (netns, TAP/veth, addresses, routes, the switch configuration
+//!          built once by the control thread → datapath), Store::save(model)
+//!          in one transaction, then the answer and a new published snapshot.
 //! ```
 //!
 //! - [`model`]: the persisted state (serde): networks, sandboxes, endpoints
 //!   and the IPAM allocator, with Docker's default `bridge` network.
-//! - [`controller`]: [`Controller::apply`] and the views built from the
-//!   model (`network inspect`, `show-ports`, `show-fdb`).
+//! - [`controller`]: [`Controller::apply`], the plan of each request, and
+//!   [`Controller::query`] for reads.
+//! - `views`: what the API shows (`network inspect`, sandboxes,
+//!   `show-ports`, `show-fdb`, `dns show`), built from a controller.
+//! - `options`: Docker's network options with Go's parsing and texts.
 //! - [`effect`]: what the daemon must do after a request, as data.
 //! - [`request`]: the requests and responses the controller understands.
+//! - [`types`]: the API's request and answer bodies (Docker's JSON shapes);
+//!   [`crate::api`] re-exports them, and this module imports nothing from
+//!   the API.
 //! - [`error`]: [`ControlError`], Docker's error texts and their HTTP status.
 //! - [`store`]: the redb database the model is written to before the API
 //!   answers.
@@ -38,11 +45,14 @@ pub mod controller;
 pub mod effect;
 pub mod error;
 pub mod model;
+mod options;
 pub mod request;
 pub mod store;
+pub mod types;
+mod views;
 
 pub use controller::{Controller, ControllerConfig};
-pub use effect::{Attachment, Detachment, Effect};
+pub use effect::{Attachment, Effect};
 pub use error::ControlError;
 pub use model::{Endpoint, Model, Network, PortKind, Sandbox};
 pub use request::{Outcome, Request, Response};

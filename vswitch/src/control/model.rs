@@ -173,9 +173,22 @@ pub struct Sandbox {
     /// The next interface index: `eth0`, `eth1`, … in attach order, never
     /// reused while the sandbox lives (libnetwork's `nextIfIndex`).
     pub next_ifindex: u32,
+    /// For an adopted namespace: the daemon's own bind mount of it, made at
+    /// adoption under its run directory. Every later use goes through this
+    /// handle, never through `netns_path` again: a `/proc/PID/ns/net` path
+    /// names another namespace once its process exits and the PID is reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_handle: Option<String>,
 }
 
 impl Sandbox {
+    /// The file the daemon enters the namespace through: its handle for an
+    /// adopted namespace, the namespace it created otherwise.
+    #[must_use]
+    pub fn netns_file(&self) -> &str {
+        self.netns_handle.as_deref().unwrap_or(&self.netns_path)
+    }
+
     /// The first 12 hex digits of the id.
     #[must_use]
     pub fn short_id(&self) -> &str {
@@ -369,8 +382,9 @@ impl Model {
                 return Ok(id);
             }
         }
-        Err(ControlError::Internal(
-            "could not generate a unique id: the random source repeats itself".to_owned(),
+        Err(ControlError::internal(
+            "could not generate a unique id",
+            "the random source repeats itself",
         ))
     }
 
@@ -500,44 +514,59 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-mod serde_network_id {
+pub(super) mod serde_network_id {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::ids::NetworkId;
 
-    pub(super) fn serialize<S: Serializer>(id: &NetworkId, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::control) fn serialize<S: Serializer>(
+        id: &NetworkId,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_u32(id.0)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NetworkId, D::Error> {
+    pub(in crate::control) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<NetworkId, D::Error> {
         u32::deserialize(d).map(NetworkId)
     }
 }
 
-mod serde_port_id {
+pub(super) mod serde_port_id {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::ids::PortId;
 
-    pub(super) fn serialize<S: Serializer>(id: &PortId, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::control) fn serialize<S: Serializer>(
+        id: &PortId,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_u32(id.0)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PortId, D::Error> {
+    pub(in crate::control) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<PortId, D::Error> {
         u32::deserialize(d).map(PortId)
     }
 }
 
-mod serde_mac {
+pub(super) mod serde_mac {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::ids::MacAddr;
 
-    pub(super) fn serialize<S: Serializer>(mac: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::control) fn serialize<S: Serializer>(
+        mac: &MacAddr,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_str(mac)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+    pub(in crate::control) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<MacAddr, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }

@@ -1,7 +1,7 @@
 //! The requests the controller understands and what it answers.
 
 use super::effect::Effect;
-use crate::api::types::{
+use super::types::{
     ConnectRequest, DisconnectRequest, EndpointView, NetworkCreateRequest, NetworkCreateResponse,
     NetworkInspect, SandboxCreateRequest, SandboxView,
 };

@@ -7,6 +7,7 @@
 //! the model is small (kilobytes per hundred endpoints), so rewriting it
 //! whole costs less than the `fsync` that follows.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -16,6 +17,12 @@ use super::model::Model;
 
 /// The file inside the state directory.
 pub const STORE_FILE: &str = "vswitch.redb";
+
+/// Mode of the state directory.
+pub const STATE_DIR_MODE: u32 = 0o700;
+
+/// Mode of the database file.
+pub const STORE_FILE_MODE: u32 = 0o600;
 
 const STATE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("state");
 const MODEL_KEY: &str = "model";
@@ -84,12 +91,37 @@ impl Store {
     /// # Errors
     /// [`StoreError::CreateDir`], [`StoreError::Open`] (also when another
     /// process holds the database).
+    ///
+    /// The directory is made (or set to) mode 0700 and the database file
+    /// 0600: the model names every sandbox's namespace and is nobody
+    /// else's business.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+        let dir_err = |source| StoreError::CreateDir {
             path: state_dir.to_owned(),
             source,
-        })?;
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(STATE_DIR_MODE)
+            .create(state_dir)
+            .map_err(dir_err)?;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(STATE_DIR_MODE))
+            .map_err(dir_err)?;
         let path = state_dir.join(STORE_FILE);
+        // Created with the right mode before redb opens it, so it is never
+        // readable by others, not even for an instant.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(STORE_FILE_MODE)
+            .open(&path)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(STORE_FILE_MODE)))
+            .map_err(|source| StoreError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         let db = Database::create(&path).map_err(|e| StoreError::Open {
             path: path.clone(),
             source: Box::new(e),

@@ -2,58 +2,126 @@
 //! between the control plane and the datapath.
 //!
 //! ```text
-//!  main ── signals (TERM, INT) ─────────────── shutdown
-//!   ├ api       HTTP on the unix socket → Daemon::apply
-//!   │           (controller → effects on devices → store → dns → answer)
-//!   ├ datapath  one Worker per core: its ports, Switch::process, mailbox
-//!   └ dns       the embedded DNS (crate::dnsd): 127.0.0.11 in each sandbox
+//!  main (supervisor) ── signals, thread deaths ──► shutdown or exit 1
+//!   ├ vswitch-api      accepts on the unix socket; one short-lived thread
+//!   │                  per connection (vswitch-api-req) parses and routes
+//!   │                    reads  ─► the published Snapshot (never waits)
+//!   │                    writes ─► control mailbox ─► reply (with a timeout)
+//!   ├ vswitch-control  owns Controller, Store, IntentLog, DnsSync, Executor:
+//!   │                  plan → intent → effects → save → DNS → publish
+//!   ├ datapath-N       one Worker per core: its ports, Switch::process
+//!   └ dns              the embedded DNS (crate::dnsd): 127.0.0.11 per sandbox
 //! ```
 //!
-//! Requests are applied one at a time under one lock: the controller is
-//! pure, so applying a request, carrying out its effects and writing the
-//! model to the store before answering is a short critical section, and the
-//! datapath never waits on it (it gets a new configuration through its
-//! mailbox).
+//! One thread, `vswitch-control`, owns the model and everything that
+//! changes with it, fed by one mailbox ([`Message`]); a request is applied
+//! from start to end before the next is taken, so changes need no lock.
+//! Changes already queued when the thread takes one are applied with it,
+//! each all-or-nothing, and committed by one store write (group commit: the
+//! `fsync` is the largest cost of a change), before any of them is
+//! answered.
+//! After each committed change the control thread publishes a
+//! [`Snapshot`] (the controller and the DNS records) that readers clone
+//! an `Arc` of: `network ls`, `show-fdb` and `dns show` never wait for a
+//! change in progress, however slow its devices are.
 //!
-//! After a request has been committed (its effects done, the model saved),
-//! the embedded DNS is brought in line with the model ([`dns_sync::DnsSync`]):
-//! records, listeners, resolv.conf files. It takes no part in the
-//! request's success, so a request stays all-or-nothing.
+//! Every wait on another thread is bounded: an API request waits
+//! [`REQUEST_TIMEOUT`] for the control thread, the control thread waits
+//! for the datapath workers and the DNS thread with their own timeouts, and
+//! each answers with an error that names who did not answer.
+//!
+//! A request's effects are written down first ([`intent`]), so a crash at
+//! any step is completed or undone at the next start; the model is saved
+//! before the answer. After a request has been committed, the embedded DNS
+//! is brought in line with the model ([`dns_sync::DnsSync`]); it takes no
+//! part in the request's success, so a request stays all-or-nothing.
 
 pub mod dns_sync;
 pub mod effects;
+pub mod hooks;
+pub mod intent;
 pub mod lock;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::RwLock;
 
 use crate::api::Backend;
-use crate::api::types::{DnsNetworkView, FdbView, PortView};
+use crate::control::error::Cause;
+use crate::control::types::{DnsNetworkView, FdbView, PortView, SandboxView};
 use crate::control::{
-    ControlError, Controller, ControllerConfig, Ctx, OsEntropy, Request, Response, Store,
-    rfc3339_nano,
+    ControlError, Controller, ControllerConfig, Ctx, Effect, OsEntropy, Request, Response, Sandbox,
+    Store, rfc3339_nano,
 };
 use crate::datapath::Datapath;
+use crate::netns::Netns;
 use dns_sync::DnsSync;
 use effects::Executor;
+use hooks::{Hooks, Point};
+use intent::IntentLog;
 
-/// The control plane of a running daemon; the API server's [`Backend`].
-#[derive(Debug)]
-pub struct Daemon {
-    state: Mutex<State>,
-    executor: Executor,
-    datapath: Datapath,
+/// How long an API request waits for the control thread to answer a
+/// change before it reports that the daemon is busy. The change itself
+/// goes on and is committed or undone as usual.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most changes committed by one store write.
+const MAX_BATCH: usize = 64;
+
+/// Where a change's answer goes.
+pub type Reply = Sender<Result<Response, ControlError>>;
+
+/// A change's answer.
+pub type Answer = Result<Response, ControlError>;
+
+/// The daemon's settings that are not state.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The state directory (database, intent).
+    pub state_dir: PathBuf,
+    /// The controller's settings (namespace and handle directories…).
+    pub controller: ControllerConfig,
+    /// Whether the daemon's own network namespace may be adopted.
+    pub allow_host_netns: bool,
+    /// Test hooks ([`hooks`]); all off in production.
+    pub hooks: Hooks,
 }
 
+/// What the control thread last committed: readers answer from it without
+/// waiting for a change in progress.
 #[derive(Debug)]
-struct State {
-    controller: Controller,
-    store: Store,
-    entropy: OsEntropy,
-    dns: Option<DnsSync>,
+pub struct Snapshot {
+    /// The controller (model and IPAM) as of the last committed change.
+    pub controller: Controller,
+    /// The DNS records handed to the DNS thread with it.
+    pub records: Arc<dns::Records>,
+}
+
+/// One message in the control thread's mailbox.
+#[derive(Debug)]
+pub enum Message {
+    /// A change from the API, and where to send its answer.
+    Apply {
+        /// The request.
+        request: Request,
+        /// The answer goes here (the sender may have given up waiting).
+        reply: Reply,
+    },
+    /// Leave the loop.
+    Shutdown,
+}
+
+/// The control plane of a running daemon: the handle other threads use,
+/// and the API server's [`Backend`].
+#[derive(Debug)]
+pub struct Daemon {
+    mailbox: Sender<Message>,
+    published: Arc<RwLock<Arc<Snapshot>>>,
+    datapath: Datapath,
 }
 
 /// Why the daemon could not start.
@@ -68,46 +136,86 @@ pub enum StartError {
     /// The datapath could not be configured.
     #[error(transparent)]
     Effect(#[from] effects::EffectError),
+    /// The switch configuration built from the stored model is invalid.
+    #[error("switch configuration: {0}")]
+    Config(#[from] crate::switch::ConfigError),
+    /// The control thread could not be started.
+    #[error("cannot start the control thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Everything the control thread owns.
+#[derive(Debug)]
+struct ControlThread {
+    controller: Controller,
+    store: Store,
+    intent: IntentLog,
+    entropy: OsEntropy,
+    dns: Option<DnsSync>,
+    executor: Executor,
+    published: Arc<RwLock<Arc<Snapshot>>>,
 }
 
 impl Daemon {
-    /// Opens the state in `state_dir` (creating Docker's default `bridge`
-    /// network on a first start), hands the datapath its configuration,
-    /// reattaches every endpoint's device and, with `dns`, opens the
-    /// embedded DNS listeners of every sandbox on a user network and
-    /// rewrites their resolv.conf files.
+    /// Opens the state (creating Docker's default `bridge` network on a
+    /// first start), settles the intent a crash may have left, hands the
+    /// datapath its configuration, reattaches every endpoint's device,
+    /// brings the embedded DNS in line, and starts the control thread.
     ///
     /// # Errors
     /// When the store cannot be read or written, or the stored model is
     /// inconsistent. A device that cannot be reattached is logged, not
     /// fatal: the rest of the host keeps working.
     pub fn start(
-        state_dir: &Path,
-        config: ControllerConfig,
+        config: DaemonConfig,
         datapath: Datapath,
         mut dns: Option<DnsSync>,
-    ) -> Result<Self, StartError> {
-        let store = Store::open(state_dir)?;
+    ) -> Result<(Self, JoinHandle<std::io::Result<()>>), StartError> {
+        let store = Store::open(&config.state_dir)?;
         let entropy = OsEntropy::new();
+        let executor = Executor::new(datapath.clone(), config.hooks, config.allow_host_netns);
         let controller = if let Some(model) = store.load()? {
             tracing::info!(
                 networks = model.networks.len(),
                 endpoints = model.endpoints.len(),
                 "state restored"
             );
-            Controller::from_model(config, model)?
+            Controller::from_model(config.controller.clone(), model)?
         } else {
             let now = rfc3339_nano(SystemTime::now());
-            let controller = Controller::new(config, &Ctx::new(&now, &entropy))?;
+            let controller = Controller::new(config.controller.clone(), &Ctx::new(&now, &entropy))?;
             store.save(controller.model())?;
             tracing::info!("first start: created the default bridge network");
             controller
         };
-        let executor = Executor::new(datapath.clone());
-        executor.push_config(&controller)?;
+        let intent = IntentLog::new(&config.state_dir);
+        match intent.load() {
+            Ok(Some(effects)) => {
+                tracing::warn!(
+                    effects = effects.len(),
+                    "the previous run stopped during a request; settling it"
+                );
+                executor.settle(controller.model(), &effects);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "unreadable intent ignored"),
+        }
+        if let Err(e) = intent.clear() {
+            tracing::error!(error = %e, "cannot clear the intent");
+        }
+        remove_stale_handles(&config.controller.handle_dir, &controller);
+        executor.push_config(&Arc::new(controller.switch_config()?))?;
+        let model = controller.model();
+        for sb in &model.sandboxes {
+            if sb.netns_owned
+                && model.sandbox_endpoints(&sb.id).next().is_none()
+                && let Err(e) = effects::ensure_named_netns(Path::new(&sb.netns_path))
+            {
+                tracing::error!(sandbox = %sb.name, error = %e, "namespace not recreated");
+            }
+        }
         for attachment in controller.attachments() {
-            let owned = controller
-                .model()
+            let owned = model
                 .sandbox(&attachment.sandbox)
                 .is_some_and(|s| s.netns_owned);
             if let Err(e) = executor.reattach(&attachment, owned) {
@@ -117,77 +225,108 @@ impl Daemon {
         if let Some(dns) = &mut dns {
             dns.sync(controller.model());
         }
-        Ok(Self {
-            state: Mutex::new(State {
-                controller,
-                store,
-                entropy,
-                dns,
-            }),
+        let published = Arc::new(RwLock::new(Arc::new(Snapshot {
+            controller: controller.clone(),
+            records: dns
+                .as_ref()
+                .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records),
+        })));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = ControlThread {
+            controller,
+            store,
+            intent,
+            entropy,
+            dns,
             executor,
-            datapath,
-        })
+            published: Arc::clone(&published),
+        };
+        let handle = std::thread::Builder::new()
+            .name("vswitch-control".to_owned())
+            .spawn(move || {
+                thread.run(&rx);
+                Ok(())
+            })
+            .map_err(StartError::Thread)?;
+        Ok((
+            Self {
+                mailbox: tx,
+                published,
+                datapath,
+            },
+            handle,
+        ))
+    }
+
+    /// The last committed state.
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.published.read())
+    }
+
+    /// Asks the control thread to stop after the change in progress.
+    pub fn shutdown(&self) {
+        let _ = self.mailbox.send(Message::Shutdown);
+    }
+
+    /// Marks the adopted namespaces that are gone in sandbox views.
+    fn mark_gone(snapshot: &Snapshot, views: &mut [SandboxView]) {
+        for v in views.iter_mut().filter(|v| !v.netns_owned) {
+            if let Some(sb) = snapshot.controller.model().sandbox(&v.id) {
+                v.netns_gone = netns_gone(sb);
+            }
+        }
     }
 }
 
 impl Backend for Daemon {
     fn apply(&self, request: Request) -> Result<Response, ControlError> {
-        let mut state = self.state.lock();
-        let State {
-            controller,
-            store,
-            entropy,
-            dns,
-        } = &mut *state;
-        let before = controller.clone();
-        let now = rfc3339_nano(SystemTime::now());
-        let outcome = controller.apply(request, &Ctx::new(&now, entropy))?;
-        let done = self
-            .executor
-            .run(controller, &outcome.effects)
-            .map_err(|e| ControlError::Internal(e.to_string()))
-            .and_then(|()| {
-                if outcome.changed {
-                    store
-                        .save(controller.model())
-                        .map_err(|e| ControlError::Internal(e.to_string()))
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = done {
-            // Back to the state before the request: model, IPAM and the
-            // datapath's configuration (the executor undid the devices).
-            *controller = before;
-            if let Err(push) = self.executor.push_config(controller) {
-                tracing::error!(error = %push, "cannot restore the datapath configuration");
+        if !request.is_mutating() {
+            let snapshot = self.snapshot();
+            let mut response = snapshot.controller.query(&request)?;
+            match &mut response {
+                Response::Sandbox(v) => Self::mark_gone(&snapshot, std::slice::from_mut(v)),
+                Response::Sandboxes(vs) => Self::mark_gone(&snapshot, vs),
+                _ => {}
             }
-            tracing::warn!(error = %e, "request failed and was rolled back");
-            return Err(e);
+            return Ok(response);
         }
-        if outcome.changed
-            && let Some(dns) = dns
-        {
-            dns.sync(controller.model());
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.mailbox
+            .send(Message::Apply { request, reply })
+            .map_err(|_| {
+                ControlError::internal("handing the request over", "the control thread has stopped")
+            })?;
+        match answer.recv_timeout(REQUEST_TIMEOUT) {
+            Ok(result) => result,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ControlError::internal(
+                "waiting for the control thread",
+                format!(
+                    "no answer within {} s; the request goes on and is committed or undone",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            )),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(ControlError::internal(
+                "waiting for the control thread",
+                "it stopped before answering",
+            )),
         }
-        Ok(outcome.response)
     }
 
     fn fdb(&self, network: Option<&str>) -> Result<Vec<FdbView>, ControlError> {
         let rows = self
             .datapath
             .fdb()
-            .map_err(|e| ControlError::Internal(e.to_string()))?;
-        self.state.lock().controller.fdb_views(&rows, network)
+            .map_err(|e| ControlError::internal("reading the FDB from the datapath", e))?;
+        self.snapshot().controller.fdb_views(&rows, network)
     }
 
     fn ports(&self) -> Result<Vec<PortView>, ControlError> {
         let stats = self
             .datapath
             .port_stats()
-            .map_err(|e| ControlError::Internal(e.to_string()))?;
-        let state = self.state.lock();
-        Ok(state.controller.port_views(|port| {
+            .map_err(|e| ControlError::internal("reading counters from the datapath", e))?;
+        Ok(self.snapshot().controller.port_views(|port| {
             stats
                 .iter()
                 .find(|(p, _)| *p == port)
@@ -197,11 +336,247 @@ impl Backend for Daemon {
     }
 
     fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ControlError> {
-        let state = self.state.lock();
-        let records = state
-            .dns
-            .as_ref()
-            .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records);
-        state.controller.dns_views(&records, network)
+        let snapshot = self.snapshot();
+        snapshot.controller.dns_views(&snapshot.records, network)
+    }
+}
+
+impl ControlThread {
+    fn run(mut self, mailbox: &Receiver<Message>) {
+        while let Ok(message) = mailbox.recv() {
+            let Message::Apply { request, reply } = message else {
+                break;
+            };
+            // Whatever else is already queued joins this batch, so that its
+            // changes share one store write (group commit).
+            let mut batch = vec![(request, reply)];
+            let mut stop = false;
+            while batch.len() < MAX_BATCH {
+                match mailbox.try_recv() {
+                    Ok(Message::Apply { request, reply }) => batch.push((request, reply)),
+                    Ok(Message::Shutdown) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            for (reply, result) in self.apply_batch(batch) {
+                // The requester may have timed out; the change stands.
+                let _ = reply.send(result);
+            }
+            if stop {
+                break;
+            }
+        }
+        tracing::debug!("control thread stopped");
+    }
+
+    /// Applies a batch of changes, each all-or-nothing, and commits those
+    /// that succeeded with one store write; if that write fails, every one
+    /// of them is undone. Returns the answers, in order.
+    fn apply_batch(&mut self, batch: Vec<(Request, Reply)>) -> Vec<(Reply, Answer)> {
+        let start = self.controller.clone();
+        let mut done: Vec<Effect> = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut changed = false;
+        for (request, reply) in batch {
+            let before = self.controller.clone();
+            match self.stage(request, &mut done) {
+                Ok((response, ch)) => {
+                    changed |= ch;
+                    answers.push((reply, Ok(response)));
+                }
+                Err(e) => {
+                    // Back to the state before this request: model, IPAM
+                    // and the datapath's configuration (the executor undid
+                    // its devices).
+                    self.controller = before;
+                    self.restore_config();
+                    tracing::warn!(error = %e, "request failed and was rolled back");
+                    answers.push((reply, Err(e)));
+                }
+            }
+        }
+        if !changed {
+            return answers;
+        }
+        let hooks = *self.executor.hooks();
+        hooks.reached(Point::EffectsDone);
+        if let Err(e) = self.store.save(self.controller.model()) {
+            tracing::error!(error = %e, "cannot save the state; undoing the batch");
+            self.executor.undo_all(&done);
+            self.controller = start;
+            self.restore_config();
+            self.clear_intent();
+            let cause = Cause::new(e);
+            for (_, result) in &mut answers {
+                if result.is_ok() {
+                    *result = Err(ControlError::Internal {
+                        context: "saving the state".to_owned(),
+                        source: cause.clone(),
+                    });
+                }
+            }
+            return answers;
+        }
+        hooks.reached(Point::Saved);
+        self.clear_intent();
+        if let Some(dns) = &mut self.dns {
+            dns.sync(self.controller.model());
+        }
+        self.publish();
+        answers
+    }
+
+    /// Plans one change and carries out its effects (recorded in the
+    /// intent after those of the batch so far, `done`). Does not save.
+    fn stage(
+        &mut self,
+        request: Request,
+        done: &mut Vec<Effect>,
+    ) -> Result<(Response, bool), ControlError> {
+        let now = rfc3339_nano(SystemTime::now());
+        let outcome = self
+            .controller
+            .apply(request, &Ctx::new(&now, &self.entropy))?;
+        if !outcome.changed {
+            return Ok((outcome.response, false));
+        }
+        let effects = outcome.effects;
+        self.precheck(&effects)?;
+        let config = if effects.contains(&Effect::PushSwitchConfig) {
+            Some(Arc::new(self.controller.switch_config().map_err(|e| {
+                ControlError::internal("building the switch configuration", e)
+            })?))
+        } else {
+            None
+        };
+        let mut intent = done.clone();
+        intent.extend(effects.iter().cloned());
+        self.intent
+            .write(&intent)
+            .map_err(|e| ControlError::internal("writing the intent", e))?;
+        self.executor.hooks().reached(Point::IntentWritten);
+        if let Err(e) = self.executor.run(&effects, config.as_ref()) {
+            self.write_intent(done);
+            return Err(ControlError::internal("carrying out the request", e));
+        }
+        done.extend(effects);
+        Ok((outcome.response, true))
+    }
+
+    /// Pushes the current controller's configuration (after a rollback).
+    fn restore_config(&self) {
+        match self.controller.switch_config() {
+            Ok(config) => {
+                if let Err(push) = self.executor.push_config(&Arc::new(config)) {
+                    tracing::error!(error = %push, "cannot restore the datapath configuration");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "cannot rebuild the datapath configuration"),
+        }
+    }
+
+    fn write_intent(&self, effects: &[Effect]) {
+        let result = if effects.is_empty() {
+            self.intent.clear()
+        } else {
+            self.intent.write(effects)
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot rewrite the intent");
+        }
+    }
+
+    /// Refusals that need the host: a named namespace that exists already
+    /// (so a crash before the daemon makes it can never lead to deleting
+    /// someone else's), and an adopted namespace that is gone.
+    fn precheck(&self, effects: &[Effect]) -> Result<(), ControlError> {
+        for effect in effects {
+            match effect {
+                Effect::CreateNetns { path, name, .. } if path.symlink_metadata().is_ok() => {
+                    return Err(ControlError::internal(
+                        "carrying out the request",
+                        effects::EffectError::Netns {
+                            name: name.clone(),
+                            source: crate::netns::NetnsError::CreateFile {
+                                path: path.clone(),
+                                source: std::io::Error::from_raw_os_error(libc::EEXIST),
+                            },
+                        },
+                    ));
+                }
+                Effect::AttachEndpoint(a) => {
+                    if let Some(sb) = self.controller.model().sandbox(&a.sandbox)
+                        && !sb.netns_owned
+                        && sb.netns_handle.is_some()
+                        && netns_gone(sb)
+                    {
+                        return Err(ControlError::NetnsGone {
+                            sandbox: sb.name.clone(),
+                            path: sb.netns_path.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_intent(&self) {
+        if let Err(e) = self.intent.clear() {
+            tracing::error!(error = %e, "cannot clear the intent");
+        }
+    }
+
+    fn publish(&self) {
+        let snapshot = Arc::new(Snapshot {
+            controller: self.controller.clone(),
+            records: self
+                .dns
+                .as_ref()
+                .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records),
+        });
+        *self.published.write() = snapshot;
+    }
+}
+
+/// Whether an adopted sandbox's namespace is gone: the path the caller
+/// gave no longer leads to the namespace the daemon holds (the process
+/// exited; its PID may be someone else's now), or the handle is missing.
+fn netns_gone(sb: &Sandbox) -> bool {
+    let Some(handle) = &sb.netns_handle else {
+        return false;
+    };
+    let held = Netns::open(handle).and_then(|n| n.identity());
+    let named = Netns::open(&sb.netns_path).and_then(|n| n.identity());
+    !matches!((held, named), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Removes handles in `dir` (the daemon's own directory) that belong to no
+/// sandbox of the model: the remains of an adoption a crash interrupted.
+fn remove_stale_handles(dir: &Path, controller: &Controller) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let known = controller
+            .model()
+            .sandboxes
+            .iter()
+            .any(|s| s.netns_handle.as_deref().map(Path::new) == Some(path.as_path()));
+        if !known {
+            match Netns::unbind(&path) {
+                Ok(()) => {
+                    tracing::info!(handle = %path.display(), "orphan namespace handle removed")
+                }
+                Err(e) => {
+                    tracing::warn!(handle = %path.display(), error = %e, "orphan namespace handle not removed")
+                }
+            }
+        }
     }
 }

@@ -3,12 +3,17 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::ids::PortId;
 use crate::port::PortIo;
 use crate::switch::{FdbRow, PortStats, SwitchConfig};
+
+/// How long a query to a worker may take: a worker answers between two
+/// batches, within microseconds, so this only bounds a worker that is stuck.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Something for the datapath to do between batches.
 #[derive(Debug)]
@@ -60,15 +65,26 @@ impl Mailbox {
         self.waker.wake()
     }
 
-    /// Sends a query and waits for its answer.
+    /// Sends a query and waits for its answer, at most [`ASK_TIMEOUT`].
     ///
     /// # Errors
-    /// `BrokenPipe` when the worker has exited.
+    /// `BrokenPipe` when the worker has exited, `TimedOut` when it did not
+    /// answer in time (it is stuck, or dying).
     pub fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> io::Result<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(make(tx))?;
-        rx.recv()
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath has stopped"))
+        rx.recv_timeout(ASK_TIMEOUT).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "a datapath worker did not answer within {} s",
+                    ASK_TIMEOUT.as_secs()
+                ),
+            ),
+            crossbeam_channel::RecvTimeoutError::Disconnected => {
+                io::Error::new(io::ErrorKind::BrokenPipe, "datapath has stopped")
+            }
+        })
     }
 }
 

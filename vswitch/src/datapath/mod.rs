@@ -77,7 +77,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use executor::{Executor, TxSink};
-pub use mailbox::{Command, Mailbox};
+pub use mailbox::{ASK_TIMEOUT, Command, Mailbox};
 pub use worker::{BATCH, BUSY_POLL, SYNC_QUEUE, Worker, WorkerConfig};
 
 use crate::ids::PortId;
@@ -234,6 +234,15 @@ impl Datapath {
         }
         total.sort_by_key(|(p, _)| *p);
         Ok(total)
+    }
+
+    /// Stops worker `index` alone, as if it had died: a test hook for the
+    /// daemon's supervision (`VSWITCHD_TEST_STOP_WORKER_MS`), never used
+    /// otherwise.
+    pub fn stop_worker(&self, index: usize) {
+        if let Some(w) = self.workers.get(index) {
+            let _ = w.send(Command::Shutdown);
+        }
     }
 
     /// Asks every worker to stop.

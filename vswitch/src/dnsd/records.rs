@@ -229,7 +229,7 @@ pub fn build(
         plan.listeners.push(Listener {
             sandbox: sb.id.clone(),
             id,
-            netns: PathBuf::from(&sb.netns_path),
+            netns: PathBuf::from(sb.netns_file()),
         });
     }
     plan
@@ -242,7 +242,7 @@ mod tests {
     use dns::{DialFrom, Family, Lookup};
 
     use super::*;
-    use crate::api::types::{ConnectRequest, EndpointSettings, NetworkCreateRequest};
+    use crate::control::types::{ConnectRequest, EndpointSettings, NetworkCreateRequest};
     use crate::control::{Controller, ControllerConfig, Ctx, Request, SeededEntropy};
 
     const HOST: &str = "search example.org\nnameserver 127.0.0.53\nnameserver 192.0.2.53\n";
@@ -258,7 +258,7 @@ mod tests {
         }));
         for s in ["alpha", "beta", "gamma"] {
             apply(Request::CreateSandbox(
-                crate::api::types::SandboxCreateRequest {
+                crate::control::types::SandboxCreateRequest {
                     name: s.to_owned(),
                     ..Default::default()
                 },

@@ -209,6 +209,10 @@ pub struct SandboxView {
     /// Whether the daemon created the namespace (false: adopted).
     #[serde(rename = "NetnsOwned")]
     pub netns_owned: bool,
+    /// An adopted namespace whose path no longer leads to it (its process
+    /// exited): the sandbox can only be removed.
+    #[serde(rename = "NetnsGone", default, skip_serializing_if = "is_false")]
+    pub netns_gone: bool,
     /// Its endpoints, in attach order.
     #[serde(rename = "Endpoints")]
     pub endpoints: Vec<EndpointView>,

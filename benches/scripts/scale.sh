@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# How the control plane scales on a busy host: N sandboxes (default 1000)
+# created and connected to `bridge` through vsctl, one after another, then
+# a restart with all of them attached, then their removal; the daemon runs
+# under an open-file limit of 1024 (soft and hard, so it cannot raise it),
+# as under a service manager's usual limit.
+#
+#   sudo benches/scripts/scale.sh [N] [tap|veth]
+#
+# Prints: the time to create and connect N sandboxes, the time for the
+# daemon to come back with N endpoints (from exec to a working API), the
+# time to remove them, the daemon's resident memory and descriptors per
+# endpoint, and checks that two of the sandboxes reach each other.
+# PARALLEL=K runs K vsctl clients at a time instead of one.
+#
+# Needs root, iproute2, ping and prlimit. Everything it creates (a state
+# directory in /tmp, namespaces vsz$$-*) is removed at the end.
+set -euo pipefail
+
+n=${1:-1000}
+kind=${2:-tap}
+par=${PARALLEL:-1}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${VSWITCH_BIN:-$here/target/release}
+tag=vsz$$
+state=$(mktemp -d /tmp/$tag.XXXX)
+sock=$state/vswitchd.sock
+daemon_pid=
+
+for tool in ip ping prlimit; do
+  command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
+[ -x "$bin/vswitchd" ] && [ -x "$bin/vsctl" ] || {
+  echo "build first: cargo build --release -p vswitch" >&2; exit 1; }
+
+vsctl() { "$bin/vsctl" --socket "$sock" "$@"; }
+export -f vsctl 2>/dev/null || true
+export bin sock kind
+
+start_daemon() {
+  rm -f "$sock"
+  prlimit --nofile=1024:1024 "$bin/vswitchd" --state-dir "$state" --socket "$sock" \
+    --port-kind "$kind" --log-level warn 2>>"$state/vswitchd.log" &
+  daemon_pid=$!
+  until vsctl network ls >/dev/null 2>&1; do
+    kill -0 "$daemon_pid" 2>/dev/null || { echo "vswitchd died:" >&2; cat "$state/vswitchd.log" >&2; exit 1; }
+    sleep 0.005
+  done
+}
+
+stop_daemon() {
+  kill "$daemon_pid" 2>/dev/null || true
+  wait "$daemon_pid" 2>/dev/null || true
+  daemon_pid=
+}
+
+cleanup() {
+  set +e
+  if [ -n "$daemon_pid" ]; then
+    seq 1 "$n" | xargs -P 4 -I{} "$bin/vsctl" --socket "$sock" sandbox rm "$tag-{}" >/dev/null 2>&1
+    stop_daemon
+  fi
+  for ns in $(ip netns list | awk '{print $1}' | grep "^$tag-"); do ip netns del "$ns"; done
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$daemon_pid/status"; }
+fds() { ls "/proc/$daemon_pid/fd" | wc -l; }
+
+one() {  # create and connect sandbox $1
+  "$bin/vsctl" --socket "$sock" sandbox create "$1" >/dev/null &&
+    "$bin/vsctl" --socket "$sock" network connect --port-kind "$kind" bridge "$1" >/dev/null
+}
+export -f one
+
+start_daemon
+rss0=$(rss_kib); fds0=$(fds)
+echo "vswitchd: $(prlimit --pid "$daemon_pid" --nofile --noheadings --output SOFT,HARD) open-file limit (soft hard), $kind ports, $par client(s) at a time"
+
+t0=$(now)
+seq 1 "$n" | sed "s/^/$tag-/" | xargs -P "$par" -I{} bash -c 'one "$@"' _ {}
+t1=$(now)
+rss1=$(rss_kib); fds1=$(fds)
+eps=$(vsctl network inspect bridge | grep -o '"EndpointID"' | wc -l || true)
+echo "create + connect $n sandboxes: $(secs "$t0" "$t1") s ($eps endpoints on bridge)"
+echo "memory per endpoint: $(( (rss1 - rss0) * 1024 / n )) bytes ($rss0 KiB -> $rss1 KiB)"
+echo "descriptors: $fds0 -> $fds1 ($(awk -v a="$fds0" -v b="$fds1" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }') per endpoint)"
+ip netns exec "$tag-1" ping -c 2 -i 0.2 -W 2 "$(vsctl sandbox inspect "$tag-$n" | grep -o '"IPv4Address": *"[0-9.]*' | grep -o '[0-9.]*$')" >/dev/null \
+  && echo "sandbox 1 reaches sandbox $n" || { echo "sandbox 1 does NOT reach sandbox $n" >&2; exit 1; }
+
+stop_daemon
+t2=$(now)
+start_daemon
+t3=$(now)
+echo "restart with $n endpoints, exec to a working API: $(secs "$t2" "$t3") s"
+ip netns exec "$tag-1" ping -c 2 -i 0.2 -W 2 172.17.0.1 >/dev/null \
+  && echo "after the restart, sandbox 1 reaches the gateway" || { echo "after the restart, sandbox 1 does NOT reach the gateway" >&2; exit 1; }
+
+t4=$(now)
+seq 1 "$n" | sed "s/^/$tag-/" | xargs -P "$par" -I{} "$bin/vsctl" --socket "$sock" sandbox rm {} >/dev/null
+t5=$(now)
+echo "remove $n sandboxes: $(secs "$t4" "$t5") s"
+left=$(ip netns list | grep -c "^$tag-" || true)
+echo "namespaces left: $left"
