@@ -15,6 +15,8 @@
 //! | `GET /v1/fdb[?network=NAME]` | | 200, `[FdbView]` |
 //! | `GET /v1/ports` | | 200, `[PortView]` |
 //! | `GET /v1/dns[?network=NAME]` | | 200, `[DnsNetworkView]` sorted by name |
+//! | `GET /v1/events[?since=NANOS&until=NANOS]` | | 200, a stream of [`crate::events::Event`], one JSON object per line, until `until` or the client leaves |
+//! | `GET /metrics` | | 200, Prometheus text ([`crate::metrics`]) |
 //!
 //! Errors answer `{"message": "..."}` with the status of
 //! [`ControlError::status`]; a body that is not the expected JSON is a 400,
@@ -30,7 +32,9 @@
 use crate::control::{ControlError, Request, Response};
 
 pub mod client;
+mod events_client;
 pub mod server;
+mod stream;
 /// The request and answer bodies; they belong to the control plane
 /// ([`crate::control::types`]) and are re-exported here for clients.
 pub use crate::control::types;
@@ -73,4 +77,28 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// [`ControlError::NetworkNotFound`] for an unknown network.
     fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ControlError>;
+
+    /// Every counter in the Prometheus text exposition format
+    /// ([`crate::metrics`]). A backend without counters has none to show.
+    ///
+    /// # Errors
+    /// [`ControlError::Internal`] when a thread holding counters does not
+    /// answer.
+    fn metrics(&self) -> Result<String, ControlError> {
+        Ok(String::new())
+    }
+
+    /// Control-plane events: those kept since `since` (nanoseconds since
+    /// the epoch), then a live queue ([`crate::events::EventHub`]).
+    /// `None` for a backend that has no events.
+    fn events(
+        &self,
+        since: Option<u64>,
+    ) -> Option<(
+        Vec<crate::events::Event>,
+        crossbeam_channel::Receiver<crate::events::Event>,
+    )> {
+        let _ = since;
+        None
+    }
 }

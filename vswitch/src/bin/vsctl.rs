@@ -71,6 +71,50 @@ enum Cmd {
     },
     /// Create a sandbox, connect it to a network and run a command in it.
     Run(RunArgs),
+    /// Follow control-plane events, like `docker events`: networks and
+    /// sandboxes created and removed, connects, disconnects, failed ports.
+    Events {
+        /// Also show the kept events since TIME: Unix seconds (`1700000000`,
+        /// `1700000000.5`) or a time ago (`30s`, `10m`, `2h`).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<u64>,
+        /// Stop at TIME (as for `--since`); without it, follow until
+        /// interrupted.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<u64>,
+    },
+}
+
+/// A `--since`/`--until` value as nanoseconds since the epoch.
+fn parse_time(s: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_nanos();
+    let ago = |n: &str, unit: u128| -> Result<u64, String> {
+        let n: u128 = n.parse().map_err(|_| format!("invalid time {s:?}"))?;
+        u64::try_from(now.saturating_sub(n * unit)).map_err(|e| e.to_string())
+    };
+    if let Some(n) = s.strip_suffix('s') {
+        return ago(n, 1_000_000_000);
+    }
+    if let Some(n) = s.strip_suffix('m') {
+        return ago(n, 60_000_000_000);
+    }
+    if let Some(n) = s.strip_suffix('h') {
+        return ago(n, 3_600_000_000_000);
+    }
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: u64 = secs
+        .parse()
+        .map_err(|_| format!("invalid time {s:?}: Unix seconds or 30s, 10m, 2h"))?;
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("invalid time {s:?}"));
+    }
+    let nanos: u64 = format!("{frac:0<9}").parse().unwrap_or(0);
+    secs.checked_mul(1_000_000_000)
+        .and_then(|t| t.checked_add(nanos))
+        .ok_or_else(|| format!("time {s:?} out of range"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +405,45 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             exec_in(&sb, &command)
         }
         Cmd::Run(args) => run_in(client, args),
+        Cmd::Events { since, until } => {
+            let mut failed = None;
+            client.events(since, until, |e| {
+                let line = if json {
+                    serde_json::to_string(&e).unwrap_or_default()
+                } else {
+                    let when = vswitch::control::rfc3339_nano(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(e.time_nano),
+                    );
+                    let attrs: Vec<String> = e
+                        .actor
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!(
+                        "{when} {} {} {} ({})",
+                        e.kind,
+                        e.action,
+                        e.actor.id,
+                        attrs.join(", ")
+                    )
+                };
+                match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        failed = Some(err);
+                        false
+                    }
+                }
+            })?;
+            match failed {
+                Some(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure {
+                    message: format!("Error: {e}"),
+                    code: 1,
+                }),
+                _ => Ok(0),
+            }
+        }
     }
 }
 

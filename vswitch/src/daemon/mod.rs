@@ -58,6 +58,7 @@ use crate::control::{
     Store, rfc3339_nano,
 };
 use crate::datapath::Datapath;
+use crate::events::{self, Event, EventHub};
 use crate::netns::Netns;
 use dns_sync::DnsSync;
 use effects::Executor;
@@ -122,6 +123,10 @@ pub struct Daemon {
     mailbox: Sender<Message>,
     published: Arc<RwLock<Arc<Snapshot>>>,
     datapath: Datapath,
+    /// The DNS thread, asked for its counters by [`Backend::metrics`].
+    dnsd: Option<crate::dnsd::Dnsd>,
+    /// Control-plane events, published by the control thread.
+    events: Arc<EventHub>,
 }
 
 /// Why the daemon could not start.
@@ -154,6 +159,7 @@ struct ControlThread {
     dns: Option<DnsSync>,
     executor: Executor,
     published: Arc<RwLock<Arc<Snapshot>>>,
+    events: Arc<EventHub>,
 }
 
 impl Daemon {
@@ -171,6 +177,8 @@ impl Daemon {
         datapath: Datapath,
         mut dns: Option<DnsSync>,
     ) -> Result<(Self, JoinHandle<std::io::Result<()>>), StartError> {
+        let dnsd = dns.as_ref().map(|d| d.dnsd().clone());
+        let hub = Arc::new(EventHub::new());
         let store = Store::open(&config.state_dir)?;
         let entropy = OsEntropy::new();
         let executor = Executor::new(datapath.clone(), config.hooks, config.allow_host_netns);
@@ -219,7 +227,24 @@ impl Daemon {
                 .sandbox(&attachment.sandbox)
                 .is_some_and(|s| s.netns_owned);
             if let Err(e) = executor.reattach(&attachment, owned) {
-                tracing::error!(endpoint = %attachment.endpoint, error = %e, "endpoint not reattached");
+                let sandbox = model
+                    .sandbox(&attachment.sandbox)
+                    .map_or(attachment.sandbox.as_str(), |s| s.name.as_str());
+                let network = model
+                    .network(attachment.network)
+                    .map_or_else(|| attachment.network.to_string(), |n| n.name.clone());
+                tracing::error!(endpoint = %attachment.endpoint, sandbox, network = %network, error = %e, "endpoint not reattached");
+                hub.publish(Event::now(
+                    "endpoint",
+                    "port_failed",
+                    &attachment.endpoint,
+                    &[
+                        ("sandbox", sandbox),
+                        ("network", &network),
+                        ("port", &attachment.port.0.to_string()),
+                        ("error", &e.to_string()),
+                    ],
+                ));
             }
         }
         if let Some(dns) = &mut dns {
@@ -240,6 +265,7 @@ impl Daemon {
             dns,
             executor,
             published: Arc::clone(&published),
+            events: Arc::clone(&hub),
         };
         let handle = std::thread::Builder::new()
             .name("vswitch-control".to_owned())
@@ -253,6 +279,8 @@ impl Daemon {
                 mailbox: tx,
                 published,
                 datapath,
+                dnsd,
+                events: hub,
             },
             handle,
         ))
@@ -339,6 +367,36 @@ impl Backend for Daemon {
         let snapshot = self.snapshot();
         snapshot.controller.dns_views(&snapshot.records, network)
     }
+
+    fn events(
+        &self,
+        since: Option<u64>,
+    ) -> Option<(Vec<Event>, crossbeam_channel::Receiver<Event>)> {
+        Some(self.events.subscribe(since))
+    }
+
+    fn metrics(&self) -> Result<String, ControlError> {
+        let sample = crate::metrics::Sample {
+            ports: self.ports()?,
+            fdb_entries: self
+                .datapath
+                .fdb()
+                .map_err(|e| ControlError::internal("reading the FDB from the datapath", e))?
+                .len(),
+            fdb: self
+                .datapath
+                .fdb_stats()
+                .map_err(|e| ControlError::internal("reading FDB counters from the datapath", e))?,
+            dns: match &self.dnsd {
+                Some(d) => Some(
+                    d.stats()
+                        .map_err(|e| ControlError::internal("reading DNS counters", e))?,
+                ),
+                None => None,
+            },
+        };
+        crate::metrics::render(&sample).map_err(|e| ControlError::internal("building /metrics", e))
+    }
 }
 
 impl ControlThread {
@@ -380,11 +438,21 @@ impl ControlThread {
         let mut done: Vec<Effect> = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         let mut changed = false;
+        let mut happened: Vec<Event> = Vec::new();
         for (request, reply) in batch {
             let before = self.controller.clone();
+            let asked = request.clone();
             match self.stage(request, &mut done) {
                 Ok((response, ch)) => {
                     changed |= ch;
+                    if ch {
+                        happened.extend(events::of_change(
+                            &asked,
+                            &response,
+                            before.model(),
+                            self.controller.model(),
+                        ));
+                    }
                     answers.push((reply, Ok(response)));
                 }
                 Err(e) => {
@@ -426,6 +494,10 @@ impl ControlThread {
             dns.sync(self.controller.model());
         }
         self.publish();
+        // Only now, with the batch saved, did these changes happen.
+        for event in happened {
+            self.events.publish(event);
+        }
         answers
     }
 

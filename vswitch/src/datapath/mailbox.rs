@@ -38,6 +38,8 @@ pub enum Command {
     Fdb(Sender<Vec<FdbRow>>),
     /// Answer with every configured port's counters.
     PortStats(Sender<Vec<(PortId, PortStats)>>),
+    /// Answer with the FDB replica's event counters.
+    FdbStats(Sender<crate::switch::FdbStats>),
     /// Leave the loop.
     Shutdown,
 }

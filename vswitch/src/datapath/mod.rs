@@ -218,6 +218,17 @@ impl Datapath {
         Ok(rows)
     }
 
+    /// Each worker's FDB replica's event counters, in worker order.
+    ///
+    /// # Errors
+    /// When a worker has stopped.
+    pub fn fdb_stats(&self) -> io::Result<Vec<crate::switch::FdbStats>> {
+        self.workers
+            .iter()
+            .map(|w| w.ask(Command::FdbStats))
+            .collect()
+    }
+
     /// Every configured port's counters, summed over the workers.
     ///
     /// # Errors

@@ -273,6 +273,9 @@ impl Worker {
                 Command::PortStats(reply) => {
                     let _ = reply.send(self.port_stats());
                 }
+                Command::FdbStats(reply) => {
+                    let _ = reply.send(*self.switch.fdb().stats());
+                }
                 Command::Shutdown => return false,
             }
         }

@@ -1,0 +1,252 @@
+//! What an operator sees of a running `vswitchd`: `/metrics` checked by
+//! `promtool`, read with `curl` on the API socket and over TCP.
+//!
+//! Each test starts its own daemon and creates and removes its own
+//! namespaces. They need root, `ip`, `ping`, `curl` and `promtool`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use vswitch_tests::{Daemon, prerequisites, unique};
+
+/// `GET /metrics` on the daemon's API socket, with curl.
+fn scrape_socket(d: &Daemon) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://vswitchd/metrics")
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("metrics are UTF-8")
+}
+
+/// Feeds `text` to `promtool check metrics`, which fails on anything that
+/// is not valid exposition format or breaks Prometheus' naming rules.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- input ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of the sample whose line starts with `name{` and contains
+/// every one of `labels` (`key="value"`).
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|kv| l.contains(kv)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+#[test]
+fn metrics_pass_promtool_and_move_with_traffic() {
+    if !prerequisites(&["ip", "ss", "ping", "curl", "promtool"]) {
+        return;
+    }
+    let mut d = Daemon::start_with(&["--metrics-listen", "127.0.0.1:0"]);
+    let net = unique("mnet");
+    d.network(&net, &["--subnet", "10.231.0.0/24"]);
+    let (web, db) = (unique("mweb"), unique("mdb"));
+    d.sandbox(&web, &[&net]);
+    d.sandbox(&db, &[&net]);
+
+    let before = scrape_socket(&d);
+    promtool_check(&before);
+    let web_label = format!("sandbox=\"{web}\"");
+    let net_label = format!("network=\"{net}\"");
+    let rx_before = sample(
+        &before,
+        "vswitch_port_rx_packets_total",
+        &[&web_label, &net_label],
+    )
+    .expect("web's port has an rx counter");
+
+    assert!(d.ping(&web, "10.231.0.3", 5), "web reaches db");
+    // A spoofed source from web: dropped and counted under its reason.
+    d.exec(
+        &web,
+        &[
+            "sh",
+            "-c",
+            "orig=$(cat /sys/class/net/eth0/address); \
+             ip link set eth0 address 02:00:00:00:00:99 && ping -c 2 -W 1 10.231.0.3; \
+             ip link set eth0 address $orig",
+        ],
+    );
+
+    let after = scrape_socket(&d);
+    promtool_check(&after);
+    let rx_after = sample(
+        &after,
+        "vswitch_port_rx_packets_total",
+        &[&web_label, &net_label],
+    )
+    .expect("web's rx counter");
+    assert!(
+        rx_after >= rx_before + 5,
+        "web's rx moved from {rx_before} to {rx_after}"
+    );
+    let db_label = format!("sandbox=\"{db}\"");
+    let db_tx = sample(&after, "vswitch_port_tx_packets_total", &[&db_label]).unwrap();
+    assert!(db_tx >= 5, "db received the echo requests: {db_tx}");
+    let spoofed = sample(
+        &after,
+        "vswitch_port_dropped_total",
+        &[&web_label, "reason=\"src_mac_spoofed\""],
+    )
+    .unwrap_or(0);
+    assert!(spoofed >= 1, "spoofed frames counted:\n{after}");
+    assert!(sample(&after, "vswitch_fdb_entries", &[]).unwrap() >= 2);
+    assert!(after.contains("# TYPE vswitch_fdb_evictions_total counter"));
+    assert!(after.contains("# TYPE vswitch_dns_queries_total counter"));
+
+    // The same over TCP (--metrics-listen, port chosen by the kernel and
+    // logged; found here from the daemon's listening sockets).
+    let pid = d.pid().expect("daemon runs").to_string();
+    let ss = Command::new("ss")
+        .args(["-Htlnp"])
+        .output()
+        .expect("ss runs");
+    let text = String::from_utf8_lossy(&ss.stdout);
+    let addr = text
+        .lines()
+        .find(|l| l.contains(&format!("pid={pid},")))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("the daemon listens on TCP")
+        .to_owned();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl over TCP");
+    let tcp = String::from_utf8_lossy(&out.stdout).into_owned();
+    promtool_check(&tcp);
+    assert!(
+        sample(&tcp, "vswitch_port_rx_packets_total", &[&web_label]).unwrap() >= rx_after,
+        "TCP shows the same counters"
+    );
+}
+
+fn now_secs() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+#[test]
+fn events_show_a_sandbox_created_then_connected_in_order() {
+    if !prerequisites(&["ip"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let since = now_secs();
+    // Live: follow from before the changes; --since makes the start race
+    // free (kept events and the live queue are taken together).
+    let mut follow = Command::new(vswitch_tests::bin_dir().join("vsctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["events", "--format", "json", "--since", &since])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("vsctl events runs");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let net = unique("enet");
+    d.network(&net, &["--subnet", "10.232.0.0/24"]);
+    let sb = unique("esb");
+    d.sandbox(&sb, &[&net]);
+
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen
+        .iter()
+        .any(|(t, a, _)| t == "network" && a == "connect")
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("no connect event within 10 s; saw {seen:?}");
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON event per line");
+        let attrs = &v["Actor"]["Attributes"];
+        let who = attrs["container"]
+            .as_str()
+            .or_else(|| attrs["name"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        seen.push((
+            v["Type"].as_str().unwrap_or_default().to_owned(),
+            v["Action"].as_str().unwrap_or_default().to_owned(),
+            who,
+        ));
+    }
+    let _ = Command::new("kill").arg(follow.id().to_string()).status();
+    let _ = follow.wait();
+    let _ = reader.join();
+    let expected = vec![
+        ("network".to_owned(), "create".to_owned(), net.clone()),
+        ("sandbox".to_owned(), "create".to_owned(), sb.clone()),
+        ("network".to_owned(), "connect".to_owned(), sb.clone()),
+    ];
+    assert_eq!(seen, expected, "events in order");
+
+    // Replay, Docker's text form, ending at --until.
+    let until = now_secs();
+    let text = d.vsctl_ok(&["events", "--since", &since, "--until", &until]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].contains(" network create ") && lines[0].contains(&format!("name={net}")));
+    assert!(lines[1].contains(" sandbox create ") && lines[1].contains(&format!("name={sb}")));
+    assert!(
+        lines[2].contains(" network connect ") && lines[2].contains(&format!("container={sb}"))
+    );
+
+    // A refused request publishes nothing.
+    assert!(
+        !d.vsctl(&["network", "connect", &net, "no-such-sandbox"])
+            .status
+            .success()
+    );
+    d.vsctl_ok(&["sandbox", "rm", &sb]);
+    let text = d.vsctl_ok(&["events", "--since", &until, "--until", &now_secs()]);
+    assert!(!text.contains("no-such-sandbox"), "{text}");
+    assert!(
+        text.contains(" network disconnect ") || text.contains(" sandbox destroy "),
+        "{text}"
+    );
+}
