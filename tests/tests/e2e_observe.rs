@@ -250,3 +250,189 @@ fn events_show_a_sandbox_created_then_connected_in_order() {
         "{text}"
     );
 }
+
+/// `vsctl --format json trace ARGS…`, parsed.
+fn trace(d: &Daemon, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--format", "json", "trace"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&d.vsctl_ok(&all)).expect("trace answers JSON")
+}
+
+fn verdict(t: &serde_json::Value) -> (String, String) {
+    (
+        t["Verdict"].as_str().unwrap_or_default().to_owned(),
+        t["Reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn output_sandboxes(t: &serde_json::Value) -> Vec<String> {
+    t["Outputs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| o["Sandbox"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a trace must not change: every port's counters, and the FDB's
+/// entries (port, network, MAC; ages move by themselves).
+fn counters_and_fdb(d: &Daemon) -> (serde_json::Value, Vec<String>) {
+    let ports: serde_json::Value =
+        serde_json::from_str(&d.vsctl_ok(&["--format", "json", "show-ports"])).unwrap();
+    let fdb: serde_json::Value =
+        serde_json::from_str(&d.vsctl_ok(&["--format", "json", "show-fdb"])).unwrap();
+    let mut rows: Vec<String> = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {} {}", r["Port"], r["Network"], r["MacAddress"]))
+        .collect();
+    rows.sort();
+    (ports, rows)
+}
+
+#[test]
+fn trace_explains_each_verdict_and_changes_nothing() {
+    if !prerequisites(&["ip", "sysctl"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let (front, quiet, back) = (unique("tfr"), unique("tqu"), unique("tbk"));
+    d.network(&front, &["--subnet", "10.233.0.0/24"]);
+    d.network(
+        &quiet,
+        &[
+            "--subnet",
+            "10.234.0.0/24",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+        ],
+    );
+    d.network(&back, &["--subnet", "10.235.0.0/24"]);
+    let (web, db, x, y, z) = (
+        unique("tweb"),
+        unique("tdb"),
+        unique("tx"),
+        unique("ty"),
+        unique("tz"),
+    );
+    d.sandbox(&web, &[&front]);
+    d.sandbox(&db, &[&front]);
+    d.sandbox(&x, &[&quiet]);
+    d.sandbox(&y, &[&quiet]);
+    d.sandbox(&z, &[&back]);
+    // No background traffic (IPv6 router solicitations, MLD) may move the
+    // counters while the test compares them.
+    for s in [&web, &db, &x, &y, &z] {
+        d.exec(s, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        d.exec(
+            s,
+            &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = counters_and_fdb(&d);
+
+    // Two sandboxes on one network: out of db's port, named.
+    let t = trace(&d, &[&web, "--dst", "10.233.0.3"]);
+    assert_eq!(verdict(&t), ("output".to_owned(), String::new()), "{t:#}");
+    assert_eq!(output_sandboxes(&t), vec![db.clone()]);
+    assert_eq!(t["Ingress"]["Sandbox"], web.as_str());
+    let frame = t["Frame"].as_str().unwrap().to_owned();
+    // The same frame given exactly: the ingress is found by its source MAC.
+    let again = trace(&d, &["--frame", &frame]);
+    assert_eq!(verdict(&again), verdict(&t));
+    assert_eq!(again["Ingress"]["Sandbox"], web.as_str());
+    // TCP to a port, through the same decisions.
+    let tcp = trace(
+        &d,
+        &[
+            &format!("{web}:eth0"),
+            "--dst",
+            "10.233.0.3",
+            "--proto",
+            "tcp",
+            "--dport",
+            "5432",
+        ],
+    );
+    assert_eq!(output_sandboxes(&tcp), vec![db.clone()]);
+
+    // ICC off.
+    let t = trace(&d, &[&x, "--dst", "10.234.0.3"]);
+    assert_eq!(
+        verdict(&t),
+        ("drop".to_owned(), "icc_disabled".to_owned()),
+        "{t:#}"
+    );
+
+    // Two networks: isolation.
+    let t = trace(&d, &[&web, "--dst", "10.235.0.2"]);
+    assert_eq!(
+        verdict(&t),
+        ("drop".to_owned(), "isolation".to_owned()),
+        "{t:#}"
+    );
+    assert!(
+        t.to_string().contains(&z),
+        "the report names the other sandbox: {t:#}"
+    );
+
+    // The gateway answers locally.
+    let t = trace(&d, &[&web, "--dst", "10.233.0.1"]);
+    assert_eq!(
+        verdict(&t),
+        ("local".to_owned(), "gateway".to_owned()),
+        "{t:#}"
+    );
+    assert_eq!(output_sandboxes(&t), vec![web.clone()]);
+
+    // An unknown MAC: flooded to the network's other ports.
+    let t = trace(&d, &[&web, "--dst", "02:42:de:ad:be:ef"]);
+    assert_eq!(
+        verdict(&t),
+        ("flood".to_owned(), "unknown_destination".to_owned()),
+        "{t:#}"
+    );
+    assert_eq!(output_sandboxes(&t), vec![db.clone()]);
+
+    // Spoofed sources.
+    let t = trace(&d, &[&web, "--dst", "10.233.0.3", "--src", "10.233.0.99"]);
+    assert_eq!(
+        verdict(&t),
+        ("drop".to_owned(), "src_ip_spoofed".to_owned()),
+        "{t:#}"
+    );
+    let t = trace(
+        &d,
+        &[&web, "--dst", "10.233.0.3", "--src", "02:42:0a:e9:00:63"],
+    );
+    assert_eq!(
+        verdict(&t),
+        ("drop".to_owned(), "src_mac_spoofed".to_owned()),
+        "{t:#}"
+    );
+
+    // The text form names the output port by sandbox.
+    let text = d.vsctl_ok(&["trace", &web, "--dst", "10.233.0.3"]);
+    assert!(
+        text.contains(&format!("verdict: output to {db}:eth0")),
+        "{text}"
+    );
+
+    // Bad requests are refused with a message.
+    let bad = d.vsctl(&["trace", &web, "--dst", "not-an-address"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither an IPv4 address nor a MAC"));
+    assert!(!d.vsctl(&["trace", "--frame", "zz"]).status.success());
+
+    // Nothing moved: no counter, no FDB entry.
+    let after = counters_and_fdb(&d);
+    assert_eq!(before.0, after.0, "a trace moved a counter");
+    assert_eq!(before.1, after.1, "a trace changed the FDB");
+    // While real traffic does move them (the comparison can fail).
+    assert!(d.ping(&web, "10.233.0.3", 1));
+    assert_ne!(counters_and_fdb(&d).0, before.0);
+}

@@ -31,3 +31,4 @@ pub mod port;
 pub mod switch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trace;

@@ -16,6 +16,7 @@
 //! | `GET /v1/ports` | | 200, `[PortView]` |
 //! | `GET /v1/dns[?network=NAME]` | | 200, `[DnsNetworkView]` sorted by name |
 //! | `GET /v1/events[?since=NANOS&until=NANOS]` | | 200, a stream of [`crate::events::Event`], one JSON object per line, until `until` or the client leaves |
+//! | `POST /v1/trace` | [`crate::trace::TraceRequest`] | 200, [`crate::trace::TraceReport`] |
 //! | `GET /metrics` | | 200, Prometheus text ([`crate::metrics`]) |
 //!
 //! Errors answer `{"message": "..."}` with the status of
@@ -86,6 +87,21 @@ pub trait Backend: Send + Sync {
     /// answer.
     fn metrics(&self) -> Result<String, ControlError> {
         Ok(String::new())
+    }
+
+    /// Runs a frame through the pipeline in trace mode ([`crate::trace`]).
+    ///
+    /// # Errors
+    /// A 400 or 404 for a bad request; [`ControlError::Internal`] when the
+    /// datapath does not answer. A backend without a datapath refuses.
+    fn trace(
+        &self,
+        request: &crate::trace::TraceRequest,
+    ) -> Result<crate::trace::TraceReport, ControlError> {
+        let _ = request;
+        Err(ControlError::Unsupported(
+            "this daemon has no datapath to trace".to_owned(),
+        ))
     }
 
     /// Control-plane events: those kept since `since` (nanoseconds since

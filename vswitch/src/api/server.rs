@@ -250,6 +250,14 @@ pub fn route<B: Backend + ?Sized>(backend: &B, method: &str, url: &str, body: &[
             }
         }
         (["v1", "fdb" | "ports" | "dns"], _) => not_allowed(),
+        (["v1", "trace"], "POST") => match parse::<crate::trace::TraceRequest>(body) {
+            Ok(r) => match backend.trace(&r) {
+                Ok(report) => Reply::json(200, &report),
+                Err(e) => Reply::from_error(&e),
+            },
+            Err(e) => Reply::from_error(&e),
+        },
+        (["v1", "trace"], _) => not_allowed(),
         (["metrics"], "GET") => match backend.metrics() {
             Ok(text) => Reply {
                 status: 200,

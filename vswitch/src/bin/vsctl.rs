@@ -71,6 +71,28 @@ enum Cmd {
     },
     /// Create a sandbox, connect it to a network and run a command in it.
     Run(RunArgs),
+    /// Show what the switch does with a frame from a sandbox, decision by
+    /// decision (trace mode: nothing is learned, counted or sent).
+    Trace {
+        /// The sending sandbox, optionally with its interface
+        /// (`web:eth1`); with --frame it may be left out.
+        target: Option<String>,
+        /// Destination: IPv4 address or MAC.
+        #[arg(long)]
+        dst: Option<String>,
+        /// Source override: IPv4 address or MAC (a spoofed frame).
+        #[arg(long)]
+        src: Option<String>,
+        /// Protocol of the built frame.
+        #[arg(long, value_parser = ["icmp", "tcp", "udp"])]
+        proto: Option<String>,
+        /// Destination port (tcp default 80, udp default 53).
+        #[arg(long)]
+        dport: Option<u16>,
+        /// An exact Ethernet frame in hex instead of a built one.
+        #[arg(long, value_name = "HEX", conflicts_with_all = ["dst", "src", "proto", "dport"])]
+        frame: Option<String>,
+    },
     /// Follow control-plane events, like `docker events`: networks and
     /// sandboxes created and removed, connects, disconnects, failed ports.
     Events {
@@ -405,6 +427,84 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             exec_in(&sb, &command)
         }
         Cmd::Run(args) => run_in(client, args),
+        Cmd::Trace {
+            target,
+            dst,
+            src,
+            proto,
+            dport,
+            frame,
+        } => {
+            let (sandbox, interface) = match target {
+                Some(t) => match t.split_once(':') {
+                    Some((s, i)) => (Some(s.to_owned()), Some(i.to_owned())),
+                    None => (Some(t), None),
+                },
+                None => (None, None),
+            };
+            let request = vswitch::trace::TraceRequest {
+                sandbox,
+                interface,
+                dst,
+                src,
+                proto,
+                dport,
+                frame,
+            };
+            let body = serde_json::to_vec(&request).map_err(|e| Failure {
+                message: format!("Error: {e}"),
+                code: 1,
+            })?;
+            let raw = client.request("POST", "/v1/trace", Some(&body))?;
+            if raw.status != 200 {
+                let message = serde_json::from_slice::<serde_json::Value>(&raw.body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&raw.body).into_owned());
+                return Err(Failure {
+                    message: format!("Error response from daemon: {message}"),
+                    code: 1,
+                });
+            }
+            let report: vswitch::trace::TraceReport =
+                serde_json::from_slice(&raw.body).map_err(|e| Failure {
+                    message: format!("Error: cannot decode the daemon's answer: {e}"),
+                    code: 1,
+                })?;
+            if json {
+                return print_json(&mut out, &report);
+            }
+            let i = &report.ingress;
+            let mut text = format!(
+                "trace from {}:{} (port {}, network {})\n",
+                i.sandbox, i.interface, i.port, i.network
+            );
+            for s in &report.steps {
+                text.push_str(&format!("  {:<8} {}\n", s.stage, s.detail));
+            }
+            let ports: Vec<String> = report
+                .outputs
+                .iter()
+                .map(|o| {
+                    if o.sandbox.is_empty() {
+                        format!("port {}", o.port)
+                    } else {
+                        format!("{}:{} (port {})", o.sandbox, o.interface, o.port)
+                    }
+                })
+                .collect();
+            text.push_str(&match report.verdict.as_str() {
+                "output" => format!("verdict: output to {}\n", ports.join(", ")),
+                "flood" => format!(
+                    "verdict: flood ({}) to {}\n",
+                    report.reason,
+                    ports.join(", ")
+                ),
+                "local" => "verdict: answered locally by the gateway\n".to_owned(),
+                v => format!("verdict: {v} ({})\n", report.reason),
+            });
+            print_text(&mut out, &text)
+        }
         Cmd::Events { since, until } => {
             let mut failed = None;
             client.events(since, until, |e| {

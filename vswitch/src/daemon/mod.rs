@@ -375,6 +375,35 @@ impl Backend for Daemon {
         Some(self.events.subscribe(since))
     }
 
+    fn trace(
+        &self,
+        request: &crate::trace::TraceRequest,
+    ) -> Result<crate::trace::TraceReport, ControlError> {
+        let snapshot = self.snapshot();
+        let model = snapshot.controller.model();
+        let given = request
+            .frame
+            .as_deref()
+            .map(crate::trace::parse_hex)
+            .transpose()?;
+        let ep = crate::trace::ingress(model, request, given.as_deref())?;
+        let (frame, notes) = match given {
+            Some(f) => (f, Vec::new()),
+            None => {
+                let config = snapshot
+                    .controller
+                    .switch_config()
+                    .map_err(|e| ControlError::internal("building the switch configuration", e))?;
+                crate::trace::build_frame(model, &config, ep, request)?
+            }
+        };
+        let run = self
+            .datapath
+            .trace(ep.port, frame.clone())
+            .map_err(|e| ControlError::internal("tracing in the datapath", e))?;
+        Ok(crate::trace::explain(model, ep.port, &frame, notes, &run))
+    }
+
     fn metrics(&self) -> Result<String, ControlError> {
         let sample = crate::metrics::Sample {
             ports: self.ports()?,

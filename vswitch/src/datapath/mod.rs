@@ -218,6 +218,23 @@ impl Datapath {
         Ok(rows)
     }
 
+    /// Runs `frame` as received on `ingress` through the pipeline of the
+    /// worker that polls that port, without learning, counting or sending
+    /// ([`crate::switch::DryRun`]).
+    ///
+    /// # Errors
+    /// When the worker has stopped or does not answer.
+    pub fn trace(&self, ingress: PortId, frame: Vec<u8>) -> io::Result<crate::switch::DryRun> {
+        let worker = self.workers.get(self.owner(ingress)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the datapath has no workers")
+        })?;
+        worker.ask(|reply| Command::Trace {
+            ingress,
+            frame,
+            reply,
+        })
+    }
+
     /// Each worker's FDB replica's event counters, in worker order.
     ///
     /// # Errors

@@ -273,6 +273,14 @@ impl Worker {
                 Command::PortStats(reply) => {
                     let _ = reply.send(self.port_stats());
                 }
+                Command::Trace {
+                    ingress,
+                    frame,
+                    reply,
+                } => {
+                    self.apply_peer_updates();
+                    let _ = reply.send(self.switch.dry_run(Instant::now(), ingress, &frame));
+                }
                 Command::FdbStats(reply) => {
                     let _ = reply.send(*self.switch.fdb().stats());
                 }
