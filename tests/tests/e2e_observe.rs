@@ -436,3 +436,61 @@ fn trace_explains_each_verdict_and_changes_nothing() {
     assert!(d.ping(&web, "10.233.0.3", 1));
     assert_ne!(counters_and_fdb(&d).0, before.0);
 }
+
+#[test]
+fn json_logs_name_the_sandbox_and_network_of_a_warning() {
+    if !prerequisites(&["ip"]) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("vswitch-log-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("stderr.log");
+    let socket = dir.join("s.sock");
+    let mut child = Command::new(vswitch_tests::bin_dir().join("vswitchd"))
+        .arg("--state-dir")
+        .arg(&dir)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--log-format", "json", "--log-level", "info"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("vswitchd starts");
+    vswitch_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        || socket.exists(),
+        "the API socket",
+    );
+    let vsctl = |args: &[&str]| {
+        Command::new(vswitch_tests::bin_dir().join("vsctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        !vsctl(&["network", "connect", "bridge", "nosuchbox"])
+            .status
+            .success()
+    );
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "vswitchd ready"),
+        "{text}"
+    );
+    let warning = lines
+        .iter()
+        .find(|l| l["level"] == "WARN" && l["message"] == "request failed and was rolled back")
+        .unwrap_or_else(|| panic!("no warning for the refused connect:\n{text}"));
+    assert_eq!(warning["sandbox"], "nosuchbox");
+    assert_eq!(warning["network"], "bridge");
+    assert_eq!(warning["request"], "network connect");
+}

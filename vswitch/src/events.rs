@@ -172,6 +172,38 @@ pub fn of_change(
     }
 }
 
+/// The sandbox and network a request names, as given (for log lines:
+/// every warning names what it is about).
+#[must_use]
+pub fn subjects(request: &Request) -> (Option<&str>, Option<&str>) {
+    match request {
+        Request::CreateNetwork(r) => (None, Some(&r.name)),
+        Request::RemoveNetwork { name } | Request::InspectNetwork { name } => (None, Some(name)),
+        Request::Connect { network, request } => (Some(&request.container), Some(network)),
+        Request::Disconnect { network, request } => (Some(&request.container), Some(network)),
+        Request::CreateSandbox(r) => (Some(&r.name), None),
+        Request::RemoveSandbox { name } | Request::InspectSandbox { name } => (Some(name), None),
+        Request::ListNetworks | Request::ListSandboxes => (None, None),
+    }
+}
+
+/// A request's name, for log lines.
+#[must_use]
+pub const fn kind(request: &Request) -> &'static str {
+    match request {
+        Request::CreateNetwork(_) => "network create",
+        Request::RemoveNetwork { .. } => "network rm",
+        Request::InspectNetwork { .. } => "network inspect",
+        Request::ListNetworks => "network ls",
+        Request::Connect { .. } => "network connect",
+        Request::Disconnect { .. } => "network disconnect",
+        Request::CreateSandbox(_) => "sandbox create",
+        Request::RemoveSandbox { .. } => "sandbox rm",
+        Request::InspectSandbox { .. } => "sandbox inspect",
+        Request::ListSandboxes => "sandbox ls",
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     backlog: VecDeque<Event>,

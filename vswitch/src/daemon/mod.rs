@@ -471,6 +471,7 @@ impl ControlThread {
         for (request, reply) in batch {
             let before = self.controller.clone();
             let asked = request.clone();
+            let (sandbox, network) = events::subjects(&asked);
             match self.stage(request, &mut done) {
                 Ok((response, ch)) => {
                     changed |= ch;
@@ -490,7 +491,13 @@ impl ControlThread {
                     // its devices).
                     self.controller = before;
                     self.restore_config();
-                    tracing::warn!(error = %e, "request failed and was rolled back");
+                    tracing::warn!(
+                        request = events::kind(&asked),
+                        sandbox = sandbox.unwrap_or("-"),
+                        network = network.unwrap_or("-"),
+                        error = %e,
+                        "request failed and was rolled back"
+                    );
                     answers.push((reply, Err(e)));
                 }
             }
