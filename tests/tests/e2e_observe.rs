@@ -494,3 +494,113 @@ fn json_logs_name_the_sandbox_and_network_of_a_warning() {
     assert_eq!(warning["network"], "bridge");
     assert_eq!(warning["request"], "network connect");
 }
+
+/// `tshark -r FILE -T fields -e …` lines.
+fn tshark_fields(file: &std::path::Path, fields: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "-r".to_owned(),
+        file.display().to_string(),
+        "-T".to_owned(),
+        "fields".to_owned(),
+    ];
+    for f in fields {
+        args.push("-e".to_owned());
+        args.push((*f).to_owned());
+    }
+    let out = Command::new("tshark")
+        .args(&args)
+        .output()
+        .expect("tshark runs");
+    assert!(
+        out.status.success(),
+        "tshark -r {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn capture_writes_pcapng_that_tshark_reads_and_filters_in_userspace() {
+    if !prerequisites(&["ip", "ping", "tshark"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let net = unique("cnet");
+    d.network(&net, &["--subnet", "10.236.0.0/24"]);
+    let (web, db) = (unique("cweb"), unique("cdb"));
+    d.sandbox(&web, &[&net]);
+    d.sandbox(&db, &[&net]);
+    let dir = std::env::temp_dir().join(unique("vswitch-cap-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (icmp_file, all_file) = (dir.join("icmp.pcapng"), dir.join("all.pcapng"));
+    let start = |file: &std::path::Path, args: &[&str]| {
+        Command::new(vswitch_tests::bin_dir().join("vsctl"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["capture", &web, "-w"])
+            .arg(file)
+            .args(args)
+            .spawn()
+            .expect("vsctl capture runs")
+    };
+    let mut icmp = start(&icmp_file, &["--count", "10", "icmp"]);
+    let mut all = start(&all_file, &["--count", "3", "arp"]);
+    // The captures are attached once the daemon has answered their
+    // request; a burst of pings after a moment finds them in place, and
+    // an emptied neighbour table makes web ARP for db first.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.exec(&web, &["ip", "neigh", "flush", "all"]);
+    assert!(d.ping(&web, "10.236.0.3", 8));
+    let wait = |child: &mut std::process::Child, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "{what} failed");
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{what} did not end with its count");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait(&mut icmp, "capture icmp");
+    // Only two ARP frames went by (request, reply): end the ARP capture.
+    let _ = Command::new("kill").arg(all.id().to_string()).status();
+    let _ = all.wait();
+
+    let lines = tshark_fields(&icmp_file, &["ip.src", "ip.dst", "icmp.type", "arp.opcode"]);
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    let (requests, replies) = lines.iter().fold((0, 0), |(q, r), l| {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert!(f[3].is_empty(), "an ARP frame passed the icmp filter: {l}");
+        match (f[0], f[1], f[2]) {
+            ("10.236.0.2", "10.236.0.3", "8") => (q + 1, r),
+            ("10.236.0.3", "10.236.0.2", "0") => (q, r + 1),
+            _ => panic!("unexpected packet {l}"),
+        }
+    });
+    assert_eq!((requests, replies), (5, 5));
+    // The ARP exchange did happen while the icmp capture ran.
+    let arp = tshark_fields(&all_file, &["arp.opcode"]);
+    assert!(
+        arp.iter().any(|l| l == "1") && arp.iter().any(|l| l == "2"),
+        "{arp:?}"
+    );
+
+    // A bad filter and an unknown sandbox are refused.
+    let bad = d.vsctl(&["capture", &web, "--count", "1", "not a valid (("]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid filter"));
+    assert!(
+        !d.vsctl(&["capture", "nosuchbox", "--count", "1"])
+            .status
+            .success()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

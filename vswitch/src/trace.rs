@@ -463,11 +463,7 @@ pub fn explain(
     match verdict {
         "output" => steps.push(step(
             "output",
-            outputs
-                .iter()
-                .map(describe)
-                .collect::<Vec<_>>()
-                .join(", "),
+            outputs.iter().map(describe).collect::<Vec<_>>().join(", "),
         )),
         "local" => steps.push(step(
             "output",

@@ -17,6 +17,7 @@
 //! | `GET /v1/dns[?network=NAME]` | | 200, `[DnsNetworkView]` sorted by name |
 //! | `GET /v1/events[?since=NANOS&until=NANOS]` | | 200, a stream of [`crate::events::Event`], one JSON object per line, until `until` or the client leaves |
 //! | `POST /v1/trace` | [`crate::trace::TraceRequest`] | 200, [`crate::trace::TraceReport`] |
+//! | `GET /v1/capture?target=SANDBOX[:IFACE]\|PORT[&count=N][&filter=EXPR]` | | 200, a pcapng stream of the port's frames ([`crate::datapath::capture`]) |
 //! | `GET /metrics` | | 200, Prometheus text ([`crate::metrics`]) |
 //!
 //! Errors answer `{"message": "..."}` with the status of
@@ -32,6 +33,8 @@
 
 use crate::control::{ControlError, Request, Response};
 
+mod capture_client;
+mod capture_stream;
 pub mod client;
 mod events_client;
 pub mod server;
@@ -101,6 +104,20 @@ pub trait Backend: Send + Sync {
         let _ = request;
         Err(ControlError::Unsupported(
             "this daemon has no datapath to trace".to_owned(),
+        ))
+    }
+
+    /// Starts a capture of a port, named `SANDBOX[:IFACE]` or by number;
+    /// returns its name for the capture file and the reader's end.
+    ///
+    /// # Errors
+    /// A 404 for an unknown sandbox or port; [`ControlError::Internal`]
+    /// when the datapath does not answer. A backend without a datapath
+    /// refuses.
+    fn capture(&self, target: &str) -> Result<(String, crate::datapath::Capture), ControlError> {
+        let _ = target;
+        Err(ControlError::Unsupported(
+            "this daemon has no datapath to capture from".to_owned(),
         ))
     }
 

@@ -118,7 +118,7 @@ impl Reply {
         }
     }
 
-    fn from_error(e: &ControlError) -> Self {
+    pub(super) fn from_error(e: &ControlError) -> Self {
         Self::error(e.status(), &e.to_string())
     }
 
@@ -303,7 +303,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ControlError> {
 }
 
 /// Decodes `%XX` escapes; `None` for a broken escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
         return Some(s.to_owned());
     }
@@ -646,6 +646,12 @@ fn handle(backend: &dyn Backend, mut stream: UnixStream) {
         return;
     }
     let reply = match read_request(&mut stream) {
+        Ok(r) if r.method == "GET" && super::capture_stream::is_capture(&r.url) => {
+            match super::capture_stream::serve(backend, &r.url, &mut stream) {
+                Ok(()) => return,
+                Err(reply) => reply,
+            }
+        }
         Ok(r) if r.method == "GET" && super::stream::is_events(&r.url) => {
             match super::stream::serve(backend, &r.url, &mut stream) {
                 Ok(()) => return,

@@ -93,6 +93,21 @@ enum Cmd {
         #[arg(long, value_name = "HEX", conflicts_with_all = ["dst", "src", "proto", "dport"])]
         frame: Option<String>,
     },
+    /// Capture what a port sends and receives, as pcapng (`-w -` for
+    /// stdout: `vsctl capture web -w - | tshark -r -`).
+    Capture {
+        /// `SANDBOX[:IFACE]`, or a port number from show-ports.
+        target: String,
+        /// Where to write the pcapng (`-`: stdout).
+        #[arg(short = 'w', value_name = "FILE", default_value = "-")]
+        write: PathBuf,
+        /// Stop after this many frames (after the filter).
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// A tcpdump filter expression, e.g. `icmp` or `tcp port 80`.
+        #[arg(value_name = "FILTER", trailing_var_arg = true)]
+        filter: Vec<String>,
+    },
     /// Follow control-plane events, like `docker events`: networks and
     /// sandboxes created and removed, connects, disconnects, failed ports.
     Events {
@@ -504,6 +519,27 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
                 v => format!("verdict: {v} ({})\n", report.reason),
             });
             print_text(&mut out, &text)
+        }
+        Cmd::Capture {
+            target,
+            write,
+            count,
+            filter,
+        } => {
+            let filter = filter.join(" ");
+            let mut sink: Box<dyn Write> = if write.as_os_str() == "-" {
+                Box::new(io::stdout().lock())
+            } else {
+                Box::new(File::create(&write).map_err(|e| Failure {
+                    message: format!("Error: cannot create {}: {e}", write.display()),
+                    code: 1,
+                })?)
+            };
+            match client.capture(&target, count, &filter, &mut *sink) {
+                Ok(_) => Ok(0),
+                Err(ClientError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
+                Err(e) => Err(e.into()),
+            }
         }
         Cmd::Events { since, until } => {
             let mut failed = None;

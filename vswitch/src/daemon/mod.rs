@@ -404,6 +404,40 @@ impl Backend for Daemon {
         Ok(crate::trace::explain(model, ep.port, &frame, notes, &run))
     }
 
+    fn capture(&self, target: &str) -> Result<(String, crate::datapath::Capture), ControlError> {
+        let snapshot = self.snapshot();
+        let model = snapshot.controller.model();
+        let port = if let Ok(n) = target.parse::<u32>() {
+            model
+                .endpoints
+                .iter()
+                .find(|e| e.port.0 == n)
+                .map(|e| e.port)
+                .ok_or_else(|| ControlError::SandboxNotFound(format!("port {n}")))?
+        } else {
+            let (sandbox, interface) = match target.split_once(':') {
+                Some((s, i)) => (s.to_owned(), Some(i.to_owned())),
+                None => (target.to_owned(), None),
+            };
+            let request = crate::trace::TraceRequest {
+                sandbox: Some(sandbox),
+                interface,
+                ..crate::trace::TraceRequest::default()
+            };
+            crate::trace::ingress(model, &request, None)?.port
+        };
+        let named = crate::trace::port_ref(model, port);
+        let name = format!(
+            "{}:{} (port {}, network {})",
+            named.sandbox, named.interface, port.0, named.network
+        );
+        let capture = self
+            .datapath
+            .capture(port)
+            .map_err(|e| ControlError::internal("starting the capture in the datapath", e))?;
+        Ok((name, capture))
+    }
+
     fn metrics(&self) -> Result<String, ControlError> {
         let sample = crate::metrics::Sample {
             ports: self.ports()?,

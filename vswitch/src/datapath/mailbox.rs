@@ -48,6 +48,8 @@ pub enum Command {
         /// Where the decisions go.
         reply: Sender<crate::switch::DryRun>,
     },
+    /// Copy the frames of a port to a capture ([`super::capture`]).
+    Capture(super::capture::Tap),
     /// Answer with the FDB replica's event counters.
     FdbStats(Sender<crate::switch::FdbStats>),
     /// Leave the loop.

@@ -68,6 +68,7 @@
 //! configuration snapshots, ports to add or remove and inspection queries
 //! are applied between batches.
 
+pub mod capture;
 pub mod executor;
 mod mailbox;
 mod worker;
@@ -76,6 +77,7 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+pub use capture::{Capture, Captured, Tap};
 pub use executor::{Executor, TxSink};
 pub use mailbox::{ASK_TIMEOUT, Command, Mailbox};
 pub use worker::{BATCH, BUSY_POLL, SYNC_QUEUE, Worker, WorkerConfig};
@@ -233,6 +235,19 @@ impl Datapath {
             frame,
             reply,
         })
+    }
+
+    /// Starts a capture of `port` on every worker (frames are received by
+    /// one, but any may send to the port).
+    ///
+    /// # Errors
+    /// When a worker has stopped.
+    pub fn capture(&self, port: PortId) -> io::Result<Capture> {
+        let (tap, reader) = capture::capture(port);
+        for w in &self.workers {
+            w.send(Command::Capture(tap.clone()))?;
+        }
+        Ok(reader)
     }
 
     /// Each worker's FDB replica's event counters, in worker order.
