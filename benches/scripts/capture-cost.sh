@@ -43,6 +43,7 @@ cleanup() {
   rm -rf "$state"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 "$bin/vswitchd" --state-dir "$state" --socket "$sock" --log-level warn 2>>"$state/vswitchd.log" &
 daemon_pid=$!
