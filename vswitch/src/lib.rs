@@ -21,11 +21,14 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod dnsd;
+pub mod events;
 pub mod gso;
 pub mod ids;
+pub mod metrics;
 pub mod netconf;
 pub mod netns;
 pub mod port;
 pub mod switch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trace;

@@ -15,6 +15,10 @@
 //! | `GET /v1/fdb[?network=NAME]` | | 200, `[FdbView]` |
 //! | `GET /v1/ports` | | 200, `[PortView]` |
 //! | `GET /v1/dns[?network=NAME]` | | 200, `[DnsNetworkView]` sorted by name |
+//! | `GET /v1/events[?since=NANOS&until=NANOS]` | | 200, a stream of [`crate::events::Event`], one JSON object per line, until `until` or the client leaves |
+//! | `POST /v1/trace` | [`crate::trace::TraceRequest`] | 200, [`crate::trace::TraceReport`] |
+//! | `GET /v1/capture?target=SANDBOX[:IFACE]\|PORT[&count=N][&filter=EXPR]` | | 200, a pcapng stream of the port's frames ([`crate::datapath::capture`]) |
+//! | `GET /metrics` | | 200, Prometheus text ([`crate::metrics`]) |
 //!
 //! Errors answer `{"message": "..."}` with the status of
 //! [`ControlError::status`]; a body that is not the expected JSON is a 400,
@@ -29,8 +33,12 @@
 
 use crate::control::{ControlError, Request, Response};
 
+mod capture_client;
+mod capture_stream;
 pub mod client;
+mod events_client;
 pub mod server;
+mod stream;
 /// The request and answer bodies; they belong to the control plane
 /// ([`crate::control::types`]) and are re-exported here for clients.
 pub use crate::control::types;
@@ -73,4 +81,57 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// [`ControlError::NetworkNotFound`] for an unknown network.
     fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ControlError>;
+
+    /// Every counter in the Prometheus text exposition format
+    /// ([`crate::metrics`]). A backend without counters has none to show.
+    ///
+    /// # Errors
+    /// [`ControlError::Internal`] when a thread holding counters does not
+    /// answer.
+    fn metrics(&self) -> Result<String, ControlError> {
+        Ok(String::new())
+    }
+
+    /// Runs a frame through the pipeline in trace mode ([`crate::trace`]).
+    ///
+    /// # Errors
+    /// A 400 or 404 for a bad request; [`ControlError::Internal`] when the
+    /// datapath does not answer. A backend without a datapath refuses.
+    fn trace(
+        &self,
+        request: &crate::trace::TraceRequest,
+    ) -> Result<crate::trace::TraceReport, ControlError> {
+        let _ = request;
+        Err(ControlError::Unsupported(
+            "this daemon has no datapath to trace".to_owned(),
+        ))
+    }
+
+    /// Starts a capture of a port, named `SANDBOX[:IFACE]` or by number;
+    /// returns its name for the capture file and the reader's end.
+    ///
+    /// # Errors
+    /// A 404 for an unknown sandbox or port; [`ControlError::Internal`]
+    /// when the datapath does not answer. A backend without a datapath
+    /// refuses.
+    fn capture(&self, target: &str) -> Result<(String, crate::datapath::Capture), ControlError> {
+        let _ = target;
+        Err(ControlError::Unsupported(
+            "this daemon has no datapath to capture from".to_owned(),
+        ))
+    }
+
+    /// Control-plane events: those kept since `since` (nanoseconds since
+    /// the epoch), then a live queue ([`crate::events::EventHub`]).
+    /// `None` for a backend that has no events.
+    fn events(
+        &self,
+        since: Option<u64>,
+    ) -> Option<(
+        Vec<crate::events::Event>,
+        crossbeam_channel::Receiver<crate::events::Event>,
+    )> {
+        let _ = since;
+        None
+    }
 }

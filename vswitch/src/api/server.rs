@@ -88,27 +88,37 @@ pub enum ApiError {
 pub struct Reply {
     /// The HTTP status.
     pub status: u16,
-    /// The JSON body, or empty.
+    /// The body (JSON, or the metrics' text), or empty.
     pub body: Vec<u8>,
+    /// The body's media type.
+    pub content_type: &'static str,
 }
 
 impl Reply {
     fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Self {
         match serde_json::to_vec(value) {
-            Ok(body) => Self { status, body },
+            Ok(body) => Self {
+                status,
+                body,
+                content_type: JSON,
+            },
             Err(e) => Self::error(500, &format!("cannot encode the answer: {e}")),
         }
     }
 
-    fn error(status: u16, message: &str) -> Self {
+    pub(super) fn error(status: u16, message: &str) -> Self {
         let body = serde_json::to_vec(&ErrorBody {
             message: message.to_owned(),
         })
         .unwrap_or_default();
-        Self { status, body }
+        Self {
+            status,
+            body,
+            content_type: JSON,
+        }
     }
 
-    fn from_error(e: &ControlError) -> Self {
+    pub(super) fn from_error(e: &ControlError) -> Self {
         Self::error(e.status(), &e.to_string())
     }
 
@@ -116,9 +126,13 @@ impl Reply {
         Self {
             status,
             body: Vec::new(),
+            content_type: JSON,
         }
     }
 }
+
+/// The media type of every answer but the metrics.
+const JSON: &str = "application/json";
 
 /// Routes one request: the whole API without the socket.
 ///
@@ -236,6 +250,23 @@ pub fn route<B: Backend + ?Sized>(backend: &B, method: &str, url: &str, body: &[
             }
         }
         (["v1", "fdb" | "ports" | "dns"], _) => not_allowed(),
+        (["v1", "trace"], "POST") => match parse::<crate::trace::TraceRequest>(body) {
+            Ok(r) => match backend.trace(&r) {
+                Ok(report) => Reply::json(200, &report),
+                Err(e) => Reply::from_error(&e),
+            },
+            Err(e) => Reply::from_error(&e),
+        },
+        (["v1", "trace"], _) => not_allowed(),
+        (["metrics"], "GET") => match backend.metrics() {
+            Ok(text) => Reply {
+                status: 200,
+                body: text.into_bytes(),
+                content_type: crate::metrics::CONTENT_TYPE,
+            },
+            Err(e) => Reply::from_error(&e),
+        },
+        (["metrics"], _) => not_allowed(),
         _ => Reply::error(404, "page not found"),
     }
 }
@@ -272,7 +303,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ControlError> {
 }
 
 /// Decodes `%XX` escapes; `None` for a broken escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
         return Some(s.to_owned());
     }
@@ -615,6 +646,18 @@ fn handle(backend: &dyn Backend, mut stream: UnixStream) {
         return;
     }
     let reply = match read_request(&mut stream) {
+        Ok(r) if r.method == "GET" && super::capture_stream::is_capture(&r.url) => {
+            match super::capture_stream::serve(backend, &r.url, &mut stream) {
+                Ok(()) => return,
+                Err(reply) => reply,
+            }
+        }
+        Ok(r) if r.method == "GET" && super::stream::is_events(&r.url) => {
+            match super::stream::serve(backend, &r.url, &mut stream) {
+                Ok(()) => return,
+                Err(reply) => reply,
+            }
+        }
         Ok(r) => {
             let reply = route(backend, &r.method, &r.url, &r.body);
             tracing::debug!(method = %r.method, url = %r.url, status = reply.status, "api request");
@@ -645,7 +688,7 @@ fn write_reply(stream: &mut UnixStream, reply: &Reply) {
     };
     let mut head = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
     if !reply.body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
+        head.push_str(&format!("Content-Type: {}\r\n", reply.content_type));
     }
     head.push_str(&format!(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",

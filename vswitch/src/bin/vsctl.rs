@@ -71,6 +71,87 @@ enum Cmd {
     },
     /// Create a sandbox, connect it to a network and run a command in it.
     Run(RunArgs),
+    /// Show what the switch does with a frame from a sandbox, decision by
+    /// decision (trace mode: nothing is learned, counted or sent).
+    Trace {
+        /// The sending sandbox, optionally with its interface
+        /// (`web:eth1`); with --frame it may be left out.
+        target: Option<String>,
+        /// Destination: IPv4 address or MAC.
+        #[arg(long)]
+        dst: Option<String>,
+        /// Source override: IPv4 address or MAC (a spoofed frame).
+        #[arg(long)]
+        src: Option<String>,
+        /// Protocol of the built frame.
+        #[arg(long, value_parser = ["icmp", "tcp", "udp"])]
+        proto: Option<String>,
+        /// Destination port (tcp default 80, udp default 53).
+        #[arg(long)]
+        dport: Option<u16>,
+        /// An exact Ethernet frame in hex instead of a built one.
+        #[arg(long, value_name = "HEX", conflicts_with_all = ["dst", "src", "proto", "dport"])]
+        frame: Option<String>,
+    },
+    /// Capture what a port sends and receives, as pcapng (`-w -` for
+    /// stdout: `vsctl capture web -w - | tshark -r -`).
+    Capture {
+        /// `SANDBOX[:IFACE]`, or a port number from show-ports.
+        target: String,
+        /// Where to write the pcapng (`-`: stdout).
+        #[arg(short = 'w', value_name = "FILE", default_value = "-")]
+        write: PathBuf,
+        /// Stop after this many frames (after the filter).
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// A tcpdump filter expression, e.g. `icmp` or `tcp port 80`.
+        #[arg(value_name = "FILTER", trailing_var_arg = true)]
+        filter: Vec<String>,
+    },
+    /// Follow control-plane events, like `docker events`: networks and
+    /// sandboxes created and removed, connects, disconnects, failed ports.
+    Events {
+        /// Also show the kept events since TIME: Unix seconds (`1700000000`,
+        /// `1700000000.5`) or a time ago (`30s`, `10m`, `2h`).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<u64>,
+        /// Stop at TIME (as for `--since`); without it, follow until
+        /// interrupted.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<u64>,
+    },
+}
+
+/// A `--since`/`--until` value as nanoseconds since the epoch.
+fn parse_time(s: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_nanos();
+    let ago = |n: &str, unit: u128| -> Result<u64, String> {
+        let n: u128 = n.parse().map_err(|_| format!("invalid time {s:?}"))?;
+        u64::try_from(now.saturating_sub(n * unit)).map_err(|e| e.to_string())
+    };
+    if let Some(n) = s.strip_suffix('s') {
+        return ago(n, 1_000_000_000);
+    }
+    if let Some(n) = s.strip_suffix('m') {
+        return ago(n, 60_000_000_000);
+    }
+    if let Some(n) = s.strip_suffix('h') {
+        return ago(n, 3_600_000_000_000);
+    }
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: u64 = secs
+        .parse()
+        .map_err(|_| format!("invalid time {s:?}: Unix seconds or 30s, 10m, 2h"))?;
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("invalid time {s:?}"));
+    }
+    let nanos: u64 = format!("{frac:0<9}").parse().unwrap_or(0);
+    secs.checked_mul(1_000_000_000)
+        .and_then(|t| t.checked_add(nanos))
+        .ok_or_else(|| format!("time {s:?} out of range"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +442,144 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             exec_in(&sb, &command)
         }
         Cmd::Run(args) => run_in(client, args),
+        Cmd::Trace {
+            target,
+            dst,
+            src,
+            proto,
+            dport,
+            frame,
+        } => {
+            let (sandbox, interface) = match target {
+                Some(t) => match t.split_once(':') {
+                    Some((s, i)) => (Some(s.to_owned()), Some(i.to_owned())),
+                    None => (Some(t), None),
+                },
+                None => (None, None),
+            };
+            let request = vswitch::trace::TraceRequest {
+                sandbox,
+                interface,
+                dst,
+                src,
+                proto,
+                dport,
+                frame,
+            };
+            let body = serde_json::to_vec(&request).map_err(|e| Failure {
+                message: format!("Error: {e}"),
+                code: 1,
+            })?;
+            let raw = client.request("POST", "/v1/trace", Some(&body))?;
+            if raw.status != 200 {
+                let message = serde_json::from_slice::<serde_json::Value>(&raw.body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&raw.body).into_owned());
+                return Err(Failure {
+                    message: format!("Error response from daemon: {message}"),
+                    code: 1,
+                });
+            }
+            let report: vswitch::trace::TraceReport =
+                serde_json::from_slice(&raw.body).map_err(|e| Failure {
+                    message: format!("Error: cannot decode the daemon's answer: {e}"),
+                    code: 1,
+                })?;
+            if json {
+                return print_json(&mut out, &report);
+            }
+            let i = &report.ingress;
+            let mut text = format!(
+                "trace from {}:{} (port {}, network {})\n",
+                i.sandbox, i.interface, i.port, i.network
+            );
+            for s in &report.steps {
+                text.push_str(&format!("  {:<8} {}\n", s.stage, s.detail));
+            }
+            let ports: Vec<String> = report
+                .outputs
+                .iter()
+                .map(|o| {
+                    if o.sandbox.is_empty() {
+                        format!("port {}", o.port)
+                    } else {
+                        format!("{}:{} (port {})", o.sandbox, o.interface, o.port)
+                    }
+                })
+                .collect();
+            text.push_str(&match report.verdict.as_str() {
+                "output" => format!("verdict: output to {}\n", ports.join(", ")),
+                "flood" => format!(
+                    "verdict: flood ({}) to {}\n",
+                    report.reason,
+                    ports.join(", ")
+                ),
+                "local" => "verdict: answered locally by the gateway\n".to_owned(),
+                v => format!("verdict: {v} ({})\n", report.reason),
+            });
+            print_text(&mut out, &text)
+        }
+        Cmd::Capture {
+            target,
+            write,
+            count,
+            filter,
+        } => {
+            let filter = filter.join(" ");
+            let mut sink: Box<dyn Write> = if write.as_os_str() == "-" {
+                Box::new(io::stdout().lock())
+            } else {
+                Box::new(File::create(&write).map_err(|e| Failure {
+                    message: format!("Error: cannot create {}: {e}", write.display()),
+                    code: 1,
+                })?)
+            };
+            match client.capture(&target, count, &filter, &mut *sink) {
+                Ok(_) => Ok(0),
+                Err(ClientError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Cmd::Events { since, until } => {
+            let mut failed = None;
+            client.events(since, until, |e| {
+                let line = if json {
+                    serde_json::to_string(&e).unwrap_or_default()
+                } else {
+                    let when = vswitch::control::rfc3339_nano(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(e.time_nano),
+                    );
+                    let attrs: Vec<String> = e
+                        .actor
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!(
+                        "{when} {} {} {} ({})",
+                        e.kind,
+                        e.action,
+                        e.actor.id,
+                        attrs.join(", ")
+                    )
+                };
+                match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        failed = Some(err);
+                        false
+                    }
+                }
+            })?;
+            match failed {
+                Some(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure {
+                    message: format!("Error: {e}"),
+                    code: 1,
+                }),
+                _ => Ok(0),
+            }
+        }
     }
 }
 

@@ -84,6 +84,20 @@ struct Args {
     /// host's) network namespace, which is refused by default.
     #[arg(long)]
     allow_host_netns: bool,
+    /// Also serve `GET /metrics` (Prometheus text) on this TCP address,
+    /// e.g. `127.0.0.1:9477`; the API socket always serves it.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Log lines as text for people, or one JSON object per line for a
+    /// log pipeline (fields as keys: sandbox, network, error...).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -101,10 +115,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -215,6 +232,18 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             server.run(backend);
             Ok(())
         })?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let source_daemon = Arc::clone(&daemon);
+            let source: vswitch::metrics::http::Source =
+                Arc::new(move || source_daemon.metrics().map_err(|e| e.to_string()));
+            let (server, thread) = vswitch::metrics::http::MetricsServer::spawn(addr, source)
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!(addr = %server.local_addr(), "serving /metrics");
+            Some((server, thread))
+        }
+        None => None,
+    };
     tracing::info!(socket = %args.socket.display(), state = %args.state_dir.display(), "vswitchd ready");
 
     let mut watched = vec![
@@ -222,12 +251,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Watched::new("vswitch-api", api_thread),
         Watched::new("dns", dns_thread),
     ];
+    let metrics_server = metrics.map(|(server, thread)| {
+        watched.push(Watched::new("vswitch-metrics", thread));
+        server
+    });
     for (i, w) in workers.into_iter().enumerate() {
         watched.push(Watched::new(format!("datapath-{i}"), w));
     }
     let outcome = supervise(signals, &watched, &datapath, hooks);
 
     stop_api.shutdown();
+    if let Some(m) = &metrics_server {
+        m.shutdown();
+    }
     daemon.shutdown();
     datapath.shutdown();
     dnsd.shutdown();

@@ -369,7 +369,7 @@ impl Executor {
     /// device left behind is removed with its namespace.
     fn detach(&self, a: &Attachment) {
         if let Err(e) = self.datapath.remove_port(a.port) {
-            tracing::warn!(port = %a.port, error = %e, "datapath did not release the port");
+            tracing::warn!(port = %a.port, sandbox = %a.sandbox, network = %a.network, error = %e, "datapath did not release the port");
         }
         let result = match a.kind {
             PortKind::Tap => Netns::open(&a.netns)
@@ -382,7 +382,7 @@ impl Executor {
             }),
         };
         if let Err(e) = result {
-            tracing::warn!(endpoint = %a.endpoint, error = %e, "endpoint device not deleted");
+            tracing::warn!(endpoint = %a.endpoint, sandbox = %a.sandbox, network = %a.network, error = %e, "endpoint device not deleted");
         }
     }
 
@@ -529,7 +529,7 @@ impl Executor {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(endpoint = %a.endpoint, error = %e, "device gone; creating it again");
+                tracing::warn!(endpoint = %a.endpoint, sandbox = %a.sandbox, network = %a.network, error = %e, "device gone; creating it again");
                 if netns_owned {
                     ensure_named_netns(&a.netns)?;
                 }

@@ -58,6 +58,7 @@ use crate::control::{
     Store, rfc3339_nano,
 };
 use crate::datapath::Datapath;
+use crate::events::{self, Event, EventHub};
 use crate::netns::Netns;
 use dns_sync::DnsSync;
 use effects::Executor;
@@ -123,6 +124,10 @@ pub struct Daemon {
     mailbox: Sender<Message>,
     published: Arc<RwLock<Arc<Snapshot>>>,
     datapath: Datapath,
+    /// The DNS thread, asked for its counters by [`Backend::metrics`].
+    dnsd: Option<crate::dnsd::Dnsd>,
+    /// Control-plane events, published by the control thread.
+    events: Arc<EventHub>,
 }
 
 /// Why the daemon could not start.
@@ -158,6 +163,7 @@ struct ControlThread {
     dns: Option<DnsSync>,
     executor: Executor,
     published: Arc<RwLock<Arc<Snapshot>>>,
+    events: Arc<EventHub>,
 }
 
 impl Daemon {
@@ -177,6 +183,8 @@ impl Daemon {
         port_netns: crate::netns::Netns,
         mut dns: Option<DnsSync>,
     ) -> Result<(Self, JoinHandle<std::io::Result<()>>), StartError> {
+        let dnsd = dns.as_ref().map(|d| d.dnsd().clone());
+        let hub = Arc::new(EventHub::new());
         let mut store = Store::open(&config.state_dir)?;
         let entropy = OsEntropy::new();
         let executor = Executor::new(
@@ -230,7 +238,24 @@ impl Daemon {
                 .sandbox(&attachment.sandbox)
                 .is_some_and(|s| s.netns_owned);
             if let Err(e) = executor.reattach(&attachment, owned) {
-                tracing::error!(endpoint = %attachment.endpoint, error = %e, "endpoint not reattached");
+                let sandbox = model
+                    .sandbox(&attachment.sandbox)
+                    .map_or(attachment.sandbox.as_str(), |s| s.name.as_str());
+                let network = model
+                    .network(attachment.network)
+                    .map_or_else(|| attachment.network.to_string(), |n| n.name.clone());
+                tracing::error!(endpoint = %attachment.endpoint, sandbox, network = %network, error = %e, "endpoint not reattached");
+                hub.publish(Event::now(
+                    "endpoint",
+                    "port_failed",
+                    &attachment.endpoint,
+                    &[
+                        ("sandbox", sandbox),
+                        ("network", &network),
+                        ("port", &attachment.port.0.to_string()),
+                        ("error", &e.to_string()),
+                    ],
+                ));
             }
         }
         if let Some(dns) = &mut dns {
@@ -252,6 +277,7 @@ impl Daemon {
             dns,
             executor,
             published: Arc::clone(&published),
+            events: Arc::clone(&hub),
         };
         let handle = std::thread::Builder::new()
             .name("vswitch-control".to_owned())
@@ -265,6 +291,8 @@ impl Daemon {
                 mailbox: tx,
                 published,
                 datapath,
+                dnsd,
+                events: hub,
             },
             handle,
         ))
@@ -351,6 +379,99 @@ impl Backend for Daemon {
         let snapshot = self.snapshot();
         snapshot.controller.dns_views(&snapshot.records, network)
     }
+
+    fn events(
+        &self,
+        since: Option<u64>,
+    ) -> Option<(Vec<Event>, crossbeam_channel::Receiver<Event>)> {
+        Some(self.events.subscribe(since))
+    }
+
+    fn trace(
+        &self,
+        request: &crate::trace::TraceRequest,
+    ) -> Result<crate::trace::TraceReport, ControlError> {
+        let snapshot = self.snapshot();
+        let model = snapshot.controller.model();
+        let given = request
+            .frame
+            .as_deref()
+            .map(crate::trace::parse_hex)
+            .transpose()?;
+        let ep = crate::trace::ingress(model, request, given.as_deref())?;
+        let (frame, notes) = match given {
+            Some(f) => (f, Vec::new()),
+            None => {
+                let config = snapshot
+                    .controller
+                    .switch_config()
+                    .map_err(|e| ControlError::internal("building the switch configuration", e))?;
+                crate::trace::build_frame(model, &config, ep, request)?
+            }
+        };
+        let run = self
+            .datapath
+            .trace(ep.port, frame.clone())
+            .map_err(|e| ControlError::internal("tracing in the datapath", e))?;
+        Ok(crate::trace::explain(model, ep.port, &frame, notes, &run))
+    }
+
+    fn capture(&self, target: &str) -> Result<(String, crate::datapath::Capture), ControlError> {
+        let snapshot = self.snapshot();
+        let model = snapshot.controller.model();
+        let port = if let Ok(n) = target.parse::<u32>() {
+            model
+                .endpoints
+                .iter()
+                .find(|e| e.port.0 == n)
+                .map(|e| e.port)
+                .ok_or_else(|| ControlError::SandboxNotFound(format!("port {n}")))?
+        } else {
+            let (sandbox, interface) = match target.split_once(':') {
+                Some((s, i)) => (s.to_owned(), Some(i.to_owned())),
+                None => (target.to_owned(), None),
+            };
+            let request = crate::trace::TraceRequest {
+                sandbox: Some(sandbox),
+                interface,
+                ..crate::trace::TraceRequest::default()
+            };
+            crate::trace::ingress(model, &request, None)?.port
+        };
+        let named = crate::trace::port_ref(model, port);
+        let name = format!(
+            "{}:{} (port {}, network {})",
+            named.sandbox, named.interface, port.0, named.network
+        );
+        let capture = self
+            .datapath
+            .capture(port)
+            .map_err(|e| ControlError::internal("starting the capture in the datapath", e))?;
+        Ok((name, capture))
+    }
+
+    fn metrics(&self) -> Result<String, ControlError> {
+        let sample = crate::metrics::Sample {
+            ports: self.ports()?,
+            fdb_entries: self
+                .datapath
+                .fdb()
+                .map_err(|e| ControlError::internal("reading the FDB from the datapath", e))?
+                .len(),
+            fdb: self
+                .datapath
+                .fdb_stats()
+                .map_err(|e| ControlError::internal("reading FDB counters from the datapath", e))?,
+            dns: match &self.dnsd {
+                Some(d) => Some(
+                    d.stats()
+                        .map_err(|e| ControlError::internal("reading DNS counters", e))?,
+                ),
+                None => None,
+            },
+        };
+        crate::metrics::render(&sample).map_err(|e| ControlError::internal("building /metrics", e))
+    }
 }
 
 impl ControlThread {
@@ -392,11 +513,22 @@ impl ControlThread {
         let mut done: Vec<Effect> = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         let mut changed = false;
+        let mut happened: Vec<Event> = Vec::new();
         for (request, reply) in batch {
             let before = Arc::clone(&self.controller);
+            let asked = request.clone();
+            let (sandbox, network) = events::subjects(&asked);
             match self.stage(request, &mut done) {
                 Ok((response, ch)) => {
                     changed |= ch;
+                    if ch {
+                        happened.extend(events::of_change(
+                            &asked,
+                            &response,
+                            before.model(),
+                            self.controller.model(),
+                        ));
+                    }
                     answers.push((reply, Ok(response)));
                 }
                 Err(e) => {
@@ -405,7 +537,13 @@ impl ControlThread {
                     // its devices).
                     self.controller = before;
                     self.restore_config();
-                    tracing::warn!(error = %e, "request failed and was rolled back");
+                    tracing::warn!(
+                        request = events::kind(&asked),
+                        sandbox = sandbox.unwrap_or("-"),
+                        network = network.unwrap_or("-"),
+                        error = %e,
+                        "request failed and was rolled back"
+                    );
                     answers.push((reply, Err(e)));
                 }
             }
@@ -438,6 +576,10 @@ impl ControlThread {
             dns.sync(self.controller.model());
         }
         self.publish();
+        // Only now, with the batch saved, did these changes happen.
+        for event in happened {
+            self.events.publish(event);
+        }
         answers
     }
 

@@ -38,6 +38,20 @@ pub enum Command {
     Fdb(Sender<Vec<FdbRow>>),
     /// Answer with every configured port's counters.
     PortStats(Sender<Vec<(PortId, PortStats)>>),
+    /// Run a frame through a copy of the switch ([`crate::switch::DryRun`])
+    /// and answer with the decisions; nothing is learned, counted or sent.
+    Trace {
+        /// The port the frame is taken to arrive on.
+        ingress: PortId,
+        /// The frame.
+        frame: Vec<u8>,
+        /// Where the decisions go.
+        reply: Sender<crate::switch::DryRun>,
+    },
+    /// Copy the frames of a port to a capture ([`super::capture`]).
+    Capture(super::capture::Tap),
+    /// Answer with the FDB replica's event counters.
+    FdbStats(Sender<crate::switch::FdbStats>),
     /// Leave the loop.
     Shutdown,
 }

@@ -69,6 +69,7 @@
 //! configuration snapshots, ports to add or remove and inspection queries
 //! are applied between batches.
 
+pub mod capture;
 pub mod executor;
 mod mailbox;
 mod worker;
@@ -77,6 +78,7 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+pub use capture::{Capture, Captured, Tap};
 pub use executor::{Executor, TxSink};
 pub use mailbox::{ASK_TIMEOUT, Command, Mailbox};
 pub use worker::{BATCH, BATCH_BYTES, BUSY_POLL, SYNC_QUEUE, Worker, WorkerConfig};
@@ -217,6 +219,47 @@ impl Datapath {
         rows.sort_by_key(|r| (r.network, r.mac, r.origin != Origin::Static, r.age));
         rows.dedup_by_key(|r| (r.network, r.mac));
         Ok(rows)
+    }
+
+    /// Runs `frame` as received on `ingress` through the pipeline of the
+    /// worker that polls that port, without learning, counting or sending
+    /// ([`crate::switch::DryRun`]).
+    ///
+    /// # Errors
+    /// When the worker has stopped or does not answer.
+    pub fn trace(&self, ingress: PortId, frame: Vec<u8>) -> io::Result<crate::switch::DryRun> {
+        let worker = self.workers.get(self.owner(ingress)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the datapath has no workers")
+        })?;
+        worker.ask(|reply| Command::Trace {
+            ingress,
+            frame,
+            reply,
+        })
+    }
+
+    /// Starts a capture of `port` on every worker (frames are received by
+    /// one, but any may send to the port).
+    ///
+    /// # Errors
+    /// When a worker has stopped.
+    pub fn capture(&self, port: PortId) -> io::Result<Capture> {
+        let (tap, reader) = capture::capture(port);
+        for w in &self.workers {
+            w.send(Command::Capture(tap.clone()))?;
+        }
+        Ok(reader)
+    }
+
+    /// Each worker's FDB replica's event counters, in worker order.
+    ///
+    /// # Errors
+    /// When a worker has stopped.
+    pub fn fdb_stats(&self) -> io::Result<Vec<crate::switch::FdbStats>> {
+        self.workers
+            .iter()
+            .map(|w| w.ask(Command::FdbStats))
+            .collect()
     }
 
     /// Every configured port's counters, summed over the workers.

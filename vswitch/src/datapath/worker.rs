@@ -42,6 +42,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::capture::Taps;
 use super::executor::{Executor, TxSink};
 use super::mailbox::{Command, Inbox, Mailbox};
 use crate::buf::PacketBuf;
@@ -119,12 +120,15 @@ pub struct Worker {
     sync_dropped: u64,
     /// Transmit errors other than a full queue, logged once per port.
     tx_errors_logged: Vec<bool>,
+    /// Captures in progress (`vsctl capture`); empty, it costs a test.
+    taps: Taps,
 }
 
 /// The worker's ports as the executor's transmit side.
 struct PortSink<'a> {
     ports: &'a [Option<Arc<dyn PortIo>>],
     logged: &'a mut Vec<bool>,
+    taps: &'a mut Taps,
 }
 
 impl TxSink for PortSink<'_> {
@@ -137,6 +141,11 @@ impl TxSink for PortSink<'_> {
             };
         };
         let out = dev.send_batch(frames);
+        if !self.taps.is_empty() && self.taps.watches(port) {
+            for f in frames.iter().take(out.sent) {
+                self.taps.offer(port, true, None, f.frame());
+            }
+        }
         if let Some(e) = &out.error
             && e.kind() != io::ErrorKind::WouldBlock
             && let Some(logged) = self.logged.get_mut(port.index())
@@ -183,6 +192,7 @@ impl Worker {
             peers: Peers::default(),
             sync_dropped: 0,
             tx_errors_logged: Vec::new(),
+            taps: Taps::default(),
         };
         Ok((worker, Mailbox::new(tx, waker)))
     }
@@ -275,6 +285,18 @@ impl Worker {
                 }
                 Command::PortStats(reply) => {
                     let _ = reply.send(self.port_stats());
+                }
+                Command::Trace {
+                    ingress,
+                    frame,
+                    reply,
+                } => {
+                    self.apply_peer_updates();
+                    let _ = reply.send(self.switch.dry_run(Instant::now(), ingress, &frame));
+                }
+                Command::Capture(tap) => self.taps.add(tap),
+                Command::FdbStats(reply) => {
+                    let _ = reply.send(*self.switch.fdb().stats());
                 }
                 Command::Shutdown => return false,
             }
@@ -369,15 +391,27 @@ impl Worker {
             executor,
             ports,
             tx_errors_logged,
+            taps,
             ..
         } = self;
         let mut sink = PortSink {
             ports,
             logged: tx_errors_logged,
+            taps,
         };
         let (bufs, ingress) = batch.frames_mut();
         for i in 0..bufs.len() {
+            // Copied before the switch may rewrite it (a gateway reply).
+            let tapped = (!sink.taps.is_empty() && sink.taps.watches(ingress[i]))
+                .then(|| bufs[i].frame().to_vec());
             let action = switch.process(now, ingress[i], &mut bufs[i]);
+            if let Some(frame) = tapped {
+                let drop = match action {
+                    crate::switch::Action::Drop(r) => Some(r),
+                    _ => None,
+                };
+                sink.taps.offer(ingress[i], false, drop, &frame);
+            }
             executor.execute(switch, action, ingress[i], i, bufs, &mut sink);
         }
         self.publish_updates();
@@ -387,11 +421,13 @@ impl Worker {
             executor,
             ports,
             tx_errors_logged,
+            taps,
             ..
         } = self;
         let mut sink = PortSink {
             ports,
             logged: tx_errors_logged,
+            taps,
         };
         executor.flush(switch, batch.frames(), &mut sink);
     }

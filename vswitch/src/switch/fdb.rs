@@ -200,7 +200,7 @@ impl Default for PortList {
 }
 
 /// The forwarding database of one switch (all its networks).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Fdb {
     config: FdbConfig,
     max_age: Stamp,

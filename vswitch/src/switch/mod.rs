@@ -31,6 +31,7 @@ mod action;
 pub mod checksum;
 mod config;
 mod counters;
+mod dry_run;
 mod fdb;
 mod gateway;
 mod guard;
@@ -49,6 +50,7 @@ pub use config::{
     SwitchConfig,
 };
 pub use counters::{DropCounters, PortStats, Stats};
+pub use dry_run::DryRun;
 pub use fdb::{Fdb, FdbConfig, FdbRow, FdbStats, FdbUpdate, Learned, Origin, REPLACE_INTERVAL};
 pub use guard::FloodLimit;
 pub use trace::{NoTrace, Trace, TraceEvent, Tracer};
@@ -60,7 +62,7 @@ pub use parse::{Arp, Ipv4, Ipv6, L3, L4, ParsedFrame};
 
 /// A MAC-learning switch over any number of networks, with a virtual
 /// gateway per network.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Switch {
     config: Arc<SwitchConfig>,
     fdb: Fdb,
