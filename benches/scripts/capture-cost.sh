@@ -4,7 +4,8 @@
 # (c: the per-frame test only), and with a capture on b's port (every frame
 # copied into the bounded queue, read by vsctl and written to /dev/null).
 # The three modes alternate within each round; medians and ranges over
-# ROUNDS rounds (default 5) of SECONDS-second runs (default 5).
+# ROUNDS rounds (default 5) of SECONDS-second runs (default 5). TCP uses the
+# host's congestion control unless CC names another (CC=cubic).
 #
 #   sudo benches/scripts/capture-cost.sh [ROUNDS] [SECONDS]
 #
@@ -23,6 +24,9 @@ sock=$state/vswitchd.sock
 daemon_pid=
 cap_pid=
 srv_pid=
+
+cc_args=()
+[ -n "${CC:-}" ] && cc_args=(-C "$CC")
 
 for tool in ip iperf3; do
   command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }
@@ -67,7 +71,7 @@ run() { # mode -> Gbit/s
   ip netns exec "$tag-b" iperf3 -s -1 >/dev/null 2>&1 & srv_pid=$!
   sleep 0.3
   local bps
-  bps=$(ip netns exec "$tag-a" iperf3 -c 10.249.0.3 -t "$secs" -J |
+  bps=$(ip netns exec "$tag-a" iperf3 -c 10.249.0.3 -t "$secs" "${cc_args[@]}" -J |
         sed -n 's/.*"bits_per_second":[[:space:]]*\([0-9.e+]*\).*/\1/p' | tail -1)
   wait "$srv_pid" 2>/dev/null || true; srv_pid=
   if [ -n "$cap_pid" ]; then kill "$cap_pid" 2>/dev/null || true; wait "$cap_pid" 2>/dev/null || true; cap_pid=; fi
@@ -81,7 +85,7 @@ for r in $(seq "$rounds"); do
   done
 done
 
-cc=$(sysctl -n net.ipv4.tcp_congestion_control)
+cc=${CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}
 echo "iperf3 TCP a -> b, ${secs}s runs, $rounds alternating rounds, congestion control $cc"
 for mode in none third peer; do
   echo "${results[$mode]}" | tr ' ' '\n' | grep -v '^$' | sort -g | awk -v m="$mode" '

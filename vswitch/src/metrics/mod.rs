@@ -16,7 +16,8 @@
 //! | `vswitch_fdb_{learned,moved,aged,pinned}_total` | worker |
 //! | `vswitch_fdb_evictions_total` | worker, reason (`port_cap`, `table_cap`) |
 //! | `vswitch_dns_{queries,answers,forwards,relayed,formerr}_total` | |
-//! | `vswitch_dns_upstream_{attempts,timeouts,errors,malformed}_total` | |
+//! | `vswitch_dns_upstream_{attempts,timeouts,errors,malformed,refused,stray}_total` | |
+//! | `vswitch_dns_over_capacity_total` | |
 //! | `vswitch_dns_dropped_total` | reason |
 //!
 //! Every FDB replica counts its own learning (see [`crate::datapath`] for
@@ -211,7 +212,7 @@ fn fdb(f: &Families, entries: usize, workers: &[FdbStats]) -> Result<(), Metrics
 
 fn dns_counters(f: &Families, dns: &DnsdStats) -> Result<(), MetricsError> {
     let r = &dns.resolver;
-    let plain: [(&str, &str, u64); 9] = [
+    let plain: [(&str, &str, u64); 12] = [
         (
             "dns_queries_total",
             "DNS queries received from sandboxes.",
@@ -256,6 +257,21 @@ fn dns_counters(f: &Families, dns: &DnsdStats) -> Result<(), MetricsError> {
             "dns_upstream_malformed_total",
             "Upstream replies that were not DNS.",
             r.upstream_malformed,
+        ),
+        (
+            "dns_over_capacity_total",
+            "Queries answered SERVFAIL because every sandbox together had the most forwards in flight.",
+            r.over_capacity,
+        ),
+        (
+            "dns_upstream_refused_total",
+            "Forward attempts answered SERVFAIL because the most upstream sockets were open.",
+            dns.server.upstream_refused,
+        ),
+        (
+            "dns_upstream_stray_total",
+            "Datagrams on an upstream socket that answered no attempt in flight.",
+            dns.server.upstream_stray,
         ),
     ];
     for (name, help, value) in plain {
@@ -305,6 +321,8 @@ mod tests {
         let mut dns = DnsdStats::default();
         dns.resolver.queries = 11;
         dns.resolver.forwarded = 4;
+        dns.resolver.over_capacity = 5;
+        dns.server.upstream_refused = 6;
         let sample = Sample {
             ports: vec![port(1, "web", 5), port(2, "db", 9)],
             fdb_entries: 6,
@@ -329,6 +347,8 @@ mod tests {
             r#"vswitch_fdb_evictions_total{reason="port_cap",worker="1"} 0"#,
             "vswitch_dns_queries_total 11",
             "vswitch_dns_forwards_total 4",
+            "vswitch_dns_over_capacity_total 5",
+            "vswitch_dns_upstream_refused_total 6",
             r#"vswitch_dns_dropped_total{reason="upstream_timeout"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
