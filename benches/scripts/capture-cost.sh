@@ -46,10 +46,12 @@ cleanup() {
   for s in a b c; do ip netns del "$tag-$s" 2>/dev/null || true; done
   rm -rf "$state"
 }
-trap cleanup EXIT
+# The daemons keep veth host ends in a namespace of their own; remove it
+# after them.
+trap 'cleanup; ip netns del "${tag}p" 2>/dev/null; ip netns del "${tag}q" 2>/dev/null; true' EXIT
 trap "exit 130" INT TERM
 
-"$bin/vswitchd" --state-dir "$state" --socket "$sock" --log-level warn 2>>"$state/vswitchd.log" &
+"$bin/vswitchd" --state-dir "$state" --socket "$sock" --port-netns "${tag}p" --log-level warn 2>>"$state/vswitchd.log" &
 daemon_pid=$!
 until vsctl network ls >/dev/null 2>&1; do sleep 0.01; done
 vsctl network create --subnet 10.249.0.0/24 "$tag-n" >/dev/null

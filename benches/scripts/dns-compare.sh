@@ -53,7 +53,9 @@ cleanup() {
   fi
   rm -rf "$state"
 }
-trap cleanup EXIT
+# The daemons keep veth host ends in a namespace of their own; remove it
+# after them.
+trap 'cleanup; ip netns del "${tag}p" 2>/dev/null; ip netns del "${tag}q" 2>/dev/null; true' EXIT
 
 # The names both servers answer, and the queries dnsperf repeats.
 queries=$state/queries
@@ -61,7 +63,7 @@ printf 'peer1 A\npeer2 A\nweb A\ncache A\n' >"$queries"
 
 # --- vswitchd: three sandboxes on a user network ---------------------------
 printf 'nameserver 10.251.0.250\n' >"$state/resolv.conf"
-"$bin/vswitchd" --state-dir "$state/vs" --socket "$sock" --log-level warn \
+"$bin/vswitchd" --state-dir "$state/vs" --socket "$sock" --port-netns "${tag}p" --log-level warn \
   --resolv-conf "$state/resolv.conf" &
 daemon_pid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done

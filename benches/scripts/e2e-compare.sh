@@ -75,7 +75,9 @@ cleanup() {
   fi
   rm -rf "$state"
 }
-trap cleanup EXIT
+# The daemons keep veth host ends in a namespace of their own; remove it
+# after them.
+trap 'cleanup; ip netns del "${tag}p" 2>/dev/null; ip netns del "${tag}q" 2>/dev/null; true' EXIT
 
 # --- kernel bridge: two namespaces, veth pairs, one bridge ------------------
 ip link add ${tag}br type bridge
@@ -94,7 +96,7 @@ bridge_ip=10.254.0.3
 
 # --- vswitchd: two sandboxes on a user network -----------------------------
 # shellcheck disable=SC2086 # VSWITCHD_ARGS is a list of flags
-"$bin/vswitchd" --state-dir "$state" --socket "$sock" --log-level warn ${VSWITCHD_ARGS:-} &
+"$bin/vswitchd" --state-dir "$state" --socket "$sock" --port-netns "${tag}p" --log-level warn ${VSWITCHD_ARGS:-} &
 daemon_pid=$!
 for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 vsctl() { "$bin/vsctl" --socket "$sock" "$@"; }
@@ -111,7 +113,7 @@ busy_ns=()
 if [ "$busy" != 0 ]; then
   mkdir -p "$state2"
   # shellcheck disable=SC2086 # VSWITCHD_ARGS is a list of flags
-  "$bin/vswitchd" --state-dir "$state2" --socket "$sock2" --log-level warn ${VSWITCHD_ARGS:-} --busy-poll "$busy" &
+  "$bin/vswitchd" --state-dir "$state2" --socket "$sock2" --port-netns "${tag}q" --log-level warn ${VSWITCHD_ARGS:-} --busy-poll "$busy" &
   daemon2_pid=$!
   for _ in $(seq 50); do [ -S "$sock2" ] && break; sleep 0.1; done
   vsctl2() { "$bin/vsctl" --socket "$sock2" "$@"; }

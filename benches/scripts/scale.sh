@@ -44,7 +44,7 @@ export bin sock kind
 
 start_daemon() {
   rm -f "$sock"
-  prlimit --nofile="$fdlimit" "$bin/vswitchd" --state-dir "$state" --socket "$sock" \
+  prlimit --nofile="$fdlimit" "$bin/vswitchd" --state-dir "$state" --socket "$sock" --port-netns "${tag}p" \
     --port-kind "$kind" --log-level warn 2>>"$state/vswitchd.log" &
   daemon_pid=$!
   until vsctl network ls >/dev/null 2>&1; do
@@ -68,7 +68,9 @@ cleanup() {
   for ns in $(ip netns list | awk '{print $1}' | grep "^$tag-"); do ip netns del "$ns"; done
   rm -rf "$state"
 }
-trap cleanup EXIT
+# The daemons keep veth host ends in a namespace of their own; remove it
+# after them.
+trap 'cleanup; ip netns del "${tag}p" 2>/dev/null; ip netns del "${tag}q" 2>/dev/null; true' EXIT
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
