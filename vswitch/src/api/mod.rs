@@ -39,6 +39,7 @@ pub mod client;
 mod events_client;
 pub mod server;
 mod stream;
+mod stream_client;
 /// The request and answer bodies; they belong to the control plane
 /// ([`crate::control::types`]) and are re-exported here for clients.
 pub use crate::control::types;
