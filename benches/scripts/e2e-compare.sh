@@ -30,6 +30,11 @@
 # the spread: the lowest and highest ratio of the runs (each run measures
 # both paths back to back). Ping rows also give the difference in µs.
 #
+# The machine's load average (/proc/loadavg: 1, 5 and 15 minutes) is
+# printed before the runs, after each run and at the end: a userspace
+# datapath shares the CPU with whatever else runs, the kernel bridge much
+# less, so a figure means little without it.
+#
 # Needs root, iproute2, iperf3, jq and ping. Traffic stays inside namespaces
 # this script creates and removes.
 set -euo pipefail
@@ -164,7 +169,8 @@ ping_rtt() { # ns dst: the mean round trip of 200 pings, in ms
   ip netns exec $1 ping -q -c 200 -i 0.005 $2 | awk -F/ '/^rtt/ {print $5}'
 }
 
-echo "congestion control: ${CC:-$cc_default}; $kind ports; $runs run(s) of ${secs}s per figure"
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "congestion control: ${CC:-$cc_default}; $kind ports; $runs run(s) of ${secs}s per figure; load average $(loadavg)"
 results=()
 for run in $(seq "$runs"); do
   k=$(measure bridge "${bridge_ns[0]}" "${bridge_ns[1]}" $bridge_ip)
@@ -177,7 +183,7 @@ for run in $(seq "$runs"); do
     results+=("busy 0 0 0 $(ping_rtt "${busy_ns[0]}" 10.252.0.3)")
   fi
   if [ "$runs" -gt 1 ]; then
-    echo "$run $k $v" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f\n", $1, $8/1e9, $3/1e9, $8/$3 }'
+    echo "$run $k $v $(loadavg)" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f; 64-byte UDP ratio %.2f; load average %s %s %s\n", $1, $8/1e9, $3/1e9, $8/$3, $10/$5, $12, $13, $14 }'
   fi
 done
 
@@ -209,3 +215,4 @@ printf '%s\n' "${results[@]}" | awk -v kind="$kind" -v busy="$busy" '
     if (nb) printf "%-30s %11.3f ms %11.3f ms %6.2f %11s  (%+.0f us)\n", "ping RTT, --busy-poll " busy, a[5], med(B, 5, nb), med(B, 5, nb)/a[5], spread(B, 5, nb), (med(B, 5, nb) - a[5]) * 1000;
     if (nc) rows(C, nc, "tap-copy")
   }'
+echo "load average at the end: $(loadavg)"

@@ -587,3 +587,41 @@ fn the_trace_records_each_decision() {
         ]
     );
 }
+
+#[test]
+fn a_batch_leaves_each_port_whole_and_in_order_across_send_chunks() {
+    let mut h = harness();
+    // The remote host speaks first, so it is a known destination.
+    let hello = udp(remote(7), mac_of(A), ip(10, 0, 0, 7), addr_of(A), b"hi");
+    assert_eq!(h.inject(UPLINK, &hello).action, Action::Output(A));
+    // 240 frames from A, to B, C and the remote host in turn: 80 for each,
+    // more than a send call takes (64), interleaved in one batch.
+    let dests = [
+        (B, mac_of(B), addr_of(B)),
+        (C, mac_of(C), addr_of(C)),
+        (UPLINK, remote(7), ip(10, 0, 0, 7)),
+    ];
+    let frames: Vec<(PortId, Vec<u8>)> = (0..240u16)
+        .map(|k| {
+            let (_, mac, ip) = dests[usize::from(k % 3)];
+            let f = udp(mac_of(A), mac, addr_of(A), ip, &k.to_be_bytes());
+            (A, f)
+        })
+        .collect();
+    let out = h.inject_batch(&frames);
+    assert_eq!(out.len(), 240, "every frame leaves once");
+    // Ports in the order of their first frame, each port's frames in the
+    // order they came.
+    let mut order = Vec::new();
+    for (k, (port, bytes)) in out.iter().enumerate() {
+        if order.last() != Some(port) {
+            order.push(*port);
+        }
+        let i = k % 80;
+        let expected = dests.iter().position(|d| d.0 == *port).unwrap();
+        let seq = u16::try_from(i * 3 + expected).unwrap();
+        assert_eq!(&bytes[bytes.len() - 2..], &seq.to_be_bytes(), "port {port}");
+    }
+    assert_eq!(order, vec![B, C, UPLINK]);
+    assert_eq!(h.switch.stats().port(B).tx_packets, 80);
+}

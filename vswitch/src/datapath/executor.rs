@@ -12,7 +12,10 @@
 //! and counts what was sent and what the device refused.
 //!
 //! A frame is queued by reference (its index in the receive batch), so a
-//! flood to eight ports copies nothing in userspace. Only a frame the
+//! flood to eight ports copies nothing in userspace. The queues of all
+//! ports share one array of entries, each linked to the next for its port
+//! (see [`Executor`]): with a thousand ports, queueing touches one entry
+//! and one queue head, and a flush walks only the ports that have frames. Only a frame the
 //! egress port cannot take as it is gets a buffer of its own from the
 //! executor's [`BufPool`]: a GSO super-frame for a port without GSO is cut
 //! into wire-sized segments with [`crate::gso`], a partial checksum for a
@@ -45,22 +48,56 @@ pub const POOL_BUFFERS: usize = 128;
 /// Frames handed to a port in one [`TxSink::send`] call at most.
 const SEND_CHUNK: usize = 64;
 
-/// A queued transmission: a frame of the receive batch, or a buffer of the
-/// executor's own (a segment or a copy).
-#[derive(Debug)]
+/// The end of a port's queue.
+const NIL: u32 = u32::MAX;
+
+/// A queued transmission: frame `i` of the receive batch, or buffer `i` of
+/// the executor's own (a segment or a copy).
+#[derive(Clone, Copy, Debug)]
 enum Tx {
     Batch(usize),
-    Own(PacketBuf),
+    Own(usize),
+}
+
+/// One queued transmission and the next one for the same port.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    tx: Tx,
+    next: u32,
+}
+
+/// A port's queue: the first and last of its entries, `NIL` when empty.
+#[derive(Clone, Copy, Debug)]
+struct Queue {
+    head: u32,
+    tail: u32,
+}
+
+impl Queue {
+    const EMPTY: Self = Self {
+        head: NIL,
+        tail: NIL,
+    };
 }
 
 /// Per-port transmit queues and the buffers for segments and copies.
+///
+/// Every port's queue lives in one array of entries, in the order they were
+/// queued, each linked to the next entry for its port; a port's queue is
+/// its first and last entry. Queueing a frame writes one entry and one
+/// queue head, whichever of a thousand ports it goes to, and a flush visits
+/// only the ports that got frames; nothing grows per frame once the arrays
+/// have reached a batch's size.
 #[derive(Debug)]
 pub struct Executor {
-    queues: Vec<Vec<Tx>>,
+    entries: Vec<Entry>,
+    queues: Vec<Queue>,
     caps: Vec<PortCaps>,
     /// Ports with a non-empty queue, in the order they got their first
     /// frame of the batch.
     dirty: Vec<PortId>,
+    /// Segments and copies queued in this batch ([`Tx::Own`]).
+    owned: Vec<PacketBuf>,
     pool: BufPool,
     targets: Vec<PortId>,
     /// Never sent: fills unused slots of the reference array in `flush`.
@@ -78,9 +115,11 @@ impl Executor {
     #[must_use]
     pub fn new() -> Self {
         Self {
+            entries: Vec::with_capacity(2 * SEND_CHUNK),
             queues: Vec::new(),
             caps: Vec::new(),
-            dirty: Vec::new(),
+            dirty: Vec::with_capacity(SEND_CHUNK),
+            owned: Vec::with_capacity(POOL_BUFFERS),
             pool: BufPool::new(POOL_BUFFERS),
             targets: Vec::new(),
             blank: PacketBuf::new(),
@@ -112,8 +151,18 @@ impl Executor {
         bufs: &[PacketBuf],
         sink: &mut S,
     ) {
+        let Some(buf) = bufs.get(frame) else {
+            return;
+        };
+        // A frame with no offload pending goes out as it is to any port:
+        // no capability to look up.
+        let plain = !buf.vnet.is_gso() && !buf.vnet.needs_csum();
         self.targets.clear();
         match action {
+            Action::Output(p) | Action::Reply(p) if plain => {
+                self.enqueue(p, Tx::Batch(frame));
+                return;
+            }
             Action::Output(p) | Action::Reply(p) => self.targets.push(p),
             Action::Flood {
                 network,
@@ -124,11 +173,12 @@ impl Executor {
                 .extend(switch.flood_targets(network, except, scope)),
             Action::Drop(_) => return,
         }
-        let Some(buf) = bufs.get(frame) else {
-            return;
-        };
         for t in 0..self.targets.len() {
             let port = self.targets[t];
+            if plain {
+                self.enqueue(port, Tx::Batch(frame));
+                continue;
+            }
             let caps = self.caps(port);
             if buf.vnet.is_gso() && !caps.gso {
                 self.segment(switch, ingress, port, frame, bufs, sink);
@@ -140,15 +190,32 @@ impl Executor {
         }
     }
 
+    #[inline]
     fn enqueue(&mut self, port: PortId, tx: Tx) {
         let i = port.index();
         if self.queues.len() <= i {
-            self.queues.resize_with(i + 1, Vec::new);
+            self.queues.resize(i + 1, Queue::EMPTY);
         }
-        if self.queues[i].is_empty() {
+        let Ok(at) = u32::try_from(self.entries.len()) else {
+            // Four billion frames queued in one batch cannot happen: the
+            // batch and the pool bound what is queued.
+            return;
+        };
+        self.entries.push(Entry { tx, next: NIL });
+        let q = &mut self.queues[i];
+        if q.head == NIL {
+            q.head = at;
             self.dirty.push(port);
+        } else if let Some(last) = self.entries.get_mut(q.tail as usize) {
+            last.next = at;
         }
-        self.queues[i].push(tx);
+        q.tail = at;
+    }
+
+    /// Queues one of the executor's own buffers on `port`.
+    fn enqueue_own(&mut self, port: PortId, buf: PacketBuf) {
+        self.owned.push(buf);
+        self.enqueue(port, Tx::Own(self.owned.len() - 1));
     }
 
     /// A buffer from the pool, flushing first if there is none.
@@ -191,7 +258,7 @@ impl Executor {
                 return;
             };
             if segments.next_into(&mut out) {
-                self.enqueue(port, Tx::Own(out));
+                self.enqueue_own(port, out);
             } else {
                 self.pool.give(out);
             }
@@ -213,7 +280,7 @@ impl Executor {
         };
         let copied = out.set_frame(src.frame()).is_ok();
         if copied && gso::complete_checksum(out.frame_mut(), &src.vnet).is_ok() {
-            self.enqueue(port, Tx::Own(out));
+            self.enqueue_own(port, out);
         } else {
             switch.record_drop(ingress, DropReason::Unsegmentable);
             self.pool.give(out);
@@ -225,8 +292,10 @@ impl Executor {
     /// afterwards.
     pub fn flush<S: TxSink>(&mut self, switch: &mut Switch, bufs: &[PacketBuf], sink: &mut S) {
         let Self {
+            entries,
             queues,
             dirty,
+            owned,
             pool,
             blank,
             ..
@@ -235,19 +304,27 @@ impl Executor {
             let Some(queue) = queues.get_mut(port.index()) else {
                 continue;
             };
+            let mut next = queue.head;
+            *queue = Queue::EMPTY;
             let mut refused = false;
-            for chunk in queue.chunks(SEND_CHUNK) {
+            while next != NIL {
                 let mut refs: [&PacketBuf; SEND_CHUNK] = [&*blank; SEND_CHUNK];
                 let mut n = 0;
-                for tx in chunk {
-                    let buf = match tx {
-                        Tx::Batch(i) => bufs.get(*i),
-                        Tx::Own(b) => Some(b),
+                while n < SEND_CHUNK
+                    && let Some(entry) = entries.get(next as usize)
+                {
+                    next = entry.next;
+                    let buf = match entry.tx {
+                        Tx::Batch(i) => bufs.get(i),
+                        Tx::Own(i) => owned.get(i),
                     };
                     if let Some(b) = buf {
                         refs[n] = b;
                         n += 1;
                     }
+                }
+                if entries.get(next as usize).is_none() {
+                    next = NIL;
                 }
                 if refused {
                     // The device refused a frame of this batch already:
@@ -266,13 +343,12 @@ impl Executor {
                 }
                 refused = out.error.is_some();
             }
-            for tx in queue.drain(..) {
-                if let Tx::Own(b) = tx {
-                    pool.give(b);
-                }
-            }
         }
         dirty.clear();
+        entries.clear();
+        for b in owned.drain(..) {
+            pool.give(b);
+        }
     }
 }
 

@@ -142,6 +142,32 @@ impl Switch {
         self.process_traced(now, ingress, buf, &mut NoTrace)
     }
 
+    /// Loads what deciding the frame in `buf` (received on `ingress`) will
+    /// read from the FDB: the entries of its source and destination MACs.
+    /// Changes nothing. A batch calls it for every frame before deciding
+    /// the first: with 64k learned MACs the table outgrows the core's
+    /// caches, and the misses of independent frames then overlap instead
+    /// of stalling each decision in turn.
+    #[inline]
+    pub fn prefetch(&self, ingress: PortId, buf: &PacketBuf) {
+        let Some(port) = self.config.port(ingress) else {
+            return;
+        };
+        let Some(macs) = buf.frame().get(..12) else {
+            return;
+        };
+        let mac = |b: &[u8]| {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(b);
+            crate::ids::MacAddr(m)
+        };
+        let (dst, src) = (mac(&macs[..6]), mac(&macs[6..12]));
+        self.fdb.warm(port.network, src);
+        if !dst.is_multicast() {
+            self.fdb.warm(port.network, dst);
+        }
+    }
+
     /// [`Switch::process`], reporting each step to `tracer`.
     pub fn process_traced<T: Tracer>(
         &mut self,
@@ -216,7 +242,8 @@ impl Switch {
             ethertype: parsed.ethertype_u16(),
         });
 
-        let (outcome, placed) = self.fdb.learn_placed(now, network, src, ingress);
+        let stamp = self.fdb.stamp(now);
+        let (outcome, placed) = self.fdb.learn_stamped(stamp, network, src, ingress);
         if placed && let Some(journal) = &mut self.journal {
             journal.push(FdbUpdate {
                 network,
@@ -264,7 +291,7 @@ impl Switch {
         if dst.is_multicast() {
             return flood(isolated, net.uplinks);
         }
-        let out = self.fdb.lookup(now, network, dst);
+        let out = self.fdb.lookup_stamped(stamp, network, dst);
         tracer.record(TraceEvent::Lookup {
             mac: dst,
             port: out,
