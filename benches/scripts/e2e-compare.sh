@@ -2,7 +2,10 @@
 # Compares two sandboxes talking through vswitchd with the same two
 # namespaces joined by a Linux bridge, in one run, and prints the ratios.
 #
-#   sudo benches/scripts/e2e-compare.sh [tap|veth] [seconds] [runs]
+#   sudo benches/scripts/e2e-compare.sh [tap|veth|all] [seconds] [runs]
+#
+# (all: TAP then veth, each under the host's congestion control, then
+# under CC=cubic.)
 #
 # Measures: iperf3 TCP with 1 and 4 streams, 64-byte UDP packets per second
 # (iperf3 -u -l 18 at an offered load far above what either path carries),
@@ -38,6 +41,19 @@
 # Needs root, iproute2, iperf3, jq and ping. Traffic stays inside namespaces
 # this script creates and removes.
 set -euo pipefail
+
+# "all": every combination the datapath is judged on, one after another:
+# TAP and veth, each under the host's congestion control and under CUBIC.
+if [ "${1:-}" = all ]; then
+  self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+  for k in tap veth; do
+    for cc in "" cubic; do
+      CC=$cc "$self" "$k" "${2:-10}" "${3:-1}"
+      echo
+    done
+  done
+  exit 0
+fi
 
 kind=${1:-tap}
 secs=${2:-10}

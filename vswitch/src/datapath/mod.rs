@@ -39,14 +39,16 @@
 //! lookup and a refresh are the single-threaded FDB's.
 //!
 //! Measured (criterion, `benches/benches/switch.rs`, one core of the
-//! development VM, 64-byte frames, 65,536 learned MACs, one run): the
-//! replica's per-frame decision is the single-threaded FDB's (196 ns on
-//! the loaded machine of that run), while the same decision through one
-//! FDB behind a mutex, the simplest shared table, took 223 ns, 27 ns (14 %)
-//! more per frame with no contention at all; with two workers the lock's
-//! cache line would also move between cores on every frame. Per-entry
-//! atomics would remove the lock but still write a shared line per frame
-//! (the age), which is the cache-line transfer the replicas avoid.
+//! development VM, 64-byte frames, 65,536 learned MACs): in a first run
+//! (wall clock, load average 11–14) the replica's per-frame decision took
+//! 196 ns and the same decision through one FDB behind a mutex, the
+//! simplest shared table, 223 ns, with no contention at all; in two later
+//! runs counting the thread's CPU time (load average 13), 80–92 ns against
+//! 83–88 ns, the same within the noise. What a single uncontended core
+//! cannot show is the cost that decides: with two workers the lock's cache
+//! line would move between cores on every frame. Per-entry atomics would
+//! remove the lock but still write a shared line per frame (the age),
+//! which is the cache-line transfer the replicas avoid.
 //!
 //! Alternatives rejected: one FDB behind a lock (a lock per frame); a
 //! concurrent map with per-entry atomics (a shared write per frame for the
