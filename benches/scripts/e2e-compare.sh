@@ -210,11 +210,19 @@ printf '%s\n' "${results[@]}" | awk -v kind="$kind" -v busy="$busy" '
     for (i = 2; i <= n; i++) for (j = i; j > 1 && arr[j-1] > arr[j]; j--) {
       t = arr[j]; arr[j] = arr[j-1]; arr[j-1] = t }
     return n % 2 ? arr[(n+1)/2] : (arr[n/2] + arr[n/2+1]) / 2 }
-  function med(T, f, n,   i, x) { for (i = 1; i <= n; i++) x[i] = T[f, i]; return median(x, n) }
-  function spread(T, f, n,   i, r, lo, hi) {
-    lo = 1e18; hi = 0
-    for (i = 1; i <= n; i++) { r = T[f, i] / K[f, i]; if (r < lo) lo = r; if (r > hi) hi = r }
-    return sprintf("%.2f-%.2f", lo, hi) }
+  # A figure of 0 or null is a measurement that failed (iperf3 could not
+  # connect, ping got no answer): left out of the median and the spread,
+  # and counted.
+  function med(T, f, n,   i, m, x) {
+    m = 0
+    for (i = 1; i <= n; i++) if (T[f, i] + 0 > 0) x[++m] = T[f, i] + 0
+    return m ? median(x, m) : 0 }
+  function spread(T, f, n,   i, r, lo, hi, bad) {
+    lo = 1e18; hi = 0; bad = 0
+    for (i = 1; i <= n; i++) {
+      if (T[f, i] + 0 <= 0 || K[f, i] + 0 <= 0) { bad++; continue }
+      r = T[f, i] / K[f, i]; if (r < lo) lo = r; if (r > hi) hi = r }
+    return hi ? sprintf("%.2f-%.2f", lo, hi) (bad ? sprintf(" (%d failed)", bad) : "") : "none" }
   function rows(T, n, label) {
     printf "%-30s %14s %14s %6s %11s\n", "metric (" kind " ports)", "kernel bridge", label, "ratio", "runs";
     printf "%-30s %11.2f Gb %11.2f Gb %6.2f %11s\n", "TCP, 1 stream", a[2]/1e9, med(T, 2, n)/1e9, med(T, 2, n)/a[2], spread(T, 2, n);
