@@ -625,3 +625,21 @@ fn a_batch_leaves_each_port_whole_and_in_order_across_send_chunks() {
     assert_eq!(order, vec![B, C, UPLINK]);
     assert_eq!(h.switch.stats().port(B).tx_packets, 80);
 }
+
+#[test]
+fn loading_a_batch_s_fdb_entries_learns_and_counts_nothing() {
+    let mut h = harness();
+    let frame = udp(remote(3), remote(4), ip(10, 0, 0, 3), ip(10, 0, 0, 4), b"x");
+    let buf = PacketBuf::from_frame(&frame).unwrap();
+    let (entries, rx) = (h.switch.fdb().len(), h.switch.stats().port(UPLINK));
+    h.switch.prefetch(UPLINK, &buf);
+    h.switch.prefetch(PortId(999), &buf);
+    h.switch
+        .prefetch(UPLINK, &PacketBuf::from_frame(&frame[..5]).unwrap());
+    assert_eq!(h.switch.fdb().len(), entries, "nothing learned");
+    assert_eq!(h.switch.stats().port(UPLINK), rx, "nothing counted");
+    // The frame is then decided as if never loaded: its source is new.
+    let d = h.inject(UPLINK, &frame);
+    assert!(matches!(d.action, Action::Flood { .. }));
+    assert_eq!(h.switch.fdb().len(), entries + 1);
+}
