@@ -201,7 +201,8 @@ enum NetworkCmd {
 
 #[derive(Debug, Args)]
 struct CreateArgs {
-    /// Driver to manage the network (only `bridge`).
+    /// Driver to manage the network: `bridge`, or `overlay` (across hosts;
+    /// needs vswitchd --vtep).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
     /// Subnet in CIDR format.
@@ -219,6 +220,10 @@ struct CreateArgs {
     /// Restrict external access to the network.
     #[arg(long)]
     internal: bool,
+    /// Let standalone containers attach (Docker's flag for swarm-scoped
+    /// networks; kept and shown by inspect).
+    #[arg(long)]
+    attachable: bool,
     /// Driver options (key=value).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", value_parser = key_value)]
     opt: Vec<(String, String)>,
@@ -796,7 +801,7 @@ fn create_request(a: CreateArgs) -> NetworkCreateRequest {
             options: BTreeMap::new(),
         }),
         internal: a.internal,
-        attachable: false,
+        attachable: a.attachable,
         options: a.opt.into_iter().collect(),
         labels: a.label.into_iter().collect(),
     }

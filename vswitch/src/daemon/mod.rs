@@ -90,6 +90,8 @@ pub struct DaemonConfig {
     pub allow_host_netns: bool,
     /// Test hooks ([`hooks`]); all off in production.
     pub hooks: Hooks,
+    /// This host's VTEP (`vswitchd --vtep`), if it takes part in overlays.
+    pub overlay: Option<Arc<crate::overlay::Underlay>>,
 }
 
 /// What the control thread last committed: readers answer from it without
@@ -164,6 +166,8 @@ struct ControlThread {
     executor: Executor,
     published: Arc<RwLock<Arc<Snapshot>>>,
     events: Arc<EventHub>,
+    overlay: Option<Arc<crate::overlay::Underlay>>,
+    datapath: Datapath,
 }
 
 impl Daemon {
@@ -224,6 +228,15 @@ impl Daemon {
         }
         remove_stale_handles(&config.controller.handle_dir, &controller);
         executor.push_config(&Arc::new(controller.switch_config()?))?;
+        if let Some(underlay) = &config.overlay {
+            sync_overlay(underlay, &datapath, &controller);
+            datapath
+                .add_port(
+                    crate::overlay::UNDERLAY_PORT,
+                    Arc::clone(underlay) as Arc<dyn crate::port::PortIo>,
+                )
+                .map_err(effects::EffectError::from)?;
+        }
         let model = controller.model();
         for sb in &model.sandboxes {
             if sb.netns_owned
@@ -278,6 +291,8 @@ impl Daemon {
             executor,
             published: Arc::clone(&published),
             events: Arc::clone(&hub),
+            overlay: config.overlay.clone(),
+            datapath: datapath.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("vswitch-control".to_owned())
@@ -576,6 +591,9 @@ impl ControlThread {
             dns.sync(self.controller.model());
         }
         self.publish();
+        if let Some(underlay) = &self.overlay {
+            sync_overlay(underlay, &self.datapath, &self.controller);
+        }
         // Only now, with the batch saved, did these changes happen.
         for event in happened {
             self.events.publish(event);
@@ -693,6 +711,19 @@ impl ControlThread {
                 .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records),
         });
         *self.published.write() = snapshot;
+    }
+}
+
+/// Brings the underlay's networks and ports in line with the model's
+/// overlay networks.
+fn sync_overlay(underlay: &Arc<crate::overlay::Underlay>, datapath: &Datapath, c: &Controller) {
+    let nets: Vec<(fabric::Vni, crate::ids::PortId)> = c
+        .overlay_networks()
+        .into_iter()
+        .filter_map(|(vni, port)| Some((fabric::Vni::new(vni).ok()?, port)))
+        .collect();
+    if let Err(e) = underlay.sync(datapath, &nets) {
+        tracing::error!(error = %e, "cannot bring the overlay networks in line");
     }
 }
 
