@@ -61,6 +61,12 @@ enum Cmd {
     },
     /// Show switch ports and their counters.
     ShowPorts,
+    /// Show the remote VTEPs (other hosts of the overlay networks) and
+    /// their counters.
+    ShowVteps {
+        /// Only this overlay network.
+        network: Option<String>,
+    },
     /// Run a command inside a sandbox's network namespace.
     Exec {
         /// The sandbox.
@@ -375,13 +381,44 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             if json {
                 return print_json(&mut out, &rows);
             }
-            let mut table = vec![row(["PORT", "NETWORK", "MAC", "AGE"])];
+            let mut table = vec![row(["PORT", "NETWORK", "MAC", "AGE", "VTEP"])];
             table.extend(rows.iter().map(|r| {
                 vec![
                     r.port.to_string(),
                     r.network.clone(),
                     r.mac_address.clone(),
                     r.age.map_or_else(|| "static".to_owned(), |a| a.to_string()),
+                    r.vtep.clone().unwrap_or_else(|| "-".to_owned()),
+                ]
+            }));
+            print_text(&mut out, &tabwrite(&table))
+        }
+        Cmd::ShowVteps { network } => {
+            let rows = client.vteps(network.as_deref())?;
+            if json {
+                return print_json(&mut out, &rows);
+            }
+            let mut table = vec![row([
+                "VTEP",
+                "HOST",
+                "NETWORKS",
+                "ENDPOINTS",
+                "LAST SEEN",
+                "TX",
+                "RX",
+                "DROPS",
+            ])];
+            table.extend(rows.iter().map(|r| {
+                vec![
+                    r.vtep.clone(),
+                    r.host.clone(),
+                    r.networks.join(","),
+                    r.endpoints.to_string(),
+                    r.last_seen
+                        .map_or_else(|| "never".to_owned(), |s| format!("{s}s ago")),
+                    r.tx_packets.to_string(),
+                    r.rx_packets.to_string(),
+                    r.drops.to_string(),
                 ]
             }));
             print_text(&mut out, &tabwrite(&table))

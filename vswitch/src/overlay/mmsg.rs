@@ -9,7 +9,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
 
-use crate::buf::PacketBuf;
+use crate::buf::{PacketBuf, VnetHdr};
 
 /// Datagrams per system call; the arrays below live on the stack.
 pub(crate) const MAX_MSGS: usize = 64;
@@ -101,6 +101,9 @@ pub(crate) fn recv(
             bufs[i].set_received(msgs[i].msg_len as usize);
             out[i] = from_sockaddr(&names[i]);
         }
+        // A datagram carries a plain, checksummed frame: no offload state
+        // from the buffer's previous frame may stay with it.
+        bufs[i].vnet = VnetHdr::default();
     }
     Ok(got.min(n))
 }
