@@ -381,15 +381,24 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             if json {
                 return print_json(&mut out, &rows);
             }
-            let mut table = vec![row(["PORT", "NETWORK", "MAC", "AGE", "VTEP"])];
+            // The VTEP column only when an overlay network has remote MACs.
+            let overlay = rows.iter().any(|r| r.vtep.is_some());
+            let mut head = row(["PORT", "NETWORK", "MAC", "AGE"]);
+            if overlay {
+                head.push("VTEP".to_owned());
+            }
+            let mut table = vec![head];
             table.extend(rows.iter().map(|r| {
-                vec![
+                let mut cells = vec![
                     r.port.to_string(),
                     r.network.clone(),
                     r.mac_address.clone(),
                     r.age.map_or_else(|| "static".to_owned(), |a| a.to_string()),
-                    r.vtep.clone().unwrap_or_else(|| "-".to_owned()),
-                ]
+                ];
+                if overlay {
+                    cells.push(r.vtep.clone().unwrap_or_else(|| "-".to_owned()));
+                }
+                cells
             }));
             print_text(&mut out, &tabwrite(&table))
         }
