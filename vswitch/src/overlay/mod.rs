@@ -283,13 +283,20 @@ impl Underlay {
         }
         for (vni, port) in added {
             tracing::info!(vni = vni.get(), port = %port, "overlay network added");
-            let dev: Arc<dyn PortIo> = Arc::new(VniPort {
-                vni,
-                underlay: Arc::clone(self),
-            });
+            let dev: Arc<dyn PortIo> = Arc::new(self.vni_port(vni));
             datapath.add_tx_port(port, dev)?;
         }
         Ok(())
+    }
+
+    /// The device of network `vni`'s port: what is sent to it goes to the
+    /// network's VTEPs.
+    #[must_use]
+    pub fn vni_port(self: &Arc<Self>, vni: Vni) -> VniPort {
+        VniPort {
+            vni,
+            underlay: Arc::clone(self),
+        }
     }
 
     /// The peer file's view of network `vni`: its VTEPs (every VTEP of the
