@@ -76,6 +76,15 @@ impl Drop for Underlay {
     }
 }
 
+/// A file removed on drop, however the test ends.
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A background process (iperf3 server, tshark), killed on drop.
 struct Bg(Child);
 
@@ -308,24 +317,22 @@ fn containers_on_three_hosts_and_a_kernel_vtep_share_one_overlay() {
     );
 
     // tshark, on the kernel host's underlay link, sees what vswitch sends.
-    let pcap = std::env::temp_dir().join(format!("{}.pcap", unique("ovcap")));
-    let pcap_path = pcap.to_str().unwrap().to_owned();
+    let pcap = Removed(std::env::temp_dir().join(format!("{}.pcap", unique("ovcap"))));
+    let pcap_path = pcap.0.to_str().unwrap().to_owned();
     let capture = Bg(Command::new("ip")
         .args(["netns", "exec", &k, "tshark", "-q", "-i", "u0", "-a"])
-        .args([
-            "duration:30",
-            "-f",
-            "udp dst port 4789 and src host 192.168.77.1",
-        ])
+        // Enough packets to judge, few enough to decode quickly.
+        .args(["duration:30", "-c", "200", "-s", "128"])
+        .args(["-f", "udp dst port 4789 and src host 192.168.77.1"])
         .args(["-w", &pcap_path])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("tshark runs"));
     // tshark is slow to start; wait until it writes its file header.
     wait_for(
         Duration::from_secs(20),
-        || std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0),
+        || std::fs::metadata(&pcap.0).is_ok_and(|m| m.len() > 0),
         "tshark to start capturing",
     );
 
@@ -401,7 +408,7 @@ fn containers_on_three_hosts_and_a_kernel_vtep_share_one_overlay() {
             "vxlan.flags",
         ],
     );
-    let _ = std::fs::remove_file(&pcap);
+    drop(pcap);
     let lines: Vec<&str> = decoded.lines().collect();
     assert!(
         lines.len() >= 3,
@@ -414,10 +421,20 @@ fn containers_on_three_hosts_and_a_kernel_vtep_share_one_overlay() {
         "VNIs other than {VNI}:\n{decoded}"
     );
 
-    // Killing one host's daemon stops its containers' traffic but not the
-    // others'.
-    drop(hosts.pop());
-    assert!(hosts[0].ping(&sandboxes[0], &addrs[1], 2), "host0 → host1");
+    // A host's daemon that crashes and restarts is back on the overlay:
+    // the network, its VNI and the container come back from its state.
+    hosts[1].kill9();
+    assert!(
+        hosts[0].ping(&sandboxes[0], &addrs[2], 2),
+        "host0 → host2 while host1 is down"
+    );
+    hosts[1].spawn();
+    wait_for(
+        Duration::from_secs(10),
+        || hosts[0].ping(&sandboxes[0], &addrs[1], 1),
+        "host1's container after its daemon restarted",
+    );
+    assert!(hosts[1].ping(&sandboxes[1], &addrs[2], 2), "host1 → host2");
     drop(hosts);
     drop(peers);
     drop(u);
