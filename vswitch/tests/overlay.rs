@@ -129,6 +129,36 @@ fn two_vteps_replicate_learn_answer_arp_and_refuse_strangers() {
         "{learned:?}"
     );
 
+    // Consecutive unicast frames of one size (a super-frame's segments)
+    // leave in one UDP_SEGMENT call and arrive as separate datagrams, in
+    // order, the shorter last one included.
+    let segs: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| {
+            let mut f = frame(M1, [0x02, 0x42, 10, 0, 0, 2], 10 + i);
+            f.extend_from_slice(&[i; 1000]);
+            if i == 3 {
+                f.truncate(300);
+            }
+            f
+        })
+        .collect();
+    let bufs: Vec<PacketBuf> = segs
+        .iter()
+        .map(|f| PacketBuf::from_frame(f).unwrap())
+        .collect();
+    let refs: Vec<&PacketBuf> = bufs.iter().collect();
+    assert_eq!(b.vni_port(vni()).send_batch(&refs).sent, 4);
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let more = receive(&a);
+        if more.is_empty() {
+            break;
+        }
+        got.extend(more.into_iter().map(|(_, f)| f));
+    }
+    assert_eq!(got, segs);
+    assert_eq!(b.stats().0.tx_gso_sends, 1);
+
     // ARP for the pinned endpoint's address is answered on A, and sent
     // nowhere.
     let mut arp = vec![0xff; 6];

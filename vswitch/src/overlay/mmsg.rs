@@ -228,6 +228,88 @@ pub(crate) struct Flushed {
     pub(crate) error: Option<io::Error>,
 }
 
+/// `UDP_SEGMENT` (linux/udp.h; not in the libc crate for glibc targets).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Segments one `sendmsg` may carry: the kernel's `UDP_MAX_SEGMENTS`.
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
+
+/// The largest UDP payload one `sendmsg` may carry (65,535 less the IPv4
+/// and UDP headers).
+pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
+
+/// Sends `frames` to `to` as one `sendmsg` with `UDP_SEGMENT`: the kernel
+/// cuts the payload, `[hdr | frame]` repeated, into one datagram per frame
+/// (every frame but the last exactly `seg` bytes long, the last at most),
+/// so a TCP super-frame's segments cost one system call and one trip
+/// through the stack. At most [`MAX_GSO_SEGMENTS`] frames and
+/// [`MAX_GSO_BYTES`] in all.
+///
+/// # Errors
+/// The call's error (`WouldBlock` when the socket's buffer is full;
+/// `EIO`/`EINVAL` when the device or kernel refuses segmentation offload).
+pub(crate) fn send_gso(
+    fd: RawFd,
+    to: SocketAddrV4,
+    hdr: &[u8; 8],
+    frames: &[&[u8]],
+    seg: usize,
+) -> io::Result<()> {
+    let n = frames.len().min(MAX_GSO_SEGMENTS);
+    // SAFETY: plain C structs, valid when zeroed.
+    let mut iovs: [libc::iovec; 2 * MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
+    for (i, f) in frames.iter().take(n).enumerate() {
+        iovs[2 * i] = libc::iovec {
+            // The kernel only reads through a send's iovecs.
+            iov_base: hdr.as_ptr().cast_mut().cast(),
+            iov_len: 8,
+        };
+        iovs[2 * i + 1] = libc::iovec {
+            iov_base: f.as_ptr().cast_mut().cast(),
+            iov_len: f.len(),
+        };
+    }
+    let mut name = to_sockaddr(to);
+    let seg_size = u16::try_from(8 + seg).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // One cmsghdr with a u16, aligned as the kernel reads it.
+    #[repr(C, align(8))]
+    struct Control([u8; 32]);
+    let mut control = Control([0; 32]);
+    // SAFETY: msghdr is a plain C struct, valid when zeroed.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = NAME_LEN;
+    msg.msg_iov = iovs.as_mut_ptr();
+    msg.msg_iovlen = 2 * n;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(2) } as usize;
+    msg.msg_controllen = space.min(control.0.len());
+    // SAFETY: `msg` points at `control`, which has room for one cmsghdr
+    // with a u16 (CMSG_SPACE(2) <= 32), so CMSG_FIRSTHDR is non-null and
+    // CMSG_DATA points inside `control`.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg_size);
+    }
+    loop {
+        // SAFETY: `msg` points at `name`, `iovs` (over `hdr` and the
+        // frames) and `control`, all alive for the call; the kernel only
+        // reads them.
+        let rc = unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT) };
+        if rc >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

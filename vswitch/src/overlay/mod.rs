@@ -33,6 +33,16 @@
 //! the way (not built). Receivers do not care: the kernel's vxlan accepts
 //! any source port.
 //!
+//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call, and
+//! arrive with `recvmmsg` into the receive batch's buffers. Consecutive
+//! frames to one VTEP of one size (the segments the executor cut from a TCP
+//! super-frame) leave in one `sendmsg` with `UDP_SEGMENT`: the kernel
+//! builds one large datagram and cuts it late (on the device, or on
+//! receipt on a veth underlay), so a 64 KiB super-frame costs one trip
+//! through the stack instead of 45. If the kernel refuses it, it is turned
+//! off and datagrams are sent one by one. `UDP_GRO` on receive is not used:
+//! a coalesced datagram would have to be cut back into frames by copying.
+//!
 //! **Why one lock per batch.** [`fabric::VtepTable`] learns on receive and
 //! counts on transmit, so it is behind one mutex, taken once per received
 //! batch (by the worker that polls the socket) and once per transmitted
@@ -55,6 +65,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fabric::decap::DecapConfig;
@@ -137,6 +148,8 @@ pub struct UnderlayStats {
     pub arp_suppressed: u64,
     /// Frames to a network with no VTEP to send to.
     pub tx_no_vtep: u64,
+    /// `UDP_SEGMENT` sends (each several datagrams).
+    pub tx_gso_sends: u64,
 }
 
 #[derive(Debug)]
@@ -157,6 +170,8 @@ pub struct Underlay {
     local: SocketAddrV4,
     config: OverlayConfig,
     state: Mutex<State>,
+    /// Whether `UDP_SEGMENT` is used (until the kernel refuses it).
+    gso: AtomicBool,
 }
 
 impl Underlay {
@@ -209,6 +224,7 @@ impl Underlay {
                 stats: UnderlayStats::default(),
                 last_expire: Instant::now(),
             }),
+            gso: AtomicBool::new(true),
             config,
         }))
     }
@@ -393,10 +409,15 @@ impl Underlay {
         let now = Instant::now();
         let hdr = vxlan_header(vni);
         let fd = self.socket.as_raw_fd();
+        let gso = self.gso.load(Ordering::Relaxed);
         let mut st = self.state.lock();
         let mut queue = SendQueue::new();
         let mut out = SendOutcome::default();
-        for frame in frames {
+        // Consecutive known-unicast frames to one VTEP, of one size but
+        // the last: the segments of a super-frame, sent with one
+        // `UDP_SEGMENT` call.
+        let mut run: Option<Run> = None;
+        for (idx, frame) in frames.iter().enumerate() {
             let data = frame.frame();
             if data.len() < 14 {
                 out.sent += 1;
@@ -417,6 +438,30 @@ impl Underlay {
                 None
             };
             let State { table, stats, .. } = &mut *st;
+            if let (true, Some(vtep)) = (gso, unicast) {
+                if let Some(r) = &mut run
+                    && r.extends(vtep, data.len())
+                {
+                    r.add(data.len());
+                } else {
+                    if let Some(r) = run.take()
+                        && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
+                    {
+                        out.error = Some(e);
+                        return out;
+                    }
+                    run = Some(Run::new(vtep, idx, data.len()));
+                }
+                table.record_tx(vtep, data.len());
+                out.sent += 1;
+                continue;
+            }
+            if let Some(r) = run.take()
+                && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
+            {
+                out.error = Some(e);
+                return out;
+            }
             let targets = unicast.map_or_else(|| table.flood_list(vni).len(), |_| 1);
             if targets == 0 {
                 stats.tx_no_vtep += 1;
@@ -438,14 +483,80 @@ impl Underlay {
             }
             out.sent += 1;
         }
+        let State { stats, .. } = &mut *st;
+        if let Some(r) = run.take()
+            && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
+        {
+            out.error = Some(e);
+            return out;
+        }
         if !queue.is_empty() {
             let f = queue.flush(fd);
-            count(&mut st.stats, &f);
+            count(stats, &f);
             if f.unsent > 0 {
                 out.error = f.error;
             }
         }
         out
+    }
+
+    /// Sends a run of frames to one VTEP: one datagram through the queue,
+    /// several with `UDP_SEGMENT` after what the queue holds. When the
+    /// kernel refuses segmentation offload, it is turned off for good and
+    /// the run goes through the queue. `WouldBlock` drops the run: the
+    /// frames from its first on are reported as not sent.
+    fn send_run<'a>(
+        &self,
+        r: &Run,
+        hdr: &[u8; 8],
+        frames: &[&'a PacketBuf],
+        queue: &mut SendQueue<'a>,
+        stats: &mut UnderlayStats,
+        out: &mut SendOutcome,
+    ) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let to = SocketAddrV4::new(r.vtep, self.config.port);
+        let run = frames.get(r.start..r.start + r.count).unwrap_or(&[]);
+        if run.len() >= 2 {
+            let f = queue.flush(fd);
+            count(stats, &f);
+            if f.unsent > 0 {
+                out.sent = r.start;
+                return Err(f.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
+            }
+            let mut slices: [&[u8]; mmsg::MAX_GSO_SEGMENTS] = [&[]; mmsg::MAX_GSO_SEGMENTS];
+            for (slot, f) in slices.iter_mut().zip(run) {
+                *slot = f.frame();
+            }
+            match mmsg::send_gso(fd, to, hdr, &slices[..run.len()], r.seg) {
+                Ok(()) => {
+                    stats.tx_datagrams += run.len() as u64;
+                    stats.tx_gso_sends += 1;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stats.tx_full += run.len() as u64;
+                    out.sent = r.start;
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.gso.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "UDP segmentation offload refused; sending one datagram per frame from now on");
+                }
+            }
+        }
+        for f in run {
+            if queue.is_full() {
+                let fl = queue.flush(fd);
+                count(stats, &fl);
+                if fl.unsent > 0 {
+                    out.sent = r.start;
+                    return Err(fl.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
+                }
+            }
+            queue.push(to, *hdr, f.frame());
+        }
+        Ok(())
     }
 
     /// The reply to an ARP request for a remote address the table knows,
@@ -540,6 +651,48 @@ impl Underlay {
 }
 
 const ARP_BUF: usize = 8 + 64;
+
+/// Frames `start..start + count` of a transmit batch, all to `vtep`, each
+/// `seg` bytes long but the last, which may be shorter.
+#[derive(Debug)]
+struct Run {
+    vtep: Ipv4Addr,
+    start: usize,
+    count: usize,
+    seg: usize,
+    last: usize,
+    bytes: usize,
+}
+
+impl Run {
+    const fn new(vtep: Ipv4Addr, start: usize, len: usize) -> Self {
+        Self {
+            vtep,
+            start,
+            count: 1,
+            seg: len,
+            last: len,
+            bytes: 8 + len,
+        }
+    }
+
+    /// Whether a frame of `len` bytes to `vtep` may join: same VTEP, no
+    /// shorter frame before it, no longer than the first, and within the
+    /// kernel's limits for one call.
+    const fn extends(&self, vtep: Ipv4Addr, len: usize) -> bool {
+        self.vtep.to_bits() == vtep.to_bits()
+            && self.last == self.seg
+            && len <= self.seg
+            && self.count < mmsg::MAX_GSO_SEGMENTS
+            && self.bytes + 8 + len <= mmsg::MAX_GSO_BYTES
+    }
+
+    const fn add(&mut self, len: usize) {
+        self.count += 1;
+        self.last = len;
+        self.bytes += 8 + len;
+    }
+}
 
 /// The VNI of a datagram this host sent itself, checked like any header.
 fn local_vni(payload: &[u8]) -> Option<Vni> {
