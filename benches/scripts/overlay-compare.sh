@@ -8,7 +8,8 @@
 #
 # Modes and stream counts alternate within each round; medians and ranges
 # over ROUNDS rounds (default 5) of SECONDS-second runs (default 5), for
-# each congestion control in CCS (default "bbr cubic"). The load average is
+# each congestion control in CCS (default "bbr cubic"); VSWITCHD_ARGS are
+# added to both daemons' arguments. The load average is
 # printed before and after: on a shared machine, compare the ratio.
 #
 #   sudo benches/scripts/overlay-compare.sh [ROUNDS] [SECONDS]
@@ -86,7 +87,7 @@ for h in x y; do
   mkdir -p "$state/$h"
   nsenter --net="/run/netns/${tag}$h" "$bin/vswitchd" --state-dir "$state/$h" \
     --socket "$state/$h/sock" --port-netns "${tag}${h}p" --log-level warn \
-    --vtep "192.168.78.$n" --peers "$state/peers.toml" 2>>"$state/$h.log" &
+    --vtep "192.168.78.$n" --peers "$state/peers.toml" ${VSWITCHD_ARGS:-} 2>>"$state/$h.log" &
   pids+=($!)
   until vsctl $h network ls >/dev/null 2>&1; do sleep 0.01; done
   vsctl $h network create -d overlay --subnet 10.98.0.0/24 --gateway 10.98.0.1 \
