@@ -104,6 +104,9 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     sandboxes: Vec<String>,
     networks: Vec<String>,
+    /// The named network namespace the process runs in (a "host" of a
+    /// multi-host test); `None` for the test's own.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -117,6 +120,14 @@ impl Daemon {
     /// arguments (kept for [`Daemon::spawn`]).
     #[must_use]
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_in(None, args)
+    }
+
+    /// Starts a daemon inside the named network namespace `netns` (entered
+    /// with `nsenter --net`, so the mount namespace, where sandboxes'
+    /// namespaces are mounted, stays the test's).
+    #[must_use]
+    pub fn start_in(netns: Option<&str>, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("vswitch-e2e-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut d = Self {
@@ -128,6 +139,7 @@ impl Daemon {
             env: Vec::new(),
             sandboxes: Vec::new(),
             networks: Vec::new(),
+            netns: netns.map(str::to_owned),
         };
         d.spawn();
         d
@@ -136,7 +148,17 @@ impl Daemon {
     /// Starts (or restarts) the process on the same state directory.
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new(bin_dir().join("vswitchd"))
+        let mut cmd = match &self.netns {
+            // nsenter execs the daemon: the child's pid is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(bin_dir().join("vswitchd"));
+                c
+            }
+            None => Command::new(bin_dir().join("vswitchd")),
+        };
+        let child = cmd
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--socket")

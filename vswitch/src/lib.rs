@@ -27,6 +27,7 @@ pub mod ids;
 pub mod metrics;
 pub mod netconf;
 pub mod netns;
+pub mod overlay;
 pub mod port;
 pub mod switch;
 #[cfg(any(test, feature = "testing"))]

@@ -27,6 +27,19 @@ struct T {
 }
 
 impl T {
+    /// A controller on a host with a VTEP, whose peer file names `pinned`
+    /// with VNI 5000.
+    fn with_overlay() -> Self {
+        let e = SeededEntropy::new(42);
+        let config = ControllerConfig {
+            overlay: true,
+            overlay_vnis: [("pinned".to_owned(), 5000)].into_iter().collect(),
+            ..ControllerConfig::default()
+        };
+        let c = Controller::new(config, &Ctx::new(NOW, &e)).unwrap();
+        Self { c, e }
+    }
+
     fn new() -> Self {
         let e = SeededEntropy::new(42);
         let c = Controller::new(ControllerConfig::default(), &Ctx::new(NOW, &e)).unwrap();
@@ -705,11 +718,19 @@ fn network_create_refusals() {
     );
     t.refused(
         Request::CreateNetwork(NetworkCreateRequest {
+            driver: "macvlan".into(),
+            ..net("o1")
+        }),
+        "could not find plugin macvlan in v1 plugin registry: plugin not found",
+        404,
+    );
+    t.refused(
+        Request::CreateNetwork(NetworkCreateRequest {
             driver: "overlay".into(),
             ..net("o1")
         }),
-        "could not find plugin overlay in v1 plugin registry: plugin not found",
-        404,
+        "overlay networks need a VTEP: start vswitchd with --vtep ADDR",
+        400,
     );
     t.refused(
         Request::CreateNetwork(net_with("x", IpamConfigEntry::subnet("172.17.5.0/24"))),
@@ -1155,4 +1176,104 @@ fn a_model_whose_endpoint_address_ipam_does_not_hold_is_refused() {
         "{err}"
     );
     assert_eq!(err.status(), 500);
+}
+
+fn overlay(name: &str) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        driver: "overlay".into(),
+        attachable: true,
+        ..net(name)
+    }
+}
+
+#[test]
+fn overlay_networks_get_docker_vnis_global_subnets_and_mtu_1450() {
+    let mut t = T::with_overlay();
+    t.create_net(overlay("o1"));
+    t.create_net(overlay("o2"));
+    let o1 = t.inspect("o1");
+    assert_eq!(o1.driver, "overlay");
+    assert!(o1.attachable);
+    assert_eq!(
+        o1.options
+            .get("com.docker.network.driver.overlay.vxlanid_list")
+            .map(String::as_str),
+        Some("4096")
+    );
+    assert_eq!(o1.ipam.config[0].subnet.as_deref(), Some("10.0.0.0/24"));
+    let o2 = t.inspect("o2");
+    assert_eq!(
+        o2.options["com.docker.network.driver.overlay.vxlanid_list"],
+        "4097"
+    );
+    assert_eq!(o2.ipam.config[0].subnet.as_deref(), Some("10.0.1.0/24"));
+    // The peer file's VNI for its name; an explicit one as given.
+    t.create_net(overlay("pinned"));
+    assert_eq!(
+        t.inspect("pinned").options["com.docker.network.driver.overlay.vxlanid_list"],
+        "5000"
+    );
+    t.create_net(NetworkCreateRequest {
+        options: [(
+            "com.docker.network.driver.overlay.vxlanid_list".to_owned(),
+            "7000".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+        ..overlay("given")
+    });
+    t.refused(
+        Request::CreateNetwork(NetworkCreateRequest {
+            options: [(
+                "com.docker.network.driver.overlay.vxlanid_list".to_owned(),
+                "7000".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+            ..overlay("again")
+        }),
+        "VNI 7000 is taken by another overlay network",
+        400,
+    );
+    t.refused(
+        Request::CreateNetwork(NetworkCreateRequest {
+            options: [(
+                "com.docker.network.driver.overlay.vxlanid_list".to_owned(),
+                "16777216".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+            ..overlay("big")
+        }),
+        "failed to parse com.docker.network.driver.overlay.vxlanid_list value: 16777216 (a VNI is an integer from 1 to 16777215)",
+        400,
+    );
+
+    // Each overlay network is an uplink port of the switch, numbered with
+    // the endpoints, and containers get MTU 1500 - 50.
+    let overlays = t.c.overlay_networks();
+    assert_eq!(overlays.len(), 4);
+    let cfg = t.c.switch_config().unwrap();
+    for (_, port) in &overlays {
+        assert_eq!(cfg.port(*port).unwrap().role, PortRole::Uplink);
+    }
+    t.sandbox("c1");
+    let (_, effects) = t.connect("o1", "c1");
+    let a = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::AttachEndpoint(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(a.mtu, 1450);
+    assert!(overlays.iter().all(|(_, p)| *p != a.port), "{overlays:?}");
+
+    // Removing a network frees its VNI and port.
+    let _ = t.ok(Request::RemoveNetwork { name: "o2".into() });
+    t.create_net(overlay("o3"));
+    assert_eq!(
+        t.inspect("o3").options["com.docker.network.driver.overlay.vxlanid_list"],
+        "4097"
+    );
 }

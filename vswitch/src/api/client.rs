@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::types::{
     ConnectRequest, DisconnectRequest, DnsNetworkView, EndpointView, ErrorBody, FdbView,
     NetworkCreateRequest, NetworkCreateResponse, NetworkInspect, PortView, SandboxCreateRequest,
-    SandboxView,
+    SandboxView, VtepView,
 };
 
 /// Where `vswitchd` listens unless told otherwise.
@@ -219,6 +219,18 @@ impl Client {
         let path = match network {
             Some(n) => format!("/v1/fdb?network={}", encode(n)),
             None => "/v1/fdb".to_owned(),
+        };
+        self.call::<(), _>("GET", &path, None)
+    }
+
+    /// `GET /v1/vteps[?network=NAME]`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn vteps(&self, network: Option<&str>) -> Result<Vec<VtepView>, ClientError> {
+        let path = match network {
+            Some(n) => format!("/v1/vteps?network={}", encode(n)),
+            None => "/v1/vteps".to_owned(),
         };
         self.call::<(), _>("GET", &path, None)
     }

@@ -14,6 +14,7 @@
 //! | `DELETE /v1/sandboxes/{name}` | | 204 |
 //! | `GET /v1/fdb[?network=NAME]` | | 200, `[FdbView]` |
 //! | `GET /v1/ports` | | 200, `[PortView]` |
+//! | `GET /v1/vteps[?network=NAME]` | | 200, `[VtepView]` (remote VTEPs, by address) |
 //! | `GET /v1/dns[?network=NAME]` | | 200, `[DnsNetworkView]` sorted by name |
 //! | `GET /v1/events[?since=NANOS&until=NANOS]` | | 200, a stream of [`crate::events::Event`], one JSON object per line, until `until` or the client leaves |
 //! | `POST /v1/trace` | [`crate::trace::TraceRequest`] | 200, [`crate::trace::TraceReport`] |
@@ -91,6 +92,18 @@ pub trait Backend: Send + Sync {
     /// answer.
     fn metrics(&self) -> Result<String, ControlError> {
         Ok(String::new())
+    }
+
+    /// The remote VTEPs, optionally of one overlay network.
+    ///
+    /// # Errors
+    /// [`ControlError::NetworkNotFound`] for an unknown network; a 400 on
+    /// a host without a VTEP.
+    fn vteps(&self, network: Option<&str>) -> Result<Vec<types::VtepView>, ControlError> {
+        let _ = network;
+        Err(ControlError::Unsupported(
+            "this daemon has no VTEP (vswitchd --vtep)".to_owned(),
+        ))
     }
 
     /// Runs a frame through the pipeline in trace mode ([`crate::trace`]).

@@ -61,6 +61,12 @@ enum Cmd {
     },
     /// Show switch ports and their counters.
     ShowPorts,
+    /// Show the remote VTEPs (other hosts of the overlay networks) and
+    /// their counters.
+    ShowVteps {
+        /// Only this overlay network.
+        network: Option<String>,
+    },
     /// Run a command inside a sandbox's network namespace.
     Exec {
         /// The sandbox.
@@ -201,7 +207,8 @@ enum NetworkCmd {
 
 #[derive(Debug, Args)]
 struct CreateArgs {
-    /// Driver to manage the network (only `bridge`).
+    /// Driver to manage the network: `bridge`, or `overlay` (across hosts;
+    /// needs vswitchd --vtep).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
     /// Subnet in CIDR format.
@@ -219,6 +226,10 @@ struct CreateArgs {
     /// Restrict external access to the network.
     #[arg(long)]
     internal: bool,
+    /// Let standalone containers attach (Docker's flag for swarm-scoped
+    /// networks; kept and shown by inspect).
+    #[arg(long)]
+    attachable: bool,
     /// Driver options (key=value).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", value_parser = key_value)]
     opt: Vec<(String, String)>,
@@ -370,13 +381,53 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             if json {
                 return print_json(&mut out, &rows);
             }
-            let mut table = vec![row(["PORT", "NETWORK", "MAC", "AGE"])];
+            // The VTEP column only when an overlay network has remote MACs.
+            let overlay = rows.iter().any(|r| r.vtep.is_some());
+            let mut head = row(["PORT", "NETWORK", "MAC", "AGE"]);
+            if overlay {
+                head.push("VTEP".to_owned());
+            }
+            let mut table = vec![head];
             table.extend(rows.iter().map(|r| {
-                vec![
+                let mut cells = vec![
                     r.port.to_string(),
                     r.network.clone(),
                     r.mac_address.clone(),
                     r.age.map_or_else(|| "static".to_owned(), |a| a.to_string()),
+                ];
+                if overlay {
+                    cells.push(r.vtep.clone().unwrap_or_else(|| "-".to_owned()));
+                }
+                cells
+            }));
+            print_text(&mut out, &tabwrite(&table))
+        }
+        Cmd::ShowVteps { network } => {
+            let rows = client.vteps(network.as_deref())?;
+            if json {
+                return print_json(&mut out, &rows);
+            }
+            let mut table = vec![row([
+                "VTEP",
+                "HOST",
+                "NETWORKS",
+                "ENDPOINTS",
+                "LAST SEEN",
+                "TX",
+                "RX",
+                "DROPS",
+            ])];
+            table.extend(rows.iter().map(|r| {
+                vec![
+                    r.vtep.clone(),
+                    r.host.clone(),
+                    r.networks.join(","),
+                    r.endpoints.to_string(),
+                    r.last_seen
+                        .map_or_else(|| "never".to_owned(), |s| format!("{s}s ago")),
+                    r.tx_packets.to_string(),
+                    r.rx_packets.to_string(),
+                    r.drops.to_string(),
                 ]
             }));
             print_text(&mut out, &tabwrite(&table))
@@ -796,7 +847,7 @@ fn create_request(a: CreateArgs) -> NetworkCreateRequest {
             options: BTreeMap::new(),
         }),
         internal: a.internal,
-        attachable: false,
+        attachable: a.attachable,
         options: a.opt.into_iter().collect(),
         labels: a.label.into_iter().collect(),
     }

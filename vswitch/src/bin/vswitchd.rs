@@ -92,6 +92,22 @@ struct Args {
     /// log pipeline (fields as keys: sandbox, network, error...).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// This host's underlay address: its VTEP, where the overlay
+    /// networks' VXLAN socket listens. Without it, overlay networks are
+    /// refused.
+    #[arg(long, value_name = "ADDR")]
+    vtep: Option<std::net::Ipv4Addr>,
+    /// The VXLAN UDP port (the same on every host).
+    #[arg(long, value_name = "PORT", default_value_t = fabric::wire::DEFAULT_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    vxlan_port: u16,
+    /// The static peer file (TOML): the other hosts' VTEPs and, optionally,
+    /// the overlay networks' VNIs and pinned endpoints. Needs --vtep.
+    #[arg(long, value_name = "FILE", requires = "vtep")]
+    peers: Option<PathBuf>,
+    /// This host's name as other hosts show it; by default the host name.
+    #[arg(long, value_name = "NAME")]
+    vtep_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -168,8 +184,44 @@ impl Watched {
     }
 }
 
+/// Opens the underlay socket when `--vtep` is given.
+fn open_overlay(
+    args: &Args,
+) -> Result<Option<Arc<vswitch::overlay::Underlay>>, Box<dyn std::error::Error>> {
+    let Some(local) = args.vtep else {
+        return Ok(None);
+    };
+    let peers = match &args.peers {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the peer file {}: {e}", path.display()))?;
+            Some(
+                fabric::peer_file::PeerFile::parse(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let name = match &args.vtep_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+    };
+    let underlay = vswitch::overlay::Underlay::open(vswitch::overlay::OverlayConfig {
+        local,
+        port: args.vxlan_port,
+        name,
+        peers,
+    })?;
+    tracing::info!(vtep = %underlay.local(), "VXLAN underlay socket open");
+    Ok(Some(underlay))
+}
+
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let _lock = StateLock::acquire(&args.state_dir)?;
+    let overlay = open_overlay(args)?;
     let signals = Signals::new([SIGTERM, SIGINT])?;
     raise_fd_limit();
     let hooks = Hooks::from_env();
@@ -202,10 +254,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 rate: args.flood_rate,
                 burst: args.flood_burst,
             },
+            overlay: overlay.is_some(),
+            overlay_vnis: overlay.as_ref().map(|u| u.named_vnis()).unwrap_or_default(),
             ..ControllerConfig::default()
         },
         allow_host_netns: args.allow_host_netns,
         hooks,
+        overlay,
     };
     let (dnsd, dns_thread) = Dnsd::spawn(DnsdConfig::default())?;
     let dns = DnsSync::new(

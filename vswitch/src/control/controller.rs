@@ -53,6 +53,12 @@ pub struct ControllerConfig {
     /// How fast each container port may flood (unknown unicast, broadcast,
     /// multicast) on every network.
     pub flood_limit: crate::switch::FloodLimit,
+    /// Whether this host has a VTEP (`vswitchd --vtep`); overlay networks
+    /// are refused without one.
+    pub overlay: bool,
+    /// VNIs the static peer file gives overlay networks, by name: a
+    /// network of that name gets that VNI on every host.
+    pub overlay_vnis: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for ControllerConfig {
@@ -63,6 +69,8 @@ impl Default for ControllerConfig {
             txqueuelen: 1000,
             handle_dir: PathBuf::from("/run/vswitch/netns"),
             flood_limit: crate::switch::FloodLimit::DEFAULT,
+            overlay: false,
+            overlay_vnis: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -237,7 +245,24 @@ impl Controller {
                 ipv4: Some(e.ipv4),
             },
         });
-        SwitchConfig::new(self.generation, networks, ports)
+        let uplinks = self.model.networks.iter().filter_map(|n| {
+            Some(PortConfig {
+                id: PortId(n.vtep_port?),
+                network: n.num,
+                role: PortRole::Uplink,
+            })
+        });
+        SwitchConfig::new(self.generation, networks, ports.chain(uplinks))
+    }
+
+    /// Each overlay network's VNI and port towards the other hosts.
+    #[must_use]
+    pub fn overlay_networks(&self) -> Vec<(u32, PortId)> {
+        self.model
+            .networks
+            .iter()
+            .filter_map(|n| Some((n.vni?, PortId(n.vtep_port?))))
+            .collect()
     }
 
     /// Every endpoint as an attachment, in attach order: what a restarted
@@ -274,8 +299,14 @@ impl Txn<'_> {
         if !valid_name(&name, 1) {
             return Err(ControlError::InvalidNetworkName(name));
         }
-        if !(r.driver.is_empty() || r.driver == "bridge") {
+        let overlay = r.driver == "overlay";
+        if !(r.driver.is_empty() || r.driver == "bridge" || overlay) {
             return Err(ControlError::PluginNotFound(r.driver));
+        }
+        if overlay && !self.config.overlay {
+            return Err(ControlError::Unsupported(
+                "overlay networks need a VTEP: start vswitchd with --vtep ADDR".to_owned(),
+            ));
         }
         let ipam_req = r.ipam.unwrap_or_default();
         if !(ipam_req.driver.is_empty() || ipam_req.driver == "default") {
@@ -290,7 +321,20 @@ impl Txn<'_> {
         }
         let id = self.model.new_id(self.ctx.entropy, IdKind::Network)?;
         let num = free_network_id(self.model)?;
+        let mut options = r.options;
+        let vni = if overlay {
+            let vni = overlay_vni(self.model, self.config, &name, &options)?;
+            options.insert(model::OPT_VXLANID_LIST.to_owned(), vni.to_string());
+            Some(vni)
+        } else {
+            None
+        };
         let mut request = NetworkIpamRequest::new(name.clone(), id.clone());
+        if overlay {
+            // Docker's overlays take their subnets from the global pool
+            // (10.0.0.0/8 in /24s), which host routes do not constrain.
+            request.space = ipam::AddressSpace::Global;
+        }
         request.configs.clone_from(&ipam_req.config);
         request.host_networks = self
             .ctx
@@ -307,14 +351,23 @@ impl Txn<'_> {
         if v4_subnets > 1 {
             return Err(ControlError::MultipleSubnets);
         }
-        let (icc, mtu) = parse_options(&r.options)?;
+        let (icc, mut mtu) = parse_options(&options)?;
+        let vtep_port = if overlay {
+            mtu = mtu
+                .checked_sub(model::VXLAN_OVERHEAD)
+                .filter(|m| *m >= 68)
+                .ok_or(ControlError::InvalidMtu(i64::from(mtu)))?;
+            Some(free_port(self.model)?.0)
+        } else {
+            None
+        };
         let (gateway, prefix_len) = self.model.first_pool_gateway(&ipam)?;
         let gateway_mac = model::random_gateway_mac(self.ctx.entropy, gateway, prefix_len);
         self.model.networks.push(Network {
             num,
             id: id.clone(),
             name,
-            driver: "bridge".to_owned(),
+            driver: if overlay { "overlay" } else { "bridge" }.to_owned(),
             created: self.ctx.now.to_owned(),
             builtin: false,
             internal: r.internal,
@@ -325,10 +378,12 @@ impl Txn<'_> {
             gateway,
             prefix_len,
             gateway_mac,
-            options: r.options,
+            options,
             labels: r.labels,
             icc,
             mtu,
+            vni,
+            vtep_port,
         });
         self.effects.push(Effect::PushSwitchConfig);
         Ok(Response::NetworkCreated(NetworkCreateResponse {
@@ -685,8 +740,50 @@ fn free_network_id(m: &Model) -> Result<NetworkId, ControlError> {
         .ok_or(ControlError::NetworksExhausted)
 }
 
+/// An overlay network's VNI: `-o com.docker.network.driver.overlay.vxlanid_list`
+/// if given, else the peer file's for its name, else the lowest free from
+/// [`model::FIRST_VNI`] (Docker's swarm allocator's first).
+fn overlay_vni(
+    m: &Model,
+    config: &ControllerConfig,
+    name: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<u32, ControlError> {
+    let used: BTreeSet<u32> = m.networks.iter().filter_map(|n| n.vni).collect();
+    let given = match options.get(model::OPT_VXLANID_LIST) {
+        Some(v) => {
+            let vni = v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=fabric::Vni::MAX).contains(n))
+                .ok_or_else(|| ControlError::InvalidOption {
+                    label: model::OPT_VXLANID_LIST.to_owned(),
+                    value: v.clone(),
+                    reason: format!("a VNI is an integer from 1 to {}", fabric::Vni::MAX),
+                })?;
+            Some(vni)
+        }
+        None => config.overlay_vnis.get(name).copied(),
+    };
+    match given {
+        Some(vni) if used.contains(&vni) => Err(ControlError::Unsupported(format!(
+            "VNI {vni} is taken by another overlay network"
+        ))),
+        Some(vni) => Ok(vni),
+        None => (model::FIRST_VNI..=fabric::Vni::MAX)
+            .find(|v| !used.contains(v) && !config.overlay_vnis.values().any(|p| p == v))
+            .ok_or_else(|| ControlError::Unsupported("no VNI left".to_owned())),
+    }
+}
+
 fn free_port(m: &Model) -> Result<PortId, ControlError> {
-    let used: BTreeSet<u32> = m.endpoints.iter().map(|e| e.port.0).collect();
+    let used: BTreeSet<u32> = m
+        .endpoints
+        .iter()
+        .map(|e| e.port.0)
+        .chain(m.networks.iter().filter_map(|n| n.vtep_port))
+        .collect();
     (FIRST_ENDPOINT_PORT..=u32::MAX)
         .find(|i| !used.contains(i))
         .map(PortId)

@@ -48,6 +48,15 @@ pub const OPT_HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_
 pub const OPT_DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
 /// `com.docker.network.bridge.name`.
 pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+/// `com.docker.network.driver.overlay.vxlanid_list`: an overlay network's
+/// VNI, as Docker's swarm managers hand it to the driver and inspect shows
+/// it.
+pub const OPT_VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// The first VNI handed out (Docker's swarm allocator starts there).
+pub const FIRST_VNI: u32 = 4096;
+/// Bytes of outer headers an overlay takes from the MTU (Ethernet, IPv4,
+/// UDP, VXLAN): Docker's overlay MTU is the driver MTU less this.
+pub const VXLAN_OVERHEAD: u16 = 50;
 /// `com.docker.network.bridge.inhibit_ipv4`.
 pub const OPT_INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
 
@@ -114,7 +123,7 @@ pub struct Network {
     pub id: String,
     /// The user's name for it.
     pub name: String,
-    /// Always `bridge`.
+    /// `bridge` or `overlay`.
     pub driver: String,
     /// Created, RFC 3339 with nanoseconds.
     pub created: String,
@@ -144,8 +153,16 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     /// Parsed `com.docker.network.bridge.enable_icc` (default true).
     pub icc: bool,
-    /// Parsed `com.docker.network.driver.mtu` (default 1500).
+    /// The MTU containers get: parsed `com.docker.network.driver.mtu`
+    /// (default 1500), less [`VXLAN_OVERHEAD`] on an overlay.
     pub mtu: u16,
+    /// An overlay network's VNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// An overlay network's port towards the other hosts (an uplink port
+    /// of the switch), numbered with the endpoints' ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_port: Option<u32>,
 }
 
 impl Network {
@@ -301,6 +318,8 @@ impl Model {
             labels: BTreeMap::new(),
             icc: true,
             mtu: DEFAULT_MTU,
+            vni: None,
+            vtep_port: None,
         });
         Ok(model)
     }
@@ -405,6 +424,15 @@ impl Model {
                 if m.num == n.num || m.id == n.id || m.name == n.name {
                     return bad(format!("networks {} and {} collide", m.name, n.name));
                 }
+            }
+            if let Some(port) = n.vtep_port
+                && (self.endpoints.iter().any(|e| e.port.0 == port)
+                    || self.networks[..i].iter().any(|m| m.vtep_port == Some(port)))
+            {
+                return bad(format!("network {} shares port {port}", n.name));
+            }
+            if n.vni.is_some() && self.networks[..i].iter().any(|m| m.vni == n.vni) {
+                return bad(format!("network {} shares its VNI", n.name));
             }
             if n.ipam.pools().iter().any(|&p| self.ipam.pool(p).is_none()) {
                 return bad(format!(

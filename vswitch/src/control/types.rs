@@ -308,6 +308,50 @@ pub struct NetworkInspect {
     /// Labels.
     #[serde(rename = "Labels")]
     pub labels: BTreeMap<String, String>,
+    /// An overlay network's hosts, this one included (Docker's `Peers`);
+    /// absent for other networks.
+    #[serde(rename = "Peers", default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerInfo>>,
+}
+
+/// One host of an overlay network in inspect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The host's name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Its VTEP address.
+    #[serde(rename = "IP")]
+    pub ip: String,
+}
+
+/// One remote VTEP (`GET /v1/vteps`, `vsctl show-vteps`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtepView {
+    /// Its underlay address.
+    #[serde(rename = "Vtep")]
+    pub vtep: String,
+    /// The host's name.
+    #[serde(rename = "Host")]
+    pub host: String,
+    /// The overlay networks it takes part in, by name.
+    #[serde(rename = "Networks")]
+    pub networks: Vec<String>,
+    /// Endpoints behind it, published or learned.
+    #[serde(rename = "Endpoints")]
+    pub endpoints: usize,
+    /// Seconds since a packet from it was last accepted; `null` if never.
+    #[serde(rename = "LastSeen")]
+    pub last_seen: Option<u64>,
+    /// Packets encapsulated to it.
+    #[serde(rename = "TxPackets")]
+    pub tx_packets: u64,
+    /// Packets accepted from it.
+    #[serde(rename = "RxPackets")]
+    pub rx_packets: u64,
+    /// Packets from it that were dropped.
+    #[serde(rename = "Drops")]
+    pub drops: u64,
 }
 
 /// `IPAM` in inspect.
@@ -367,6 +411,10 @@ pub struct FdbView {
     /// Seconds since last seen; `null` for static entries.
     #[serde(rename = "Age")]
     pub age: Option<u64>,
+    /// For a MAC behind an overlay network's port: the remote VTEP it
+    /// lives behind.
+    #[serde(rename = "Vtep", default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<String>,
 }
 
 /// One port and its counters (`GET /v1/ports`).

@@ -84,6 +84,7 @@ impl Controller {
                     .map_or_else(|| r.network.to_string(), |n| n.name.clone()),
                 mac_address: r.mac.to_string(),
                 age: r.age.map(|d| d.as_secs()),
+                vtep: None,
             })
             .collect())
     }
@@ -189,7 +190,8 @@ pub(super) fn network_view(m: &Model, n: &Network) -> NetworkInspect {
         name: n.name.clone(),
         id: n.id.clone(),
         created: n.created.clone(),
-        scope: "local".to_owned(),
+        // Docker shows `global` for overlays kept in a cluster store.
+        scope: if n.vni.is_some() { "global" } else { "local" }.to_owned(),
         driver: n.driver.clone(),
         enable_ipv6: false,
         ipam: IpamView {
@@ -220,6 +222,7 @@ pub(super) fn network_view(m: &Model, n: &Network) -> NetworkInspect {
             .collect(),
         options: n.options.clone(),
         labels: n.labels.clone(),
+        peers: None,
     }
 }
 

@@ -90,6 +90,8 @@ pub struct DaemonConfig {
     pub allow_host_netns: bool,
     /// Test hooks ([`hooks`]); all off in production.
     pub hooks: Hooks,
+    /// This host's VTEP (`vswitchd --vtep`), if it takes part in overlays.
+    pub overlay: Option<Arc<crate::overlay::Underlay>>,
 }
 
 /// What the control thread last committed: readers answer from it without
@@ -128,6 +130,8 @@ pub struct Daemon {
     dnsd: Option<crate::dnsd::Dnsd>,
     /// Control-plane events, published by the control thread.
     events: Arc<EventHub>,
+    /// This host's VTEP, if any.
+    overlay: Option<Arc<crate::overlay::Underlay>>,
 }
 
 /// Why the daemon could not start.
@@ -164,6 +168,8 @@ struct ControlThread {
     executor: Executor,
     published: Arc<RwLock<Arc<Snapshot>>>,
     events: Arc<EventHub>,
+    overlay: Option<Arc<crate::overlay::Underlay>>,
+    datapath: Datapath,
 }
 
 impl Daemon {
@@ -224,6 +230,15 @@ impl Daemon {
         }
         remove_stale_handles(&config.controller.handle_dir, &controller);
         executor.push_config(&Arc::new(controller.switch_config()?))?;
+        if let Some(underlay) = &config.overlay {
+            sync_overlay(underlay, &datapath, &controller);
+            datapath
+                .add_port(
+                    crate::overlay::UNDERLAY_PORT,
+                    Arc::clone(underlay) as Arc<dyn crate::port::PortIo>,
+                )
+                .map_err(effects::EffectError::from)?;
+        }
         let model = controller.model();
         for sb in &model.sandboxes {
             if sb.netns_owned
@@ -278,6 +293,8 @@ impl Daemon {
             executor,
             published: Arc::clone(&published),
             events: Arc::clone(&hub),
+            overlay: config.overlay.clone(),
+            datapath: datapath.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("vswitch-control".to_owned())
@@ -293,6 +310,7 @@ impl Daemon {
                 datapath,
                 dnsd,
                 events: hub,
+                overlay: config.overlay,
             },
             handle,
         ))
@@ -307,6 +325,39 @@ impl Daemon {
     /// Asks the control thread to stop after the change in progress.
     pub fn shutdown(&self) {
         let _ = self.mailbox.send(Message::Shutdown);
+    }
+
+    /// Fills `Peers` of overlay networks: this host, then the other VTEPs
+    /// taking part.
+    fn add_peers(&self, snapshot: &Snapshot, views: &mut [crate::control::types::NetworkInspect]) {
+        let Some(underlay) = &self.overlay else {
+            return;
+        };
+        for v in views {
+            let Some(vni) = snapshot
+                .controller
+                .model()
+                .networks
+                .iter()
+                .find(|n| n.id == v.id)
+                .and_then(|n| fabric::Vni::new(n.vni?).ok())
+            else {
+                continue;
+            };
+            let me = crate::control::types::PeerInfo {
+                name: underlay.name().to_owned(),
+                ip: underlay.local().ip().to_string(),
+            };
+            let others =
+                underlay
+                    .peers(vni)
+                    .into_iter()
+                    .map(|(name, ip)| crate::control::types::PeerInfo {
+                        name,
+                        ip: ip.to_string(),
+                    });
+            v.peers = Some(std::iter::once(me).chain(others).collect());
+        }
     }
 
     /// Marks the adopted namespaces that are gone in sandbox views.
@@ -327,6 +378,8 @@ impl Backend for Daemon {
             match &mut response {
                 Response::Sandbox(v) => Self::mark_gone(&snapshot, std::slice::from_mut(v)),
                 Response::Sandboxes(vs) => Self::mark_gone(&snapshot, vs),
+                Response::Network(n) => self.add_peers(&snapshot, std::slice::from_mut(n)),
+                Response::Networks(ns) => self.add_peers(&snapshot, ns),
                 _ => {}
             }
             return Ok(response);
@@ -358,7 +411,76 @@ impl Backend for Daemon {
             .datapath
             .fdb()
             .map_err(|e| ControlError::internal("reading the FDB from the datapath", e))?;
-        self.snapshot().controller.fdb_views(&rows, network)
+        let snapshot = self.snapshot();
+        let mut views = snapshot.controller.fdb_views(&rows, network)?;
+        if let Some(underlay) = &self.overlay {
+            // A MAC learned on an overlay network's port lives behind the
+            // VTEP the underlay's table names.
+            let model = snapshot.controller.model();
+            for view in &mut views {
+                let Some(vni) = model
+                    .networks
+                    .iter()
+                    .find(|n| n.vtep_port == Some(view.port))
+                    .and_then(|n| fabric::Vni::new(n.vni?).ok())
+                else {
+                    continue;
+                };
+                view.vtep = underlay
+                    .remote_macs(vni)
+                    .iter()
+                    .find(|m| crate::ids::MacAddr(m.mac).to_string() == view.mac_address)
+                    .map(|m| m.vtep.to_string());
+            }
+        }
+        Ok(views)
+    }
+
+    fn vteps(
+        &self,
+        network: Option<&str>,
+    ) -> Result<Vec<crate::control::types::VtepView>, ControlError> {
+        let Some(underlay) = &self.overlay else {
+            return Err(ControlError::Unsupported(
+                "this host has no VTEP: start vswitchd with --vtep ADDR".to_owned(),
+            ));
+        };
+        let snapshot = self.snapshot();
+        let model = snapshot.controller.model();
+        let vni = match network {
+            Some(name) => {
+                let n = model
+                    .networks
+                    .iter()
+                    .find(|n| n.name == name || n.id == name || n.id.starts_with(name))
+                    .ok_or_else(|| ControlError::NetworkNotFound(name.to_owned()))?;
+                Some(fabric::Vni::new(n.vni.unwrap_or(0)).map_err(|_| {
+                    ControlError::Unsupported(format!("network {} is not an overlay", n.name))
+                })?)
+            }
+            None => None,
+        };
+        let name_of = |v: fabric::Vni| {
+            model
+                .networks
+                .iter()
+                .find(|n| n.vni == Some(v.get()))
+                .map_or_else(|| v.get().to_string(), |n| n.name.clone())
+        };
+        Ok(underlay
+            .vteps(vni)
+            .into_iter()
+            .map(|s| crate::control::types::VtepView {
+                vtep: s.vtep.to_string(),
+                host: s.name,
+                networks: s.networks.iter().map(|v| name_of(*v)).collect(),
+                endpoints: s.endpoints + s.learned,
+                last_seen: s.last_seen.map(|d| d.as_secs()),
+                tx_packets: s.stats.tx_packets,
+                rx_packets: s.stats.rx_packets,
+                drops: s.stats.drops,
+            })
+            .collect())
     }
 
     fn ports(&self) -> Result<Vec<PortView>, ControlError> {
@@ -576,6 +698,9 @@ impl ControlThread {
             dns.sync(self.controller.model());
         }
         self.publish();
+        if let Some(underlay) = &self.overlay {
+            sync_overlay(underlay, &self.datapath, &self.controller);
+        }
         // Only now, with the batch saved, did these changes happen.
         for event in happened {
             self.events.publish(event);
@@ -693,6 +818,19 @@ impl ControlThread {
                 .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records),
         });
         *self.published.write() = snapshot;
+    }
+}
+
+/// Brings the underlay's networks and ports in line with the model's
+/// overlay networks.
+fn sync_overlay(underlay: &Arc<crate::overlay::Underlay>, datapath: &Datapath, c: &Controller) {
+    let nets: Vec<(fabric::Vni, crate::ids::PortId)> = c
+        .overlay_networks()
+        .into_iter()
+        .filter_map(|(vni, port)| Some((fabric::Vni::new(vni).ok()?, port)))
+        .collect();
+    if let Err(e) = underlay.sync(datapath, &nets) {
+        tracing::error!(error = %e, "cannot bring the overlay networks in line");
     }
 }
 

@@ -197,6 +197,22 @@ impl Datapath {
         })
     }
 
+    /// Adds a port that is only transmitted to, never polled: a logical
+    /// port whose frames arrive through another port's descriptor (an
+    /// overlay network's port, received by the underlay socket).
+    ///
+    /// # Errors
+    /// When a worker has stopped.
+    pub fn add_tx_port(&self, id: PortId, port: Arc<dyn PortIo>) -> io::Result<()> {
+        self.workers.iter().try_for_each(|w| {
+            w.send(Command::AddPort {
+                id,
+                port: Arc::clone(&port),
+                poll: false,
+            })
+        })
+    }
+
     /// Removes a port from every worker and waits until none uses it.
     ///
     /// # Errors

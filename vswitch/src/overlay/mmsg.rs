@@ -1,0 +1,322 @@
+//! `recvmmsg(2)` and `sendmmsg(2)` on the underlay's UDP socket, with the
+//! peer's address per message: one system call per batch of VXLAN
+//! datagrams each way.
+// The mmsg calls have no safe wrapper that fills caller-owned buffers
+// without allocating (nix's `MultiHeaders` allocates per call).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+
+use crate::buf::{PacketBuf, VnetHdr};
+
+/// Datagrams per system call; the arrays below live on the stack.
+pub(crate) const MAX_MSGS: usize = 64;
+
+/// `AF_INET` as `sockaddr_in` stores it (2 fits any width).
+const FAMILY: libc::sa_family_t = 2;
+/// The size of a `sockaddr_in` (16 bytes).
+const NAME_LEN: libc::socklen_t = 16;
+const _: () = assert!(FAMILY as i32 == libc::AF_INET);
+const _: () = assert!(NAME_LEN as usize == size_of::<libc::sockaddr_in>());
+
+fn to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: FAMILY,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn from_sockaddr(s: &libc::sockaddr_in) -> Option<SocketAddrV4> {
+    (s.sin_family == FAMILY).then(|| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(s.sin_addr.s_addr.to_ne_bytes()),
+            u16::from_be(s.sin_port),
+        )
+    })
+}
+
+/// One received datagram: where it came from, or `None` when it was
+/// truncated (longer than a buffer) or had no IPv4 source.
+pub(crate) type Received = Option<SocketAddrV4>;
+
+/// Reads up to `bufs.len()` (at most [`MAX_MSGS`]) datagrams, each whole
+/// into one buffer's receive space, and records each buffer's length.
+/// Returns, per datagram read, its source.
+///
+/// # Errors
+/// The call's error (`WouldBlock` when nothing is queued).
+pub(crate) fn recv(
+    fd: RawFd,
+    bufs: &mut [PacketBuf],
+    out: &mut [Received; MAX_MSGS],
+) -> io::Result<usize> {
+    let n = bufs.len().min(MAX_MSGS);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: iovec, sockaddr_in and mmsghdr are plain C structs for which
+    // all-zero bytes (null pointers, zero lengths) is a valid value.
+    let mut iovs: [libc::iovec; MAX_MSGS] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut names: [libc::sockaddr_in; MAX_MSGS] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        let rx = bufs[i].rx_space();
+        iovs[i] = libc::iovec {
+            iov_base: rx.as_mut_ptr().cast(),
+            iov_len: rx.len(),
+        };
+        msgs[i].msg_hdr.msg_iov = &raw mut iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = (&raw mut names[i]).cast();
+        msgs[i].msg_hdr.msg_namelen = NAME_LEN;
+    }
+    let want = u32::try_from(n).unwrap_or(1);
+    // SAFETY: `msgs[..n]` point at one iovec over the receive space of
+    // `bufs[i]` and at `names[i]`; all outlive the call and nothing else
+    // touches them during it.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            want,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let got = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?;
+    for i in 0..got.min(n) {
+        let truncated = msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        if truncated {
+            bufs[i].set_received(0);
+            out[i] = None;
+        } else {
+            bufs[i].set_received(msgs[i].msg_len as usize);
+            out[i] = from_sockaddr(&names[i]);
+        }
+        // A datagram carries a plain, checksummed frame: no offload state
+        // from the buffer's previous frame may stay with it.
+        bufs[i].vnet = VnetHdr::default();
+    }
+    Ok(got.min(n))
+}
+
+/// Datagrams waiting to be sent: each an 8-byte VXLAN header and an inner
+/// frame, to one VTEP. Filled to [`MAX_MSGS`], then flushed.
+pub(crate) struct SendQueue<'a> {
+    items: [(SocketAddrV4, [u8; 8], &'a [u8]); MAX_MSGS],
+    len: usize,
+}
+
+impl<'a> SendQueue<'a> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            items: [(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), [0; 8], &[]); MAX_MSGS],
+            len: 0,
+        }
+    }
+
+    pub(crate) const fn is_full(&self) -> bool {
+        self.len == MAX_MSGS
+    }
+
+    pub(crate) const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn push(&mut self, to: SocketAddrV4, hdr: [u8; 8], frame: &'a [u8]) {
+        if self.len < MAX_MSGS {
+            self.items[self.len] = (to, hdr, frame);
+            self.len += 1;
+        }
+    }
+
+    /// Sends every queued datagram in order. A datagram the socket refuses
+    /// for its destination (no route, say) is skipped and counted, so one
+    /// unreachable VTEP does not hold back the others; a full socket
+    /// buffer (`WouldBlock`) ends the flush. The queue is empty afterwards.
+    pub(crate) fn flush(&mut self, fd: RawFd) -> Flushed {
+        let n = self.len;
+        self.len = 0;
+        let mut result = Flushed::default();
+        if n == 0 {
+            return result;
+        }
+        // SAFETY: plain C structs, valid when zeroed.
+        let mut iovs: [[libc::iovec; 2]; MAX_MSGS] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut names: [libc::sockaddr_in; MAX_MSGS] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            let (to, _, frame) = self.items[i];
+            names[i] = to_sockaddr(to);
+            iovs[i] = [
+                libc::iovec {
+                    // The kernel only reads through a send's iovecs.
+                    iov_base: self.items[i].1.as_ptr().cast_mut().cast(),
+                    iov_len: 8,
+                },
+                libc::iovec {
+                    iov_base: frame.as_ptr().cast_mut().cast(),
+                    iov_len: frame.len(),
+                },
+            ];
+            msgs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
+            msgs[i].msg_hdr.msg_iovlen = 2;
+            msgs[i].msg_hdr.msg_name = (&raw mut names[i]).cast();
+            msgs[i].msg_hdr.msg_namelen = NAME_LEN;
+        }
+        let mut done = 0;
+        while done < n {
+            let want = u32::try_from(n - done).unwrap_or(1);
+            // SAFETY: `msgs[done..n]` point at iovecs over the headers and
+            // frames of `self.items` and at `names`, which outlive the
+            // call; the kernel only reads them.
+            let rc =
+                unsafe { libc::sendmmsg(fd, msgs[done..].as_mut_ptr(), want, libc::MSG_DONTWAIT) };
+            match usize::try_from(rc) {
+                Ok(0) => {
+                    result.unsent = n - done;
+                    result.error = Some(io::ErrorKind::WriteZero.into());
+                    return result;
+                }
+                Ok(k) => {
+                    done += k;
+                    result.sent += k;
+                }
+                Err(_) => {
+                    let err = io::Error::last_os_error();
+                    match err.kind() {
+                        io::ErrorKind::Interrupted => {}
+                        io::ErrorKind::WouldBlock => {
+                            result.unsent = n - done;
+                            result.error = Some(err);
+                            return result;
+                        }
+                        _ => {
+                            // The first datagram of the rest failed alone.
+                            done += 1;
+                            result.failed += 1;
+                            result.error = Some(err);
+                        }
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+/// What a flush did.
+#[derive(Debug, Default)]
+pub(crate) struct Flushed {
+    /// Datagrams the socket took.
+    pub(crate) sent: usize,
+    /// Datagrams refused for their destination, skipped.
+    pub(crate) failed: usize,
+    /// Datagrams not tried because the socket's buffer was full.
+    pub(crate) unsent: usize,
+    /// The last error met.
+    pub(crate) error: Option<io::Error>,
+}
+
+/// `UDP_SEGMENT` (linux/udp.h; not in the libc crate for glibc targets).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Segments one `sendmsg` may carry: the kernel's `UDP_MAX_SEGMENTS`.
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
+
+/// The largest UDP payload one `sendmsg` may carry (65,535 less the IPv4
+/// and UDP headers).
+pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
+
+/// Sends `frames` to `to` as one `sendmsg` with `UDP_SEGMENT`: the kernel
+/// cuts the payload, `[hdr | frame]` repeated, into one datagram per frame
+/// (every frame but the last exactly `seg` bytes long, the last at most),
+/// so a TCP super-frame's segments cost one system call and one trip
+/// through the stack. At most [`MAX_GSO_SEGMENTS`] frames and
+/// [`MAX_GSO_BYTES`] in all.
+///
+/// # Errors
+/// The call's error (`WouldBlock` when the socket's buffer is full;
+/// `EIO`/`EINVAL` when the device or kernel refuses segmentation offload).
+pub(crate) fn send_gso(
+    fd: RawFd,
+    to: SocketAddrV4,
+    hdr: &[u8; 8],
+    frames: &[&[u8]],
+    seg: usize,
+) -> io::Result<()> {
+    let n = frames.len().min(MAX_GSO_SEGMENTS);
+    // SAFETY: plain C structs, valid when zeroed.
+    let mut iovs: [libc::iovec; 2 * MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
+    for (i, f) in frames.iter().take(n).enumerate() {
+        iovs[2 * i] = libc::iovec {
+            // The kernel only reads through a send's iovecs.
+            iov_base: hdr.as_ptr().cast_mut().cast(),
+            iov_len: 8,
+        };
+        iovs[2 * i + 1] = libc::iovec {
+            iov_base: f.as_ptr().cast_mut().cast(),
+            iov_len: f.len(),
+        };
+    }
+    let mut name = to_sockaddr(to);
+    let seg_size = u16::try_from(8 + seg).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // One cmsghdr with a u16, aligned as the kernel reads it.
+    #[repr(C, align(8))]
+    struct Control([u8; 32]);
+    let mut control = Control([0; 32]);
+    // SAFETY: msghdr is a plain C struct, valid when zeroed.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = NAME_LEN;
+    msg.msg_iov = iovs.as_mut_ptr();
+    msg.msg_iovlen = 2 * n;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(2) } as usize;
+    msg.msg_controllen = space.min(control.0.len());
+    // SAFETY: `msg` points at `control`, which has room for one cmsghdr
+    // with a u16 (CMSG_SPACE(2) <= 32), so CMSG_FIRSTHDR is non-null and
+    // CMSG_DATA points inside `control`.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg_size);
+    }
+    loop {
+        // SAFETY: `msg` points at `name`, `iovs` (over `hdr` and the
+        // frames) and `control`, all alive for the call; the kernel only
+        // reads them.
+        let rc = unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT) };
+        if rc >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_convert_both_ways() {
+        let a = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 7), 4789);
+        assert_eq!(from_sockaddr(&to_sockaddr(a)), Some(a));
+    }
+}

@@ -1,0 +1,803 @@
+//! The overlay's underlay side: one UDP socket per host carries every
+//! overlay network's VXLAN traffic to and from the other hosts' VTEPs.
+//!
+//! ```text
+//!   switch (per overlay network: one Uplink port, VniPort)
+//!     │ send_batch: dst MAC → VTEP (fabric::VtepTable), else the flood list
+//!     ▼
+//!   Underlay: one UDP socket bound to --vtep ADDR:4789
+//!     sendmmsg: [8-byte VXLAN header | inner frame] per datagram, to each VTEP
+//!     recvmmsg: into the receive batch's buffers; VXLAN checks and the
+//!               table's verdict (fabric::Decapsulator); the frame is tagged
+//!               with its network's uplink port and switched
+//! ```
+//!
+//! A remote VTEP is reached through a port like any other: each overlay
+//! network has an [`PortRole::Uplink`](crate::switch::PortRole::Uplink)
+//! port in the switch, so the switch learns remote MACs on it and floods
+//! broadcast and unknown unicast to it like to a local port; the port's
+//! device ([`VniPort`]) then picks the VTEP from the VTEP table, or
+//! replicates the frame to every VTEP of the network (head-end
+//! replication, no multicast in the underlay).
+//!
+//! **Why a UDP socket, not a raw or packet socket.** The kernel routes,
+//! resolves the next hop, fills and checksums the outer IPv4 and UDP
+//! headers, and the datagram needs no privilege beyond the bind; the outer
+//! header is then the kernel's, not ours, and `fabric`'s prebuilt outer
+//! templates go unused here. The cost: every datagram leaves from the
+//! socket's own port (4789), where RFC 7348 asks for a source port hashed
+//! from the inner flow so that the underlay's ECMP spreads flows. On an
+//! underlay without ECMP (one link between hosts, the usual container host)
+//! that spreading buys nothing; where it matters, an `AF_PACKET` transmit
+//! path that writes `fabric::OuterTemplate`s into the buffers' headroom is
+//! the way (not built). Receivers do not care: the kernel's vxlan accepts
+//! any source port.
+//!
+//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call, and
+//! arrive with `recvmmsg` into the receive batch's buffers. Consecutive
+//! frames to one VTEP of one size (the segments the executor cut from a TCP
+//! super-frame) leave in one `sendmsg` with `UDP_SEGMENT`: the kernel
+//! builds one large datagram and cuts it late (on the device, or on
+//! receipt on a veth underlay), so a 64 KiB super-frame costs one trip
+//! through the stack instead of 45. If the kernel refuses it, it is turned
+//! off and datagrams are sent one by one. `UDP_GRO` on receive is not used:
+//! a coalesced datagram would have to be cut back into frames by copying.
+//!
+//! **Why one lock per batch.** [`fabric::VtepTable`] learns on receive and
+//! counts on transmit, so it is behind one mutex, taken once per received
+//! batch (by the worker that polls the socket) and once per transmitted
+//! batch (by any worker): at most two workers contend, per batch of up to
+//! 64 frames, not per frame.
+//!
+//! **ARP suppression.** An ARP request for an address the control plane
+//! places on a remote host is not sent anywhere: the reply is built from
+//! the table (`fabric::arp`, Docker's vxlan `proxy` flag) and handed back
+//! through the socket itself, as a VXLAN datagram to its own address, so
+//! the worker that polls the socket receives it like any other frame from
+//! the overlay. Only datagrams from the socket's own address and port are
+//! taken as such; the kernel drops packets from the underlay that claim a
+//! local source address (no `accept_local`).
+
+mod mmsg;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fabric::decap::DecapConfig;
+use fabric::peer_file::PeerFile;
+use fabric::vtep::{NetworkConfig, TableConfig, VtepSnapshot};
+use fabric::{Decapsulator, EthernetAddress, PeerEvent, Vni, VtepTable};
+use parking_lot::Mutex;
+
+use crate::buf::PacketBuf;
+use crate::datapath::Datapath;
+use crate::ids::PortId;
+use crate::port::{PortCaps, PortIo, RxBatch, SendOutcome};
+use mmsg::{MAX_MSGS, SendQueue};
+
+/// The port id the underlay socket is polled under. Frames it receives are
+/// tagged with their network's uplink port, never with this one; it is
+/// below the first endpoint port, in the range left to the daemon.
+pub const UNDERLAY_PORT: PortId = PortId(0);
+
+/// How often learned entries are aged out.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+
+/// The longest inner frame accepted from the underlay: the largest MTU a
+/// network may have plus an Ethernet header and a VLAN tag. The switch
+/// checks each network's own MTU afterwards.
+const MAX_INNER_LEN: usize = 65_535 - 50 + 18;
+
+/// Where this host's VTEP listens and whom it talks to.
+#[derive(Clone, Debug)]
+pub struct OverlayConfig {
+    /// This host's underlay address (`vswitchd --vtep`).
+    pub local: Ipv4Addr,
+    /// The VXLAN UDP port (4789).
+    pub port: u16,
+    /// This host's name, shown to others as the VTEP's name.
+    pub name: String,
+    /// The static peer file (`vswitchd --peers`), if any.
+    pub peers: Option<PeerFile>,
+}
+
+/// Why the underlay could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind the VXLAN socket to {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddrV4,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer file does not list this host, or names another port.
+    #[error(transparent)]
+    PeerFile(#[from] fabric::peer_file::PeerFileError),
+    /// The peer file's port and `--vxlan-port` disagree.
+    #[error("the peer file says VXLAN port {file}, this host uses {local}")]
+    PortMismatch {
+        /// The file's port.
+        file: u16,
+        /// This host's.
+        local: u16,
+    },
+}
+
+/// Counters of the underlay socket beyond the VXLAN drop reasons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UnderlayStats {
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams longer than a buffer.
+    pub rx_truncated: u64,
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+    /// Datagrams the kernel refused for their destination (no route…).
+    pub tx_failed: u64,
+    /// Datagrams not sent because the socket's buffer was full.
+    pub tx_full: u64,
+    /// ARP requests answered from the control plane's table.
+    pub arp_suppressed: u64,
+    /// Frames to a network with no VTEP to send to.
+    pub tx_no_vtep: u64,
+    /// `UDP_SEGMENT` sends (each several datagrams).
+    pub tx_gso_sends: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    table: VtepTable,
+    decap: Decapsulator,
+    /// Each local overlay network's uplink port.
+    ports: HashMap<Vni, PortId>,
+    stats: UnderlayStats,
+    last_expire: Instant,
+}
+
+/// The underlay socket and the VTEP table. Polled as a port
+/// ([`UNDERLAY_PORT`]); transmitted to through each network's [`VniPort`].
+#[derive(Debug)]
+pub struct Underlay {
+    socket: UdpSocket,
+    local: SocketAddrV4,
+    config: OverlayConfig,
+    state: Mutex<State>,
+    /// Whether `UDP_SEGMENT` is used (until the kernel refuses it).
+    gso: AtomicBool,
+}
+
+impl Underlay {
+    /// Binds the socket and fills the table with the peer file's VTEPs.
+    ///
+    /// # Errors
+    /// [`OverlayError`] when the socket cannot be bound or the peer file
+    /// does not fit this host.
+    pub fn open(config: OverlayConfig) -> Result<Arc<Self>, OverlayError> {
+        let local = SocketAddrV4::new(config.local, config.port);
+        let mut table = VtepTable::new(TableConfig {
+            local_vtep: Some(config.local),
+            ..TableConfig::default()
+        });
+        if let Some(peers) = &config.peers {
+            if peers.port != config.port {
+                return Err(OverlayError::PortMismatch {
+                    file: peers.port,
+                    local: config.port,
+                });
+            }
+            // Checks that the file lists this host.
+            peers.events(config.local)?;
+            let now = Instant::now();
+            for v in peers.vteps.iter().filter(|v| v.address != config.local) {
+                let _ = table.apply(
+                    now,
+                    &PeerEvent::VtepUp {
+                        vtep: v.address,
+                        name: v.name.clone(),
+                    },
+                );
+            }
+        }
+        let socket = bind(local).map_err(|source| OverlayError::Bind {
+            addr: local,
+            source,
+        })?;
+        Ok(Arc::new(Self {
+            socket,
+            local,
+            state: Mutex::new(State {
+                table,
+                decap: Decapsulator::new(DecapConfig {
+                    port: config.port,
+                    local_ip: Some(config.local),
+                    max_inner_len: MAX_INNER_LEN,
+                }),
+                ports: HashMap::new(),
+                stats: UnderlayStats::default(),
+                last_expire: Instant::now(),
+            }),
+            gso: AtomicBool::new(true),
+            config,
+        }))
+    }
+
+    /// The socket's address.
+    #[must_use]
+    pub const fn local(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// This host's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The VNIs the peer file gives networks by name.
+    #[must_use]
+    pub fn named_vnis(&self) -> BTreeMap<String, u32> {
+        self.config
+            .peers
+            .iter()
+            .flat_map(|p| &p.networks)
+            .filter_map(|n| Some((n.name.clone()?, n.vni.get())))
+            .collect()
+    }
+
+    /// Brings the overlay networks in line with `networks` (VNI and uplink
+    /// port of each local overlay network): new ones join the table with
+    /// the peer file's VTEPs and get their port in the datapath; gone ones
+    /// are removed from both.
+    ///
+    /// # Errors
+    /// When the datapath does not take a port.
+    pub fn sync(
+        self: &Arc<Self>,
+        datapath: &Datapath,
+        networks: &[(Vni, PortId)],
+    ) -> io::Result<()> {
+        let (added, removed) = {
+            let mut st = self.state.lock();
+            let removed: Vec<(Vni, PortId)> = st
+                .ports
+                .iter()
+                .filter(|(v, p)| !networks.contains(&(**v, **p)))
+                .map(|(v, p)| (*v, *p))
+                .collect();
+            for (vni, _) in &removed {
+                st.ports.remove(vni);
+                st.table.remove_network(*vni);
+            }
+            let mut added = Vec::new();
+            for &(vni, port) in networks {
+                if st.ports.contains_key(&vni) {
+                    continue;
+                }
+                st.ports.insert(vni, port);
+                st.table.add_network(NetworkConfig::learning(vni));
+                let now = Instant::now();
+                for event in self.join_events(vni) {
+                    if let Err(e) = st.table.apply(now, &event) {
+                        tracing::warn!(vni = vni.get(), error = %e, "peer event not applied");
+                    }
+                }
+                added.push((vni, port));
+            }
+            (added, removed)
+        };
+        for (vni, port) in removed {
+            tracing::info!(vni = vni.get(), port = %port, "overlay network removed");
+            datapath.remove_port(port)?;
+        }
+        for (vni, port) in added {
+            tracing::info!(vni = vni.get(), port = %port, "overlay network added");
+            let dev: Arc<dyn PortIo> = Arc::new(self.vni_port(vni));
+            datapath.add_tx_port(port, dev)?;
+        }
+        Ok(())
+    }
+
+    /// The device of network `vni`'s port: what is sent to it goes to the
+    /// network's VTEPs.
+    #[must_use]
+    pub fn vni_port(self: &Arc<Self>, vni: Vni) -> VniPort {
+        VniPort {
+            vni,
+            underlay: Arc::clone(self),
+        }
+    }
+
+    /// The peer file's view of network `vni`: its VTEPs (every VTEP of the
+    /// file when the file does not list the network) and its pinned
+    /// endpoints.
+    fn join_events(&self, vni: Vni) -> Vec<PeerEvent> {
+        let Some(peers) = &self.config.peers else {
+            return Vec::new();
+        };
+        let local = self.config.local;
+        let spec = peers.networks.iter().find(|n| n.vni == vni);
+        let vteps: Vec<Ipv4Addr> = match spec {
+            Some(n) => n.vteps.clone(),
+            None => peers.vteps.iter().map(|v| v.address).collect(),
+        };
+        let mut out: Vec<PeerEvent> = vteps
+            .into_iter()
+            .filter(|&v| v != local)
+            .map(|vtep| PeerEvent::Join { vni, vtep })
+            .collect();
+        if let Some(n) = spec {
+            out.extend(
+                n.endpoints
+                    .iter()
+                    .filter(|e| e.vtep != local)
+                    .map(|e| PeerEvent::EndpointAdd(*e)),
+            );
+        }
+        out
+    }
+
+    /// The remote VTEPs (of network `vni`, or all), for `vsctl show-vteps`.
+    #[must_use]
+    pub fn vteps(&self, vni: Option<Vni>) -> Vec<VtepSnapshot> {
+        self.state.lock().table.snapshot(Instant::now(), vni)
+    }
+
+    /// The members of network `vni` other than this host, with their
+    /// names: `network inspect`'s `Peers`.
+    #[must_use]
+    pub fn peers(&self, vni: Vni) -> Vec<(String, Ipv4Addr)> {
+        let st = self.state.lock();
+        let names: BTreeMap<Ipv4Addr, String> = st
+            .table
+            .snapshot(Instant::now(), None)
+            .into_iter()
+            .map(|s| (s.vtep, s.name))
+            .collect();
+        st.table
+            .flood_list(vni)
+            .iter()
+            .map(|v| (names.get(v).cloned().unwrap_or_default(), *v))
+            .collect()
+    }
+
+    /// Remote MACs of network `vni` with their VTEP, whether learned, and
+    /// their age.
+    #[must_use]
+    pub fn remote_macs(&self, vni: Vni) -> Vec<RemoteMac> {
+        let now = Instant::now();
+        let st = self.state.lock();
+        let mut out: Vec<RemoteMac> = st
+            .table
+            .entries(vni)
+            .map(|(mac, e)| RemoteMac {
+                mac: mac.0,
+                vtep: e.vtep,
+                learned: e.origin == fabric::vtep::Origin::Learned,
+                ip: e.ip,
+                age: now.saturating_duration_since(e.last_seen),
+            })
+            .collect();
+        out.sort_by_key(|r| r.mac);
+        out
+    }
+
+    /// The socket's counters and the VXLAN drops by reason.
+    #[must_use]
+    pub fn stats(&self) -> (UnderlayStats, Vec<(&'static str, u64)>) {
+        let st = self.state.lock();
+        let drops = st
+            .decap
+            .drops()
+            .iter()
+            .map(|(r, n)| (r.as_str(), n))
+            .collect();
+        (st.stats, drops)
+    }
+
+    /// Sends `frames` of network `vni`: each known unicast frame to its
+    /// VTEP, each other frame to every VTEP of the network; ARP requests
+    /// the table can answer are answered instead.
+    fn transmit(&self, vni: Vni, frames: &[&PacketBuf]) -> SendOutcome {
+        let now = Instant::now();
+        let hdr = vxlan_header(vni);
+        let fd = self.socket.as_raw_fd();
+        let gso = self.gso.load(Ordering::Relaxed);
+        let mut st = self.state.lock();
+        let mut queue = SendQueue::new();
+        let mut out = SendOutcome::default();
+        // Consecutive known-unicast frames to one VTEP, of one size but
+        // the last: the segments of a super-frame, sent with one
+        // `UDP_SEGMENT` call.
+        let mut run: Option<Run> = None;
+        for (idx, frame) in frames.iter().enumerate() {
+            let data = frame.frame();
+            if data.len() < 14 {
+                out.sent += 1;
+                continue;
+            }
+            if let Some(reply) = self.suppress_arp(&st.table, vni, data) {
+                let (buf, len) = reply;
+                if self.socket.send_to(&buf[..len], self.local).is_ok() {
+                    st.stats.arp_suppressed += 1;
+                }
+                out.sent += 1;
+                continue;
+            }
+            let dst = EthernetAddress::from_bytes(&data[0..6]);
+            let unicast = if dst.is_unicast() {
+                st.table.lookup(now, vni, dst)
+            } else {
+                None
+            };
+            let State { table, stats, .. } = &mut *st;
+            if let (true, Some(vtep)) = (gso, unicast) {
+                if let Some(r) = &mut run
+                    && r.extends(vtep, data.len())
+                {
+                    r.add(data.len());
+                } else {
+                    if let Some(r) = run.take()
+                        && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
+                    {
+                        out.error = Some(e);
+                        return out;
+                    }
+                    run = Some(Run::new(vtep, idx, data.len()));
+                }
+                table.record_tx(vtep, data.len());
+                out.sent += 1;
+                continue;
+            }
+            if let Some(r) = run.take()
+                && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
+            {
+                out.error = Some(e);
+                return out;
+            }
+            let targets = unicast.map_or_else(|| table.flood_list(vni).len(), |_| 1);
+            if targets == 0 {
+                stats.tx_no_vtep += 1;
+            }
+            for i in 0..targets {
+                let Some(vtep) = unicast.or_else(|| table.flood_list(vni).get(i).copied()) else {
+                    break;
+                };
+                if queue.is_full() {
+                    let f = queue.flush(fd);
+                    count(stats, &f);
+                    if f.unsent > 0 {
+                        out.error = f.error;
+                        return out;
+                    }
+                }
+                queue.push(SocketAddrV4::new(vtep, self.config.port), hdr, data);
+                table.record_tx(vtep, data.len());
+            }
+            out.sent += 1;
+        }
+        let State { stats, .. } = &mut *st;
+        if let Some(r) = run.take()
+            && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
+        {
+            out.error = Some(e);
+            return out;
+        }
+        if !queue.is_empty() {
+            let f = queue.flush(fd);
+            count(stats, &f);
+            if f.unsent > 0 {
+                out.error = f.error;
+            }
+        }
+        out
+    }
+
+    /// Sends a run of frames to one VTEP: one datagram through the queue,
+    /// several with `UDP_SEGMENT` after what the queue holds. When the
+    /// kernel refuses segmentation offload, it is turned off for good and
+    /// the run goes through the queue. `WouldBlock` drops the run: the
+    /// frames from its first on are reported as not sent.
+    fn send_run<'a>(
+        &self,
+        r: &Run,
+        hdr: &[u8; 8],
+        frames: &[&'a PacketBuf],
+        queue: &mut SendQueue<'a>,
+        stats: &mut UnderlayStats,
+        out: &mut SendOutcome,
+    ) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let to = SocketAddrV4::new(r.vtep, self.config.port);
+        let run = frames.get(r.start..r.start + r.count).unwrap_or(&[]);
+        if run.len() >= 2 {
+            let f = queue.flush(fd);
+            count(stats, &f);
+            if f.unsent > 0 {
+                out.sent = r.start;
+                return Err(f.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
+            }
+            let mut slices: [&[u8]; mmsg::MAX_GSO_SEGMENTS] = [&[]; mmsg::MAX_GSO_SEGMENTS];
+            for (slot, f) in slices.iter_mut().zip(run) {
+                *slot = f.frame();
+            }
+            match mmsg::send_gso(fd, to, hdr, &slices[..run.len()], r.seg) {
+                Ok(()) => {
+                    stats.tx_datagrams += run.len() as u64;
+                    stats.tx_gso_sends += 1;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stats.tx_full += run.len() as u64;
+                    out.sent = r.start;
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.gso.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "UDP segmentation offload refused; sending one datagram per frame from now on");
+                }
+            }
+        }
+        for f in run {
+            if queue.is_full() {
+                let fl = queue.flush(fd);
+                count(stats, &fl);
+                if fl.unsent > 0 {
+                    out.sent = r.start;
+                    return Err(fl.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
+                }
+            }
+            queue.push(to, *hdr, f.frame());
+        }
+        Ok(())
+    }
+
+    /// The reply to an ARP request for a remote address the table knows,
+    /// as a VXLAN datagram (header and frame) in a small buffer.
+    #[allow(clippy::unused_self)]
+    fn suppress_arp(
+        &self,
+        table: &VtepTable,
+        vni: Vni,
+        frame: &[u8],
+    ) -> Option<([u8; ARP_BUF], usize)> {
+        // Ethernet + ARP for IPv4 is 42 bytes; padding up to 60 is common.
+        if frame.len() > ARP_BUF - 8 || frame.get(12..14) != Some(&[0x08, 0x06]) {
+            return None;
+        }
+        let mut buf = [0u8; ARP_BUF];
+        buf[..8].copy_from_slice(&vxlan_header(vni));
+        buf[8..8 + frame.len()].copy_from_slice(frame);
+        match table.suppress_arp(vni, &mut buf[8..8 + frame.len()]) {
+            fabric::arp::ArpVerdict::Replied { .. } => Some((buf, 8 + frame.len())),
+            _ => None,
+        }
+    }
+
+    /// Reads datagrams into the free slots of `batch`; each accepted
+    /// frame is committed as received on its network's port.
+    fn receive(&self, batch: &mut RxBatch) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        if now.saturating_duration_since(st.last_expire) >= EXPIRE_EVERY {
+            st.last_expire = now;
+            st.table.expire(now);
+        }
+        let base = batch.len();
+        let mut from = [None; MAX_MSGS];
+        let (n, got) = {
+            let spare = batch.spare();
+            let n = spare.len().min(MAX_MSGS);
+            if n == 0 {
+                return Ok(());
+            }
+            (n, mmsg::recv(fd, &mut spare[..n], &mut from)?)
+        };
+        let mut ports = [None; MAX_MSGS];
+        {
+            let State {
+                table,
+                decap,
+                ports: by_vni,
+                stats,
+                ..
+            } = &mut *st;
+            let spare = batch.spare();
+            for i in 0..got {
+                stats.rx_datagrams += 1;
+                let Some(src) = from[i] else {
+                    stats.rx_truncated += 1;
+                    continue;
+                };
+                let buf = &mut spare[i];
+                let vni = if src == self.local {
+                    // An ARP reply this host built (see the module
+                    // documentation): no VTEP to check.
+                    local_vni(buf.frame())
+                } else {
+                    decap
+                        .decap_datagram(table, now, *src.ip(), buf.frame())
+                        .ok()
+                        .map(|d| d.vni)
+                };
+                let Some(port) = vni.and_then(|v| by_vni.get(&v).copied()) else {
+                    continue;
+                };
+                if buf.pull_front(8).is_some() {
+                    ports[i] = Some(port);
+                }
+            }
+        }
+        drop(st);
+        for (i, port) in ports.iter().enumerate().take(got) {
+            if let Some(port) = port {
+                batch.commit_spare(i, *port, base);
+            }
+        }
+        if got < n {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+const ARP_BUF: usize = 8 + 64;
+
+/// Frames `start..start + count` of a transmit batch, all to `vtep`, each
+/// `seg` bytes long but the last, which may be shorter.
+#[derive(Debug)]
+struct Run {
+    vtep: Ipv4Addr,
+    start: usize,
+    count: usize,
+    seg: usize,
+    last: usize,
+    bytes: usize,
+}
+
+impl Run {
+    const fn new(vtep: Ipv4Addr, start: usize, len: usize) -> Self {
+        Self {
+            vtep,
+            start,
+            count: 1,
+            seg: len,
+            last: len,
+            bytes: 8 + len,
+        }
+    }
+
+    /// Whether a frame of `len` bytes to `vtep` may join: same VTEP, no
+    /// shorter frame before it, no longer than the first, and within the
+    /// kernel's limits for one call.
+    const fn extends(&self, vtep: Ipv4Addr, len: usize) -> bool {
+        self.vtep.to_bits() == vtep.to_bits()
+            && self.last == self.seg
+            && len <= self.seg
+            && self.count < mmsg::MAX_GSO_SEGMENTS
+            && self.bytes + 8 + len <= mmsg::MAX_GSO_BYTES
+    }
+
+    const fn add(&mut self, len: usize) {
+        self.count += 1;
+        self.last = len;
+        self.bytes += 8 + len;
+    }
+}
+
+/// The VNI of a datagram this host sent itself, checked like any header.
+fn local_vni(payload: &[u8]) -> Option<Vni> {
+    let packet = fabric::wire::Packet::new_checked(payload).ok()?;
+    let repr = fabric::wire::Repr::parse(&packet).ok()?;
+    (payload.len() >= 8 + 14).then_some(repr.vni)
+}
+
+fn vxlan_header(vni: Vni) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[0] = fabric::wire::FLAG_I;
+    h[4..7].copy_from_slice(&vni.to_bytes());
+    h
+}
+
+fn count(stats: &mut UnderlayStats, f: &mmsg::Flushed) {
+    stats.tx_datagrams += f.sent as u64;
+    stats.tx_failed += f.failed as u64;
+    stats.tx_full += f.unsent as u64;
+}
+
+/// Binds the non-blocking UDP socket, with large buffers: a burst of
+/// segments from one GSO super-frame is 45 datagrams.
+fn bind(addr: SocketAddrV4) -> io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: capped by net.core.{r,w}mem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// One remote MAC, for `show-fdb`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteMac {
+    /// The MAC.
+    pub mac: [u8; 6],
+    /// The VTEP behind which it lives.
+    pub vtep: Ipv4Addr,
+    /// Learned from traffic, rather than published by the control plane.
+    pub learned: bool,
+    /// Its address, from the control plane.
+    pub ip: Option<Ipv4Addr>,
+    /// Since it was published or last seen.
+    pub age: Duration,
+}
+
+impl PortIo for Underlay {
+    fn recv(&self, _buf: &mut PacketBuf) -> io::Result<()> {
+        // Frames are read in batches only: each needs its network's port.
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn send(&self, _buf: &PacketBuf) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn recv_batch(&self, _id: PortId, batch: &mut RxBatch) -> io::Result<()> {
+        self.receive(batch)
+    }
+
+    fn caps(&self) -> PortCaps {
+        PortCaps::NONE
+    }
+}
+
+/// One overlay network's port: what the switch sends to it is
+/// encapsulated with the network's VNI and sent to the VTEPs. Never
+/// polled: the [`Underlay`] receives for every network.
+#[derive(Debug)]
+pub struct VniPort {
+    vni: Vni,
+    underlay: Arc<Underlay>,
+}
+
+impl PortIo for VniPort {
+    fn recv(&self, _buf: &mut PacketBuf) -> io::Result<()> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    fn send(&self, buf: &PacketBuf) -> io::Result<()> {
+        let out = self.underlay.transmit(self.vni, &[buf]);
+        out.error.map_or(Ok(()), Err)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.underlay.raw_fd()
+    }
+
+    fn send_batch(&self, frames: &[&PacketBuf]) -> SendOutcome {
+        self.underlay.transmit(self.vni, frames)
+    }
+
+    /// Plain frames only: the executor segments super-frames and completes
+    /// checksums before they are encapsulated (the receiving host has no
+    /// virtio-net header to carry them).
+    fn caps(&self) -> PortCaps {
+        PortCaps::NONE
+    }
+}

@@ -1,0 +1,206 @@
+//! The underlay socket without root: two hosts' VTEPs on loopback
+//! addresses (127.0.0.1 and 127.0.0.2, one port), real UDP datagrams
+//! between them, frames in and frames out through the ports' `PortIo`.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fabric::Vni;
+use fabric::peer_file::PeerFile;
+use vswitch::buf::PacketBuf;
+use vswitch::datapath::Datapath;
+use vswitch::ids::PortId;
+use vswitch::overlay::{OverlayConfig, UNDERLAY_PORT, Underlay};
+use vswitch::port::{PortIo, RxBatch};
+use vswitch::switch::FdbConfig;
+
+const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const C: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const PINNED_MAC: [u8; 6] = [0x02, 0x42, 10, 0, 0, 9];
+const M1: [u8; 6] = [0x02, 0x42, 10, 0, 0, 1];
+
+fn port() -> u16 {
+    40_000 + u16::try_from(std::process::id() % 20_000).unwrap()
+}
+
+fn vni() -> Vni {
+    Vni::new(4100).unwrap()
+}
+
+fn peers(port: u16) -> PeerFile {
+    PeerFile::parse(&format!(
+        r#"
+port = {port}
+[[vtep]]
+name = "a"
+address = "{A}"
+[[vtep]]
+name = "b"
+address = "{B}"
+[[vtep]]
+name = "c"
+address = "{C}"
+[[network]]
+vni = 4100
+[[network.endpoint]]
+mac = "02:42:0a:00:00:09"
+ip = "10.0.0.9"
+vtep = "{B}"
+"#
+    ))
+    .unwrap()
+}
+
+fn open(local: Ipv4Addr, port: u16, name: &str) -> Arc<Underlay> {
+    Underlay::open(OverlayConfig {
+        local,
+        port,
+        name: name.to_owned(),
+        peers: Some(peers(port)),
+    })
+    .unwrap()
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], tag: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]); // local experimental ethertype
+    f.extend_from_slice(&[tag; 46]);
+    f
+}
+
+/// Receives until something arrives or half a second passes.
+fn receive(u: &Underlay) -> Vec<(PortId, Vec<u8>)> {
+    let mut batch = RxBatch::new(8);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while batch.is_empty() && Instant::now() < deadline {
+        let _ = u.recv_batch(UNDERLAY_PORT, &mut batch);
+        if batch.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let (bufs, ingress) = batch.frames_mut();
+    bufs.iter()
+        .zip(ingress.iter())
+        .map(|(b, p)| (*p, b.frame().to_vec()))
+        .collect()
+}
+
+fn send(u: &Arc<Underlay>, f: &[u8]) {
+    let buf = PacketBuf::from_frame(f).unwrap();
+    let out = u.vni_port(vni()).send_batch(&[&buf]);
+    assert_eq!(out.sent, 1, "{:?}", out.error);
+}
+
+fn tx_to(u: &Underlay, vtep: Ipv4Addr) -> u64 {
+    u.vteps(None)
+        .iter()
+        .find(|v| v.vtep == vtep)
+        .map_or(0, |v| v.stats.tx_packets)
+}
+
+#[test]
+fn two_vteps_replicate_learn_answer_arp_and_refuse_strangers() {
+    let port = port();
+    let (a, b) = (open(A, port, "a"), open(B, port, "b"));
+    let (dp, _threads) = Datapath::spawn(1, FdbConfig::default()).unwrap();
+    a.sync(&dp, &[(vni(), PortId(7))]).unwrap();
+    b.sync(&dp, &[(vni(), PortId(9))]).unwrap();
+
+    // Broadcast: head-end replicated to every other VTEP of the network.
+    let bcast = frame([0xff; 6], M1, 1);
+    send(&a, &bcast);
+    assert_eq!(receive(&b), [(PortId(9), bcast.clone())]);
+    assert_eq!((tx_to(&a, B), tx_to(&a, C)), (1, 1));
+
+    // B learned M1 behind A: a unicast reply goes to A alone.
+    let reply = frame(M1, [0x02, 0x42, 10, 0, 0, 2], 2);
+    send(&b, &reply);
+    assert_eq!(receive(&a), [(PortId(7), reply)]);
+    assert_eq!((tx_to(&b, A), tx_to(&b, C)), (1, 0));
+    let learned = b.remote_macs(vni());
+    assert!(
+        learned
+            .iter()
+            .any(|m| m.mac == M1 && m.vtep == A && m.learned),
+        "{learned:?}"
+    );
+
+    // Consecutive unicast frames of one size (a super-frame's segments)
+    // leave in one UDP_SEGMENT call and arrive as separate datagrams, in
+    // order, the shorter last one included.
+    let segs: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| {
+            let mut f = frame(M1, [0x02, 0x42, 10, 0, 0, 2], 10 + i);
+            f.extend_from_slice(&[i; 1000]);
+            if i == 3 {
+                f.truncate(300);
+            }
+            f
+        })
+        .collect();
+    let bufs: Vec<PacketBuf> = segs
+        .iter()
+        .map(|f| PacketBuf::from_frame(f).unwrap())
+        .collect();
+    let refs: Vec<&PacketBuf> = bufs.iter().collect();
+    assert_eq!(b.vni_port(vni()).send_batch(&refs).sent, 4);
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let more = receive(&a);
+        if more.is_empty() {
+            break;
+        }
+        got.extend(more.into_iter().map(|(_, f)| f));
+    }
+    assert_eq!(got, segs);
+    assert_eq!(b.stats().0.tx_gso_sends, 1);
+
+    // ARP for the pinned endpoint's address is answered on A, and sent
+    // nowhere.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&M1);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&M1);
+    arp.extend_from_slice(&[10, 0, 0, 1]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[10, 0, 0, 9]);
+    let before = (tx_to(&a, B), tx_to(&a, C));
+    send(&a, &arp);
+    let got = receive(&a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (p, answer) = &got[0];
+    assert_eq!(*p, PortId(7));
+    assert_eq!(&answer[0..6], &M1, "to the asker");
+    assert_eq!(&answer[6..12], &PINNED_MAC, "from the pinned endpoint");
+    assert_eq!(&answer[20..22], &[0, 2], "an ARP reply");
+    assert_eq!((tx_to(&a, B), tx_to(&a, C)), before);
+    assert!(receive(&b).is_empty());
+    assert_eq!(a.stats().0.arp_suppressed, 1);
+
+    // A stranger's datagram is dropped and counted, never switched.
+    let stranger = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 4), 0)).unwrap();
+    let mut dgram = vec![0x08, 0, 0, 0, 0, 0x10, 0x04, 0];
+    dgram.extend_from_slice(&frame(M1, [0x02, 0, 0, 0, 0, 0x66], 3));
+    stranger.send_to(&dgram, (A, port)).unwrap();
+    assert!(receive(&a).is_empty());
+    let drops = a.stats().1;
+    assert!(drops.contains(&("unknown_vtep", 1)), "{drops:?}");
+
+    // A datagram with a VNI no network has is dropped too.
+    let mut other = vec![0x08, 0, 0, 0, 0, 0x20, 0, 0];
+    other.extend_from_slice(&frame(M1, [0x02, 0x42, 10, 0, 0, 2], 4));
+    let from_b = UdpSocket::bind((B, 0)).unwrap();
+    from_b.send_to(&other, (A, port)).unwrap();
+    assert!(receive(&a).is_empty());
+    assert!(a.stats().1.contains(&("unknown_vni", 1)));
+
+    // A network removed from the model is gone from the underlay.
+    a.sync(&dp, &[]).unwrap();
+    send(&b, &bcast);
+    assert!(receive(&a).is_empty());
+    dp.shutdown();
+}
