@@ -573,7 +573,9 @@ impl Txn<'_> {
             &sb,
             self.config.txqueuelen,
         )));
-        if e.default_route {
+        // A handed-off interface's routes are its runtime's (Docker moves
+        // the default route itself).
+        if e.default_route && e.kind != PortKind::Handoff {
             let next = self.model.endpoints.iter_mut().find(|x| x.sandbox == sb.id);
             if let Some(next) = next {
                 next.default_route = true;
