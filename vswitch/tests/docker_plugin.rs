@@ -326,6 +326,17 @@ fn a_container_lifecycle_becomes_switch_objects_and_goes() {
     assert_eq!(ip, "10.99.0.2");
     assert_eq!(format!("vsp{}", &host[3..]), src);
     assert_eq!((sandbox.as_str(), netns.as_str()), ("cbe51ab38395", KEY));
+    // Docker's namespace is recorded, not held: it does not exist yet when
+    // Docker joins, and only handed-off ports may connect it.
+    assert!(b.model(|m| m.sandboxes[0].external && m.sandboxes[0].netns_handle.is_none()));
+    let tap = b.apply(Request::Connect {
+        network: "bridge".into(),
+        request: vswitch::api::types::ConnectRequest {
+            container: "cbe51ab38395".into(),
+            ..Default::default()
+        },
+    });
+    assert!(matches!(tap, Err(ControlError::Unsupported(_))), "{tap:?}");
 
     // A second join of the endpoint is refused; a second endpoint of the
     // same sandbox on the network would be refused by the switch too.

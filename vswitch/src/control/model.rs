@@ -187,6 +187,11 @@ pub struct Sandbox {
     /// names another namespace once its process exits and the PID is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_handle: Option<String>,
+    /// The namespace is another runtime's (Docker's sandbox), recorded but
+    /// never opened or held by the daemon: its endpoints are `handoff`
+    /// ports, whose sandbox side that runtime moves in and configures.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub external: bool,
 }
 
 impl Sandbox {

@@ -294,7 +294,9 @@ impl Executor {
     /// gives it to the datapath.
     fn attach(&self, a: &Attachment) -> Result<(), EffectError> {
         self.hooks.before_attach();
-        let ns = Netns::open(&a.netns).map_err(netns_err(&a.sandbox))?;
+        // A handed-off port never enters its sandbox (which may not exist
+        // yet when Docker joins it).
+        let open_ns = || Netns::open(&a.netns).map_err(netns_err(&a.sandbox));
         let config = EndpointConfig {
             name: a.ifname.clone(),
             mac: a.mac,
@@ -306,6 +308,7 @@ impl Executor {
         };
         let port: Arc<dyn PortIo> = match a.kind {
             PortKind::Tap => {
+                let ns = open_ns()?;
                 let mut host = Netlink::new().map_err(netconf_err(&a.host_ifname))?;
                 let tap = TapPort::create(&a.host_ifname)?;
                 self.hooks.reached(Point::DeviceCreated);
@@ -325,6 +328,7 @@ impl Executor {
                 // The pair is made in the ports namespace; its peer moves
                 // into the sandbox and the host end stays where only the
                 // daemon sees it.
+                let ns = open_ns()?;
                 let mut host = self.port_netlink(&a.host_ifname)?;
                 let peer = veth_peer_name(&a.host_ifname);
                 host.create_veth(&a.host_ifname, &peer)

@@ -300,6 +300,7 @@ fn adopt_sandbox(p: &Plugin, key: &str, eid: &str) -> Result<String, String> {
         let request = Request::CreateSandbox(SandboxCreateRequest {
             name,
             netns_path: Some(key.to_owned()),
+            external: true,
         });
         match p.backend.apply(request) {
             Ok(Response::Sandbox(v)) => return Ok(v.id),
