@@ -407,7 +407,7 @@ fn a_container_lifecycle_becomes_switch_objects_and_goes() {
 }
 
 #[test]
-fn internal_networks_give_no_gateway_and_port_maps_are_refused_without_a_publisher() {
+fn internal_networks_keep_their_gateway_and_port_maps_are_refused_without_a_publisher() {
     let b = Fake::new();
     let p = plugin(&b);
     let options = json!({"com.docker.network.internal": true, "com.docker.network.generic": {}});
@@ -425,7 +425,9 @@ fn internal_networks_give_no_gateway_and_port_maps_are_refused_without_a_publish
         "/NetworkDriver.Join",
         &json!({"NetworkID": NID, "EndpointID": EID, "SandboxKey": KEY}),
     );
-    assert_eq!(join["Gateway"], "");
+    // As on Docker's bridge, the default route goes to the gateway, which
+    // leads nowhere outside.
+    assert_eq!(join["Gateway"], "172.18.0.1");
     assert_eq!(join["DisableGatewayService"], true);
     let portmap = json!([{"Proto": 6, "Port": 80, "HostPort": 18080, "HostPortEnd": 18080}]);
     let refused = call(

@@ -151,7 +151,9 @@ pub(super) fn create_network(p: &Plugin, r: wire::CreateNetwork) -> Result<Empty
             nid.clone(),
             NetworkRecord {
                 vswitch: id,
-                gateway: (!internal).then_some(gateway),
+                // Docker's bridge routes an internal network's containers
+                // through the gateway too; the gateway just leads nowhere.
+                gateway: Some(gateway),
             },
         );
         Ok(Empty {})

@@ -30,8 +30,8 @@ pub fn state_file(state_dir: &Path) -> PathBuf {
 pub struct NetworkRecord {
     /// The vswitch network's id.
     pub vswitch: String,
-    /// The gateway containers route through; `None` on an internal
-    /// network (no default route, as Docker's bridge gives none).
+    /// The gateway containers route through (on an internal network too,
+    /// as with Docker's bridge: it answers but leads nowhere outside).
     pub gateway: Option<Ipv4Addr>,
 }
 
