@@ -656,3 +656,83 @@ mod props {
         }
     }
 }
+
+mod socket {
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    use vswitch::docker::{ClaimError, PluginServer};
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("vswitch-plugin-sock-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_live_socket_is_never_taken_and_a_stale_one_is_replaced() {
+        let d = dir("claim");
+        let path = d.join("vswitch.sock");
+        // Another process's live plugin.
+        let live = UnixListener::bind(&path).unwrap();
+        assert!(matches!(
+            PluginServer::bind(&path, false),
+            Err(ClaimError::InUse(_))
+        ));
+        assert!(path.exists(), "the live socket stays");
+        drop(live);
+        // Its process died: the file is stale and is replaced.
+        let server = PluginServer::bind(&path, false).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        // Someone replaced the file meanwhile: dropping ours leaves theirs.
+        std::fs::remove_file(&path).unwrap();
+        let theirs = UnixListener::bind(&path).unwrap();
+        drop(server);
+        assert!(
+            path.exists(),
+            "a socket this server did not make is left alone"
+        );
+        drop(theirs);
+        std::fs::remove_file(&path).unwrap();
+        // Its own file goes with it.
+        let server = PluginServer::bind(&path, false).unwrap();
+        drop(server);
+        assert!(!path.exists());
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert!(matches!(
+            PluginServer::bind(&path, false),
+            Err(ClaimError::NotASocket(_))
+        ));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_server_answers_over_its_socket() {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        let d = dir("serve");
+        let path = d.join("p.sock");
+        let mut server = PluginServer::bind(&path, true).unwrap();
+        let stop = server.shutdown_handle();
+        let b: Arc<dyn vswitch::api::Backend> = super::Fake::new();
+        let plugin = Arc::new(vswitch::docker::Plugin::new(b, None).unwrap());
+        let t = std::thread::spawn(move || server.run(&plugin));
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(
+            b"POST /Plugin.Activate HTTP/1.1\r\nHost: \r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("Content-Type: application/vnd.docker.plugins.v1.2+json"));
+        assert!(
+            answer.ends_with(r#"{"Implements":["NetworkDriver","IpamDriver"]}"#),
+            "{answer}"
+        );
+        stop.shutdown();
+        t.join().unwrap();
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -180,6 +180,7 @@ fn error(status: u16, message: &str) -> Reply {
 }
 
 fn refused(iface: Iface, message: String) -> Reply {
+    tracing::warn!(error = %message, "docker plugin: call refused");
     match iface {
         Iface::Network => reply(&wire::NetworkError { err: message }),
         Iface::Ipam => reply(&wire::IpamErrorBody { error: message }),
