@@ -736,3 +736,102 @@ mod socket {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+#[test]
+fn a_start_reconciles_the_plugin_with_the_switch() {
+    use vswitch::api::types::{
+        ConnectRequest, DisconnectRequest, EndpointIpamConfig, EndpointSettings, IpamRequest,
+        NetworkCreateRequest, SandboxCreateRequest,
+    };
+    let b = Fake::new();
+    let p = plugin(&b);
+    let (pool, _) = make_network(&p, "10.60.0.0/24", "", &json!({}));
+    let vswitch_net = p.state().networks[NID].vswitch.clone();
+    // An interrupted join left a sandbox record of Docker's key: the next
+    // join of that key uses it.
+    b.apply(Request::CreateSandbox(SandboxCreateRequest {
+        name: "leftover".into(),
+        netns_path: Some(KEY.into()),
+        external: true,
+    }))
+    .unwrap();
+    ok(&p, "/IpamDriver.RequestAddress", &json!({"PoolID": pool}));
+    ok(
+        &p,
+        "/NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": NID, "EndpointID": EID, "Interface": {"Address": "10.60.0.2/24"}}),
+    );
+    ok(
+        &p,
+        "/NetworkDriver.Join",
+        &json!({"NetworkID": NID, "EndpointID": EID, "SandboxKey": KEY}),
+    );
+    assert_eq!(b.model(|m| m.sandboxes.len()), 1);
+    assert_eq!(
+        p.state().endpoints[EID]
+            .joined
+            .as_ref()
+            .unwrap()
+            .sandbox
+            .len(),
+        64
+    );
+
+    // What a crash between the switch's change and the plugin's save
+    // leaves: a Docker network and a handed-off port the plugin does not
+    // know.
+    let handoff = |sandbox: &str, ip: &str| Request::Connect {
+        network: vswitch_net.clone(),
+        request: ConnectRequest {
+            container: sandbox.into(),
+            endpoint_config: Some(EndpointSettings {
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: ip.into(),
+                }),
+                aliases: Vec::new(),
+            }),
+            port_kind: Some(PortKind::Handoff),
+        },
+    };
+    b.apply(Request::CreateSandbox(SandboxCreateRequest {
+        name: "orphan".into(),
+        netns_path: Some("/var/run/docker/netns/000000000000".into()),
+        external: true,
+    }))
+    .unwrap();
+    b.apply(handoff("orphan", "10.60.0.9")).unwrap();
+    b.apply(Request::CreateNetwork(NetworkCreateRequest {
+        name: "docker-orphan".into(),
+        ipam: Some(IpamRequest::default()),
+        labels: [("com.docker.network.id".to_owned(), "9".repeat(64))].into(),
+        ..NetworkCreateRequest::default()
+    }))
+    .unwrap();
+    p.reconcile().unwrap();
+    let (networks, sandboxes, endpoints) =
+        b.model(|m| (m.networks.len(), m.sandboxes.len(), m.endpoints.len()));
+    assert_eq!(
+        (networks, sandboxes, endpoints),
+        (2, 1, 1),
+        "orphans removed, the join kept"
+    );
+    assert!(p.state().endpoints[EID].joined.is_some());
+
+    // A join the switch lost is forgotten, so Leave and a new Join work.
+    b.apply(Request::Disconnect {
+        network: vswitch_net.clone(),
+        request: DisconnectRequest {
+            container: "leftover".into(),
+            force: false,
+        },
+    })
+    .unwrap();
+    p.reconcile().unwrap();
+    assert!(p.state().endpoints[EID].joined.is_none());
+    ok(
+        &p,
+        "/NetworkDriver.Join",
+        &json!({"NetworkID": NID, "EndpointID": EID, "SandboxKey": KEY}),
+    );
+    assert_eq!(b.model(|m| m.endpoints.len()), 1);
+}

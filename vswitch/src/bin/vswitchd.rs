@@ -363,6 +363,9 @@ fn start_plugin(
     };
     let plugin = Plugin::new(Arc::clone(backend), Some(state_file(&args.state_dir)))?
         .with_host_networks(Box::new(vswitch::docker::host_networks));
+    if let Err(e) = plugin.reconcile() {
+        tracing::error!(error = %e, "docker plugin: state not reconciled with the switch");
+    }
     let plugin = Arc::new(plugin);
     let stop = server.shutdown_handle();
     tracing::info!(socket = %server.path().display(), "serving the docker plugin");

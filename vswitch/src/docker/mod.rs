@@ -121,6 +121,17 @@ impl Plugin {
         }
     }
 
+    /// Brings the plugin's state and the switch's model in line, once at
+    /// start (see the module docs of `network_driver`): joins the switch
+    /// lost are forgotten, handed-off ports and Docker networks the
+    /// plugin does not know are removed.
+    ///
+    /// # Errors
+    /// When the daemon cannot be asked or the state cannot be saved.
+    pub fn reconcile(&self) -> Result<(), String> {
+        network_driver::reconcile(self)
+    }
+
     /// A copy of the state.
     #[must_use]
     pub fn state(&self) -> State {

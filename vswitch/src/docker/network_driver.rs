@@ -308,6 +308,15 @@ fn adopt_sandbox(p: &Plugin, key: &str, eid: &str) -> Result<String, String> {
             Ok(Response::Sandbox(v)) => return Ok(v.id),
             Ok(_) => return Err(unexpected("sandbox create")),
             Err(e @ ControlError::SandboxNameInUse { .. }) => last = control_err(&e),
+            // A record of this very sandbox key left by an interrupted
+            // join: it is Docker's sandbox, so it is this one.
+            Err(ControlError::NetnsInUse { sandbox, .. }) => {
+                return match p.backend.apply(Request::InspectSandbox { name: sandbox }) {
+                    Ok(Response::Sandbox(v)) => Ok(v.id),
+                    Ok(_) => Err(unexpected("sandbox inspect")),
+                    Err(e) => Err(control_err(&e)),
+                };
+            }
             Err(e) => return Err(control_err(&e)),
         }
     }
@@ -437,6 +446,77 @@ fn unjoin(p: &Plugin, st: &mut State, eid: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Brings the plugin's state and the switch's model in line after a start,
+/// for a crash between a change of one and the save of the other: joins
+/// whose switch endpoint is gone are forgotten; handed-off endpoints and
+/// Docker networks of the switch that the plugin does not know are
+/// removed (Docker was told the call failed, so it does not know them
+/// either).
+pub(super) fn reconcile(p: &Plugin) -> Result<(), String> {
+    let sandboxes = match p.backend.apply(Request::ListSandboxes) {
+        Ok(Response::Sandboxes(s)) => s,
+        Ok(_) => return Err(unexpected("sandbox ls")),
+        Err(e) => return Err(control_err(&e)),
+    };
+    let networks = match p.backend.apply(Request::ListNetworks) {
+        Ok(Response::Networks(n)) => n,
+        Ok(_) => return Err(unexpected("network ls")),
+        Err(e) => return Err(control_err(&e)),
+    };
+    p.change(|p, st| {
+        let live: std::collections::BTreeSet<&str> = sandboxes
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(|e| e.endpoint_id.as_str()))
+            .collect();
+        for (eid, e) in &mut st.endpoints {
+            if e.joined.as_ref().is_some_and(|j| !live.contains(j.endpoint.as_str())) {
+                tracing::warn!(endpoint = %eid, "docker plugin: a join the switch no longer has is forgotten");
+                e.joined = None;
+                e.published = false;
+            }
+        }
+        let known: std::collections::BTreeSet<&str> = st
+            .endpoints
+            .values()
+            .filter_map(|e| e.joined.as_ref().map(|j| j.endpoint.as_str()))
+            .collect();
+        for sb in &sandboxes {
+            let orphans: Vec<_> = sb
+                .endpoints
+                .iter()
+                .filter(|e| e.port_kind == PortKind::Handoff && !known.contains(e.endpoint_id.as_str()))
+                .collect();
+            for e in &orphans {
+                tracing::warn!(sandbox = %sb.name, network = %e.network, "docker plugin: removing a port Docker does not know");
+                let _ = p.backend.apply(Request::Disconnect {
+                    network: e.network_id.clone(),
+                    request: DisconnectRequest {
+                        container: sb.id.clone(),
+                        force: false,
+                    },
+                });
+            }
+            if !orphans.is_empty() && orphans.len() == sb.endpoints.len() {
+                let _ = p.backend.apply(Request::RemoveSandbox { name: sb.id.clone() });
+            }
+        }
+        let ours: std::collections::BTreeSet<&str> =
+            st.networks.values().map(|n| n.vswitch.as_str()).collect();
+        for n in &networks {
+            if n.labels.contains_key(NETWORK_ID_LABEL) && !ours.contains(n.id.as_str()) {
+                tracing::warn!(network = %n.name, "docker plugin: removing a network Docker does not know");
+                let _ = p.backend.apply(Request::RemoveNetwork { name: n.id.clone() });
+            }
+        }
+        for (nid, rec) in &st.networks {
+            if !networks.iter().any(|n| n.id == rec.vswitch) {
+                tracing::error!(network = %nid, "docker plugin: the switch network of a Docker network is gone; remove and create it again in Docker");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn target(net: &NetworkRecord, ep: &EndpointRecord, j: &Joined) -> PublishTarget {

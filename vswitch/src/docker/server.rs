@@ -231,7 +231,8 @@ fn serve(plugin: &Plugin, mut stream: UnixStream) {
         Ok(r) => {
             let reply = route(plugin, &r.method, &r.url, &r.body);
             if reply.status == 200 {
-                tracing::debug!(call = %r.url, "docker plugin call");
+                let body = String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]);
+                tracing::debug!(call = %r.url, %body, "docker plugin call");
             } else {
                 tracing::warn!(call = %r.url, status = reply.status, "docker plugin call refused");
             }
