@@ -35,12 +35,25 @@ use vswitch_tests::{Daemon, firewall_rules, host_links_of_kind, prerequisites, r
 
 const LOCK: &str = "/run/lock/vswitch-e2e-docker.lock";
 
+/// What dockerd and containerd make outside their roots whatever their
+/// flags (the trust key, the plugin and shim socket directories), children
+/// first: removed after the test when they were not there before.
+const DAEMON_LEFTOVERS: [&str; 6] = [
+    "/etc/docker/key.json",
+    "/etc/docker",
+    "/run/docker/plugins",
+    "/run/docker",
+    "/run/containerd/s",
+    "/run/containerd",
+];
+
 /// The host's firewall and forwarding state, put back on drop.
 struct HostState {
     iptables: String,
     tables: BTreeSet<String>,
     ip_forward: String,
     bridge_nf: bool,
+    absent: Vec<&'static str>,
 }
 
 fn nft_tables() -> BTreeSet<String> {
@@ -61,6 +74,10 @@ impl HostState {
                 .trim()
                 .to_owned(),
             bridge_nf: Path::new("/proc/sys/net/bridge").exists(),
+            absent: DAEMON_LEFTOVERS
+                .into_iter()
+                .filter(|p| !Path::new(p).exists())
+                .collect(),
         }
     }
 
@@ -87,6 +104,10 @@ impl HostState {
         }
         if !self.bridge_nf && Path::new("/proc/sys/net/bridge").exists() {
             let _ = run("modprobe", &["-r", "br_netfilter"]);
+        }
+        for path in &self.absent {
+            // A directory goes only when empty: what others put there stays.
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
         }
     }
 }
@@ -691,5 +712,8 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         host.tables,
         "the host's nftables tables are as before"
     );
+    for path in &host.absent {
+        assert!(!Path::new(path).exists(), "{path} is left behind");
+    }
     drop(lock);
 }
