@@ -11,7 +11,8 @@
 //!             IpamDriver.*  ─► the plugin's own ipam::Ipam (Docker's default pools and rules)
 //!             NetworkDriver.* ─► control requests through the daemon's Backend:
 //!                                CreateNetwork  → network create (the pool, gateway, ip-range, aux, -o)
-//!                                Join           → sandbox create --netns <SandboxKey> (adopted),
+//!                                Join           → an external sandbox recording <SandboxKey>
+//!                                                 (runc makes that namespace after the join),
 //!                                                 connect --ip <address>, port kind handoff
 //!                                Leave          → disconnect (and sandbox rm when its last endpoint left)
 //!                                DeleteNetwork  → network rm
@@ -122,9 +123,9 @@ impl Plugin {
     }
 
     /// Brings the plugin's state and the switch's model in line, once at
-    /// start (see the module docs of `network_driver`): joins the switch
-    /// lost are forgotten, handed-off ports and Docker networks the
-    /// plugin does not know are removed.
+    /// start, for a crash between a change of one and the save of the
+    /// other: joins the switch lost are forgotten, handed-off ports and
+    /// Docker networks the plugin does not know are removed.
     ///
     /// # Errors
     /// When the daemon cannot be asked or the state cannot be saved.
