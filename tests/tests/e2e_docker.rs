@@ -537,6 +537,24 @@ fn scenario(e: &Engine, driver: &str, tag: &str) -> Seen {
         pings(e, &c("c1"), "10.232.0.2"),
     );
     seen.push("isolated: c1 -> c4 name", pings(e, &c("c1"), &c("c4")));
+    // A second network for a running container: eth1, then gone again.
+    e.ok(&["network", "connect", &n3, &c("c1")]);
+    let eth1 = String::from_utf8_lossy(
+        &exec(e, &c("c1"), &["ip", "-o", "-4", "addr", "show", "eth1"]).stdout,
+    )
+    .split_whitespace()
+    .nth(3)
+    .unwrap_or_default()
+    .to_owned();
+    seen.push("connected: c1 eth1", eth1);
+    seen.push("connected: c1 -> c4 name", pings(e, &c("c1"), &c("c4")));
+    e.ok(&["network", "disconnect", &n3, &c("c1")]);
+    seen.push(
+        "disconnected: c1 -> c4 address",
+        pings(e, &c("c1"), "10.232.0.2"),
+    );
+    seen.push("disconnected: c1 inside", inside(e, &c("c1")));
+    seen.push("disconnected: c1 -> c2", pings(e, &c("c1"), &c("c2")));
 
     network(e, driver, &n4, &["--internal", "--subnet", "10.233.0.0/24"])
         .expect("internal network");
