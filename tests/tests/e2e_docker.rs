@@ -6,8 +6,9 @@
 //! <vswitch plugin>` — comparing what a user sees: `docker network
 //! inspect`'s IPAM config, container addresses, MACs, gateways and routes,
 //! pings by name, alias and address, `--internal`, `enable_icc=false`,
-//! isolation between networks, and the error texts for an overlapping
-//! subnet and a duplicate `--ip`.
+//! isolation between networks, `network connect`/`disconnect` of a running
+//! container, and the error texts for an overlapping subnet and a
+//! duplicate `--ip`.
 //!
 //! Differences that are deliberate (and listed in the README): Docker
 //! prefixes a remote driver's errors with `remote: `; an automatic subnet
