@@ -21,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod dnsd;
+pub mod docker;
 pub mod events;
 pub mod gso;
 pub mod ids;

@@ -89,6 +89,7 @@ impl T {
             .ok(Request::CreateSandbox(SandboxCreateRequest {
                 name: name.to_owned(),
                 netns_path: None,
+                ..Default::default()
             }))
             .response
         {
@@ -595,6 +596,7 @@ fn sandboxes_create_or_adopt_namespaces() {
     let o = t.ok(Request::CreateSandbox(SandboxCreateRequest {
         name: "c1".into(),
         netns_path: None,
+        ..Default::default()
     }));
     let Response::Sandbox(sb) = o.response else {
         panic!()
@@ -612,6 +614,7 @@ fn sandboxes_create_or_adopt_namespaces() {
     let o = t.ok(Request::CreateSandbox(SandboxCreateRequest {
         name: "adopted".into(),
         netns_path: Some("/proc/1234/ns/net".into()),
+        ..Default::default()
     }));
     let Response::Sandbox(ad) = o.response else {
         panic!()
@@ -996,6 +999,7 @@ fn sandbox_refusals() {
         Request::CreateSandbox(SandboxCreateRequest {
             name: "c1".into(),
             netns_path: None,
+            ..Default::default()
         }),
         &format!(
             "Conflict. The sandbox name \"c1\" is already in use by sandbox \"{}\". You have to remove (or rename) that sandbox to be able to reuse that name.",
@@ -1008,6 +1012,7 @@ fn sandbox_refusals() {
             Request::CreateSandbox(SandboxCreateRequest {
                 name: bad.into(),
                 netns_path: None,
+                ..Default::default()
             }),
             &format!("Invalid sandbox name ({bad}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
             400,
@@ -1017,6 +1022,7 @@ fn sandbox_refusals() {
         Request::CreateSandbox(SandboxCreateRequest {
             name: "c2".into(),
             netns_path: Some("relative/ns".into()),
+            ..Default::default()
         }),
         r#"invalid netns path "relative/ns": must be an absolute path"#,
         400,
@@ -1025,6 +1031,7 @@ fn sandbox_refusals() {
         Request::CreateSandbox(SandboxCreateRequest {
             name: "c2".into(),
             netns_path: Some(sb.netns_path.clone()),
+            ..Default::default()
         }),
         &format!("netns {} is already used by sandbox c1", sb.netns_path),
         409,

@@ -566,14 +566,14 @@ fn spawn_connection(
 
 /// A request as read from the socket.
 #[derive(Debug)]
-struct RawRequest {
-    method: String,
-    url: String,
-    body: Vec<u8>,
+pub(crate) struct RawRequest {
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Reads one request: head, then a `Content-Length` body.
-fn read_request(stream: &mut UnixStream) -> Result<RawRequest, Reply> {
+pub(crate) fn read_request(stream: &mut UnixStream) -> Result<RawRequest, Reply> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let timeout = |e: std::io::Error| {
@@ -678,7 +678,7 @@ fn handle(backend: &dyn Backend, mut stream: UnixStream) {
     write_reply(&mut stream, &reply);
 }
 
-fn write_reply(stream: &mut UnixStream, reply: &Reply) {
+pub(crate) fn write_reply(stream: &mut UnixStream, reply: &Reply) {
     let reason = match reply.status {
         200 => "OK",
         201 => "Created",

@@ -730,6 +730,7 @@ fn sandbox(
             let sb = client.create_sandbox(&SandboxCreateRequest {
                 name,
                 netns_path: netns,
+                ..Default::default()
             })?;
             if json {
                 return print_json(out, &sb);
@@ -873,6 +874,7 @@ fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
     let sb = client.create_sandbox(&SandboxCreateRequest {
         name: a.name.clone(),
         netns_path: None,
+        ..Default::default()
     })?;
     let request = connect_request(&sb.id, a.ip, a.alias, a.port_kind);
     if let Err(e) = client.connect(&a.net, &request) {

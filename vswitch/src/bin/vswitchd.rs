@@ -31,7 +31,7 @@ use vswitch::switch::FdbConfig;
 #[command(name = "vswitchd", version)]
 struct Args {
     /// Where the state database lives; one daemon per directory.
-    #[arg(long, default_value = "/var/lib/vswitch")]
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// The control API's unix socket.
     #[arg(long, default_value = "/run/vswitch/vswitchd.sock")]
@@ -108,7 +108,32 @@ struct Args {
     /// This host's name as other hosts show it; by default the host name.
     #[arg(long, value_name = "NAME")]
     vtep_name: Option<String>,
+    /// Serve Docker's network and IPAM plugin protocol, so that `docker
+    /// network create -d vswitch --ipam-driver vswitch` uses this switch.
+    /// `auto`: only when /run/docker/plugins exists and the state directory
+    /// is the default one, and never over a socket another process answers
+    /// on; `--docker-plugin` alone means `on`.
+    #[arg(long, value_enum, default_value = "auto", num_args = 0..=1,
+          require_equals = true, default_missing_value = "on", value_name = "MODE")]
+    docker_plugin: PluginArg,
+    /// The plugin's socket; Docker knows the plugin by the file's name
+    /// (`vswitch.sock` → `-d vswitch`).
+    #[arg(long, default_value = vswitch::docker::DEFAULT_SOCKET)]
+    docker_plugin_socket: PathBuf,
 }
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PluginArg {
+    Auto,
+    On,
+    Off,
+}
+
+/// The state directory of the host's default daemon.
+const DEFAULT_STATE_DIR: &str = "/var/lib/vswitch";
+
+/// Docker's directory of plugin sockets.
+const DOCKER_PLUGIN_DIR: &str = "/run/docker/plugins";
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum LogFormat {
@@ -287,6 +312,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             server.run(backend);
             Ok(())
         })?;
+    let plugin = start_plugin(args, &backend_of(&daemon))?;
     let metrics = match args.metrics_listen {
         Some(addr) => {
             let source_daemon = Arc::clone(&daemon);
@@ -310,12 +336,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         watched.push(Watched::new("vswitch-metrics", thread));
         server
     });
+    let stop_plugin = plugin.map(|(stop, thread)| {
+        watched.push(Watched::new("vswitch-plugin", thread));
+        stop
+    });
     for (i, w) in workers.into_iter().enumerate() {
         watched.push(Watched::new(format!("datapath-{i}"), w));
     }
     let outcome = supervise(signals, &watched, &datapath, hooks);
 
     stop_api.shutdown();
+    if let Some(stop) = &stop_plugin {
+        stop.shutdown();
+    }
     if let Some(m) = &metrics_server {
         m.shutdown();
     }
@@ -341,6 +374,63 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // restarted daemon reattaches to them and reopens the DNS listeners,
     // and the containers keep their addresses and routes.
     outcome
+}
+
+fn backend_of(daemon: &Arc<Daemon>) -> Arc<dyn Backend> {
+    daemon.clone()
+}
+
+/// Starts the Docker plugin's socket and thread when `--docker-plugin`
+/// asks for it (see the flag for `auto`).
+/// The plugin's stop handle and thread.
+type PluginThread = (
+    vswitch::docker::PluginShutdown,
+    JoinHandle<std::io::Result<()>>,
+);
+
+fn start_plugin(
+    args: &Args,
+    backend: &Arc<dyn Backend>,
+) -> Result<Option<PluginThread>, Box<dyn std::error::Error>> {
+    use vswitch::docker::{Plugin, PluginMode, PluginServer, state::state_file};
+    let mode = match args.docker_plugin {
+        PluginArg::Off => PluginMode::Off,
+        PluginArg::On => PluginMode::On,
+        PluginArg::Auto => PluginMode::Auto,
+    };
+    let wanted = match mode {
+        PluginMode::Off => false,
+        PluginMode::On => true,
+        PluginMode::Auto => {
+            Path::new(DOCKER_PLUGIN_DIR).is_dir() && args.state_dir == Path::new(DEFAULT_STATE_DIR)
+        }
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    let mut server = match PluginServer::bind(&args.docker_plugin_socket, mode == PluginMode::On) {
+        Ok(s) => s,
+        Err(e) if mode == PluginMode::Auto => {
+            tracing::warn!(error = %e, "docker plugin not served");
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("docker plugin: {e}").into()),
+    };
+    let plugin = Plugin::new(Arc::clone(backend), Some(state_file(&args.state_dir)))?
+        .with_host_networks(Box::new(vswitch::docker::host_networks));
+    if let Err(e) = plugin.reconcile() {
+        tracing::error!(error = %e, "docker plugin: state not reconciled with the switch");
+    }
+    let plugin = Arc::new(plugin);
+    let stop = server.shutdown_handle();
+    tracing::info!(socket = %server.path().display(), "serving the docker plugin");
+    let thread = thread::Builder::new()
+        .name("vswitch-plugin".to_owned())
+        .spawn(move || {
+            server.run(&plugin);
+            Ok(())
+        })?;
+    Ok(Some((stop, thread)))
 }
 
 /// Waits for a signal (a clean shutdown) or for a thread to end before its

@@ -422,6 +422,11 @@ impl Txn<'_> {
             });
         }
         let adopt = r.netns_path.filter(|p| !p.is_empty());
+        if r.external && adopt.is_none() {
+            return Err(ControlError::Unsupported(
+                "an external sandbox needs the path of its namespace".to_owned(),
+            ));
+        }
         if let Some(path) = &adopt {
             if !path.starts_with('/') {
                 return Err(ControlError::RelativeNetnsPath(path.clone()));
@@ -447,7 +452,7 @@ impl Txn<'_> {
                 .to_string_lossy()
                 .into_owned()
         });
-        let handle = (!owned).then(|| self.config.handle_dir.join(&id));
+        let handle = (!owned && !r.external).then(|| self.config.handle_dir.join(&id));
         let sandbox = Sandbox {
             id: id.clone(),
             name: name.clone(),
@@ -456,10 +461,16 @@ impl Txn<'_> {
             created: self.ctx.now.to_owned(),
             next_ifindex: 0,
             netns_handle: handle.as_ref().map(|h| h.to_string_lossy().into_owned()),
+            external: r.external,
         };
         let view = sandbox_view(self.model, &sandbox);
         self.model.sandboxes.push(sandbox);
         let path = PathBuf::from(path);
+        if r.external {
+            // Nothing to open or hold: the runtime that owns the namespace
+            // may not even have made it yet.
+            return Ok(Response::Sandbox(view));
+        }
         self.effects.push(if owned {
             Effect::CreateNetns {
                 sandbox: id,
@@ -559,6 +570,17 @@ impl Txn<'_> {
         let port = free_port(self.model)?;
         let id = self.model.new_id(self.ctx.entropy, IdKind::Endpoint)?;
         let kind = r.port_kind.unwrap_or(self.config.default_port_kind);
+        if sb.external != (kind == PortKind::Handoff) {
+            return Err(ControlError::Unsupported(format!(
+                "sandbox {} {}: handoff ports connect exactly the sandboxes of another runtime",
+                sb.name,
+                if sb.external {
+                    "belongs to another runtime"
+                } else {
+                    "is vswitch's own"
+                }
+            )));
+        }
         let ifname = format!("eth{}", sb.next_ifindex);
         self.model.sandboxes[si].next_ifindex = sb.next_ifindex.saturating_add(1);
         let default_route = !self
@@ -628,7 +650,9 @@ impl Txn<'_> {
             &sb,
             self.config.txqueuelen,
         )));
-        if e.default_route {
+        // A handed-off interface's routes are its runtime's (Docker moves
+        // the default route itself).
+        if e.default_route && e.kind != PortKind::Handoff {
             let next = self.model.endpoints.iter_mut().find(|x| x.sandbox == sb.id);
             if let Some(next) = next {
                 next.default_route = true;

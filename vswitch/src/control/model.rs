@@ -69,6 +69,12 @@ pub enum PortKind {
     Tap,
     /// A veth pair; the host end is read through `AF_PACKET`.
     Veth,
+    /// A veth pair whose peer is left, unconfigured, in the daemon's own
+    /// namespace for another runtime to move into the sandbox and configure
+    /// (Docker's `Join`, [`crate::docker`]); the host end stays in the ports
+    /// namespace like [`Self::Veth`]'s. The daemon never configures the
+    /// sandbox side, nor serves DNS in the sandbox: that runtime does.
+    Handoff,
 }
 
 impl PortKind {
@@ -78,6 +84,7 @@ impl PortKind {
         match self {
             Self::Tap => "tap",
             Self::Veth => "veth",
+            Self::Handoff => "handoff",
         }
     }
 
@@ -88,7 +95,7 @@ impl PortKind {
     pub const fn device_prefix(self) -> &'static str {
         match self {
             Self::Tap => "vst",
-            Self::Veth => "vsv",
+            Self::Veth | Self::Handoff => "vsv",
         }
     }
 }
@@ -106,8 +113,9 @@ impl core::str::FromStr for PortKind {
         match s {
             "tap" => Ok(Self::Tap),
             "veth" => Ok(Self::Veth),
+            "handoff" => Ok(Self::Handoff),
             other => Err(ControlError::Unsupported(format!(
-                "invalid port kind {other:?}: expected tap or veth"
+                "invalid port kind {other:?}: expected tap, veth or handoff"
             ))),
         }
     }
@@ -196,6 +204,11 @@ pub struct Sandbox {
     /// names another namespace once its process exits and the PID is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_handle: Option<String>,
+    /// The namespace is another runtime's (Docker's sandbox), recorded but
+    /// never opened or held by the daemon: its endpoints are `handoff`
+    /// ports, whose sandbox side that runtime moves in and configures.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub external: bool,
 }
 
 impl Sandbox {

@@ -405,6 +405,7 @@ mod tests {
             created: model.networks[0].created.clone(),
             next_ifindex: 0,
             netns_handle: None,
+            external: false,
         }
     }
 

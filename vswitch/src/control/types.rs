@@ -189,6 +189,11 @@ pub struct SandboxCreateRequest {
     /// Adopt this existing namespace instead of creating one.
     #[serde(rename = "NetnsPath", default, skip_serializing_if = "Option::is_none")]
     pub netns_path: Option<String>,
+    /// The namespace at `NetnsPath` belongs to another runtime (Docker) and
+    /// may not exist yet: it is recorded, never opened or held, and only
+    /// `handoff` ports connect the sandbox. Not a Docker field.
+    #[serde(rename = "External", default, skip_serializing_if = "is_false")]
+    pub external: bool,
 }
 
 /// A sandbox as `GET /v1/sandboxes[/{name}]` shows it.

@@ -294,7 +294,9 @@ impl Executor {
     /// gives it to the datapath.
     fn attach(&self, a: &Attachment) -> Result<(), EffectError> {
         self.hooks.before_attach();
-        let ns = Netns::open(&a.netns).map_err(netns_err(&a.sandbox))?;
+        // A handed-off port never enters its sandbox (which may not exist
+        // yet when Docker joins it).
+        let open_ns = || Netns::open(&a.netns).map_err(netns_err(&a.sandbox));
         let config = EndpointConfig {
             name: a.ifname.clone(),
             mac: a.mac,
@@ -306,6 +308,7 @@ impl Executor {
         };
         let port: Arc<dyn PortIo> = match a.kind {
             PortKind::Tap => {
+                let ns = open_ns()?;
                 let mut host = Netlink::new().map_err(netconf_err(&a.host_ifname))?;
                 let tap = TapPort::create(&a.host_ifname)?;
                 self.hooks.reached(Point::DeviceCreated);
@@ -325,6 +328,7 @@ impl Executor {
                 // The pair is made in the ports namespace; its peer moves
                 // into the sandbox and the host end stays where only the
                 // daemon sees it.
+                let ns = open_ns()?;
                 let mut host = self.port_netlink(&a.host_ifname)?;
                 let peer = veth_peer_name(&a.host_ifname);
                 host.create_veth(&a.host_ifname, &peer)
@@ -356,12 +360,57 @@ impl Executor {
                     }
                 }
             }
+            PortKind::Handoff => Arc::new(self.attach_handoff(a)?),
         };
         if let Err(e) = self.datapath.add_port(a.port, port) {
             self.remove_devices(a);
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Makes a [`PortKind::Handoff`] pair: the host end in the ports
+    /// namespace, read by a packet socket; the peer, named `vsp…`, with the
+    /// endpoint's MAC and MTU but no address, in the daemon's own namespace,
+    /// where Docker's `Join` looks it up, moves it into the sandbox,
+    /// renames and addresses it. Whichever namespace the peer is in later,
+    /// the host end keeps carrying its frames.
+    fn attach_handoff(&self, a: &Attachment) -> Result<PacketSocketPort, EffectError> {
+        let mut host = self.port_netlink(&a.host_ifname)?;
+        let peer = veth_peer_name(&a.host_ifname);
+        host.create_veth(&a.host_ifname, &peer)
+            .map_err(netconf_err(&a.host_ifname))?;
+        self.hooks.reached(Point::DeviceCreated);
+        let opened = (|| {
+            let own = Netns::current().map_err(netns_err(&peer))?;
+            host.set_mac(&peer, a.mac).map_err(netconf_err(&peer))?;
+            host.set_mtu(&peer, u32::from(a.mtu))
+                .map_err(netconf_err(&peer))?;
+            host.set_txqueuelen(&peer, a.txqueuelen)
+                .map_err(netconf_err(&peer))?;
+            host.move_to_netns(&peer, &own)
+                .map_err(netconf_err(&peer))?;
+            host.set_arp(&a.host_ifname, false)
+                .map_err(netconf_err(&a.host_ifname))?;
+            host.set_txqueuelen(&a.host_ifname, a.txqueuelen)
+                .map_err(netconf_err(&a.host_ifname))?;
+            host.set_mtu(&a.host_ifname, u32::from(a.mtu))
+                .map_err(netconf_err(&a.host_ifname))?;
+            host.set_up(&a.host_ifname, true)
+                .map_err(netconf_err(&a.host_ifname))?;
+            self.open_packet_socket(&a.host_ifname)
+        })();
+        match opened {
+            Ok(port) => {
+                self.hooks.reached(Point::DeviceConfigured);
+                Ok(port)
+            }
+            Err(e) => {
+                // Deleting the host end deletes the peer wherever it is.
+                let _ = host.delete_link(&a.host_ifname);
+                Err(e)
+            }
+        }
     }
 
     /// Takes the port from the datapath and deletes its device. Failures
@@ -376,10 +425,12 @@ impl Executor {
                 .map_err(netns_err(&a.sandbox))
                 .and_then(|ns| Netlink::in_netns(&ns).map_err(netconf_err(&a.ifname)))
                 .and_then(|mut nl| nl.delete_link(&a.ifname).map_err(netconf_err(&a.ifname))),
-            PortKind::Veth => self.port_netlink(&a.host_ifname).and_then(|mut nl| {
-                nl.delete_link(&a.host_ifname)
-                    .map_err(netconf_err(&a.host_ifname))
-            }),
+            PortKind::Veth | PortKind::Handoff => {
+                self.port_netlink(&a.host_ifname).and_then(|mut nl| {
+                    nl.delete_link(&a.host_ifname)
+                        .map_err(netconf_err(&a.host_ifname))
+                })
+            }
         };
         if let Err(e) = result {
             tracing::warn!(endpoint = %a.endpoint, sandbox = %a.sandbox, network = %a.network, error = %e, "endpoint device not deleted");
@@ -517,12 +568,23 @@ impl Executor {
                         .map(|tap| watch_tap(tap, &a.netns, &a.ifname))
                 })
                 .map(|t| Arc::new(t) as Arc<dyn PortIo>),
-            PortKind::Veth => {
+            PortKind::Veth | PortKind::Handoff => {
                 self.adopt_host_end(&a.host_ifname);
                 self.open_packet_socket(&a.host_ifname)
                     .map(|p| Arc::new(p) as Arc<dyn PortIo>)
             }
         };
+        if a.kind == PortKind::Handoff {
+            // The sandbox side belongs to the runtime that configured it:
+            // a pair made again here would reach no container.
+            return match reopened {
+                Ok(port) => Ok(self.datapath.add_port(a.port, port)?),
+                Err(e) => {
+                    self.remove_devices(a);
+                    Err(e)
+                }
+            };
+        }
         match reopened {
             Ok(port) => {
                 self.datapath.add_port(a.port, port)?;

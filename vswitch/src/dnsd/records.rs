@@ -166,6 +166,13 @@ pub fn build(
             .sandbox_endpoints(&sb.id)
             .filter(|e| user_networks.iter().any(|n| n.num == e.network))
             .collect();
+        // Docker answers at 127.0.0.11 in its own sandboxes (it moved their
+        // handed-off interfaces in): their names stay in the records, for
+        // `dns show`, but the sandbox gets no listener and no resolv.conf.
+        let docker = !endpoints.is_empty()
+            && model
+                .sandbox_endpoints(&sb.id)
+                .all(|e| e.kind == crate::control::PortKind::Handoff);
         let served = !endpoints.is_empty();
         let contents = if served {
             match &user_conf {
@@ -181,7 +188,7 @@ pub fn build(
         } else {
             bridge_conf.clone()
         };
-        if let Some(path) = resolv_conf_path(etc_netns, sb) {
+        if let Some(path) = resolv_conf_path(etc_netns, sb).filter(|_| !docker) {
             plan.resolv_confs.push(ResolvConfFile {
                 sandbox: sb.id.clone(),
                 path,
@@ -225,6 +232,9 @@ pub fn build(
             if let Err(err) = added {
                 tracing::warn!(endpoint = %e.id, error = %err, "endpoint left out of the dns records");
             }
+        }
+        if docker {
+            continue;
         }
         plan.listeners.push(Listener {
             sandbox: sb.id.clone(),

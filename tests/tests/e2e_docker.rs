@@ -1,0 +1,738 @@
+//! Docker on vswitch, against a real Docker engine: the test starts its own
+//! containerd and dockerd (own data root, exec root, pid file and socket
+//! under a temporary directory; `--bridge=none`, so no docker0), imports a
+//! busybox image made from the `busybox-static` binary, and runs one
+//! scenario twice — `-d bridge` and `-d <vswitch plugin> --ipam-driver
+//! <vswitch plugin>` — comparing what a user sees: `docker network
+//! inspect`'s IPAM config, container addresses, MACs, gateways and routes,
+//! pings by name, alias and address, `--internal`, `enable_icc=false`,
+//! isolation between networks, `network connect`/`disconnect` of a running
+//! container, and the error texts for an overlapping subnet and a
+//! duplicate `--ip`.
+//!
+//! Differences that are deliberate (and listed in the README): Docker
+//! prefixes a remote driver's errors with `remote: `; an automatic subnet
+//! may differ (vswitch's own `bridge` network holds 172.17.0.0/16, which
+//! this engine, without docker0, gives its first network).
+//!
+//! On the vswitch side it also asserts that the host gains no iptables or
+//! nftables rule, no kernel bridge and no `docker-proxy`, and that after a
+//! `kill -9` of vswitchd under running containers they ping again (the time
+//! is printed) and `docker network inspect` is unchanged.
+//!
+//! Only one dockerd runs on the machine at a time: the test holds an
+//! exclusive lock on `/run/lock/vswitch-e2e-docker.lock`. Whatever happens,
+//! it removes its containers, networks, bridges, mounts and directories,
+//! stops both daemons by pid, and puts back the iptables/nftables state,
+//! `ip_forward` and `br_netfilter` as it found them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vswitch_tests::{Daemon, firewall_rules, host_links_of_kind, prerequisites, run, unique};
+
+const LOCK: &str = "/run/lock/vswitch-e2e-docker.lock";
+
+/// What dockerd and containerd make outside their roots whatever their
+/// flags (the trust key, the plugin and shim socket directories), children
+/// first: removed after the test when they were not there before.
+const DAEMON_LEFTOVERS: [&str; 6] = [
+    "/etc/docker/key.json",
+    "/etc/docker",
+    "/run/docker/plugins",
+    "/run/docker",
+    "/run/containerd/s",
+    "/run/containerd",
+];
+
+/// The host's firewall and forwarding state, put back on drop.
+struct HostState {
+    iptables: String,
+    tables: BTreeSet<String>,
+    ip_forward: String,
+    bridge_nf: bool,
+    absent: Vec<&'static str>,
+}
+
+fn nft_tables() -> BTreeSet<String> {
+    String::from_utf8_lossy(&run("nft", &["list", "tables"]).stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("table "))
+        .map(str::to_owned)
+        .collect()
+}
+
+impl HostState {
+    fn snapshot() -> Self {
+        Self {
+            iptables: String::from_utf8_lossy(&run("iptables-save", &[]).stdout).into_owned(),
+            tables: nft_tables(),
+            ip_forward: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            bridge_nf: Path::new("/proc/sys/net/bridge").exists(),
+            absent: DAEMON_LEFTOVERS
+                .into_iter()
+                .filter(|p| !Path::new(p).exists())
+                .collect(),
+        }
+    }
+
+    fn restore(&self) {
+        // Tables dockerd made did not exist before: they go whole.
+        for table in nft_tables().difference(&self.tables) {
+            let mut args = vec!["delete", "table"];
+            args.extend(table.split_whitespace());
+            let _ = run("nft", &args);
+        }
+        if !self.iptables.trim().is_empty() {
+            let mut child = Command::new("iptables-restore")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("iptables-restore runs");
+            if let Some(stdin) = child.stdin.as_mut() {
+                use std::io::Write;
+                let _ = stdin.write_all(self.iptables.as_bytes());
+            }
+            let _ = child.wait();
+        }
+        if !self.ip_forward.is_empty() {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.ip_forward);
+        }
+        if !self.bridge_nf && Path::new("/proc/sys/net/bridge").exists() {
+            let _ = run("modprobe", &["-r", "br_netfilter"]);
+        }
+        for path in &self.absent {
+            // A directory goes only when empty: what others put there stays.
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+        }
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// containerd and dockerd of this test, stopped and cleaned up on drop.
+struct Engine {
+    dir: PathBuf,
+    containerd: Option<Child>,
+    dockerd: Option<Child>,
+    bridges_before: BTreeSet<String>,
+}
+
+impl Engine {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("vswitch-docker-"));
+        std::fs::create_dir_all(&dir).expect("engine directory");
+        let bridges_before = host_links_of_kind("bridge").into_iter().collect();
+        let mut engine = Self {
+            dir: dir.clone(),
+            containerd: None,
+            dockerd: None,
+            bridges_before,
+        };
+        let config = dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{d}/ctd-root\"\nstate = \"{d}/ctd-state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/ctd.sock\"\n",
+                d = dir.display()
+            ),
+        )
+        .expect("containerd config");
+        engine.containerd = Some(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(log(&dir, "containerd.log"))
+                .spawn()
+                .expect("containerd starts"),
+        );
+        wait(
+            Duration::from_secs(20),
+            || dir.join("ctd.sock").exists(),
+            "containerd",
+        );
+        std::fs::write(dir.join("daemon.json"), "{}").expect("daemon.json");
+        engine.dockerd = Some(
+            Command::new("dockerd")
+                .arg("--config-file")
+                .arg(dir.join("daemon.json"))
+                .arg("--containerd")
+                .arg(dir.join("ctd.sock"))
+                .arg("--data-root")
+                .arg(dir.join("data"))
+                .arg("--exec-root")
+                .arg(dir.join("exec"))
+                .arg("--pidfile")
+                .arg(dir.join("docker.pid"))
+                .arg("-H")
+                .arg(format!("unix://{}", dir.join("docker.sock").display()))
+                .args(["--bridge=none", "--storage-driver", "vfs"])
+                .stdout(Stdio::null())
+                .stderr(log(&dir, "dockerd.log"))
+                .spawn()
+                .expect("dockerd starts"),
+        );
+        wait(
+            Duration::from_secs(60),
+            || engine.docker(&["version"]).status.success(),
+            "dockerd",
+        );
+        engine
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.join("docker.sock").display()),
+            )
+            .args(args)
+            .output()
+            .expect("docker runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The error line of a command that must fail, without Docker's
+    /// `remote: ` prefix for plugin errors.
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(!out.status.success(), "docker {} succeeded", args.join(" "));
+        error_line(&out)
+    }
+}
+
+fn error_line(out: &Output) -> String {
+    {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let line = text.lines().next().unwrap_or_default();
+        line.replace(
+            "Error response from daemon: remote: ",
+            "Error response from daemon: ",
+        )
+    }
+}
+
+impl Engine {
+    /// A busybox image from the host's static busybox.
+    fn import_busybox(&self) {
+        let root = self.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).expect("rootfs");
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is installed");
+        std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+        for tool in ["sh", "ping", "sleep", "ip", "cat", "nslookup"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("symlink");
+        }
+        let tar = self.dir.join("rootfs.tar");
+        let tarred = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("tar runs");
+        assert!(tarred.success());
+        self.ok(&["import", &tar.to_string_lossy(), "e2e-busybox"]);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut dockerd) = self.dockerd.take() {
+            let ids = self.docker(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+            let _ = self.docker(&["network", "prune", "-f"]);
+            let _ = Command::new("kill").arg(dockerd.id().to_string()).status();
+            reap(&mut dockerd, Duration::from_secs(20));
+        }
+        if let Some(mut containerd) = self.containerd.take() {
+            let _ = Command::new("kill")
+                .arg(containerd.id().to_string())
+                .status();
+            reap(&mut containerd, Duration::from_secs(10));
+        }
+        for bridge in host_links_of_kind("bridge") {
+            if !self.bridges_before.contains(&bridge) {
+                let _ = run("ip", &["link", "del", &bridge]);
+            }
+        }
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        ours.sort_unstable_by(|a, b| b.cmp(a));
+        for m in ours {
+            let _ = run("umount", &["-l", m]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn log(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(name)).map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+fn reap(child: &mut Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn wait(limit: Duration, mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The host's rules without nftables' packet and byte counts, which move
+/// with any traffic.
+fn rules() -> String {
+    firewall_rules()
+        .lines()
+        .map(|l| match l.find("counter packets") {
+            Some(i) => {
+                let rest = &l[i..];
+                let after = rest
+                    .split_whitespace()
+                    .skip(5)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                format!("{}counter {after}", &l[..i])
+            }
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn docker_proxies() -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "docker-proxy")
+        })
+        .count()
+}
+
+/// What a user sees of one run of the scenario.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Seen {
+    lines: Vec<String>,
+}
+
+impl Seen {
+    fn push(&mut self, what: &str, value: impl std::fmt::Display) {
+        self.lines.push(format!("{what}: {value}"));
+    }
+}
+
+/// Creates a network for `driver` (`bridge`, or the plugin as network and
+/// IPAM driver).
+fn network(e: &Engine, driver: &str, name: &str, extra: &[&str]) -> Result<String, String> {
+    let mut args = vec!["network", "create", "-d", driver];
+    if driver != "bridge" {
+        args.extend(["--ipam-driver", driver]);
+    }
+    args.extend_from_slice(extra);
+    args.push(name);
+    let out = e.docker(&args);
+    if out.status.success() {
+        Ok(name.to_owned())
+    } else {
+        Err(error_line(&out))
+    }
+}
+
+fn ipam_config(e: &Engine, net: &str) -> Value {
+    let text = e.ok(&[
+        "network",
+        "inspect",
+        net,
+        "--format",
+        "{{json .IPAM.Config}}",
+    ]);
+    serde_json::from_str(&text).expect("inspect is JSON")
+}
+
+fn container(e: &Engine, name: &str, net: &str, extra: &[&str]) -> Result<(), String> {
+    let mut args = vec!["run", "-d", "--name", name, "--network", net];
+    args.extend_from_slice(extra);
+    args.extend(["e2e-busybox", "sleep", "600"]);
+    let out = e.docker(&args);
+    if out.status.success() {
+        Ok(())
+    } else {
+        let _ = e.docker(&["rm", "-f", name]);
+        Err(error_line(&out))
+    }
+}
+
+/// `ip/len mac gateway` as `docker inspect` shows them.
+fn addressing(e: &Engine, c: &str) -> String {
+    e.ok(&[
+        "inspect",
+        c,
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}/{{.IPPrefixLen}} {{.MacAddress}} gw={{.Gateway}}{{end}}",
+    ])
+}
+
+fn exec(e: &Engine, c: &str, cmd: &[&str]) -> Output {
+    let mut args = vec!["exec", c];
+    args.extend_from_slice(cmd);
+    e.docker(&args)
+}
+
+fn pings(e: &Engine, from: &str, to: &str) -> bool {
+    exec(e, from, &["ping", "-c", "1", "-W", "2", to])
+        .status
+        .success()
+}
+
+/// Inside the container: eth0's address and MAC, and the routes.
+fn inside(e: &Engine, c: &str) -> String {
+    let addr =
+        String::from_utf8_lossy(&exec(e, c, &["ip", "-o", "-4", "addr", "show", "eth0"]).stdout)
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_owned();
+    let link = String::from_utf8_lossy(&exec(e, c, &["cat", "/sys/class/net/eth0/address"]).stdout)
+        .trim()
+        .to_owned();
+    let routes = String::from_utf8_lossy(&exec(e, c, &["ip", "route"]).stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("{addr} {link} [{routes}]")
+}
+
+/// The scenario, for `driver`; names carry `tag` so the two runs never
+/// share one. Containers are left running for the caller's checks.
+fn scenario(e: &Engine, driver: &str, tag: &str) -> Seen {
+    let mut seen = Seen::default();
+    let n = |s: &str| format!("{tag}-{s}");
+    let (n1, n2, n3, n4, n5) = (n("n1"), n("auto"), n("other"), n("int"), n("noicc"));
+
+    network(
+        e,
+        driver,
+        &n1,
+        &[
+            "--subnet",
+            "10.231.0.0/24",
+            "--ip-range",
+            "10.231.0.128/25",
+            "--gateway",
+            "10.231.0.1",
+            "--aux-address",
+            "a=10.231.0.130",
+        ],
+    )
+    .expect("network with subnet, range, gateway, aux");
+    seen.push("n1 ipam", ipam_config(e, &n1));
+    network(e, driver, &n2, &[]).expect("network with a default pool");
+    let auto = ipam_config(e, &n2);
+    // The pool may differ (see the module docs); its shape may not.
+    let subnet = auto[0]["Subnet"].as_str().unwrap_or_default().to_owned();
+    let gateway = auto[0]["Gateway"].as_str().unwrap_or_default().to_owned();
+    let keys: Vec<&String> = auto[0]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    seen.push("auto keys", format!("{keys:?}"));
+    let pool_ok = (subnet.starts_with("172.") && subnet.ends_with(".0.0/16")
+        || subnet.starts_with("192.168.") && subnet.ends_with("/20"))
+        && gateway
+            == format!(
+                "{}1",
+                subnet
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches('0')
+            );
+    seen.push("auto pool is a default pool with its .1 gateway", pool_ok);
+    seen.push(
+        "overlap",
+        network(e, driver, &n("overlap"), &["--subnet", "10.231.0.0/25"])
+            .err()
+            .unwrap_or_default(),
+    );
+
+    let c = |s: &str| format!("{tag}-{s}");
+    container(e, &c("c1"), &n1, &[]).expect("c1");
+    container(e, &c("c2"), &n1, &["--network-alias", "al2"]).expect("c2");
+    container(e, &c("c3"), &n1, &["--ip", "10.231.0.5"]).expect("c3");
+    seen.push(
+        "duplicate --ip",
+        container(e, &c("dup"), &n1, &["--ip", "10.231.0.5"])
+            .err()
+            .unwrap_or_default(),
+    );
+    for x in ["c1", "c2", "c3"] {
+        seen.push(&format!("{x} inspect"), addressing(e, &c(x)));
+        seen.push(&format!("{x} inside"), inside(e, &c(x)));
+    }
+    seen.push("c1 -> c2 by name", pings(e, &c("c1"), &c("c2")));
+    seen.push("c1 -> al2 by alias", pings(e, &c("c1"), "al2"));
+    seen.push("c1 -> c3 by address", pings(e, &c("c1"), "10.231.0.5"));
+    let resolved =
+        String::from_utf8_lossy(&exec(e, &c("c1"), &["ping", "-c", "1", "-W", "1", "al2"]).stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .replace(&c("c2"), "C2");
+    seen.push("al2 resolves", resolved);
+
+    network(e, driver, &n3, &["--subnet", "10.232.0.0/24"]).expect("second network");
+    container(e, &c("c4"), &n3, &[]).expect("c4");
+    seen.push("c4 inspect", addressing(e, &c("c4")));
+    seen.push(
+        "isolated: c1 -> c4 address",
+        pings(e, &c("c1"), "10.232.0.2"),
+    );
+    seen.push("isolated: c1 -> c4 name", pings(e, &c("c1"), &c("c4")));
+    // A second network for a running container: eth1, then gone again.
+    e.ok(&["network", "connect", &n3, &c("c1")]);
+    let eth1 = String::from_utf8_lossy(
+        &exec(e, &c("c1"), &["ip", "-o", "-4", "addr", "show", "eth1"]).stdout,
+    )
+    .split_whitespace()
+    .nth(3)
+    .unwrap_or_default()
+    .to_owned();
+    seen.push("connected: c1 eth1", eth1);
+    seen.push("connected: c1 -> c4 name", pings(e, &c("c1"), &c("c4")));
+    e.ok(&["network", "disconnect", &n3, &c("c1")]);
+    seen.push(
+        "disconnected: c1 -> c4 address",
+        pings(e, &c("c1"), "10.232.0.2"),
+    );
+    seen.push("disconnected: c1 inside", inside(e, &c("c1")));
+    seen.push("disconnected: c1 -> c2", pings(e, &c("c1"), &c("c2")));
+
+    network(e, driver, &n4, &["--internal", "--subnet", "10.233.0.0/24"])
+        .expect("internal network");
+    seen.push("internal ipam", ipam_config(e, &n4));
+    container(e, &c("c5"), &n4, &[]).expect("c5");
+    container(e, &c("c6"), &n4, &[]).expect("c6");
+    seen.push("c5 inside", inside(e, &c("c5")));
+    seen.push("internal: c5 -> c6", pings(e, &c("c5"), &c("c6")));
+
+    network(
+        e,
+        driver,
+        &n5,
+        &[
+            "--subnet",
+            "10.234.0.0/24",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+        ],
+    )
+    .expect("network without icc");
+    container(e, &c("c7"), &n5, &[]).expect("c7");
+    container(e, &c("c8"), &n5, &[]).expect("c8");
+    seen.push("no icc: c7 -> c8", pings(e, &c("c7"), "10.234.0.3"));
+    seen
+}
+
+fn teardown(e: &Engine, tag: &str) {
+    let ids = e.ok(&["ps", "-aq", "--filter", &format!("name={tag}-")]);
+    for id in ids.split_whitespace() {
+        let _ = e.docker(&["rm", "-f", id]);
+    }
+    for net in ["n1", "auto", "other", "int", "noicc", "overlap"] {
+        let _ = e.docker(&["network", "rm", &format!("{tag}-{net}")]);
+    }
+}
+
+#[test]
+fn docker_runs_on_vswitch_as_on_its_bridge() {
+    if !prerequisites(&[
+        "containerd",
+        "dockerd",
+        "docker",
+        "runc",
+        "busybox",
+        "iptables-save",
+        "nft",
+        "tar",
+    ]) {
+        return;
+    }
+    let _ = std::fs::create_dir_all("/run/lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK)
+        .expect("lock file");
+    lock.lock().expect("the docker end-to-end lock");
+
+    let host = HostState::snapshot();
+    let plugin = unique("vsw");
+    let socket = format!("/run/docker/plugins/{plugin}.sock");
+    // Declared before the engine, so the engine (and its containers' Leave
+    // calls) goes first.
+    let mut vs = Daemon::start_with(&["--docker-plugin=on", "--docker-plugin-socket", &socket]);
+    let mut engine = Engine::start();
+    engine.import_busybox();
+
+    let bridge = scenario(&engine, "bridge", "b");
+    teardown(&engine, "b");
+
+    let rules_before = rules();
+    let bridges = host_links_of_kind("bridge");
+    let proxies = docker_proxies();
+    let ours = scenario(&engine, &plugin, "v");
+    eprintln!(
+        "bridge:\n{}\nvswitch:\n{}",
+        bridge.lines.join("\n"),
+        ours.lines.join("\n")
+    );
+    let differences: Vec<String> = bridge
+        .lines
+        .iter()
+        .zip(&ours.lines)
+        .filter(|(b, v)| b != v)
+        .map(|(b, v)| format!("bridge  {b}\nvswitch {v}"))
+        .collect();
+    assert!(
+        differences.is_empty() && bridge.lines.len() == ours.lines.len(),
+        "what a user sees differs:\n{}",
+        differences.join("\n")
+    );
+    assert_eq!(
+        rules(),
+        rules_before,
+        "vswitch networks added firewall rules"
+    );
+    assert_eq!(
+        host_links_of_kind("bridge"),
+        bridges,
+        "vswitch networks added a kernel bridge"
+    );
+    assert_eq!(
+        docker_proxies(),
+        proxies,
+        "a docker-proxy runs for a vswitch network"
+    );
+    let ports = vs.vsctl_ok(&["show-ports"]);
+    for ip in [
+        "10.231.0.128/24",
+        "10.231.0.129/24",
+        "10.231.0.5/24",
+        "10.233.0.2/24",
+    ] {
+        assert!(ports.contains(ip), "show-ports lists {ip}:\n{ports}");
+    }
+    assert!(
+        ports.contains("docker-"),
+        "networks are named after Docker's ids:\n{ports}"
+    );
+    let published = engine.err(&[
+        "run",
+        "-d",
+        "--name",
+        "v-pub",
+        "--network",
+        "v-n1",
+        "-p",
+        "18080:80",
+        "e2e-busybox",
+        "sleep",
+        "60",
+    ]);
+    assert!(published.contains("publishing ports"), "{published}");
+    let _ = engine.docker(&["rm", "-f", "v-pub"]);
+
+    // kill -9 under running containers, then a restart.
+    let before = engine.ok(&["network", "inspect", "v-n1"]);
+    vs.kill9();
+    let killed = Instant::now();
+    vs.spawn();
+    let mut resumed = None;
+    while killed.elapsed() < Duration::from_secs(10) {
+        if pings(&engine, "v-c1", "10.231.0.129") {
+            resumed = Some(killed.elapsed());
+            break;
+        }
+    }
+    let resumed = resumed.expect("pings resume after vswitchd restarts");
+    eprintln!(
+        "pings resumed {} ms after kill -9 (restart and one docker exec included)",
+        resumed.as_millis()
+    );
+    assert_eq!(engine.ok(&["network", "inspect", "v-n1"]), before);
+    assert!(
+        pings(&engine, "v-c1", "v-c2"),
+        "names resolve after the restart"
+    );
+    // New containers after the restart get the next addresses.
+    container(&engine, "v-c9", "v-n1", &[]).expect("a container after the restart");
+    assert_eq!(
+        addressing(&engine, "v-c9"),
+        "10.231.0.131/24 02:42:0a:e7:00:83 gw=10.231.0.1"
+    );
+
+    teardown(&engine, "v");
+    engine.stop();
+    drop(vs);
+    host.restore();
+    assert_eq!(
+        nft_tables(),
+        host.tables,
+        "the host's nftables tables are as before"
+    );
+    for path in &host.absent {
+        assert!(!Path::new(path).exists(), "{path} is left behind");
+    }
+    drop(lock);
+}
