@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod netconf;
 pub mod netns;
 pub mod port;
+pub mod publish;
 pub mod switch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -76,6 +76,7 @@ impl T {
             .ok(Request::CreateSandbox(SandboxCreateRequest {
                 name: name.to_owned(),
                 netns_path: None,
+                ..Default::default()
             }))
             .response
         {
@@ -582,6 +583,7 @@ fn sandboxes_create_or_adopt_namespaces() {
     let o = t.ok(Request::CreateSandbox(SandboxCreateRequest {
         name: "c1".into(),
         netns_path: None,
+        ..Default::default()
     }));
     let Response::Sandbox(sb) = o.response else {
         panic!()
@@ -599,6 +601,7 @@ fn sandboxes_create_or_adopt_namespaces() {
     let o = t.ok(Request::CreateSandbox(SandboxCreateRequest {
         name: "adopted".into(),
         netns_path: Some("/proc/1234/ns/net".into()),
+        ..Default::default()
     }));
     let Response::Sandbox(ad) = o.response else {
         panic!()
@@ -975,6 +978,7 @@ fn sandbox_refusals() {
         Request::CreateSandbox(SandboxCreateRequest {
             name: "c1".into(),
             netns_path: None,
+            ..Default::default()
         }),
         &format!(
             "Conflict. The sandbox name \"c1\" is already in use by sandbox \"{}\". You have to remove (or rename) that sandbox to be able to reuse that name.",
@@ -987,6 +991,7 @@ fn sandbox_refusals() {
             Request::CreateSandbox(SandboxCreateRequest {
                 name: bad.into(),
                 netns_path: None,
+                ..Default::default()
             }),
             &format!("Invalid sandbox name ({bad}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
             400,
@@ -996,6 +1001,7 @@ fn sandbox_refusals() {
         Request::CreateSandbox(SandboxCreateRequest {
             name: "c2".into(),
             netns_path: Some("relative/ns".into()),
+            ..Default::default()
         }),
         r#"invalid netns path "relative/ns": must be an absolute path"#,
         400,
@@ -1004,6 +1010,7 @@ fn sandbox_refusals() {
         Request::CreateSandbox(SandboxCreateRequest {
             name: "c2".into(),
             netns_path: Some(sb.netns_path.clone()),
+            ..Default::default()
         }),
         &format!("netns {} is already used by sandbox c1", sb.netns_path),
         409,

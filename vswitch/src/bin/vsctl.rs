@@ -14,11 +14,13 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nat::spec::PortSpec;
 use serde::Serialize;
 use vswitch::api::client::DEFAULT_SOCKET;
 use vswitch::api::types::{
-    ConnectRequest, DisconnectRequest, DnsNetworkView, EndpointIpamConfig, EndpointSettings,
-    IpamConfigEntry, IpamRequest, NetworkCreateRequest, SandboxCreateRequest, SandboxView,
+    ConnectRequest, DisconnectRequest, DnsNetworkView, Empty, EndpointIpamConfig, EndpointSettings,
+    HostBinding, HostConfig, IpamConfigEntry, IpamRequest, NetworkCreateRequest,
+    SandboxCreateRequest, SandboxView,
 };
 use vswitch::api::{Client, ClientError};
 use vswitch::control::PortKind;
@@ -61,6 +63,14 @@ enum Cmd {
     },
     /// Show switch ports and their counters.
     ShowPorts,
+    /// List a sandbox's published ports, as `docker port` does
+    /// (`80/tcp -> 0.0.0.0:18080`), or the host addresses of one port.
+    Port {
+        /// The sandbox.
+        sandbox: String,
+        /// Only this container port: `PORT[/PROTO]` (tcp by default).
+        port: Option<String>,
+    },
     /// Run a command inside a sandbox's network namespace.
     Exec {
         /// The sandbox.
@@ -270,6 +280,8 @@ enum SandboxCmd {
         /// Adopt this existing network namespace instead of creating one.
         #[arg(long, value_name = "PATH")]
         netns: Option<String>,
+        #[command(flatten)]
+        ports: PortArgs,
         /// The sandbox's name.
         name: String,
     },
@@ -311,9 +323,65 @@ struct RunArgs {
     /// Remove the sandbox when the command exits.
     #[arg(long)]
     rm: bool,
+    #[command(flatten)]
+    ports: PortArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// Docker's port options of `docker create`/`docker run`.
+#[derive(Debug, Args)]
+struct PortArgs {
+    /// Publish container ports to the host:
+    /// `[HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp|/sctp]`
+    /// (IPv6 host addresses in brackets). Published when the sandbox is
+    /// connected to its first network.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = parse_publish)]
+    publish: Vec<PortSpec>,
+    /// Publish every exposed port to a dynamic host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port or a range of ports (`80`, `53/udp`, `8000-8010`).
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = parse_expose_arg)]
+    expose: Vec<String>,
+}
+
+impl PortArgs {
+    /// `HostConfig` and `ExposedPorts` as the docker CLI builds them
+    /// (go-connections `ParsePortSpecs`).
+    fn request(&self) -> (Option<HostConfig>, BTreeMap<String, Empty>) {
+        let mut bindings: BTreeMap<String, Vec<HostBinding>> = BTreeMap::new();
+        let mut exposed = BTreeMap::new();
+        for b in self.publish.iter().flat_map(PortSpec::bindings) {
+            let key = format!("{}/{}", b.container_port, b.proto);
+            bindings.entry(key.clone()).or_default().push(HostBinding {
+                host_ip: b.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                host_port: b.host_ports.map(|r| r.to_string()).unwrap_or_default(),
+            });
+            exposed.insert(key, Empty {});
+        }
+        for e in &self.expose {
+            for (port, proto) in nat::spec::parse_expose(e).unwrap_or_default() {
+                exposed.insert(format!("{port}/{proto}"), Empty {});
+            }
+        }
+        let host_config = (!bindings.is_empty() || self.publish_all).then_some(HostConfig {
+            port_bindings: bindings,
+            publish_all_ports: self.publish_all,
+        });
+        (host_config, exposed)
+    }
+}
+
+fn parse_publish(s: &str) -> Result<PortSpec, String> {
+    s.parse().map_err(|e: nat::SpecError| e.to_string())
+}
+
+fn parse_expose_arg(s: &str) -> Result<String, String> {
+    nat::spec::parse_expose(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -435,6 +503,14 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
                 ]
             }));
             print_text(&mut out, &tabwrite(&table))
+        }
+        Cmd::Port { sandbox, port } => {
+            let sb = client.sandbox(&sandbox)?;
+            let lines = port_lines(&sb, &sandbox, port.as_deref())?;
+            if lines.is_empty() {
+                return Ok(0);
+            }
+            print_text(&mut out, &format!("{}\n", lines.join("\n")))
         }
         Cmd::Exec { sandbox, command } => {
             let sb = client.sandbox(&sandbox)?;
@@ -583,6 +659,92 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
     }
 }
 
+/// `docker port`'s lines (docker/cli `port.go`): every binding as
+/// `80/tcp -> 0.0.0.0:18080`, or for one port only its host addresses, in
+/// natural order; an unpublished port is an error naming the sandbox as
+/// the user wrote it.
+fn port_lines(sb: &SandboxView, name: &str, port: Option<&str>) -> Result<Vec<String>, Failure> {
+    let join = |b: &HostBinding| {
+        if b.host_ip.contains(':') {
+            format!("[{}]:{}", b.host_ip, b.host_port)
+        } else {
+            format!("{}:{}", b.host_ip, b.host_port)
+        }
+    };
+    let ports = &sb.network_settings.ports;
+    let mut out: Vec<String> = match port {
+        Some(asked) => {
+            let (p, proto) = asked.split_once('/').unwrap_or((asked, "tcp"));
+            if p.parse::<u16>().is_err() {
+                return Err(Failure {
+                    message: format!(
+                        "Error: invalid port ({p}): strconv.ParseUint: parsing {p:?}: invalid syntax"
+                    ),
+                    code: 1,
+                });
+            }
+            match ports.get(&format!("{p}/{proto}")) {
+                Some(Some(list)) if !list.is_empty() => list.iter().map(join).collect(),
+                _ => {
+                    return Err(Failure {
+                        message: format!("Error: No public port '{asked}' published for {name}"),
+                        code: 1,
+                    });
+                }
+            }
+        }
+        None => ports
+            .iter()
+            .flat_map(|(from, list)| {
+                list.iter()
+                    .flatten()
+                    .map(move |b| format!("{from} -> {}", join(b)))
+            })
+            .collect(),
+    };
+    out.sort_by(|a, b| natural_cmp(a, b));
+    Ok(out)
+}
+
+/// Natural order (`sortorder.NaturalLess`): runs of digits compare as
+/// numbers, everything else byte by byte.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let (x, y) = (
+                std::str::from_utf8(&a[si..i])
+                    .unwrap_or("")
+                    .trim_start_matches('0'),
+                std::str::from_utf8(&b[sj..j])
+                    .unwrap_or("")
+                    .trim_start_matches('0'),
+            );
+            let ord = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
 /// `dns show`: the names table, then the PTR table.
 fn dns_tables(views: &[DnsNetworkView]) -> String {
     let mut names = vec![row(["NETWORK", "NAME", "KIND", "ADDRESSES"])];
@@ -675,10 +837,13 @@ fn sandbox(
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
     match cmd {
-        SandboxCmd::Create { netns, name } => {
+        SandboxCmd::Create { netns, ports, name } => {
+            let (host_config, exposed_ports) = ports.request();
             let sb = client.create_sandbox(&SandboxCreateRequest {
                 name,
                 netns_path: netns,
+                host_config,
+                exposed_ports,
             })?;
             if json {
                 return print_json(out, &sb);
@@ -819,9 +984,12 @@ fn connect_request(
 }
 
 fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
+    let (host_config, exposed_ports) = a.ports.request();
     let sb = client.create_sandbox(&SandboxCreateRequest {
         name: a.name.clone(),
         netns_path: None,
+        host_config,
+        exposed_ports,
     })?;
     let request = connect_request(&sb.id, a.ip, a.alias, a.port_kind);
     if let Err(e) = client.connect(&a.net, &request) {

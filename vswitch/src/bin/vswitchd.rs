@@ -202,10 +202,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 rate: args.flood_rate,
                 burst: args.flood_burst,
             },
+            ephemeral_ports: ephemeral_ports(),
             ..ControllerConfig::default()
         },
         allow_host_netns: args.allow_host_netns,
         hooks,
+        port_sink: std::sync::Arc::new(vswitch::publish::HoldSink::new()),
     };
     let (dnsd, dns_thread) = Dnsd::spawn(DnsdConfig::default())?;
     let dns = DnsSync::new(
@@ -317,5 +319,22 @@ fn supervise(
             worker_stopped = true;
         }
         thread::sleep(SUPERVISE_EVERY);
+    }
+}
+
+/// Dynamic host ports come from the kernel's ephemeral range, as Docker's
+/// (docker-reference §4.2): `ip_local_port_range` of the daemon's network
+/// namespace, or 49153–65535 when it cannot be read.
+fn ephemeral_ports() -> nat::spec::PortRange {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+    match std::fs::read_to_string(PATH)
+        .map_err(|e| e.to_string())
+        .and_then(|text| nat::alloc::parse_ephemeral_range(&text).map_err(|e| e.to_string()))
+    {
+        Ok(range) => range,
+        Err(e) => {
+            tracing::warn!(path = PATH, error = %e, "using the fallback ephemeral port range");
+            nat::alloc::FALLBACK_EPHEMERAL
+        }
     }
 }

@@ -11,13 +11,18 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use core::net::IpAddr;
+
 use ipam::{IpamError, NetworkIpamRequest};
+use nat::alloc::PortAllocator;
+use nat::spec::PortRange;
 
 use super::Ctx;
 use super::effect::{Attachment, Effect};
 use super::error::ControlError;
-use super::model::{self, Endpoint, IdKind, Model, Network, PortKind, Sandbox};
+use super::model::{self, Endpoint, IdKind, Model, Network, PortKind, PublishedRecord, Sandbox};
 use super::options::parse_options;
+use super::ports;
 use super::request::{Outcome, Request, Response};
 use super::types::{
     ConnectRequest, DisconnectRequest, NetworkCreateRequest, NetworkCreateResponse,
@@ -53,7 +58,16 @@ pub struct ControllerConfig {
     /// How fast each container port may flood (unknown unicast, broadcast,
     /// multicast) on every network.
     pub flood_limit: crate::switch::FloodLimit,
+    /// Where dynamic host ports come from: the host's
+    /// `/proc/sys/net/ipv4/ip_local_port_range` (docker-reference §4.2).
+    pub ephemeral_ports: PortRange,
 }
+
+/// Linux's default `ip_local_port_range`.
+pub const LINUX_EPHEMERAL: PortRange = match PortRange::new(32768, 60999) {
+    Some(r) => r,
+    None => PortRange::single(32768),
+};
 
 impl Default for ControllerConfig {
     fn default() -> Self {
@@ -63,6 +77,7 @@ impl Default for ControllerConfig {
             txqueuelen: 1000,
             handle_dir: PathBuf::from("/run/vswitch/netns"),
             flood_limit: crate::switch::FloodLimit::DEFAULT,
+            ephemeral_ports: LINUX_EPHEMERAL,
         }
     }
 }
@@ -76,6 +91,10 @@ pub struct Controller {
     config: ControllerConfig,
     model: Model,
     generation: u64,
+    /// Docker's host-port allocator. Not stored: rebuilt from the
+    /// endpoints' published ports at start (cursors start afresh, as after
+    /// a Docker restart).
+    ports: PortAllocator,
 }
 
 impl Controller {
@@ -85,6 +104,7 @@ impl Controller {
     /// See [`Model::with_defaults`].
     pub fn new(config: ControllerConfig, ctx: &Ctx<'_>) -> Result<Self, ControlError> {
         Ok(Self {
+            ports: PortAllocator::new(config.ephemeral_ports),
             config,
             model: Model::with_defaults(ctx)?,
             generation: 1,
@@ -97,10 +117,17 @@ impl Controller {
     /// [`ControlError::InvalidState`] when the model breaks an invariant.
     pub fn from_model(config: ControllerConfig, model: Model) -> Result<Self, ControlError> {
         model.validate()?;
+        let mut ports = PortAllocator::new(config.ephemeral_ports);
+        for p in model.endpoints.iter().flat_map(|e| &e.published) {
+            ports
+                .request(p.host_ip, p.proto, Some(PortRange::single(p.host_port)))
+                .map_err(|e| ControlError::InvalidState(format!("published port {p:?}: {e}")))?;
+        }
         Ok(Self {
             config,
             model,
             generation: 1,
+            ports,
         })
     }
 
@@ -141,8 +168,10 @@ impl Controller {
             });
         }
         let mut next = self.model.clone();
+        let mut ports = self.ports.clone();
         let mut txn = Txn {
             model: &mut next,
+            ports: &mut ports,
             config: &self.config,
             ctx,
             effects: Vec::new(),
@@ -166,6 +195,7 @@ impl Controller {
         };
         let effects = txn.effects;
         self.model = next;
+        self.ports = ports;
         if effects.contains(&Effect::PushSwitchConfig) {
             self.generation += 1;
         }
@@ -258,14 +288,15 @@ impl Controller {
 }
 
 /// One mutating request against the model copy.
-struct Txn<'a> {
+struct Txn<'a, 'c> {
     model: &'a mut Model,
+    ports: &'a mut PortAllocator,
     config: &'a ControllerConfig,
-    ctx: &'a Ctx<'a>,
+    ctx: &'a Ctx<'c>,
     effects: Vec<Effect>,
 }
 
-impl Txn<'_> {
+impl Txn<'_, '_> {
     fn create_network(&mut self, r: NetworkCreateRequest) -> Result<Response, ControlError> {
         let name = r.name;
         if PREDEFINED.contains(&name.as_str()) {
@@ -383,6 +414,8 @@ impl Txn<'_> {
                 });
             }
         }
+        let host_config = r.host_config.unwrap_or_default();
+        let (port_bindings, exposed_ports) = ports::requested(&host_config, &r.exposed_ports)?;
         let id = self.model.new_id(self.ctx.entropy, IdKind::Sandbox)?;
         let owned = adopt.is_none();
         let path = adopt.unwrap_or_else(|| {
@@ -401,6 +434,9 @@ impl Txn<'_> {
             created: self.ctx.now.to_owned(),
             next_ifindex: 0,
             netns_handle: handle.as_ref().map(|h| h.to_string_lossy().into_owned()),
+            port_bindings,
+            publish_all: host_config.publish_all_ports,
+            exposed_ports,
         };
         let view = sandbox_view(self.model, &sandbox);
         self.model.sandboxes.push(sandbox);
@@ -434,6 +470,7 @@ impl Txn<'_> {
             self.effects.push(Effect::PushSwitchConfig);
         }
         for e in mine.iter().rev() {
+            self.unpublish(e);
             let pools = self
                 .model
                 .network(e.network)
@@ -515,7 +552,7 @@ impl Txn<'_> {
             all.push(sb.short_id().to_owned());
             all
         });
-        let endpoint = Endpoint {
+        let mut endpoint = Endpoint {
             host_ifname: format!("{}{}", kind.device_prefix(), model::short(&id)),
             id,
             network: net.num,
@@ -529,7 +566,9 @@ impl Txn<'_> {
             requested_ip: requested,
             aliases,
             default_route,
+            published: Vec::new(),
         };
+        let publish = self.publish(&sb, &net, &mut endpoint)?;
         self.effects.push(Effect::AttachEndpoint(attachment(
             &endpoint,
             &net,
@@ -537,6 +576,7 @@ impl Txn<'_> {
             self.config.txqueuelen,
         )));
         self.effects.push(Effect::PushSwitchConfig);
+        self.effects.extend(publish);
         let view = endpoint_view(&net, &endpoint);
         self.model.endpoints.push(endpoint);
         Ok(Response::Connected(view))
@@ -563,6 +603,7 @@ impl Txn<'_> {
             });
         };
         let e = self.model.endpoints.remove(ei);
+        self.unpublish(&e);
         self.model
             .ipam
             .release_endpoint_address(&net.ipam, e.ipv4)?;
@@ -574,14 +615,22 @@ impl Txn<'_> {
             self.config.txqueuelen,
         )));
         if e.default_route {
-            let next = self.model.endpoints.iter_mut().find(|x| x.sandbox == sb.id);
-            if let Some(next) = next {
+            let next = self.model.endpoints.iter().position(|x| x.sandbox == sb.id);
+            if let Some(at) = next {
+                let mut next = self.model.endpoints[at].clone();
                 next.default_route = true;
                 let (ifname, num) = (next.ifname.clone(), next.network);
-                let gateway =
-                    self.model.network(num).map(|n| n.gateway).ok_or_else(|| {
+                let next_net =
+                    self.model.network(num).cloned().ok_or_else(|| {
                         ControlError::InvalidState(format!("network {num} vanished"))
                     })?;
+                let gateway = next_net.gateway;
+                // The new gateway endpoint takes over the published ports,
+                // as libnetwork programs them on the endpoint that gives
+                // the sandbox external connectivity.
+                let publish = self.publish(&sb, &next_net, &mut next)?;
+                self.model.endpoints[at] = next;
+                self.effects.extend(publish);
                 self.effects.push(Effect::SetDefaultRoute {
                     sandbox: sb.id.clone(),
                     netns: PathBuf::from(sb.netns_file()),
@@ -592,6 +641,86 @@ impl Txn<'_> {
         }
         Ok(Response::Done)
     }
+}
+
+impl Txn<'_, '_> {
+    /// Publishes the sandbox's ports on `endpoint` when it gives the
+    /// sandbox external connectivity (its default route, on a network that
+    /// is not internal), all or nothing, binding through the context's
+    /// binder; returns the effect that hands the sockets over.
+    fn publish(
+        &mut self,
+        sb: &Sandbox,
+        net: &Network,
+        endpoint: &mut Endpoint,
+    ) -> Result<Option<Effect>, ControlError> {
+        if !endpoint.default_route || net.internal || !ports::publishes(sb) {
+            return Ok(None);
+        }
+        let bindings = ports::bindings(sb);
+        let mut retries = Vec::new();
+        let mut accept_all = AcceptAll;
+        let result = match self.ctx.binder {
+            Some(cell) => nat::publish(
+                self.ports,
+                &bindings,
+                ports::host_binding_ipv4(net),
+                &mut *cell.borrow_mut(),
+                &mut retries,
+            ),
+            None => nat::publish(
+                self.ports,
+                &bindings,
+                ports::host_binding_ipv4(net),
+                &mut accept_all,
+                &mut retries,
+            ),
+        };
+        for line in &retries {
+            tracing::warn!(sandbox = %sb.name, "{line}");
+        }
+        let published = result.map_err(|cause| ControlError::ExternalConnectivity {
+            sandbox: sb.name.clone(),
+            endpoint: endpoint.id.clone(),
+            cause,
+        })?;
+        endpoint.published = published.into_iter().map(PublishedRecord::from).collect();
+        Ok(Some(Effect::PublishPorts {
+            endpoint: endpoint.id.clone(),
+            network: net.num,
+            container: endpoint.ipv4,
+            gateway: net.gateway,
+            ports: endpoint.published.clone(),
+        }))
+    }
+
+    /// Releases an endpoint's published ports (and closes their sockets
+    /// through the binder; a failed request reopens them).
+    fn unpublish(&mut self, endpoint: &Endpoint) {
+        if endpoint.published.is_empty() {
+            return;
+        }
+        let ports: Vec<nat::PublishedPort> = endpoint
+            .published
+            .iter()
+            .map(|&p| nat::PublishedPort::from(p))
+            .collect();
+        match self.ctx.binder {
+            Some(cell) => nat::unpublish(self.ports, &ports, &mut *cell.borrow_mut()),
+            None => nat::unpublish(self.ports, &ports, &mut AcceptAll),
+        }
+    }
+}
+
+/// The binder of a plan made without a host: every bind succeeds.
+struct AcceptAll;
+
+impl nat::Binder for AcceptAll {
+    fn bind(&mut self, _: IpAddr, _: nat::Proto, _: u16) -> Result<(), nat::BindError> {
+        Ok(())
+    }
+
+    fn unbind(&mut self, _: IpAddr, _: nat::Proto, _: u16) {}
 }
 
 fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Attachment {

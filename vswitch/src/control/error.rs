@@ -152,6 +152,25 @@ pub enum ControlError {
     #[error("no free network id is left")]
     NetworksExhausted,
 
+    // ----- Published ports. -----
+    /// A `-p`/`--expose` request that does not parse.
+    #[error(transparent)]
+    PortSpec(#[from] nat::SpecError),
+
+    /// The sandbox's ports could not be published when it got its gateway
+    /// endpoint (docker-reference §4.5); nothing of the request was kept.
+    #[error(
+        "driver failed programming external connectivity on endpoint {sandbox} ({endpoint}): {cause}"
+    )]
+    ExternalConnectivity {
+        /// The sandbox's name.
+        sandbox: String,
+        /// The endpoint's id.
+        endpoint: String,
+        /// The allocator's or the host's refusal.
+        cause: nat::PublishError,
+    },
+
     // ----- Requests and state. -----
     /// The request body is not the JSON the route expects.
     #[error("invalid JSON in request body: {0}")]
@@ -258,7 +277,9 @@ impl ControlError {
             | Self::NetnsGone { .. } => 409,
             Self::PredefinedNetworkCreate(_) | Self::PredefinedNetworkRemove(_) => 403,
             Self::PortsExhausted | Self::NetworksExhausted => 503,
-            Self::InvalidState(_) | Self::Internal { .. } => 500,
+            Self::InvalidState(_) | Self::Internal { .. } | Self::ExternalConnectivity { .. } => {
+                500
+            }
             Self::Ipam(e) => ipam_status(e),
             Self::AmbiguousNetwork { .. }
             | Self::AmbiguousSandbox(_)
@@ -271,6 +292,7 @@ impl ControlError {
             | Self::AliasOnDefaultNetwork
             | Self::InvalidAlias(_)
             | Self::InvalidJson(_)
+            | Self::PortSpec(_)
             | Self::Unsupported(_) => 400,
         }
     }

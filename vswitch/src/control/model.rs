@@ -14,13 +14,17 @@
 //! - every endpoint's address is taken in one of its network's pools.
 
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 use std::collections::BTreeMap;
+
+use nat::alloc::PublishedPort;
+use nat::spec::Proto;
 
 use ipam::{Ipam, NetworkIpam, NetworkIpamConfig, NetworkIpamRequest};
 use serde::{Deserialize, Serialize};
 
 use super::error::ControlError;
+use super::types::HostBinding;
 use super::{Ctx, Entropy};
 use crate::ids::{MacAddr, NetworkId, PortId};
 
@@ -179,6 +183,79 @@ pub struct Sandbox {
     /// names another namespace once its process exits and the PID is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_handle: Option<String>,
+    /// `-p`/`--publish` as Docker keeps them in `HostConfig.PortBindings`:
+    /// `80/tcp` to the host bindings asked for, published when the sandbox
+    /// gets its gateway endpoint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_bindings: BTreeMap<String, Vec<HostBinding>>,
+    /// `-P`/`--publish-all`: every exposed port gets a dynamic host port.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub publish_all: bool,
+    /// `--expose` (and every port `-p` names), as `80/tcp`, in Docker's
+    /// `Config.ExposedPorts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+const fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A published port as stored with its endpoint: what `docker port` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublishedRecord {
+    /// The container port.
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    #[serde(with = "serde_proto")]
+    pub proto: Proto,
+    /// The host address.
+    pub host_ip: IpAddr,
+    /// The host port.
+    pub host_port: u16,
+}
+
+impl From<PublishedPort> for PublishedRecord {
+    fn from(p: PublishedPort) -> Self {
+        Self {
+            container_port: p.container_port,
+            proto: p.proto,
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+        }
+    }
+}
+
+impl From<PublishedRecord> for PublishedPort {
+    fn from(p: PublishedRecord) -> Self {
+        Self {
+            container_port: p.container_port,
+            proto: p.proto,
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+        }
+    }
+}
+
+pub(super) mod serde_proto {
+    use nat::spec::Proto;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(in crate::control) fn serialize<S: Serializer>(p: &Proto, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.as_str())
+    }
+
+    pub(in crate::control) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Proto, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            "sctp" => Ok(Proto::Sctp),
+            other => Err(serde::de::Error::custom(format!("invalid proto {other:?}"))),
+        }
+    }
 }
 
 impl Sandbox {
@@ -230,6 +307,11 @@ pub struct Endpoint {
     /// Whether the sandbox's default route goes through this endpoint's
     /// gateway.
     pub default_route: bool,
+    /// The sandbox's published ports, held by the endpoint that gives it
+    /// external connectivity (its gateway endpoint on a network that is not
+    /// internal), as Docker's bridge driver programs them on that endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedRecord>,
 }
 
 /// Everything the control plane knows.

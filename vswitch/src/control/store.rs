@@ -391,6 +391,7 @@ const fn take(n: &mut u64) -> u64 {
 mod tests {
     use super::*;
     use crate::control::{Ctx, SeededEntropy};
+    use std::collections::BTreeMap;
 
     fn temp_dir(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!("vswitch-store-{tag}-{}", std::process::id()))
@@ -405,6 +406,9 @@ mod tests {
             created: model.networks[0].created.clone(),
             next_ifindex: 0,
             netns_handle: None,
+            port_bindings: BTreeMap::new(),
+            publish_all: false,
+            exposed_ports: Vec::new(),
         }
     }
 

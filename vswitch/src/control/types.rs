@@ -189,6 +189,75 @@ pub struct SandboxCreateRequest {
     /// Adopt this existing namespace instead of creating one.
     #[serde(rename = "NetnsPath", default, skip_serializing_if = "Option::is_none")]
     pub netns_path: Option<String>,
+    /// Docker's `HostConfig` fields for the sandbox's networking.
+    #[serde(
+        rename = "HostConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub host_config: Option<HostConfig>,
+    /// Docker's `Config.ExposedPorts` (`--expose`): `{"80/tcp": {}}`.
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub exposed_ports: BTreeMap<String, Empty>,
+}
+
+/// `{}`: the value of Docker's port sets (`ExposedPorts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// The networking part of Docker's `HostConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// `-p`: `{"80/tcp": [{"HostIp": "", "HostPort": "18080"}]}`, as the
+    /// docker CLI sends it (go-connections `ParsePortSpecs`).
+    #[serde(
+        rename = "PortBindings",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub port_bindings: BTreeMap<String, Vec<HostBinding>>,
+    /// `-P`.
+    #[serde(rename = "PublishAllPorts", default, skip_serializing_if = "is_false")]
+    pub publish_all_ports: bool,
+}
+
+/// One host binding of a port: requested (`HostConfig.PortBindings`, empty
+/// strings for "the default address" and "any port") or in place
+/// (`NetworkSettings.Ports`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostBinding {
+    /// The host address; empty for the network's default.
+    #[serde(rename = "HostIp", default)]
+    pub host_ip: String,
+    /// The host port or range; empty for a dynamic port.
+    #[serde(rename = "HostPort", default)]
+    pub host_port: String,
+}
+
+/// The sandbox's side of Docker's `Config`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    /// Every exposed or published port, `{"80/tcp": {}}`.
+    #[serde(rename = "ExposedPorts", default)]
+    pub exposed_ports: BTreeMap<String, Empty>,
+}
+
+/// The sandbox's side of Docker's `NetworkSettings`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSettings {
+    /// The ports in place, `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort":
+    /// "18080"}, …]}`; an exposed port that is not published maps to `null`.
+    #[serde(rename = "Ports", default)]
+    pub ports: BTreeMap<String, Option<Vec<HostBinding>>>,
 }
 
 /// A sandbox as `GET /v1/sandboxes[/{name}]` shows it.
@@ -216,6 +285,15 @@ pub struct SandboxView {
     /// Its endpoints, in attach order.
     #[serde(rename = "Endpoints")]
     pub endpoints: Vec<EndpointView>,
+    /// What was asked for: `PortBindings`, `PublishAllPorts`.
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: HostConfig,
+    /// `ExposedPorts`.
+    #[serde(rename = "Config", default)]
+    pub config: SandboxConfig,
+    /// What is in place: `Ports`.
+    #[serde(rename = "NetworkSettings", default)]
+    pub network_settings: NetworkSettings,
 }
 
 /// One endpoint of a sandbox; also the answer to a connect.

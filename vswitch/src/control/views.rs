@@ -241,7 +241,12 @@ pub(super) fn endpoint_view(net: &Network, e: &Endpoint) -> EndpointView {
 }
 
 pub(super) fn sandbox_view(m: &Model, s: &Sandbox) -> SandboxView {
+    let (host_config, config, network_settings) =
+        super::ports::views(s, m.sandbox_endpoints(&s.id));
     SandboxView {
+        host_config,
+        config,
+        network_settings,
         name: s.name.clone(),
         id: s.id.clone(),
         created: s.created.clone(),

@@ -80,7 +80,7 @@ pub type Reply = Sender<Result<Response, ControlError>>;
 pub type Answer = Result<Response, ControlError>;
 
 /// The daemon's settings that are not state.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DaemonConfig {
     /// The state directory (database, intent).
     pub state_dir: PathBuf,
@@ -90,6 +90,20 @@ pub struct DaemonConfig {
     pub allow_host_netns: bool,
     /// Test hooks ([`hooks`]); all off in production.
     pub hooks: Hooks,
+    /// Whoever serves published ports; [`crate::publish::HoldSink`] keeps
+    /// their sockets open and carries no traffic.
+    pub port_sink: Arc<dyn crate::publish::PublishedPortSink>,
+}
+
+impl core::fmt::Debug for DaemonConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DaemonConfig")
+            .field("state_dir", &self.state_dir)
+            .field("controller", &self.controller)
+            .field("allow_host_netns", &self.allow_host_netns)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the control thread last committed: readers answer from it without
@@ -187,11 +201,15 @@ impl Daemon {
         let hub = Arc::new(EventHub::new());
         let mut store = Store::open(&config.state_dir)?;
         let entropy = OsEntropy::new();
+        let ports = Arc::new(crate::publish::HostPorts::new(Arc::clone(
+            &config.port_sink,
+        )));
         let executor = Executor::new(
             datapath.clone(),
             config.hooks,
             config.allow_host_netns,
             port_netns,
+            ports,
         );
         let controller = if let Some(model) = store.load()? {
             tracing::info!(
@@ -258,6 +276,28 @@ impl Daemon {
                 ));
             }
         }
+        for e in model.endpoints.iter().filter(|e| !e.published.is_empty()) {
+            let Some(net) = model.network(e.network) else {
+                continue;
+            };
+            if let Err(err) = executor.publish(net.num, e.ipv4, net.gateway, &e.published) {
+                let sandbox = model
+                    .sandbox(&e.sandbox)
+                    .map_or(e.sandbox.as_str(), |s| s.name.as_str());
+                tracing::error!(endpoint = %e.id, sandbox, error = %err, "published port not restored");
+                hub.publish(Event::now(
+                    "endpoint",
+                    "port_failed",
+                    &e.id,
+                    &[
+                        ("sandbox", sandbox),
+                        ("network", &net.name),
+                        ("error", &err.to_string()),
+                    ],
+                ));
+            }
+        }
+        executor.ports().commit();
         if let Some(dns) = &mut dns {
             dns.sync(controller.model());
         }
@@ -510,12 +550,15 @@ impl ControlThread {
     /// of them is undone. Returns the answers, in order.
     fn apply_batch(&mut self, batch: Vec<(Request, Reply)>) -> Vec<(Reply, Answer)> {
         let start = Arc::clone(&self.controller);
+        let ports = Arc::clone(self.executor.ports());
+        let batch_mark = ports.mark();
         let mut done: Vec<Effect> = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         let mut changed = false;
         let mut happened: Vec<Event> = Vec::new();
         for (request, reply) in batch {
             let before = Arc::clone(&self.controller);
+            let mark = ports.mark();
             let asked = request.clone();
             let (sandbox, network) = events::subjects(&asked);
             match self.stage(request, &mut done) {
@@ -536,6 +579,7 @@ impl ControlThread {
                     // and the datapath's configuration (the executor undid
                     // its devices).
                     self.controller = before;
+                    ports.rollback_to(mark);
                     self.restore_config();
                     tracing::warn!(
                         request = events::kind(&asked),
@@ -549,6 +593,7 @@ impl ControlThread {
             }
         }
         if !changed {
+            ports.commit();
             return answers;
         }
         let hooks = *self.executor.hooks();
@@ -556,6 +601,7 @@ impl ControlThread {
         if let Err(e) = self.store.save(self.controller.model()) {
             tracing::error!(error = %e, "cannot save the state; undoing the batch");
             self.executor.undo_all(&done);
+            ports.rollback_to(batch_mark);
             self.controller = start;
             self.restore_config();
             self.clear_intent();
@@ -571,6 +617,7 @@ impl ControlThread {
             return answers;
         }
         hooks.reached(Point::Saved);
+        ports.commit();
         self.clear_intent();
         if let Some(dns) = &mut self.dns {
             dns.sync(self.controller.model());
@@ -591,8 +638,17 @@ impl ControlThread {
         done: &mut Vec<Effect>,
     ) -> Result<(Response, bool), ControlError> {
         let now = rfc3339_nano(SystemTime::now());
-        let outcome =
-            Arc::make_mut(&mut self.controller).apply(request, &Ctx::new(&now, &self.entropy))?;
+        let ports = Arc::clone(self.executor.ports());
+        let binder = core::cell::RefCell::new(ports.binder());
+        let ctx = Ctx::new(&now, &self.entropy).with_binder(&binder);
+        let outcome = Arc::make_mut(&mut self.controller).apply(request, &ctx);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                ports.discard_pending();
+                return Err(e);
+            }
+        };
         if !outcome.changed {
             return Ok((outcome.response, false));
         }
