@@ -51,15 +51,15 @@ impl T {
             e,
             host: RefCell::new(Host::default()),
         };
-        t.ok(Request::CreateNetwork(NetworkCreateRequest {
+        let _ = t.ok(Request::CreateNetwork(NetworkCreateRequest {
             name: "n1".into(),
             ..Default::default()
         }));
-        t.ok(Request::CreateNetwork(NetworkCreateRequest {
+        let _ = t.ok(Request::CreateNetwork(NetworkCreateRequest {
             name: "n2".into(),
             ..Default::default()
         }));
-        t.ok(Request::CreateNetwork(NetworkCreateRequest {
+        let _ = t.ok(Request::CreateNetwork(NetworkCreateRequest {
             name: "in1".into(),
             internal: true,
             ..Default::default()
@@ -70,6 +70,11 @@ impl T {
     fn apply(&mut self, r: Request) -> Result<Outcome, ControlError> {
         let ctx = Ctx::new(NOW, &self.e).with_binder(&self.host);
         self.c.apply(r, &ctx)
+    }
+
+    /// A change's effects, or its refusal.
+    fn change(&mut self, r: Request) -> Result<Vec<Effect>, ControlError> {
+        self.apply(r).map(|o| o.effects)
     }
 
     fn ok(&mut self, r: Request) -> Outcome {
@@ -91,7 +96,7 @@ impl T {
                     host_port: (*port).to_owned(),
                 });
         }
-        self.ok(Request::CreateSandbox(SandboxCreateRequest {
+        let _ = self.ok(Request::CreateSandbox(SandboxCreateRequest {
             name: name.into(),
             host_config: Some(HostConfig {
                 port_bindings,
@@ -101,8 +106,8 @@ impl T {
         }));
     }
 
-    fn connect(&mut self, net: &str, sb: &str) -> Result<Outcome, ControlError> {
-        self.apply(Request::Connect {
+    fn connect(&mut self, net: &str, sb: &str) -> Result<Vec<Effect>, ControlError> {
+        self.change(Request::Connect {
             network: net.into(),
             request: ConnectRequest {
                 container: sb.into(),
@@ -135,10 +140,9 @@ impl T {
 fn dynamic_ports_follow_the_cursor_and_a_failed_request_moves_nothing() {
     let mut t = T::new();
     t.sandbox("a1", &[("85/tcp", "", "")]);
-    let o = t.connect("n1", "a1").unwrap();
+    let effects = t.connect("n1", "a1").unwrap();
     // The sockets are handed over after the device and the configuration.
-    let kinds: Vec<&str> = o
-        .effects
+    let kinds: Vec<&str> = effects
         .iter()
         .map(|e| match e {
             Effect::AttachEndpoint(_) => "attach",
@@ -187,7 +191,7 @@ fn ports_live_on_the_gateway_endpoint_and_move_with_it() {
     t.connect("in1", "w1").unwrap();
     assert!(t.ports("w1").is_empty());
     assert_eq!(t.open(), 0);
-    t.apply(Request::Disconnect {
+    t.change(Request::Disconnect {
         network: "in1".into(),
         request: DisconnectRequest {
             container: "w1".into(),
@@ -197,9 +201,9 @@ fn ports_live_on_the_gateway_endpoint_and_move_with_it() {
     .unwrap();
     t.connect("n1", "w1").unwrap();
     // A second network does not publish again.
-    let o = t.connect("n2", "w1").unwrap();
+    let effects = t.connect("n2", "w1").unwrap();
     assert!(
-        !o.effects
+        !effects
             .iter()
             .any(|e| matches!(e, Effect::PublishPorts { .. }))
     );
@@ -214,8 +218,8 @@ fn ports_live_on_the_gateway_endpoint_and_move_with_it() {
     };
     assert!(on(&t, "n1") && !on(&t, "n2"));
     // Leaving n1 hands the gateway, and the ports, to n2.
-    let o = t
-        .apply(Request::Disconnect {
+    let effects = t
+        .change(Request::Disconnect {
             network: "n1".into(),
             request: DisconnectRequest {
                 container: "w1".into(),
@@ -224,7 +228,7 @@ fn ports_live_on_the_gateway_endpoint_and_move_with_it() {
         })
         .unwrap();
     assert!(matches!(
-        o.effects.last(),
+        effects.last(),
         Some(Effect::SetDefaultRoute { .. })
     ));
     assert!(on(&t, "n2"));
@@ -234,7 +238,7 @@ fn ports_live_on_the_gateway_endpoint_and_move_with_it() {
     );
     assert_eq!(t.open(), 2);
     // Removing the sandbox releases them; another may take the port.
-    t.apply(Request::RemoveSandbox { name: "w1".into() })
+    t.change(Request::RemoveSandbox { name: "w1".into() })
         .unwrap();
     assert_eq!(t.open(), 0);
     t.sandbox("w2", &[("81/tcp", "", "18080")]);
