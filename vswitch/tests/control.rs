@@ -614,6 +614,7 @@ fn sandboxes_create_or_adopt_namespaces() {
             name: "adopted".into(),
             path: PathBuf::from("/proc/1234/ns/net"),
             handle: PathBuf::from("/run/vswitch/netns").join(&ad.id),
+            host: false,
         }]
     );
     // Removing an adopted sandbox releases the daemon's handle and leaves

@@ -101,6 +101,7 @@ impl T {
             host_config: Some(HostConfig {
                 port_bindings,
                 publish_all_ports: false,
+                network_mode: String::new(),
             }),
             ..Default::default()
         }));
@@ -285,6 +286,7 @@ fn bad_bindings_through_the_api_get_the_cli_texts() {
                 .into_iter()
                 .collect(),
                 publish_all_ports: false,
+                network_mode: String::new(),
             }),
             ..Default::default()
         }))

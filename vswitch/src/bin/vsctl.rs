@@ -280,6 +280,12 @@ enum SandboxCmd {
         /// Adopt this existing network namespace instead of creating one.
         #[arg(long, value_name = "PATH")]
         netns: Option<String>,
+        /// Docker's `--network host` (the daemon's own namespace: no
+        /// interface, address or port of its own) or `--network none`
+        /// (loopback only); other networks are joined with `network
+        /// connect`.
+        #[arg(long, value_parser = ["host", "none"])]
+        network: Option<String>,
         #[command(flatten)]
         ports: PortArgs,
         /// The sandbox's name.
@@ -350,7 +356,7 @@ struct PortArgs {
 impl PortArgs {
     /// `HostConfig` and `ExposedPorts` as the docker CLI builds them
     /// (go-connections `ParsePortSpecs`).
-    fn request(&self) -> (Option<HostConfig>, BTreeMap<String, Empty>) {
+    fn request(&self, network_mode: Option<&str>) -> (Option<HostConfig>, BTreeMap<String, Empty>) {
         let mut bindings: BTreeMap<String, Vec<HostBinding>> = BTreeMap::new();
         let mut exposed = BTreeMap::new();
         for b in self.publish.iter().flat_map(PortSpec::bindings) {
@@ -366,10 +372,12 @@ impl PortArgs {
                 exposed.insert(format!("{port}/{proto}"), Empty {});
             }
         }
-        let host_config = (!bindings.is_empty() || self.publish_all).then_some(HostConfig {
-            port_bindings: bindings,
-            publish_all_ports: self.publish_all,
-        });
+        let host_config = (!bindings.is_empty() || self.publish_all || network_mode.is_some())
+            .then(|| HostConfig {
+                port_bindings: bindings,
+                publish_all_ports: self.publish_all,
+                network_mode: network_mode.unwrap_or_default().to_owned(),
+            });
         (host_config, exposed)
     }
 }
@@ -837,8 +845,13 @@ fn sandbox(
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
     match cmd {
-        SandboxCmd::Create { netns, ports, name } => {
-            let (host_config, exposed_ports) = ports.request();
+        SandboxCmd::Create {
+            netns,
+            network,
+            ports,
+            name,
+        } => {
+            let (host_config, exposed_ports) = ports.request(network.as_deref());
             let sb = client.create_sandbox(&SandboxCreateRequest {
                 name,
                 netns_path: netns,
@@ -984,7 +997,9 @@ fn connect_request(
 }
 
 fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
-    let (host_config, exposed_ports) = a.ports.request();
+    // `host` and `none` are taken at creation, as `docker run --network`.
+    let mode = matches!(a.net.as_str(), "host" | "none").then_some(a.net.as_str());
+    let (host_config, exposed_ports) = a.ports.request(mode);
     let sb = client.create_sandbox(&SandboxCreateRequest {
         name: a.name.clone(),
         netns_path: None,
@@ -992,7 +1007,9 @@ fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
         exposed_ports,
     })?;
     let request = connect_request(&sb.id, a.ip, a.alias, a.port_kind);
-    if let Err(e) = client.connect(&a.net, &request) {
+    if mode.is_none()
+        && let Err(e) = client.connect(&a.net, &request)
+    {
         // Leave nothing half made behind; the connect error is what matters.
         let _ = client.remove_sandbox(&sb.id);
         return Err(e.into());

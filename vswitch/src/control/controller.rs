@@ -25,10 +25,10 @@ use super::options::parse_options;
 use super::ports;
 use super::request::{Outcome, Request, Response};
 use super::types::{
-    ConnectRequest, DisconnectRequest, NetworkCreateRequest, NetworkCreateResponse,
+    ConnectRequest, DisconnectRequest, EndpointView, NetworkCreateRequest, NetworkCreateResponse,
     SandboxCreateRequest,
 };
-use super::views::{endpoint_view, network_view, sandbox_view};
+use super::views::{endpoint_view, network_view, predefined_view, sandbox_view};
 use crate::ids::{MacAddr, NetworkId, PortId};
 use crate::switch::{ConfigError, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig};
 
@@ -131,6 +131,15 @@ impl Controller {
         })
     }
 
+    /// Adds Docker's `host` and `none` networks to a model stored before
+    /// they existed; returns whether it did (the model must then be saved).
+    ///
+    /// # Errors
+    /// Only if the id source keeps producing unusable ids.
+    pub fn ensure_predefined(&mut self, ctx: &Ctx<'_>) -> Result<bool, ControlError> {
+        self.model.ensure_predefined(ctx)
+    }
+
     /// The model, to persist or inspect.
     #[must_use]
     pub const fn model(&self) -> &Model {
@@ -217,13 +226,19 @@ impl Controller {
         let m = &self.model;
         Ok(match request {
             Request::ListNetworks => {
-                let mut nets: Vec<&Network> = m.networks.iter().collect();
+                let mut nets: Vec<_> = m
+                    .networks
+                    .iter()
+                    .map(|n| network_view(m, n))
+                    .chain(m.predefined.iter().map(|p| predefined_view(m, p)))
+                    .collect();
                 nets.sort_by(|a, b| a.name.cmp(&b.name));
-                Response::Networks(nets.into_iter().map(|n| network_view(m, n)).collect())
+                Response::Networks(nets)
             }
-            Request::InspectNetwork { name } => {
-                Response::Network(network_view(m, &m.networks[network_index(m, name)?]))
-            }
+            Request::InspectNetwork { name } => Response::Network(match lookup(m, name)? {
+                NetRef::Switched(i) => network_view(m, &m.networks[i]),
+                NetRef::Predefined(i) => predefined_view(m, &m.predefined[i]),
+            }),
             Request::ListSandboxes => {
                 let mut sbs: Vec<&Sandbox> = m.sandboxes.iter().collect();
                 sbs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -369,7 +384,14 @@ impl Txn<'_, '_> {
     }
 
     fn remove_network(&mut self, name: &str) -> Result<Response, ControlError> {
-        let i = network_index(self.model, name)?;
+        let i = match lookup(self.model, name)? {
+            NetRef::Switched(i) => i,
+            NetRef::Predefined(i) => {
+                return Err(ControlError::PredefinedNetworkRemove(
+                    self.model.predefined[i].name.clone(),
+                ));
+            }
+        };
         let net = &self.model.networks[i];
         if net.builtin {
             return Err(ControlError::PredefinedNetworkRemove(net.name.clone()));
@@ -416,16 +438,44 @@ impl Txn<'_, '_> {
         }
         let host_config = r.host_config.unwrap_or_default();
         let (port_bindings, exposed_ports) = ports::requested(&host_config, &r.exposed_ports)?;
+        let on_host = match host_config.network_mode.as_str() {
+            "" => false,
+            model::HOST_NETWORK if adopt.is_some() => {
+                return Err(ControlError::Unsupported(
+                    "conflicting options: a namespace to adopt and the host network".to_owned(),
+                ));
+            }
+            model::HOST_NETWORK => true,
+            model::NONE_NETWORK => false,
+            other => {
+                return Err(ControlError::Unsupported(format!(
+                    "network mode {other:?}: only host and none are taken at creation; connect the sandbox to other networks"
+                )));
+            }
+        };
         let id = self.model.new_id(self.ctx.entropy, IdKind::Sandbox)?;
-        let owned = adopt.is_none();
-        let path = adopt.unwrap_or_else(|| {
-            self.config
+        let network_mode = if host_config.network_mode.is_empty() {
+            None
+        } else {
+            Some(model::NetworkMode {
+                network: host_config.network_mode.clone(),
+                endpoint: self.model.new_id(self.ctx.entropy, IdKind::Endpoint)?,
+            })
+        };
+        let owned = adopt.is_none() && !on_host;
+        let handle = (!owned).then(|| self.config.handle_dir.join(&id));
+        // A sandbox on `host` is the daemon's own namespace, held through a
+        // handle like an adopted one; its path is the handle.
+        let path = match (&adopt, &handle) {
+            (Some(p), _) => p.clone(),
+            (None, Some(h)) => h.to_string_lossy().into_owned(),
+            (None, None) => self
+                .config
                 .netns_dir
                 .join(&name)
                 .to_string_lossy()
-                .into_owned()
-        });
-        let handle = (!owned).then(|| self.config.handle_dir.join(&id));
+                .into_owned(),
+        };
         let sandbox = Sandbox {
             id: id.clone(),
             name: name.clone(),
@@ -437,6 +487,7 @@ impl Txn<'_, '_> {
             port_bindings,
             publish_all: host_config.publish_all_ports,
             exposed_ports,
+            network_mode,
         };
         let view = sandbox_view(self.model, &sandbox);
         self.model.sandboxes.push(sandbox);
@@ -451,8 +502,13 @@ impl Txn<'_, '_> {
             Effect::AdoptNetns {
                 sandbox: id,
                 name,
-                path,
+                path: if on_host {
+                    PathBuf::from("/proc/self/ns/net")
+                } else {
+                    path
+                },
                 handle: handle.unwrap_or_default(),
+                host: on_host,
             }
         });
         Ok(Response::Sandbox(view))
@@ -506,7 +562,17 @@ impl Txn<'_, '_> {
 
     fn connect(&mut self, network: &str, r: ConnectRequest) -> Result<Response, ControlError> {
         let si = sandbox_index(self.model, &r.container)?;
-        let ni = network_index(self.model, network)?;
+        let ni = match lookup(self.model, network)? {
+            NetRef::Switched(i) => i,
+            NetRef::Predefined(i) => return self.connect_predefined(si, i),
+        };
+        match self.model.sandboxes[si].network_mode.as_ref() {
+            Some(m) if m.network == model::HOST_NETWORK => {
+                return Err(ControlError::HostNetworkConflict);
+            }
+            Some(_) => return Err(ControlError::NoneNetworkConflict),
+            None => {}
+        }
         let net = self.model.networks[ni].clone();
         let sb = self.model.sandboxes[si].clone();
         if self
@@ -588,7 +654,25 @@ impl Txn<'_, '_> {
         r: &DisconnectRequest,
     ) -> Result<Response, ControlError> {
         let si = sandbox_index(self.model, &r.container)?;
-        let ni = network_index(self.model, network)?;
+        let ni = match lookup(self.model, network)? {
+            NetRef::Switched(i) => i,
+            NetRef::Predefined(i) => {
+                let net = self.model.predefined[i].name.clone();
+                let sb = &mut self.model.sandboxes[si];
+                let on = sb.network_mode.as_ref().is_some_and(|m| m.network == net);
+                if net == model::HOST_NETWORK && on {
+                    return Err(ControlError::HostNetworkConflict);
+                }
+                if !on {
+                    return Err(ControlError::NotConnected {
+                        sandbox: sb.name.clone(),
+                        network: net,
+                    });
+                }
+                sb.network_mode = None;
+                return Ok(Response::Done);
+            }
+        };
         let net = self.model.networks[ni].clone();
         let sb = self.model.sandboxes[si].clone();
         let Some(ei) = self
@@ -644,6 +728,48 @@ impl Txn<'_, '_> {
 }
 
 impl Txn<'_, '_> {
+    /// `network connect host|none`: only `none`, and only for a sandbox on
+    /// no network at all (Docker's `--network none` after a disconnect).
+    fn connect_predefined(&mut self, si: usize, pi: usize) -> Result<Response, ControlError> {
+        let net = self.model.predefined[pi].clone();
+        let sb = self.model.sandboxes[si].clone();
+        match sb.network_mode.as_ref() {
+            Some(m) if m.network == net.name => {
+                return Err(ControlError::AlreadyConnected {
+                    sandbox: sb.name,
+                    network: net.name,
+                });
+            }
+            Some(m) if m.network == model::HOST_NETWORK => {
+                return Err(ControlError::HostNetworkConflict);
+            }
+            _ if net.name == model::HOST_NETWORK => return Err(ControlError::HostNetworkConflict),
+            _ => {}
+        }
+        if self.model.sandbox_endpoints(&sb.id).next().is_some() {
+            return Err(ControlError::NoneNetworkConflict);
+        }
+        let endpoint = self.model.new_id(self.ctx.entropy, IdKind::Endpoint)?;
+        self.model.sandboxes[si].network_mode = Some(model::NetworkMode {
+            network: net.name.clone(),
+            endpoint: endpoint.clone(),
+        });
+        Ok(Response::Connected(EndpointView {
+            network: net.name,
+            network_id: net.id,
+            endpoint_id: endpoint,
+            interface: String::new(),
+            host_interface: String::new(),
+            port_kind: PortKind::default(),
+            port: 0,
+            mac_address: String::new(),
+            ipv4_address: String::new(),
+            gateway: String::new(),
+            default_route: false,
+            aliases: None,
+        }))
+    }
+
     /// Publishes the sandbox's ports on `endpoint` when it gives the
     /// sandbox external connectivity (its default route, on a network that
     /// is not internal), all or nothing, binding through the context's
@@ -739,6 +865,52 @@ fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Att
         mtu: net.mtu,
         gateway: e.default_route.then_some(net.gateway),
         txqueuelen,
+    }
+}
+
+/// A network found by name or id: one with a switch, or `host`/`none`.
+enum NetRef {
+    Switched(usize),
+    Predefined(usize),
+}
+
+/// Docker's lookup order over every network, `host` and `none` included:
+/// full id, then name, then a unique id prefix.
+fn lookup(m: &Model, term: &str) -> Result<NetRef, ControlError> {
+    if term.is_empty() {
+        return Err(ControlError::NetworkNotFound(String::new()));
+    }
+    let all = || {
+        m.networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (NetRef::Switched(i), n.id.as_str(), n.name.as_str()))
+            .chain(
+                m.predefined
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (NetRef::Predefined(i), p.id.as_str(), p.name.as_str())),
+            )
+    };
+    if let Some((r, _, _)) = all().find(|(_, id, _)| *id == term) {
+        return Ok(r);
+    }
+    if let Some((r, _, _)) = all().find(|(_, _, name)| *name == term) {
+        return Ok(r);
+    }
+    let mut matches: Vec<NetRef> = all()
+        .filter(|(_, id, _)| id.starts_with(term))
+        .map(|(r, _, _)| r)
+        .collect();
+    match matches.len() {
+        0 => Err(ControlError::NetworkNotFound(term.to_owned())),
+        1 => matches
+            .pop()
+            .ok_or_else(|| ControlError::NetworkNotFound(term.to_owned())),
+        n => Err(ControlError::AmbiguousNetwork {
+            name: term.to_owned(),
+            matches: n,
+        }),
     }
 }
 

@@ -51,6 +51,10 @@ pub enum Effect {
         path: PathBuf,
         /// The daemon's bind mount of it.
         handle: PathBuf,
+        /// The daemon's own namespace, for a sandbox on the `host` network
+        /// (allowed whatever `--allow-host-netns` says).
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        host: bool,
     },
     /// Unmount and remove the handle of an adopted namespace (the
     /// namespace itself is left to its owner). Always the last step of a

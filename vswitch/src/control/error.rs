@@ -152,6 +152,19 @@ pub enum ControlError {
     #[error("no free network id is left")]
     NetworksExhausted,
 
+    // ----- Docker's host and none networks. -----
+    /// A sandbox on `host` joining or leaving another network, or one on
+    /// other networks joining `host`.
+    #[error("container cannot be disconnected from host network or connected to host network")]
+    HostNetworkConflict,
+
+    /// A sandbox on `none` joining another network, or one on other
+    /// networks joining `none`.
+    #[error(
+        "container cannot be connected to multiple networks with one of the networks in private (none) mode"
+    )]
+    NoneNetworkConflict,
+
     // ----- Published ports. -----
     /// A `-p`/`--expose` request that does not parse.
     #[error(transparent)]
@@ -275,7 +288,10 @@ impl ControlError {
             | Self::AlreadyConnected { .. }
             | Self::NotConnected { .. }
             | Self::NetnsGone { .. } => 409,
-            Self::PredefinedNetworkCreate(_) | Self::PredefinedNetworkRemove(_) => 403,
+            Self::PredefinedNetworkCreate(_)
+            | Self::PredefinedNetworkRemove(_)
+            | Self::HostNetworkConflict
+            | Self::NoneNetworkConflict => 403,
             Self::PortsExhausted | Self::NetworksExhausted => 503,
             Self::InvalidState(_) | Self::Internal { .. } | Self::ExternalConnectivity { .. } => {
                 500

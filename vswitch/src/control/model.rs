@@ -34,6 +34,36 @@ pub const MODEL_VERSION: u32 = 1;
 /// The default network's name.
 pub const DEFAULT_NETWORK: &str = "bridge";
 
+/// Docker's host-namespace network (driver `host`).
+pub const HOST_NETWORK: &str = "host";
+
+/// Docker's no-network network (driver `null`).
+pub const NONE_NETWORK: &str = "none";
+
+/// Docker's `host` or `none` network: listed and inspected like the others,
+/// never removed, and with no switch, address or device behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredefinedNetwork {
+    /// 64 lowercase hex digits.
+    pub id: String,
+    /// `host` or `none`.
+    pub name: String,
+    /// `host` or `null`.
+    pub driver: String,
+    /// Created, RFC 3339 with nanoseconds.
+    pub created: String,
+}
+
+/// A sandbox's membership of `host` or `none`, which excludes every other
+/// network (docker-reference §2: `--network host|none`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkMode {
+    /// `host` or `none`.
+    pub network: String,
+    /// The endpoint id `network inspect` shows for it.
+    pub endpoint: String,
+}
+
 /// Docker's default network's subnet (docker-reference §1.1).
 pub const DEFAULT_SUBNET: &str = "172.17.0.0/16";
 
@@ -195,6 +225,10 @@ pub struct Sandbox {
     /// `Config.ExposedPorts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed_ports: Vec<String>,
+    /// On `host` (sharing the daemon's namespace) or `none` (loopback
+    /// only); such a sandbox has no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<NetworkMode>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -321,6 +355,9 @@ pub struct Model {
     pub version: u32,
     /// Networks, in creation order.
     pub networks: Vec<Network>,
+    /// Docker's `host` and `none` networks, which have no switch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predefined: Vec<PredefinedNetwork>,
     /// Sandboxes, in creation order.
     pub sandboxes: Vec<Sandbox>,
     /// Endpoints, in attach order.
@@ -341,6 +378,7 @@ impl Model {
         let mut model = Self {
             version: MODEL_VERSION,
             networks: Vec::new(),
+            predefined: Vec::new(),
             sandboxes: Vec::new(),
             endpoints: Vec::new(),
             ipam: Ipam::new(),
@@ -384,7 +422,38 @@ impl Model {
             icc: true,
             mtu: DEFAULT_MTU,
         });
+        model.ensure_predefined(ctx)?;
         Ok(model)
+    }
+
+    /// Adds Docker's `host` and `none` networks if the model lacks them (a
+    /// first start, or a state written before they existed). Returns
+    /// whether it added any.
+    ///
+    /// # Errors
+    /// Only if the id source keeps producing unusable ids.
+    pub fn ensure_predefined(&mut self, ctx: &Ctx<'_>) -> Result<bool, ControlError> {
+        let mut added = false;
+        for (name, driver) in [(HOST_NETWORK, "host"), (NONE_NETWORK, "null")] {
+            if self.predefined.iter().any(|p| p.name == name) {
+                continue;
+            }
+            let id = self.new_id(ctx.entropy, IdKind::Network)?;
+            self.predefined.push(PredefinedNetwork {
+                id,
+                name: name.to_owned(),
+                driver: driver.to_owned(),
+                created: ctx.now.to_owned(),
+            });
+            added = true;
+        }
+        Ok(added)
+    }
+
+    /// A pre-defined network by name (`host`, `none`).
+    #[must_use]
+    pub fn predefined(&self, name: &str) -> Option<&PredefinedNetwork> {
+        self.predefined.iter().find(|p| p.name == name)
     }
 
     /// The gateway and prefix length of a network's first pool.
@@ -456,7 +525,10 @@ impl Model {
                 continue;
             }
             let taken = match kind {
-                IdKind::Network => self.networks.iter().any(|n| short(&n.id) == s),
+                IdKind::Network => {
+                    self.networks.iter().any(|n| short(&n.id) == s)
+                        || self.predefined.iter().any(|n| short(&n.id) == s)
+                }
                 IdKind::Sandbox => self.sandboxes.iter().any(|n| short(&n.id) == s),
                 IdKind::Endpoint => self.endpoints.iter().any(|n| short(&n.id) == s),
             };

@@ -163,6 +163,11 @@ pub(super) fn views<'a>(
         HostConfig {
             port_bindings: sb.port_bindings.clone(),
             publish_all_ports: sb.publish_all,
+            network_mode: sb
+                .network_mode
+                .as_ref()
+                .map(|m| m.network.clone())
+                .unwrap_or_default(),
         },
         SandboxConfig {
             exposed_ports: sb
@@ -190,7 +195,7 @@ mod tests {
     fn api_bindings_are_refused_with_the_cli_texts() {
         let cfg = |k: &str, b: HostBinding| HostConfig {
             port_bindings: [(k.to_owned(), vec![b])].into_iter().collect(),
-            publish_all_ports: false,
+            ..HostConfig::default()
         };
         let none = BTreeMap::new();
         let err = |c: HostConfig| requested(&c, &none).unwrap_err().to_string();
@@ -230,6 +235,7 @@ mod tests {
             .collect(),
             publish_all: true,
             exposed_ports: vec!["100/tcp".into(), "90/udp".into(), "99/tcp".into()],
+            network_mode: None,
         };
         let got: Vec<(u16, Proto, bool)> = bindings(&sb)
             .iter()

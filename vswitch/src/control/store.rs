@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::error::ControlError;
-use super::model::{Endpoint, Model, Network, Sandbox};
+use super::model::{Endpoint, Model, Network, PredefinedNetwork, Sandbox};
 use ipam::Ipam;
 
 /// The file inside the state directory.
@@ -114,6 +114,8 @@ struct Saved {
 struct MetaRef<'a> {
     version: u32,
     networks: &'a [Network],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    predefined: &'a [PredefinedNetwork],
     ipam: &'a Ipam,
 }
 
@@ -121,6 +123,8 @@ struct MetaRef<'a> {
 struct Meta {
     version: u32,
     networks: Vec<Network>,
+    #[serde(default)]
+    predefined: Vec<PredefinedNetwork>,
     ipam: Ipam,
 }
 
@@ -249,6 +253,7 @@ impl Store {
             Model {
                 version: meta.version,
                 networks: meta.networks,
+                predefined: meta.predefined,
                 sandboxes: sandboxes.into_iter().map(|e| e.value).collect(),
                 endpoints: endpoints.into_iter().map(|e| e.value).collect(),
                 ipam: meta.ipam,
@@ -272,6 +277,7 @@ impl Store {
         let meta = serde_json::to_vec(&MetaRef {
             version: model.version,
             networks: &model.networks,
+            predefined: &model.predefined,
             ipam: &model.ipam,
         })
         .map_err(StoreError::Encode)?;
@@ -409,6 +415,7 @@ mod tests {
             port_bindings: BTreeMap::new(),
             publish_all: false,
             exposed_ports: Vec::new(),
+            network_mode: None,
         }
     }
 

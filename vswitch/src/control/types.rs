@@ -227,6 +227,14 @@ pub struct HostConfig {
     /// `-P`.
     #[serde(rename = "PublishAllPorts", default, skip_serializing_if = "is_false")]
     pub publish_all_ports: bool,
+    /// `--network host` or `--network none` at creation; empty otherwise
+    /// (networks are joined with connect).
+    #[serde(
+        rename = "NetworkMode",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub network_mode: String,
 }
 
 /// One host binding of a port: requested (`HostConfig.PortBindings`, empty

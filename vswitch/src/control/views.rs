@@ -5,7 +5,7 @@
 
 use super::controller::{Controller, network_index};
 use super::error::ControlError;
-use super::model::{Endpoint, Model, Network, Sandbox};
+use super::model::{Endpoint, Model, Network, PredefinedNetwork, Sandbox};
 use super::types::{
     ConfigFrom, DnsEndpointView, DnsNameView, DnsNetworkView, DnsPtrView, EndpointResource,
     EndpointView, FdbView, IpamView, NetworkInspect, PortView, SandboxView,
@@ -220,6 +220,48 @@ pub(super) fn network_view(m: &Model, n: &Network) -> NetworkInspect {
             .collect(),
         options: n.options.clone(),
         labels: n.labels.clone(),
+    }
+}
+
+/// `docker network inspect host|none`: no IPAM configuration, and each
+/// sandbox on it with an endpoint id and no address.
+pub(super) fn predefined_view(m: &Model, p: &PredefinedNetwork) -> NetworkInspect {
+    NetworkInspect {
+        name: p.name.clone(),
+        id: p.id.clone(),
+        created: p.created.clone(),
+        scope: "local".to_owned(),
+        driver: p.driver.clone(),
+        enable_ipv6: false,
+        ipam: IpamView {
+            driver: "default".to_owned(),
+            options: None,
+            config: Vec::new(),
+        },
+        internal: false,
+        attachable: false,
+        ingress: false,
+        config_from: ConfigFrom::default(),
+        config_only: false,
+        containers: m
+            .sandboxes
+            .iter()
+            .filter_map(|sb| {
+                let mode = sb.network_mode.as_ref().filter(|n| n.network == p.name)?;
+                Some((
+                    sb.id.clone(),
+                    EndpointResource {
+                        name: sb.name.clone(),
+                        endpoint_id: mode.endpoint.clone(),
+                        mac_address: String::new(),
+                        ipv4_address: String::new(),
+                        ipv6_address: String::new(),
+                    },
+                ))
+            })
+            .collect(),
+        options: std::collections::BTreeMap::new(),
+        labels: std::collections::BTreeMap::new(),
     }
 }
 

@@ -262,10 +262,14 @@ impl Executor {
                 Ok(())
             }
             Effect::AdoptNetns {
-                path, name, handle, ..
+                path,
+                name,
+                handle,
+                host,
+                ..
             } => {
                 let ns = Netns::open(path).map_err(netns_err(name))?;
-                if !self.allow_host_netns && ns.is_host().map_err(netns_err(name))? {
+                if !*host && !self.allow_host_netns && ns.is_host().map_err(netns_err(name))? {
                     return Err(EffectError::HostNetns { path: path.clone() });
                 }
                 ns.bind_to(handle).map_err(netns_err(name))?;

@@ -217,7 +217,13 @@ impl Daemon {
                 endpoints = model.endpoints.len(),
                 "state restored"
             );
-            Controller::from_model(config.controller.clone(), model)?
+            let mut controller = Controller::from_model(config.controller.clone(), model)?;
+            let now = rfc3339_nano(SystemTime::now());
+            if controller.ensure_predefined(&Ctx::new(&now, &entropy))? {
+                store.save(controller.model())?;
+                tracing::info!("added the pre-defined host and none networks");
+            }
+            controller
         } else {
             let now = rfc3339_nano(SystemTime::now());
             let controller = Controller::new(config.controller.clone(), &Ctx::new(&now, &entropy))?;
