@@ -543,7 +543,7 @@ fn queries_change_nothing() {
         panic!()
     };
     let names: Vec<&str> = list.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["alpha", "bridge", "zeta"]);
+    assert_eq!(names, ["alpha", "bridge", "host", "none", "zeta"]);
     let o = t.ok(Request::ListSandboxes);
     assert!(matches!(o.response, Response::Sandboxes(ref s) if s.len() == 1));
     let _ = t.ok(Request::InspectSandbox { name: "c1".into() });
@@ -562,8 +562,15 @@ fn networks_are_found_by_id_name_and_unique_prefix() {
         t.create_net(net(&format!("x{i}")));
     }
     let mut by_digit: BTreeMap<char, usize> = BTreeMap::new();
-    for n in &t.c.model().networks {
-        *by_digit.entry(n.id.chars().next().unwrap()).or_default() += 1;
+    // host and none count too: every network is looked up alike.
+    let m = t.c.model();
+    for id in m
+        .networks
+        .iter()
+        .map(|n| &n.id)
+        .chain(m.predefined.iter().map(|p| &p.id))
+    {
+        *by_digit.entry(id.chars().next().unwrap()).or_default() += 1;
     }
     let (digit, count) = by_digit.into_iter().find(|&(_, c)| c > 1).unwrap();
     t.refused(

@@ -101,7 +101,7 @@ impl T {
             host_config: Some(HostConfig {
                 port_bindings,
                 publish_all_ports: false,
-                network_mode: String::new(),
+                ..HostConfig::default()
             }),
             ..Default::default()
         }));
@@ -270,6 +270,35 @@ fn a_restored_controller_keeps_its_allocations() {
 }
 
 #[test]
+fn network_options_are_kept_and_read_back_typed() {
+    let mut t = T::new();
+    let _ = t.ok(Request::CreateNetwork(NetworkCreateRequest {
+        name: "o1".into(),
+        options: [
+            ("com.docker.network.bridge.enable_ip_masquerade", "false"),
+            ("com.docker.network.bridge.enable_icc", "0"),
+            ("com.docker.network.bridge.host_binding_ipv4", "127.0.0.1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        internal: true,
+        ..Default::default()
+    }));
+    let m = t.c.model();
+    let o1 = m.networks.iter().find(|n| n.name == "o1").unwrap();
+    assert!(!o1.ip_masquerade() && !o1.icc && o1.internal);
+    assert_eq!(o1.host_binding_ipv4(), std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(
+        o1.options["com.docker.network.bridge.enable_ip_masquerade"],
+        "false"
+    );
+    let n1 = m.networks.iter().find(|n| n.name == "n1").unwrap();
+    assert!(n1.ip_masquerade() && n1.icc && !n1.internal);
+    assert!(n1.host_binding_ipv4().is_unspecified());
+}
+
+#[test]
 fn bad_bindings_through_the_api_get_the_cli_texts() {
     let mut t = T::new();
     let err = t
@@ -286,7 +315,7 @@ fn bad_bindings_through_the_api_get_the_cli_texts() {
                 .into_iter()
                 .collect(),
                 publish_all_ports: false,
-                network_mode: String::new(),
+                ..HostConfig::default()
             }),
             ..Default::default()
         }))

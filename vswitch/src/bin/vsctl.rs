@@ -351,11 +351,43 @@ struct PortArgs {
     /// Expose a port or a range of ports (`80`, `53/udp`, `8000-8010`).
     #[arg(long, value_name = "PORT[/PROTO]", value_parser = parse_expose_arg)]
     expose: Vec<String>,
+    /// A DNS server for the sandbox (repeatable), replacing the daemon's
+    /// `--dns`: the embedded server's upstreams on user networks.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// A DNS search domain (repeatable), replacing the daemon's.
+    #[arg(long, value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// A resolv.conf option (repeatable, e.g. `ndots:2`), replacing the
+    /// daemon's.
+    #[arg(long, value_name = "OPTION")]
+    dns_option: Vec<String>,
+    /// The sandbox's host name: answered by the embedded DNS and listed
+    /// among its aliases on user networks.
+    #[arg(long)]
+    hostname: Option<String>,
 }
 
 impl PortArgs {
     /// `HostConfig` and `ExposedPorts` as the docker CLI builds them
     /// (go-connections `ParsePortSpecs`).
+    /// The create request for sandbox `name`.
+    fn create(
+        &self,
+        name: String,
+        netns: Option<String>,
+        mode: Option<&str>,
+    ) -> SandboxCreateRequest {
+        let (host_config, exposed_ports) = self.request(mode);
+        SandboxCreateRequest {
+            name,
+            netns_path: netns,
+            host_config,
+            exposed_ports,
+            hostname: self.hostname.clone().unwrap_or_default(),
+        }
+    }
+
     fn request(&self, network_mode: Option<&str>) -> (Option<HostConfig>, BTreeMap<String, Empty>) {
         let mut bindings: BTreeMap<String, Vec<HostBinding>> = BTreeMap::new();
         let mut exposed = BTreeMap::new();
@@ -372,12 +404,15 @@ impl PortArgs {
                 exposed.insert(format!("{port}/{proto}"), Empty {});
             }
         }
-        let host_config = (!bindings.is_empty() || self.publish_all || network_mode.is_some())
-            .then(|| HostConfig {
-                port_bindings: bindings,
-                publish_all_ports: self.publish_all,
-                network_mode: network_mode.unwrap_or_default().to_owned(),
-            });
+        let host_config = HostConfig {
+            port_bindings: bindings,
+            publish_all_ports: self.publish_all,
+            network_mode: network_mode.unwrap_or_default().to_owned(),
+            dns: self.dns.iter().map(ToString::to_string).collect(),
+            dns_search: self.dns_search.clone(),
+            dns_options: self.dns_option.clone(),
+        };
+        let host_config = (host_config != HostConfig::default()).then_some(host_config);
         (host_config, exposed)
     }
 }
@@ -851,13 +886,7 @@ fn sandbox(
             ports,
             name,
         } => {
-            let (host_config, exposed_ports) = ports.request(network.as_deref());
-            let sb = client.create_sandbox(&SandboxCreateRequest {
-                name,
-                netns_path: netns,
-                host_config,
-                exposed_ports,
-            })?;
+            let sb = client.create_sandbox(&ports.create(name, netns, network.as_deref()))?;
             if json {
                 return print_json(out, &sb);
             }
@@ -999,13 +1028,7 @@ fn connect_request(
 fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
     // `host` and `none` are taken at creation, as `docker run --network`.
     let mode = matches!(a.net.as_str(), "host" | "none").then_some(a.net.as_str());
-    let (host_config, exposed_ports) = a.ports.request(mode);
-    let sb = client.create_sandbox(&SandboxCreateRequest {
-        name: a.name.clone(),
-        netns_path: None,
-        host_config,
-        exposed_ports,
-    })?;
+    let sb = client.create_sandbox(&a.ports.create(a.name.clone(), None, mode))?;
     let request = connect_request(&sb.id, a.ip, a.alias, a.port_kind);
     if mode.is_none()
         && let Err(e) = client.connect(&a.net, &request)

@@ -453,6 +453,25 @@ impl Txn<'_, '_> {
                 )));
             }
         };
+        let dns = model::SandboxDns {
+            servers: host_config
+                .dns
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| ControlError::InvalidDnsServer(s.clone()))
+                })
+                .collect::<Result<_, _>>()?,
+            search: host_config.dns_search.clone(),
+            options: host_config.dns_options.clone(),
+        };
+        // The ndots rule's texts (docker-reference §6.2), refused now
+        // rather than when the resolver is configured.
+        dns::resolv_conf::user_network("", &dns.over(&Default::default()))?;
+        let hostname = Some(r.hostname).filter(|h| !h.is_empty());
+        if let Some(h) = hostname.as_ref().filter(|h| !valid_hostname(h)) {
+            return Err(ControlError::InvalidHostname(h.clone()));
+        }
         let id = self.model.new_id(self.ctx.entropy, IdKind::Sandbox)?;
         let network_mode = if host_config.network_mode.is_empty() {
             None
@@ -488,6 +507,8 @@ impl Txn<'_, '_> {
             publish_all: host_config.publish_all_ports,
             exposed_ports,
             network_mode,
+            dns,
+            hostname,
         };
         let view = sandbox_view(self.model, &sandbox);
         self.model.sandboxes.push(sandbox);
@@ -616,6 +637,7 @@ impl Txn<'_, '_> {
         let aliases = (!net.builtin).then(|| {
             let mut all = settings.aliases.clone();
             all.push(sb.short_id().to_owned());
+            all.extend(sb.hostname.iter().cloned());
             all
         });
         let mut endpoint = Endpoint {
@@ -968,6 +990,17 @@ fn valid_name(name: &str, min: usize) -> bool {
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Docker's `validHostnamePattern`: letters, digits, dots and dashes,
+/// starting and ending with a letter or digit, at most 255 characters.
+fn valid_hostname(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() <= 255
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-'))
 }
 
 fn valid_alias(alias: &str) -> bool {

@@ -165,6 +165,19 @@ pub enum ControlError {
     )]
     NoneNetworkConflict,
 
+    // ----- A sandbox's resolver and name. -----
+    /// A `--dns` value that is not an address.
+    #[error("{0} is not an ip address")]
+    InvalidDnsServer(String),
+
+    /// A malformed `--dns-option ndots`.
+    #[error(transparent)]
+    ResolvConf(#[from] dns::resolv_conf::ResolvConfError),
+
+    /// A `--hostname` that is not a host name.
+    #[error("invalid hostname format: {0}")]
+    InvalidHostname(String),
+
     // ----- Published ports. -----
     /// A `-p`/`--expose` request that does not parse.
     #[error(transparent)]
@@ -309,6 +322,9 @@ impl ControlError {
             | Self::InvalidAlias(_)
             | Self::InvalidJson(_)
             | Self::PortSpec(_)
+            | Self::InvalidDnsServer(_)
+            | Self::ResolvConf(_)
+            | Self::InvalidHostname(_)
             | Self::Unsupported(_) => 400,
         }
     }

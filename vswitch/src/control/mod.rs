@@ -55,7 +55,7 @@ mod views;
 pub use controller::{Controller, ControllerConfig};
 pub use effect::{Attachment, Effect};
 pub use error::ControlError;
-pub use model::{Endpoint, Model, Network, PortKind, PublishedRecord, Sandbox};
+pub use model::{Endpoint, Model, Network, PortKind, PublishedRecord, Sandbox, SandboxDns};
 pub use request::{Outcome, Request, Response};
 pub use store::{Store, StoreError};
 

@@ -183,6 +183,26 @@ pub struct Network {
 }
 
 impl Network {
+    /// `com.docker.network.bridge.enable_ip_masquerade` (default true):
+    /// whether the network's egress leaves with the host's address. The
+    /// value was checked when the network was created.
+    #[must_use]
+    pub fn ip_masquerade(&self) -> bool {
+        self.options
+            .get(OPT_ENABLE_IP_MASQUERADE)
+            .is_none_or(|v| super::options::go_parse_bool(v).unwrap_or(true))
+    }
+
+    /// `com.docker.network.bridge.host_binding_ipv4` (default 0.0.0.0):
+    /// the host address of a published port that names none.
+    #[must_use]
+    pub fn host_binding_ipv4(&self) -> Ipv4Addr {
+        match self.options.get(OPT_HOST_BINDING_IPV4).map(|v| v.parse()) {
+            Some(Ok(IpAddr::V4(ip))) => ip,
+            _ => Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
     /// The first 12 hex digits of the id.
     #[must_use]
     pub fn short_id(&self) -> &str {
@@ -229,6 +249,58 @@ pub struct Sandbox {
     /// only); such a sandbox has no endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_mode: Option<NetworkMode>,
+    /// `--dns`, `--dns-search`, `--dns-option`: each kind given replaces
+    /// the daemon's.
+    #[serde(default, skip_serializing_if = "SandboxDns::is_empty")]
+    pub dns: SandboxDns,
+    /// `--hostname`: answered by the embedded DNS as the sandbox's address
+    /// and listed among its aliases (docker-reference §2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// A sandbox's own resolver settings (docker-reference §6.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxDns {
+    /// `--dns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<IpAddr>,
+    /// `--dns-search`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl SandboxDns {
+    /// Nothing given.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.search.is_empty() && self.options.is_empty()
+    }
+
+    /// The daemon's settings with each kind this sandbox gives replaced,
+    /// as dockerd combines a container's `--dns*` with its own.
+    #[must_use]
+    pub fn over(&self, daemon: &dns::resolv_conf::DnsSettings) -> dns::resolv_conf::DnsSettings {
+        let pick = |mine: &Vec<String>, theirs: &Vec<String>| {
+            if mine.is_empty() {
+                theirs.clone()
+            } else {
+                mine.clone()
+            }
+        };
+        dns::resolv_conf::DnsSettings {
+            servers: if self.servers.is_empty() {
+                daemon.servers.clone()
+            } else {
+                self.servers.clone()
+            },
+            search: pick(&self.search, &daemon.search),
+            options: pick(&self.options, &daemon.options),
+        }
+    }
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]

@@ -7,12 +7,12 @@
 //! the host ports are chosen and bound when the sandbox gets the endpoint
 //! that gives it external connectivity (§4.2, §4.5).
 
-use core::net::{IpAddr, Ipv4Addr};
+use core::net::Ipv4Addr;
 use std::collections::{BTreeMap, BTreeSet};
 
 use nat::spec::{self, PortBinding, PortSpec, Proto, SpecError};
 
-use super::model::{Endpoint, Network, OPT_HOST_BINDING_IPV4, Sandbox};
+use super::model::{Endpoint, Network, Sandbox};
 use super::types::{Empty, HostBinding, HostConfig, NetworkSettings, SandboxConfig};
 
 /// Port bindings by `port/proto`, as Docker's `HostConfig.PortBindings`.
@@ -128,14 +128,10 @@ pub(super) fn publishes(sb: &Sandbox) -> bool {
     !sb.port_bindings.is_empty() || (sb.publish_all && !sb.exposed_ports.is_empty())
 }
 
-/// The network's default host address for bindings without one
-/// (`com.docker.network.bridge.host_binding_ipv4`, default 0.0.0.0).
+/// The network's default host address for bindings without one.
 #[must_use]
 pub(super) fn host_binding_ipv4(net: &Network) -> Ipv4Addr {
-    match net.options.get(OPT_HOST_BINDING_IPV4).map(|v| v.parse()) {
-        Some(Ok(IpAddr::V4(ip))) => ip,
-        _ => Ipv4Addr::UNSPECIFIED,
-    }
+    net.host_binding_ipv4()
 }
 
 /// `HostConfig`, `Config` and `NetworkSettings` as `docker inspect` shows
@@ -168,8 +164,12 @@ pub(super) fn views<'a>(
                 .as_ref()
                 .map(|m| m.network.clone())
                 .unwrap_or_default(),
+            dns: sb.dns.servers.iter().map(ToString::to_string).collect(),
+            dns_search: sb.dns.search.clone(),
+            dns_options: sb.dns.options.clone(),
         },
         SandboxConfig {
+            hostname: sb.hostname.clone().unwrap_or_default(),
             exposed_ports: sb
                 .exposed_ports
                 .iter()
@@ -236,6 +236,8 @@ mod tests {
             publish_all: true,
             exposed_ports: vec!["100/tcp".into(), "90/udp".into(), "99/tcp".into()],
             network_mode: None,
+            dns: crate::control::model::SandboxDns::default(),
+            hostname: None,
         };
         let got: Vec<(u16, Proto, bool)> = bindings(&sb)
             .iter()

@@ -396,6 +396,7 @@ const fn take(n: &mut u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::model::SandboxDns;
     use crate::control::{Ctx, SeededEntropy};
     use std::collections::BTreeMap;
 
@@ -416,6 +417,8 @@ mod tests {
             publish_all: false,
             exposed_ports: Vec::new(),
             network_mode: None,
+            dns: SandboxDns::default(),
+            hostname: None,
         }
     }
 

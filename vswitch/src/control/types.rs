@@ -196,6 +196,10 @@ pub struct SandboxCreateRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub host_config: Option<HostConfig>,
+    /// Docker's `Config.Hostname` (`--hostname`): a name the sandbox
+    /// answers to on its user-defined networks.
+    #[serde(rename = "Hostname", default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
     /// Docker's `Config.ExposedPorts` (`--expose`): `{"80/tcp": {}}`.
     #[serde(
         rename = "ExposedPorts",
@@ -235,6 +239,31 @@ pub struct HostConfig {
         skip_serializing_if = "String::is_empty"
     )]
     pub network_mode: String,
+    /// `--dns`: the embedded server's upstreams (or the file's nameservers
+    /// on the default bridge), replacing the daemon's.
+    #[serde(
+        rename = "Dns",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns: Vec<String>,
+    /// `--dns-search`, replacing the daemon's.
+    #[serde(
+        rename = "DnsSearch",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`, replacing the daemon's.
+    #[serde(
+        rename = "DnsOptions",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_options: Vec<String>,
 }
 
 /// One host binding of a port: requested (`HostConfig.PortBindings`, empty
@@ -254,6 +283,9 @@ pub struct HostBinding {
 /// The sandbox's side of Docker's `Config`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxConfig {
+    /// `--hostname`, or empty.
+    #[serde(rename = "Hostname", default)]
+    pub hostname: String,
     /// Every exposed or published port, `{"80/tcp": {}}`.
     #[serde(rename = "ExposedPorts", default)]
     pub exposed_ports: BTreeMap<String, Empty>,

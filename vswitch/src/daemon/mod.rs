@@ -122,8 +122,9 @@ pub struct Snapshot {
 pub enum Message {
     /// A change from the API, and where to send its answer.
     Apply {
-        /// The request.
-        request: Request,
+        /// The request (boxed: requests are far larger than the other
+        /// messages).
+        request: Box<Request>,
         /// The answer goes here (the sender may have given up waiting).
         reply: Reply,
     },
@@ -379,7 +380,10 @@ impl Backend for Daemon {
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.mailbox
-            .send(Message::Apply { request, reply })
+            .send(Message::Apply {
+                request: Box::new(request),
+                reply,
+            })
             .map_err(|_| {
                 ControlError::internal("handing the request over", "the control thread has stopped")
             })?;
@@ -528,11 +532,11 @@ impl ControlThread {
             };
             // Whatever else is already queued joins this batch, so that its
             // changes share one store write (group commit).
-            let mut batch = vec![(request, reply)];
+            let mut batch = vec![(*request, reply)];
             let mut stop = false;
             while batch.len() < MAX_BATCH {
                 match mailbox.try_recv() {
-                    Ok(Message::Apply { request, reply }) => batch.push((request, reply)),
+                    Ok(Message::Apply { request, reply }) => batch.push((*request, reply)),
                     Ok(Message::Shutdown) => {
                         stop = true;
                         break;
