@@ -1171,3 +1171,29 @@ fn a_model_whose_endpoint_address_ipam_does_not_hold_is_refused() {
     );
     assert_eq!(err.status(), 500);
 }
+
+#[test]
+fn a_state_without_host_and_none_gets_them_once() {
+    let t = T::new();
+    let mut model = t.c.model().clone();
+    assert_eq!(
+        model
+            .predefined
+            .iter()
+            .map(|p| (p.name.as_str(), p.driver.as_str()))
+            .collect::<Vec<_>>(),
+        [("host", "host"), ("none", "null")]
+    );
+    // A state written before they existed.
+    model.predefined.clear();
+    let json = serde_json::to_string(&model).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v.get("predefined").is_none());
+    let old: Model = serde_json::from_str(&json).unwrap();
+    let mut c = Controller::from_model(ControllerConfig::default(), old).unwrap();
+    assert!(c.ensure_predefined(&Ctx::new(NOW, &t.e)).unwrap());
+    let ids: Vec<String> = c.model().predefined.iter().map(|p| p.id.clone()).collect();
+    assert!(!c.ensure_predefined(&Ctx::new(NOW, &t.e)).unwrap());
+    let again: Vec<String> = c.model().predefined.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(ids, again, "ids are kept once made");
+}
