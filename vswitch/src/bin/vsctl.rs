@@ -1235,3 +1235,59 @@ fn tabwrite(rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port key and its bindings (`None`: exposed only).
+    type Ports<'a> = [(&'a str, Option<&'a [(&'a str, &'a str)]>)];
+
+    fn view(ports: &Ports<'_>) -> SandboxView {
+        let json = serde_json::json!({
+            "Name": "web", "Id": "a".repeat(64), "Created": "", "NetnsPath": "",
+            "NetnsOwned": true, "Endpoints": [],
+            "NetworkSettings": {"Ports": ports.iter().map(|(k, v)| {
+                let list = v.map(|l| l.iter().map(|(ip, port)| {
+                    serde_json::json!({"HostIp": ip, "HostPort": port})
+                }).collect::<Vec<_>>());
+                ((*k).to_owned(), serde_json::json!(list))
+            }).collect::<serde_json::Map<_, _>>()},
+        });
+        serde_json::from_value(json).expect("a sandbox view")
+    }
+
+    #[test]
+    fn port_lines_are_dockers_in_natural_order() {
+        let sb = view(&[
+            ("10/tcp", Some(&[("0.0.0.0", "18010")])),
+            ("9/udp", Some(&[("::", "32768"), ("0.0.0.0", "32768")])),
+            ("99/tcp", None),
+        ]);
+        assert_eq!(
+            port_lines(&sb, "web", None).ok().unwrap(),
+            [
+                "9/udp -> 0.0.0.0:32768",
+                "9/udp -> [::]:32768",
+                "10/tcp -> 0.0.0.0:18010"
+            ]
+        );
+        assert_eq!(
+            port_lines(&sb, "web", Some("9/udp")).ok().unwrap(),
+            ["0.0.0.0:32768", "[::]:32768"]
+        );
+        let err = port_lines(&sb, "web", Some("99")).err().unwrap();
+        assert_eq!(err.message, "Error: No public port '99' published for web");
+        let err = port_lines(&sb, "web", Some("9")).err().unwrap();
+        assert_eq!(err.message, "Error: No public port '9' published for web");
+    }
+
+    #[test]
+    fn natural_order_compares_digit_runs_as_numbers() {
+        use std::cmp::Ordering::{Greater, Less};
+        assert_eq!(natural_cmp("9/tcp", "10/tcp"), Less);
+        assert_eq!(natural_cmp("80/tcp -> 0", "80/tcp -> ["), Less);
+        assert_eq!(natural_cmp("a100", "a20"), Greater);
+        assert_eq!(natural_cmp("a", "a1"), Less);
+    }
+}
