@@ -315,6 +315,24 @@ fn a_sandboxs_own_dns_settings_drive_its_resolv_conf_and_upstreams() {
     assert!(ask(&d, &client, "single", "MX", 3).is_some());
     assert_eq!(f1.asked("single"), ["single 15 10.236.0.10"]);
 
+    // On the default bridge (no embedded server) the values are the file.
+    let bridged = unique("sdb");
+    d.vsctl_ok(&[
+        "sandbox",
+        "create",
+        "--dns",
+        "10.236.0.250",
+        "--dns-search",
+        "bridge.test",
+        &bridged,
+    ]);
+    d.adopt_sandboxes(&[&bridged]);
+    d.vsctl_ok(&["network", "connect", "bridge", &bridged]);
+    assert_eq!(
+        conf(&bridged),
+        "search bridge.test\nnameserver 10.236.0.250\n"
+    );
+
     // Bad values are refused with Docker's texts and create nothing.
     for (args, message) in [
         (
