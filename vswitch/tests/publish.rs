@@ -299,6 +299,22 @@ fn network_options_are_kept_and_read_back_typed() {
 }
 
 #[test]
+fn without_ipv6_a_binding_without_an_address_is_made_on_ipv4_only() {
+    let mut t = T::new();
+    let config = ControllerConfig {
+        host_ipv6: false,
+        ..ControllerConfig::default()
+    };
+    t.c = Controller::from_model(config, t.c.model().clone()).unwrap();
+    t.sandbox("v4", &[("80/tcp", "", "18080"), ("81/tcp", "::1", "18081")]);
+    t.connect("n1", "v4").unwrap();
+    assert_eq!(
+        t.ports("v4"),
+        ["80/tcp -> 0.0.0.0:18080", "81/tcp -> [::1]:18081"]
+    );
+}
+
+#[test]
 fn bad_bindings_through_the_api_get_the_cli_texts() {
     let mut t = T::new();
     let err = t

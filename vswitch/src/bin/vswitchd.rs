@@ -203,6 +203,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 burst: args.flood_burst,
             },
             ephemeral_ports: ephemeral_ports(),
+            host_ipv6: host_ipv6(),
             ..ControllerConfig::default()
         },
         allow_host_netns: args.allow_host_netns,
@@ -320,6 +321,16 @@ fn supervise(
         }
         thread::sleep(SUPERVISE_EVERY);
     }
+}
+
+/// Whether the kernel opens IPv6 sockets (it does not when booted with
+/// `ipv6.disable=1`); published ports are then bound on IPv4 only.
+fn host_ipv6() -> bool {
+    let ok = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).is_ok();
+    if !ok {
+        tracing::warn!("no IPv6 on this host: published ports are bound on IPv4 only");
+    }
+    ok
 }
 
 /// Dynamic host ports come from the kernel's ephemeral range, as Docker's

@@ -61,6 +61,10 @@ pub struct ControllerConfig {
     /// Where dynamic host ports come from: the host's
     /// `/proc/sys/net/ipv4/ip_local_port_range` (docker-reference §4.2).
     pub ephemeral_ports: PortRange,
+    /// Whether the host can open IPv6 sockets: without it, a binding that
+    /// names no address is made on `host_binding_ipv4` only, not on `::`
+    /// too.
+    pub host_ipv6: bool,
 }
 
 /// Linux's default `ip_local_port_range`.
@@ -78,6 +82,7 @@ impl Default for ControllerConfig {
             handle_dir: PathBuf::from("/run/vswitch/netns"),
             flood_limit: crate::switch::FloodLimit::DEFAULT,
             ephemeral_ports: LINUX_EPHEMERAL,
+            host_ipv6: true,
         }
     }
 }
@@ -805,7 +810,14 @@ impl Txn<'_, '_> {
         if !endpoint.default_route || net.internal || !ports::publishes(sb) {
             return Ok(None);
         }
-        let bindings = ports::bindings(sb);
+        let mut bindings = ports::bindings(sb);
+        let default_ip = ports::host_binding_ipv4(net);
+        if !self.config.host_ipv6 && default_ip.is_unspecified() {
+            // Name the address, so the allocator adds no `::` binding.
+            for b in &mut bindings {
+                b.host_ip.get_or_insert(IpAddr::V4(default_ip));
+            }
+        }
         let mut retries = Vec::new();
         let mut accept_all = AcceptAll;
         let result = match self.ctx.binder {
