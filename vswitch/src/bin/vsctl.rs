@@ -550,6 +550,9 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
         Cmd::Port { sandbox, port } => {
             let sb = client.sandbox(&sandbox)?;
             let lines = port_lines(&sb, &sandbox, port.as_deref())?;
+            if json {
+                return print_json(&mut out, &sb.network_settings.ports);
+            }
             if lines.is_empty() {
                 return Ok(0);
             }
