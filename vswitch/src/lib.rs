@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod buf;
+pub mod connector;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod netconf;
 pub mod netns;
 pub mod port;
+pub mod publish;
 pub mod switch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -25,7 +25,9 @@ use super::types::{
 };
 use super::views::{endpoint_view, network_view, sandbox_view};
 use crate::ids::{MacAddr, NetworkId, PortId};
-use crate::switch::{ConfigError, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig};
+use crate::switch::{
+    ConfigError, External, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig,
+};
 
 /// Names Docker reserves for its own networks (`runconfig.IsPreDefinedNetwork`).
 const PREDEFINED: [&str; 4] = ["bridge", "host", "none", "default"];
@@ -227,6 +229,16 @@ impl Controller {
             }),
             icc: n.icc,
             flood_limit: self.config.flood_limit,
+            external: Some(External {
+                subnet: (n.gateway, n.prefix_len),
+                internal: n.internal,
+                masquerade: n
+                    .options
+                    .get(super::model::OPT_ENABLE_IP_MASQUERADE)
+                    .is_none_or(|v| {
+                        !matches!(v.as_str(), "0" | "f" | "F" | "FALSE" | "false" | "False")
+                    }),
+            }),
             ..NetworkConfig::new(n.num)
         });
         let ports = self.model.endpoints.iter().map(|e| PortConfig {
