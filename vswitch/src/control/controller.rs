@@ -650,7 +650,7 @@ pub(super) fn network_index(m: &Model, term: &str) -> Result<usize, ControlError
 }
 
 /// Docker's container lookup: full id, then name, then a unique id prefix.
-fn sandbox_index(m: &Model, term: &str) -> Result<usize, ControlError> {
+pub(super) fn sandbox_index(m: &Model, term: &str) -> Result<usize, ControlError> {
     if term.is_empty() {
         return Err(ControlError::SandboxNotFound(String::new()));
     }

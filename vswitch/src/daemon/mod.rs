@@ -361,6 +361,21 @@ impl Backend for Daemon {
         self.snapshot().controller.fdb_views(&rows, network)
     }
 
+    fn conntrack(
+        &self,
+        network: Option<&str>,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<crate::control::types::ConntrackView>, ControlError> {
+        let flows = self
+            .datapath
+            .host()
+            .map(|h| h.flows().snapshot(std::time::Instant::now(), |_| true))
+            .unwrap_or_default();
+        self.snapshot()
+            .controller
+            .conntrack_views(&flows, network, sandbox)
+    }
+
     fn ports(&self) -> Result<Vec<PortView>, ControlError> {
         let stats = self
             .datapath
