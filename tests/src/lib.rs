@@ -104,6 +104,9 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     sandboxes: Vec<String>,
     networks: Vec<String>,
+    /// The network namespace the daemon runs in (its "host"), when not
+    /// the test's own.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -117,6 +120,17 @@ impl Daemon {
     /// arguments (kept for [`Daemon::spawn`]).
     #[must_use]
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_in(None, args)
+    }
+
+    /// Starts a daemon whose host network namespace is `netns` (a name
+    /// under `/run/netns`, entered with `nsenter --net`, so the daemon
+    /// shares the test's mount namespace and its sandboxes stay visible to
+    /// `ip netns`): what the daemon sees as the host's addresses and
+    /// routes are that namespace's, and no host socket it opens is in the
+    /// test machine's namespace.
+    #[must_use]
+    pub fn start_in(netns: Option<&str>, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("vswitch-e2e-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut d = Self {
@@ -128,6 +142,7 @@ impl Daemon {
             env: Vec::new(),
             sandboxes: Vec::new(),
             networks: Vec::new(),
+            netns: netns.map(str::to_owned),
         };
         d.spawn();
         d
@@ -136,7 +151,17 @@ impl Daemon {
     /// Starts (or restarts) the process on the same state directory.
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new(bin_dir().join("vswitchd"))
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(bin_dir().join("vswitchd"));
+                c
+            }
+            None => Command::new(bin_dir().join("vswitchd")),
+        };
+        let child = command
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--socket")
