@@ -794,5 +794,26 @@ fn handle_frame(
     }
 }
 
+/// Runs `frame` (as a container sent it to the gateway) through
+/// everything the connector parses and writes itself, without a socket:
+/// the frame parse, the SYN's MSS rewrite, the RST that answers a refused
+/// SYN, the offload header of an output segment, and the userspace TCP
+/// endpoint's input (which answers segments of unknown connections). The
+/// fuzz target's entry (`fuzz/fuzz_targets/connector_frame.rs`); nothing
+/// reachable from it may panic.
+pub fn fuzz_frame(frame: &[u8]) {
+    let ep = Endpoint {
+        port: PortId(1),
+        mac: MacAddr([2, 0x42, 172, 17, 0, 2]),
+        network: NetworkId(0),
+        gateway: Gateway {
+            mac: MacAddr([2, 0x42, 0, 0, 0, 1]),
+            ip: Ipv4Addr::new(172, 17, 0, 1),
+        },
+        mss: 1460,
+    };
+    tcp::fuzz(frame, &ep);
+}
+
 #[cfg(test)]
 mod tests;

@@ -850,3 +850,26 @@ fn reset_frame(buf: &mut crate::buf::PacketBuf, ep: &Endpoint, packet: &[u8]) ->
     buf.vnet = crate::buf::VnetHdr::default();
     Some(())
 }
+
+/// The connector's own parsing of `frame`, for [`super::fuzz_frame`].
+pub(crate) fn fuzz(frame: &[u8], ep: &Endpoint) {
+    let Ok((offset, meta)) = nat::wire::parse_frame(frame) else {
+        return;
+    };
+    let Some(packet) = frame.get(offset..offset + usize::from(meta.total_len)) else {
+        return;
+    };
+    let mut syn = packet.to_vec();
+    let _ = rewrite_mss(&mut syn, meta.l4_offset);
+    let mut buf = crate::buf::PacketBuf::new();
+    let _ = reset_frame(&mut buf, ep, packet);
+    if let Ok(mut out) = crate::buf::PacketBuf::from_frame(frame) {
+        let _ = frame::tcp_offload(&mut out, ep.mss);
+    }
+    let now = std::time::Instant::now();
+    let mut tcp = Tcp::new(now);
+    tcp.dev.push_rx(packet);
+    tcp.dev.push_rx(&syn);
+    let t = smol_now(tcp.epoch, now);
+    tcp.iface.poll(t, &mut tcp.dev, &mut tcp.sockets);
+}

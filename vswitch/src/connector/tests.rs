@@ -595,3 +595,24 @@ fn removing_the_port_purges_its_flows() {
     assert!(handle.flows().is_empty(), "the endpoint's flows are purged");
     handle.shutdown();
 }
+
+#[test]
+fn the_fuzz_entry_survives_truncated_and_corrupted_frames() {
+    let dst = SocketAddrV4::new(Ipv4Addr::new(10, 231, 0, 2), 53);
+    let seeds = [
+        syn_frame(Ipv4Addr::new(10, 231, 0, 2), 80).frame().to_vec(),
+        udp_frame(dst, 40_000, b"hello").frame().to_vec(),
+    ];
+    for seed in &seeds {
+        for len in 0..=seed.len() {
+            super::fuzz_frame(&seed[..len]);
+        }
+        for i in 0..seed.len() {
+            for flip in [0x01, 0x0f, 0x80, 0xff] {
+                let mut f = seed.clone();
+                f[i] ^= flip;
+                super::fuzz_frame(&f);
+            }
+        }
+    }
+}
