@@ -131,6 +131,15 @@ impl Daemon {
         Self::start_configured(Some(netns.to_owned()), args)
     }
 
+    /// Starts a daemon whose host network namespace is `netns` (a name
+    /// under `/run/netns`) when given, the test's own otherwise: what the
+    /// daemon sees as the host's addresses and routes are that namespace's,
+    /// and no host socket it opens is in the test machine's namespace.
+    #[must_use]
+    pub fn start_in(netns: Option<&str>, args: &[&str]) -> Self {
+        Self::start_configured(netns.map(str::to_owned), args)
+    }
+
     fn start_configured(netns: Option<String>, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("vswitch-e2e-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -152,14 +161,15 @@ impl Daemon {
     /// Starts (or restarts) the process on the same state directory.
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        let daemon = bin_dir().join("vswitchd");
         let mut command = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg(&daemon);
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(bin_dir().join("vswitchd"));
                 c
             }
-            None => Command::new(&daemon),
+            None => Command::new(bin_dir().join("vswitchd")),
         };
         let child = command
             .arg("--state-dir")

@@ -71,6 +71,15 @@ enum Cmd {
         /// Only this container port: `PORT[/PROTO]` (tcp by default).
         port: Option<String>,
     },
+    /// Show the host connector's flows, like `conntrack -L`.
+    ShowConntrack {
+        /// Only flows of this network.
+        #[arg(long)]
+        network: Option<String>,
+        /// Only flows of this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
+    },
     /// Run a command inside a sandbox's network namespace.
     Exec {
         /// The sandbox.
@@ -498,6 +507,40 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
                 return print_json(&mut out, &views);
             }
             print_text(&mut out, &dns_tables(&views))
+        }
+        Cmd::ShowConntrack { network, sandbox } => {
+            let flows = client.conntrack(network.as_deref(), sandbox.as_deref())?;
+            if json {
+                return print_json(&mut out, &flows);
+            }
+            let tuple = |t: &vswitch::control::types::ConntrackTuple| {
+                format!(
+                    "{}:{} -> {}:{} ({})",
+                    t.src, t.sport, t.dst, t.dport, t.network
+                )
+            };
+            let mut table = vec![row([
+                "PROTO", "SANDBOX", "ORIGINAL", "REPLY", "STATE", "AGE", "EXPIRES", "PACKETS",
+                "BYTES",
+            ])];
+            table.extend(flows.iter().map(|f| {
+                vec![
+                    f.protocol.clone(),
+                    f.sandbox.clone(),
+                    tuple(&f.original),
+                    tuple(&f.reply),
+                    if f.assured {
+                        format!("{} [ASSURED]", f.state)
+                    } else {
+                        f.state.clone()
+                    },
+                    f.age.to_string(),
+                    f.expires_in.to_string(),
+                    format!("{}/{}", f.packets[0], f.packets[1]),
+                    format!("{}/{}", f.bytes[0], f.bytes[1]),
+                ]
+            }));
+            print_text(&mut out, &tabwrite(&table))
         }
         Cmd::ShowPorts => {
             let ports = client.ports()?;

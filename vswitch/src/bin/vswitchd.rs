@@ -177,13 +177,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let threads = args
         .datapath_threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let (datapath, workers) = Datapath::spawn_with(DatapathConfig {
+    let (mut datapath, workers) = Datapath::spawn_with(DatapathConfig {
         workers: threads,
         worker: WorkerConfig {
             fdb: FdbConfig::default(),
             busy_poll: std::time::Duration::from_micros(args.busy_poll),
         },
     })?;
+    let (connector, connector_thread) =
+        vswitch::connector::HostConnector::spawn(nat::conntrack::Config::default())?;
+    datapath.attach_host(connector.clone())?;
 
     let run_dir = args
         .socket
@@ -208,7 +211,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         allow_host_netns: args.allow_host_netns,
         hooks,
-        port_sink: std::sync::Arc::new(vswitch::publish::HoldSink::new()),
+        // The connector serves the published ports the control plane binds.
+        port_sink: Arc::new(connector),
     };
     let (dnsd, dns_thread) = Dnsd::spawn(DnsdConfig::default())?;
     let dns = DnsSync::new(
@@ -253,6 +257,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Watched::new("vswitch-control", control_thread),
         Watched::new("vswitch-api", api_thread),
         Watched::new("dns", dns_thread),
+        Watched::new("host-connector", connector_thread),
     ];
     let metrics_server = metrics.map(|(server, thread)| {
         watched.push(Watched::new("vswitch-metrics", thread));

@@ -30,7 +30,9 @@ use super::types::{
 };
 use super::views::{endpoint_view, network_view, predefined_view, sandbox_view};
 use crate::ids::{MacAddr, NetworkId, PortId};
-use crate::switch::{ConfigError, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig};
+use crate::switch::{
+    ConfigError, External, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig,
+};
 
 /// Names Docker reserves for its own networks (`runconfig.IsPreDefinedNetwork`).
 const PREDEFINED: [&str; 4] = ["bridge", "host", "none", "default"];
@@ -277,6 +279,11 @@ impl Controller {
             }),
             icc: n.icc,
             flood_limit: self.config.flood_limit,
+            external: Some(External {
+                subnet: (n.gateway, n.prefix_len),
+                internal: n.internal,
+                masquerade: n.ip_masquerade(),
+            }),
             ..NetworkConfig::new(n.num)
         });
         let ports = self.model.endpoints.iter().map(|e| PortConfig {
@@ -973,7 +980,7 @@ pub(super) fn network_index(m: &Model, term: &str) -> Result<usize, ControlError
 }
 
 /// Docker's container lookup: full id, then name, then a unique id prefix.
-fn sandbox_index(m: &Model, term: &str) -> Result<usize, ControlError> {
+pub(super) fn sandbox_index(m: &Model, term: &str) -> Result<usize, ControlError> {
     if term.is_empty() {
         return Err(ControlError::SandboxNotFound(String::new()));
     }

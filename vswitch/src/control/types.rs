@@ -612,3 +612,60 @@ pub struct DnsPtrView {
     #[serde(rename = "Name")]
     pub name: String,
 }
+
+/// One tuple of a tracked flow, as `conntrack -L` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackTuple {
+    /// Where the tuple is seen: a network's name, or `host` for the host
+    /// side of a flow.
+    #[serde(rename = "Network")]
+    pub network: String,
+    /// Source address.
+    #[serde(rename = "Src")]
+    pub src: String,
+    /// Destination address.
+    #[serde(rename = "Dst")]
+    pub dst: String,
+    /// Source port (ICMP: echo identifier).
+    #[serde(rename = "Sport")]
+    pub sport: u16,
+    /// Destination port (ICMP: echo identifier).
+    #[serde(rename = "Dport")]
+    pub dport: u16,
+}
+
+/// One flow of the host connector (`GET /v1/conntrack`), as the operator's
+/// `conntrack -L` shows it, with the sandbox it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackView {
+    /// `tcp`, `udp` or `icmp`.
+    #[serde(rename = "Protocol")]
+    pub protocol: String,
+    /// The sandbox whose endpoint is in the flow (empty if none is).
+    #[serde(rename = "Sandbox")]
+    pub sandbox: String,
+    /// The first packet's tuple.
+    #[serde(rename = "Original")]
+    pub original: ConntrackTuple,
+    /// The tuple answers carry.
+    #[serde(rename = "Reply")]
+    pub reply: ConntrackTuple,
+    /// nf_conntrack's state (`ESTABLISHED`, `TIME_WAIT`, `UNREPLIED`, …).
+    #[serde(rename = "State")]
+    pub state: String,
+    /// Seconds since the flow was created.
+    #[serde(rename = "Age")]
+    pub age: u64,
+    /// Seconds before it expires unless traffic refreshes it.
+    #[serde(rename = "ExpiresIn")]
+    pub expires_in: u64,
+    /// Packets original, reply.
+    #[serde(rename = "Packets")]
+    pub packets: [u64; 2],
+    /// Bytes original, reply.
+    #[serde(rename = "Bytes")]
+    pub bytes: [u64; 2],
+    /// Traffic was seen both ways (TCP: the handshake completed).
+    #[serde(rename = "Assured")]
+    pub assured: bool,
+}

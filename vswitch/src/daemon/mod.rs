@@ -90,8 +90,9 @@ pub struct DaemonConfig {
     pub allow_host_netns: bool,
     /// Test hooks ([`hooks`]); all off in production.
     pub hooks: Hooks,
-    /// Whoever serves published ports; [`crate::publish::HoldSink`] keeps
-    /// their sockets open and carries no traffic.
+    /// Whoever serves published ports: the host connector in `vswitchd`;
+    /// [`crate::publish::HoldSink`] keeps their sockets open and carries no
+    /// traffic (tests of the control plane alone).
     pub port_sink: Arc<dyn crate::publish::PublishedPortSink>,
 }
 
@@ -409,6 +410,21 @@ impl Backend for Daemon {
             .fdb()
             .map_err(|e| ControlError::internal("reading the FDB from the datapath", e))?;
         self.snapshot().controller.fdb_views(&rows, network)
+    }
+
+    fn conntrack(
+        &self,
+        network: Option<&str>,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<crate::control::types::ConntrackView>, ControlError> {
+        let flows = self
+            .datapath
+            .host()
+            .map(|h| h.flows().snapshot(std::time::Instant::now(), |_| true))
+            .unwrap_or_default();
+        self.snapshot()
+            .controller
+            .conntrack_views(&flows, network, sandbox)
     }
 
     fn ports(&self) -> Result<Vec<PortView>, ControlError> {
