@@ -208,12 +208,17 @@ fn published_ports_carry_the_clients_address_on_every_path() {
         Some(&*format!("{WEB_GATEWAY} 80")),
         "from the host through 127.0.0.1"
     );
-    // A container on another network, through the host's address: its
-    // egress leaves from the host's address, which the container sees.
+    // Containers, through the host's address: their egress leaves from
+    // the host's address, which the published container sees.
     assert_eq!(
         ask(&client, &tcp_client(HOST_IP, 18080)).as_deref(),
         Some(&*format!("{HOST_IP} 80")),
         "from a container on another network"
+    );
+    assert_eq!(
+        ask(&quiet, &tcp_client(HOST_IP, 18080)).as_deref(),
+        Some(&*format!("{HOST_IP} 80")),
+        "from a container on the same network"
     );
     // Hairpin: the container reaches its own published port.
     assert_eq!(
@@ -250,6 +255,24 @@ fn published_ports_carry_the_clients_address_on_every_path() {
             .any(|l| l.starts_with("tcp") && l.contains(OUTSIDE_IP) && l.contains("18080")),
         "the outside client's flow listed:\n{ct}"
     );
+
+    // After `kill -9` and a restart, the bindings are served again as
+    // soon as the daemon's API is up (it binds them before opening it),
+    // and `vsctl port` is unchanged.
+    let ports_before = d.vsctl_ok(&["port", &web]);
+    d.kill9();
+    d.spawn();
+    assert_eq!(
+        ask(&outside, &tcp_client(HOST_IP, 18080)).as_deref(),
+        Some(&*format!("{OUTSIDE_IP} 80")),
+        "TCP from the outside after a restart"
+    );
+    assert_eq!(
+        ask(&outside, &udp_client(HOST_IP, 18081)).as_deref(),
+        Some(OUTSIDE_IP),
+        "UDP from the outside after a restart"
+    );
+    assert_eq!(d.vsctl_ok(&["port", &web]), ports_before);
 
     // A container that publishes nothing cannot be reached from the
     // outside, even with a route to its subnet through the host; neither
