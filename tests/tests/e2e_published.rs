@@ -148,6 +148,15 @@ fn listens(ns: &str, port: u16) -> bool {
     })
 }
 
+/// Whether the namespace `ns` has a TCP socket listening on exactly
+/// `addr` (as `ss` prints it).
+fn listening_on(ns: &str, addr: &str) -> bool {
+    let out = run("ip", &["netns", "exec", ns, "ss", "-Hltn"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().nth(3) == Some(addr))
+}
+
 #[test]
 fn published_ports_carry_the_clients_address_on_every_path() {
     if !prerequisites(&["ip", "nsenter", "python3", "ss"]) {
@@ -238,6 +247,21 @@ fn published_ports_carry_the_clients_address_on_every_path() {
         Some(WEB_GATEWAY),
         "UDP from the host through 127.0.0.1"
     );
+
+    assert_eq!(
+        ask(&client, &udp_client(HOST_IP, 18081)).as_deref(),
+        Some(HOST_IP),
+        "UDP from a container on another network"
+    );
+    // Where the host has IPv6, `[::]:18080` is bound too; an IPv6 client
+    // is carried from the gateway.
+    if listening_on(&host, "[::]:18080") {
+        assert_eq!(
+            ask(&host, &tcp_client("::1", 18080)).as_deref(),
+            Some(&*format!("{WEB_GATEWAY} 80")),
+            "from the host through [::1]"
+        );
+    }
 
     // A range: each host port leads to its own container port.
     for (host_port, port) in [(18082, 82), (18083, 83), (18084, 84)] {
