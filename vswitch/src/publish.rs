@@ -60,7 +60,9 @@ pub struct Publication {
 pub trait PublishedPortSink: Send + Sync {
     /// Starts serving `publication` on `socket`; the sink owns the socket.
     fn attach(&self, publication: Publication, socket: HostSocket);
-    /// Stops serving the port and closes its socket.
+    /// Stops serving the port and closes its socket before it returns:
+    /// the control plane may bind the same port again right after (a
+    /// rollback, a reconnect in the same request).
     fn detach(&self, port: &PublishedPort);
 }
 

@@ -135,7 +135,7 @@ enum Command {
     AddPort(PortId, Arc<dyn PortIo>),
     RemovePort(PortId, Sender<()>),
     Attach(Publication, HostSocket),
-    Detach(nat::alloc::PublishedPort),
+    Detach(nat::alloc::PublishedPort, Sender<()>),
     PortStats(Sender<Vec<(PortId, PortStats)>>),
     Shutdown,
 }
@@ -271,8 +271,15 @@ impl PublishedPortSink for HostConnector {
         }
     }
 
+    /// Waits until the socket is closed: the control plane may bind the
+    /// same port again in the same request (a rollback, a reconnect).
     fn detach(&self, port: &nat::alloc::PublishedPort) {
-        let _ = self.send(Command::Detach(*port));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.send(Command::Detach(*port, tx)).is_ok()
+            && rx.recv_timeout(crate::datapath::ASK_TIMEOUT).is_err()
+        {
+            tracing::warn!(port = %port, "the host connector did not confirm closing a published port");
+        }
     }
 }
 
@@ -694,10 +701,11 @@ impl Connector {
                         tracing::error!(port = %publication.port, error = %e, "cannot serve a published port");
                     }
                 }
-                Command::Detach(port) => {
+                Command::Detach(port, ack) => {
                     let registry = self.poll.registry();
                     self.tcp.detach(registry, &port);
                     self.udp.detach(registry, &port);
+                    let _ = ack.send(());
                 }
                 Command::PortStats(reply) => {
                     let stats = self

@@ -616,3 +616,37 @@ fn the_fuzz_entry_survives_truncated_and_corrupted_frames() {
         }
     }
 }
+
+/// The control plane closes a binding and may bind the same port again
+/// in the same request (a rollback, a reconnect): the connector must have
+/// closed its socket by the time `detach` returns.
+#[test]
+fn a_detached_port_can_be_bound_again_at_once() {
+    let (handle, _peer) = connector(false, true);
+    let localhost = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for proto in [nat::spec::Proto::Tcp, nat::spec::Proto::Udp] {
+        let host_port = match crate::publish::open_host_socket(localhost, proto, 0).unwrap() {
+            HostSocket::Tcp(l) => l.local_addr().unwrap().port(),
+            HostSocket::Udp(s) => s.local_addr().unwrap().port(),
+        };
+        let port = nat::alloc::PublishedPort {
+            container_port: 80,
+            proto,
+            host_ip: localhost,
+            host_port,
+        };
+        let publication = Publication {
+            network: NET,
+            container: SocketAddrV4::new(C_IP, 80),
+            gateway: GW,
+            port,
+        };
+        for round in 0..20 {
+            let socket = crate::publish::open_host_socket(localhost, proto, host_port)
+                .unwrap_or_else(|e| panic!("{proto:?} round {round}: bind again: {e}"));
+            handle.attach(publication, socket);
+            handle.detach(&port);
+        }
+    }
+    handle.shutdown();
+}
