@@ -170,15 +170,16 @@ impl fmt::Display for PublishedPort {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct PortMap {
     used: HashSet<u16>,
     /// Cursor (`last`) per range.
     cursors: HashMap<PortRange, u16>,
 }
 
-/// The allocator: one per daemon.
-#[derive(Debug)]
+/// The allocator: one per daemon. `Clone`, so a caller can try a request
+/// on a copy and keep it only when the whole request succeeded.
+#[derive(Clone, Debug)]
 pub struct PortAllocator {
     ephemeral: PortRange,
     maps: HashMap<(IpAddr, Proto), PortMap>,

@@ -102,11 +102,10 @@ pub struct Daemon {
     pub port_netns: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The network namespace the daemon runs in (`None`: the test's own).
+    netns: Option<String>,
     sandboxes: Vec<String>,
     networks: Vec<String>,
-    /// The named network namespace the process runs in (a "host" of a
-    /// multi-host test); `None` for the test's own.
-    netns: Option<String>,
 }
 
 impl Daemon {
@@ -120,14 +119,28 @@ impl Daemon {
     /// arguments (kept for [`Daemon::spawn`]).
     #[must_use]
     pub fn start_with(args: &[&str]) -> Self {
-        Self::start_in(None, args)
+        Self::start_configured(None, args)
     }
 
-    /// Starts a daemon inside the named network namespace `netns` (entered
-    /// with `nsenter --net`, so the mount namespace, where sandboxes'
-    /// namespaces are mounted, stays the test's).
+    /// Starts a daemon whose own network namespace is the named namespace
+    /// `netns` (entered with `nsenter --net`, so mounts stay shared): its
+    /// published ports, ephemeral range and host addresses are that
+    /// namespace's, private to the test.
+    #[must_use]
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> Self {
+        Self::start_configured(Some(netns.to_owned()), args)
+    }
+
+    /// Starts a daemon whose host network namespace is `netns` (a name
+    /// under `/run/netns`) when given, the test's own otherwise: what the
+    /// daemon sees as the host's addresses and routes are that namespace's,
+    /// and no host socket it opens is in the test machine's namespace.
     #[must_use]
     pub fn start_in(netns: Option<&str>, args: &[&str]) -> Self {
+        Self::start_configured(netns.map(str::to_owned), args)
+    }
+
+    fn start_configured(netns: Option<String>, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("vswitch-e2e-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut d = Self {
@@ -137,9 +150,9 @@ impl Daemon {
             port_netns: unique("vsports"),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: Vec::new(),
+            netns,
             sandboxes: Vec::new(),
             networks: Vec::new(),
-            netns: netns.map(str::to_owned),
         };
         d.spawn();
         d
@@ -148,17 +161,17 @@ impl Daemon {
     /// Starts (or restarts) the process on the same state directory.
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        let mut cmd = match &self.netns {
-            // nsenter execs the daemon: the child's pid is the daemon's.
+        let mut command = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
                     .arg(bin_dir().join("vswitchd"));
                 c
             }
             None => Command::new(bin_dir().join("vswitchd")),
         };
-        let child = cmd
+        let child = command
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--socket")
@@ -414,4 +427,53 @@ pub fn dig(d: &Daemon, sandbox: &str, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// A named network namespace (`ip netns add`) with its loopback up,
+/// deleted on drop.
+#[derive(Debug)]
+pub struct NamedNetns(String);
+
+impl NamedNetns {
+    /// Creates `name`.
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        run_ok("ip", &["netns", "add", name]);
+        let ns = Self(name.to_owned());
+        run_ok("ip", &["-n", name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// Runs a command inside it.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut args = vec!["netns", "exec", &self.0];
+        args.extend_from_slice(cmd);
+        run("ip", &args)
+    }
+
+    /// Runs `f` on a thread that has entered the namespace: sockets it
+    /// opens belong to the namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("the namespace file opens");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the test namespace");
+            f()
+        })
+        .join()
+        .expect("the namespace thread ran")
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }

@@ -9,6 +9,8 @@
 //! - [`buf`]: packet buffers with headroom for tunnel headers and room for
 //!   GSO super-frames, recycled through a pool.
 //! - [`ids`]: typed port, network and MAC identifiers.
+//! - [`publish`]: published ports' host sockets and the sink that serves
+//!   them.
 //! - [`switch`]: ingress checks, MAC learning, the gateway, flooding.
 //! - `testing` (feature `testing`): a switch with in-memory ports, a manual
 //!   clock and the datapath's executor.
@@ -17,6 +19,7 @@
 
 pub mod api;
 pub mod buf;
+pub mod connector;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
@@ -30,6 +33,7 @@ pub mod netconf;
 pub mod netns;
 pub mod overlay;
 pub mod port;
+pub mod publish;
 pub mod switch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

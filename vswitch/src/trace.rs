@@ -454,9 +454,10 @@ pub fn explain(
             "unknown_destination".to_owned(),
             run.flooded.clone(),
         ),
-        Action::Drop(DropReason::NoRoute) if isolation => {
+        Action::Drop(DropReason::NoRoute) | Action::Host(_) if isolation => {
             ("drop", "isolation".to_owned(), Vec::new())
         }
+        Action::Host(_) => ("host", "host_connector".to_owned(), Vec::new()),
         Action::Drop(r) => ("drop", r.as_str().to_owned(), Vec::new()),
     };
     let outputs: Vec<PortRef> = outputs.into_iter().map(|p| port_ref(model, p)).collect();
@@ -468,6 +469,11 @@ pub fn explain(
         "local" => steps.push(step(
             "output",
             format!("the gateway's reply, back to {}", named(ingress)),
+        )),
+        "host" => steps.push(step(
+            "output",
+            "to the host connector, which carries it through a host socket (policy permitting)"
+                .to_owned(),
         )),
         "flood" => steps.push(step(
             "output",

@@ -52,13 +52,13 @@ impl Fake {
 
     fn network_id(&self, name: &str) -> String {
         let g = self.inner.lock().unwrap();
-        g.0.model()
-            .networks
+        let m = g.0.model();
+        m.networks
             .iter()
             .find(|n| n.name == name)
+            .map(|n| n.id.clone())
+            .or_else(|| m.predefined(name).map(|p| p.id.clone()))
             .unwrap()
-            .id
-            .clone()
     }
 }
 
@@ -137,7 +137,8 @@ fn routes_answer_with_fitting_statuses() {
     let b = Fake::new();
     let (s, v) = call(&b, "GET", "/v1/networks", "");
     assert_eq!(s, 200);
-    assert_eq!(v.as_array().unwrap().len(), 1);
+    // Docker's three: bridge, host, none.
+    assert_eq!(v.as_array().unwrap().len(), 3);
     let (s, v) = call(&b, "POST", "/v1/networks", r#"{"Name":"n1"}"#);
     assert_eq!(s, 201);
     assert_eq!(v["Id"].as_str().unwrap().len(), 64);
@@ -528,14 +529,20 @@ fn vsctl_network_ls_and_inspect_golden() {
 
     let bridge = backend.network_id("bridge");
     let n1 = backend.network_id("n1");
+    let host = backend.network_id("host");
+    let none = backend.network_id("none");
     assert_eq!(
         ok(&vsctl(s, &["network", "ls"])),
         format!(
             "NETWORK ID     NAME      DRIVER    SCOPE\n\
              {}   bridge    bridge    local\n\
-             {}   n1        bridge    local\n",
+             {}   host      host      local\n\
+             {}   n1        bridge    local\n\
+             {}   none      null      local\n",
             &bridge[..12],
-            &n1[..12]
+            &host[..12],
+            &n1[..12],
+            &none[..12]
         )
     );
 
@@ -599,7 +606,23 @@ fn vsctl_network_ls_and_inspect_golden() {
     // --format json prints the API's answer.
     let json = ok(&vsctl(s, &["--format", "json", "network", "ls"]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v.as_array().unwrap().len(), 4);
+
+    // host and none as Docker shows them.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&vsctl(s, &["network", "inspect", "host", "none"]))).unwrap();
+    for (net, driver) in [(&v[0], "host"), (&v[1], "null")] {
+        assert_eq!(net["Driver"], driver);
+        assert_eq!(net["Scope"], "local");
+        assert_eq!(
+            net["IPAM"],
+            serde_json::json!({"Driver": "default", "Options": null, "Config": []})
+        );
+        assert_eq!(net["Containers"], serde_json::json!({}));
+        assert_eq!(net["Options"], serde_json::json!({}));
+        assert_eq!(net["Labels"], serde_json::json!({}));
+        assert_eq!(net["Internal"], false);
+    }
 }
 
 #[test]

@@ -556,7 +556,7 @@ fn queries_change_nothing() {
         panic!()
     };
     let names: Vec<&str> = list.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["alpha", "bridge", "zeta"]);
+    assert_eq!(names, ["alpha", "bridge", "host", "none", "zeta"]);
     let o = t.ok(Request::ListSandboxes);
     assert!(matches!(o.response, Response::Sandboxes(ref s) if s.len() == 1));
     let _ = t.ok(Request::InspectSandbox { name: "c1".into() });
@@ -575,8 +575,15 @@ fn networks_are_found_by_id_name_and_unique_prefix() {
         t.create_net(net(&format!("x{i}")));
     }
     let mut by_digit: BTreeMap<char, usize> = BTreeMap::new();
-    for n in &t.c.model().networks {
-        *by_digit.entry(n.id.chars().next().unwrap()).or_default() += 1;
+    // host and none count too: every network is looked up alike.
+    let m = t.c.model();
+    for id in m
+        .networks
+        .iter()
+        .map(|n| &n.id)
+        .chain(m.predefined.iter().map(|p| &p.id))
+    {
+        *by_digit.entry(id.chars().next().unwrap()).or_default() += 1;
     }
     let (digit, count) = by_digit.into_iter().find(|&(_, c)| c > 1).unwrap();
     t.refused(
@@ -627,6 +634,7 @@ fn sandboxes_create_or_adopt_namespaces() {
             name: "adopted".into(),
             path: PathBuf::from("/proc/1234/ns/net"),
             handle: PathBuf::from("/run/vswitch/netns").join(&ad.id),
+            host: false,
         }]
     );
     // Removing an adopted sandbox releases the daemon's handle and leaves
@@ -1283,4 +1291,30 @@ fn overlay_networks_get_docker_vnis_global_subnets_and_mtu_1450() {
         t.inspect("o3").options["com.docker.network.driver.overlay.vxlanid_list"],
         "4097"
     );
+}
+
+#[test]
+fn a_state_without_host_and_none_gets_them_once() {
+    let t = T::new();
+    let mut model = t.c.model().clone();
+    assert_eq!(
+        model
+            .predefined
+            .iter()
+            .map(|p| (p.name.as_str(), p.driver.as_str()))
+            .collect::<Vec<_>>(),
+        [("host", "host"), ("none", "null")]
+    );
+    // A state written before they existed.
+    model.predefined.clear();
+    let json = serde_json::to_string(&model).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v.get("predefined").is_none());
+    let old: Model = serde_json::from_str(&json).unwrap();
+    let mut c = Controller::from_model(ControllerConfig::default(), old).unwrap();
+    assert!(c.ensure_predefined(&Ctx::new(NOW, &t.e)).unwrap());
+    let ids: Vec<String> = c.model().predefined.iter().map(|p| p.id.clone()).collect();
+    assert!(!c.ensure_predefined(&Ctx::new(NOW, &t.e)).unwrap());
+    let again: Vec<String> = c.model().predefined.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(ids, again, "ids are kept once made");
 }

@@ -753,6 +753,7 @@ fn a_start_reconciles_the_plugin_with_the_switch() {
         name: "leftover".into(),
         netns_path: Some(KEY.into()),
         external: true,
+        ..Default::default()
     }))
     .unwrap();
     ok(&p, "/IpamDriver.RequestAddress", &json!({"PoolID": pool}));
@@ -797,6 +798,7 @@ fn a_start_reconciles_the_plugin_with_the_switch() {
         name: "orphan".into(),
         netns_path: Some("/var/run/docker/netns/000000000000".into()),
         external: true,
+        ..Default::default()
     }))
     .unwrap();
     b.apply(handoff("orphan", "10.60.0.9")).unwrap();

@@ -235,6 +235,30 @@ impl Client {
         self.call::<(), _>("GET", &path, None)
     }
 
+    /// `GET /v1/conntrack[?network=NAME][&sandbox=NAME]`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn conntrack(
+        &self,
+        network: Option<&str>,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<crate::control::types::ConntrackView>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(n) = network {
+            q.push(format!("network={}", encode(n)));
+        }
+        if let Some(s) = sandbox {
+            q.push(format!("sandbox={}", encode(s)));
+        }
+        let path = if q.is_empty() {
+            "/v1/conntrack".to_owned()
+        } else {
+            format!("/v1/conntrack?{}", q.join("&"))
+        };
+        self.call::<(), _>("GET", &path, None)
+    }
+
     /// `GET /v1/ports`.
     ///
     /// # Errors

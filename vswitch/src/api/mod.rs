@@ -15,6 +15,7 @@
 //! | `GET /v1/fdb[?network=NAME]` | | 200, `[FdbView]` |
 //! | `GET /v1/ports` | | 200, `[PortView]` |
 //! | `GET /v1/vteps[?network=NAME]` | | 200, `[VtepView]` (remote VTEPs, by address) |
+//! | `GET /v1/conntrack[?network=NAME][&sandbox=NAME]` | | 200, `[ConntrackView]` |
 //! | `GET /v1/dns[?network=NAME]` | | 200, `[DnsNetworkView]` sorted by name |
 //! | `GET /v1/events[?since=NANOS&until=NANOS]` | | 200, a stream of [`crate::events::Event`], one JSON object per line, until `until` or the client leaves |
 //! | `POST /v1/trace` | [`crate::trace::TraceRequest`] | 200, [`crate::trace::TraceReport`] |
@@ -83,6 +84,20 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// [`ControlError::NetworkNotFound`] for an unknown network.
     fn dns(&self, network: Option<&str>) -> Result<Vec<DnsNetworkView>, ControlError>;
+
+    /// The host connector's flows (`vsctl show-conntrack`), optionally of
+    /// one network and one sandbox. A backend without a connector has none.
+    ///
+    /// # Errors
+    /// [`ControlError::NetworkNotFound`], [`ControlError::SandboxNotFound`].
+    fn conntrack(
+        &self,
+        network: Option<&str>,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<crate::control::types::ConntrackView>, ControlError> {
+        let _ = (network, sandbox);
+        Ok(Vec::new())
+    }
 
     /// Every counter in the Prometheus text exposition format
     /// ([`crate::metrics`]). A backend without counters has none to show.

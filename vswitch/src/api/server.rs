@@ -259,7 +259,21 @@ pub fn route<B: Backend + ?Sized>(backend: &B, method: &str, url: &str, body: &[
                 Err(e) => Reply::from_error(&e),
             }
         }
-        (["v1", "fdb" | "ports" | "dns" | "vteps"], _) => not_allowed(),
+        (["v1", "conntrack"], "GET") => {
+            let network = match query_param(query, "network") {
+                Ok(n) => n.filter(|n| !n.is_empty()),
+                Err(e) => return Reply::error(400, &e),
+            };
+            let sandbox = match query_param(query, "sandbox") {
+                Ok(n) => n.filter(|n| !n.is_empty()),
+                Err(e) => return Reply::error(400, &e),
+            };
+            match backend.conntrack(network.as_deref(), sandbox.as_deref()) {
+                Ok(views) => Reply::json(200, &views),
+                Err(e) => Reply::from_error(&e),
+            }
+        }
+        (["v1", "fdb" | "ports" | "dns" | "vteps" | "conntrack"], _) => not_allowed(),
         (["v1", "trace"], "POST") => match parse::<crate::trace::TraceRequest>(body) {
             Ok(r) => match backend.trace(&r) {
                 Ok(report) => Reply::json(200, &report),

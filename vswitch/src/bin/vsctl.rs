@@ -14,11 +14,13 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nat::spec::PortSpec;
 use serde::Serialize;
 use vswitch::api::client::DEFAULT_SOCKET;
 use vswitch::api::types::{
-    ConnectRequest, DisconnectRequest, DnsNetworkView, EndpointIpamConfig, EndpointSettings,
-    IpamConfigEntry, IpamRequest, NetworkCreateRequest, SandboxCreateRequest, SandboxView,
+    ConnectRequest, DisconnectRequest, DnsNetworkView, Empty, EndpointIpamConfig, EndpointSettings,
+    HostBinding, HostConfig, IpamConfigEntry, IpamRequest, NetworkCreateRequest,
+    SandboxCreateRequest, SandboxView,
 };
 use vswitch::api::{Client, ClientError};
 use vswitch::control::PortKind;
@@ -66,6 +68,23 @@ enum Cmd {
     ShowVteps {
         /// Only this overlay network.
         network: Option<String>,
+    },
+    /// List a sandbox's published ports, as `docker port` does
+    /// (`80/tcp -> 0.0.0.0:18080`), or the host addresses of one port.
+    Port {
+        /// The sandbox.
+        sandbox: String,
+        /// Only this container port: `PORT[/PROTO]` (tcp by default).
+        port: Option<String>,
+    },
+    /// Show the host connector's flows, like `conntrack -L`.
+    ShowConntrack {
+        /// Only flows of this network.
+        #[arg(long)]
+        network: Option<String>,
+        /// Only flows of this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
     },
     /// Run a command inside a sandbox's network namespace.
     Exec {
@@ -281,6 +300,14 @@ enum SandboxCmd {
         /// Adopt this existing network namespace instead of creating one.
         #[arg(long, value_name = "PATH")]
         netns: Option<String>,
+        /// Docker's `--network host` (the daemon's own namespace: no
+        /// interface, address or port of its own) or `--network none`
+        /// (loopback only); other networks are joined with `network
+        /// connect`.
+        #[arg(long, value_parser = ["host", "none"])]
+        network: Option<String>,
+        #[command(flatten)]
+        ports: PortArgs,
         /// The sandbox's name.
         name: String,
     },
@@ -322,9 +349,103 @@ struct RunArgs {
     /// Remove the sandbox when the command exits.
     #[arg(long)]
     rm: bool,
+    #[command(flatten)]
+    ports: PortArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// Docker's port options of `docker create`/`docker run`.
+#[derive(Debug, Args)]
+struct PortArgs {
+    /// Publish container ports to the host:
+    /// `[HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp|/sctp]`
+    /// (IPv6 host addresses in brackets). Published when the sandbox is
+    /// connected to its first network.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = parse_publish)]
+    publish: Vec<PortSpec>,
+    /// Publish every exposed port to a dynamic host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port or a range of ports (`80`, `53/udp`, `8000-8010`).
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = parse_expose_arg)]
+    expose: Vec<String>,
+    /// A DNS server for the sandbox (repeatable), replacing the daemon's
+    /// `--dns`: the embedded server's upstreams on user networks.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// A DNS search domain (repeatable), replacing the daemon's.
+    #[arg(long, value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// A resolv.conf option (repeatable, e.g. `ndots:2`), replacing the
+    /// daemon's.
+    #[arg(long, value_name = "OPTION")]
+    dns_option: Vec<String>,
+    /// The sandbox's host name: answered by the embedded DNS and listed
+    /// among its aliases on user networks.
+    #[arg(long)]
+    hostname: Option<String>,
+}
+
+impl PortArgs {
+    /// `HostConfig` and `ExposedPorts` as the docker CLI builds them
+    /// (go-connections `ParsePortSpecs`).
+    /// The create request for sandbox `name`.
+    fn create(
+        &self,
+        name: String,
+        netns: Option<String>,
+        mode: Option<&str>,
+    ) -> SandboxCreateRequest {
+        let (host_config, exposed_ports) = self.request(mode);
+        SandboxCreateRequest {
+            name,
+            netns_path: netns,
+            host_config,
+            exposed_ports,
+            hostname: self.hostname.clone().unwrap_or_default(),
+            external: false,
+        }
+    }
+
+    fn request(&self, network_mode: Option<&str>) -> (Option<HostConfig>, BTreeMap<String, Empty>) {
+        let mut bindings: BTreeMap<String, Vec<HostBinding>> = BTreeMap::new();
+        let mut exposed = BTreeMap::new();
+        for b in self.publish.iter().flat_map(PortSpec::bindings) {
+            let key = format!("{}/{}", b.container_port, b.proto);
+            bindings.entry(key.clone()).or_default().push(HostBinding {
+                host_ip: b.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                host_port: b.host_ports.map(|r| r.to_string()).unwrap_or_default(),
+            });
+            exposed.insert(key, Empty {});
+        }
+        for e in &self.expose {
+            for (port, proto) in nat::spec::parse_expose(e).unwrap_or_default() {
+                exposed.insert(format!("{port}/{proto}"), Empty {});
+            }
+        }
+        let host_config = HostConfig {
+            port_bindings: bindings,
+            publish_all_ports: self.publish_all,
+            network_mode: network_mode.unwrap_or_default().to_owned(),
+            dns: self.dns.iter().map(ToString::to_string).collect(),
+            dns_search: self.dns_search.clone(),
+            dns_options: self.dns_option.clone(),
+        };
+        let host_config = (host_config != HostConfig::default()).then_some(host_config);
+        (host_config, exposed)
+    }
+}
+
+fn parse_publish(s: &str) -> Result<PortSpec, String> {
+    s.parse().map_err(|e: nat::SpecError| e.to_string())
+}
+
+fn parse_expose_arg(s: &str) -> Result<String, String> {
+    nat::spec::parse_expose(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -439,6 +560,40 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             }
             print_text(&mut out, &dns_tables(&views))
         }
+        Cmd::ShowConntrack { network, sandbox } => {
+            let flows = client.conntrack(network.as_deref(), sandbox.as_deref())?;
+            if json {
+                return print_json(&mut out, &flows);
+            }
+            let tuple = |t: &vswitch::control::types::ConntrackTuple| {
+                format!(
+                    "{}:{} -> {}:{} ({})",
+                    t.src, t.sport, t.dst, t.dport, t.network
+                )
+            };
+            let mut table = vec![row([
+                "PROTO", "SANDBOX", "ORIGINAL", "REPLY", "STATE", "AGE", "EXPIRES", "PACKETS",
+                "BYTES",
+            ])];
+            table.extend(flows.iter().map(|f| {
+                vec![
+                    f.protocol.clone(),
+                    f.sandbox.clone(),
+                    tuple(&f.original),
+                    tuple(&f.reply),
+                    if f.assured {
+                        format!("{} [ASSURED]", f.state)
+                    } else {
+                        f.state.clone()
+                    },
+                    f.age.to_string(),
+                    f.expires_in.to_string(),
+                    format!("{}/{}", f.packets[0], f.packets[1]),
+                    format!("{}/{}", f.bytes[0], f.bytes[1]),
+                ]
+            }));
+            print_text(&mut out, &tabwrite(&table))
+        }
         Cmd::ShowPorts => {
             let ports = client.ports()?;
             if json {
@@ -486,6 +641,17 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
                 ]
             }));
             print_text(&mut out, &tabwrite(&table))
+        }
+        Cmd::Port { sandbox, port } => {
+            let sb = client.sandbox(&sandbox)?;
+            let lines = port_lines(&sb, &sandbox, port.as_deref())?;
+            if json {
+                return print_json(&mut out, &sb.network_settings.ports);
+            }
+            if lines.is_empty() {
+                return Ok(0);
+            }
+            print_text(&mut out, &format!("{}\n", lines.join("\n")))
         }
         Cmd::Exec { sandbox, command } => {
             let sb = client.sandbox(&sandbox)?;
@@ -634,6 +800,92 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
     }
 }
 
+/// `docker port`'s lines (docker/cli `port.go`): every binding as
+/// `80/tcp -> 0.0.0.0:18080`, or for one port only its host addresses, in
+/// natural order; an unpublished port is an error naming the sandbox as
+/// the user wrote it.
+fn port_lines(sb: &SandboxView, name: &str, port: Option<&str>) -> Result<Vec<String>, Failure> {
+    let join = |b: &HostBinding| {
+        if b.host_ip.contains(':') {
+            format!("[{}]:{}", b.host_ip, b.host_port)
+        } else {
+            format!("{}:{}", b.host_ip, b.host_port)
+        }
+    };
+    let ports = &sb.network_settings.ports;
+    let mut out: Vec<String> = match port {
+        Some(asked) => {
+            let (p, proto) = asked.split_once('/').unwrap_or((asked, "tcp"));
+            if p.parse::<u16>().is_err() {
+                return Err(Failure {
+                    message: format!(
+                        "Error: invalid port ({p}): strconv.ParseUint: parsing {p:?}: invalid syntax"
+                    ),
+                    code: 1,
+                });
+            }
+            match ports.get(&format!("{p}/{proto}")) {
+                Some(Some(list)) if !list.is_empty() => list.iter().map(join).collect(),
+                _ => {
+                    return Err(Failure {
+                        message: format!("Error: No public port '{asked}' published for {name}"),
+                        code: 1,
+                    });
+                }
+            }
+        }
+        None => ports
+            .iter()
+            .flat_map(|(from, list)| {
+                list.iter()
+                    .flatten()
+                    .map(move |b| format!("{from} -> {}", join(b)))
+            })
+            .collect(),
+    };
+    out.sort_by(|a, b| natural_cmp(a, b));
+    Ok(out)
+}
+
+/// Natural order (`sortorder.NaturalLess`): runs of digits compare as
+/// numbers, everything else byte by byte.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let (x, y) = (
+                std::str::from_utf8(&a[si..i])
+                    .unwrap_or("")
+                    .trim_start_matches('0'),
+                std::str::from_utf8(&b[sj..j])
+                    .unwrap_or("")
+                    .trim_start_matches('0'),
+            );
+            let ord = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
 /// `dns show`: the names table, then the PTR table.
 fn dns_tables(views: &[DnsNetworkView]) -> String {
     let mut names = vec![row(["NETWORK", "NAME", "KIND", "ADDRESSES"])];
@@ -726,12 +978,13 @@ fn sandbox(
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
     match cmd {
-        SandboxCmd::Create { netns, name } => {
-            let sb = client.create_sandbox(&SandboxCreateRequest {
-                name,
-                netns_path: netns,
-                ..Default::default()
-            })?;
+        SandboxCmd::Create {
+            netns,
+            network,
+            ports,
+            name,
+        } => {
+            let sb = client.create_sandbox(&ports.create(name, netns, network.as_deref()))?;
             if json {
                 return print_json(out, &sb);
             }
@@ -871,13 +1124,13 @@ fn connect_request(
 }
 
 fn run_in(client: &Client, a: RunArgs) -> Result<u8, Failure> {
-    let sb = client.create_sandbox(&SandboxCreateRequest {
-        name: a.name.clone(),
-        netns_path: None,
-        ..Default::default()
-    })?;
+    // `host` and `none` are taken at creation, as `docker run --network`.
+    let mode = matches!(a.net.as_str(), "host" | "none").then_some(a.net.as_str());
+    let sb = client.create_sandbox(&a.ports.create(a.name.clone(), None, mode))?;
     let request = connect_request(&sb.id, a.ip, a.alias, a.port_kind);
-    if let Err(e) = client.connect(&a.net, &request) {
+    if mode.is_none()
+        && let Err(e) = client.connect(&a.net, &request)
+    {
         // Leave nothing half made behind; the connect error is what matters.
         let _ = client.remove_sandbox(&sb.id);
         return Err(e.into());
@@ -1079,4 +1332,60 @@ fn tabwrite(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port key and its bindings (`None`: exposed only).
+    type Ports<'a> = [(&'a str, Option<&'a [(&'a str, &'a str)]>)];
+
+    fn view(ports: &Ports<'_>) -> SandboxView {
+        let json = serde_json::json!({
+            "Name": "web", "Id": "a".repeat(64), "Created": "", "NetnsPath": "",
+            "NetnsOwned": true, "Endpoints": [],
+            "NetworkSettings": {"Ports": ports.iter().map(|(k, v)| {
+                let list = v.map(|l| l.iter().map(|(ip, port)| {
+                    serde_json::json!({"HostIp": ip, "HostPort": port})
+                }).collect::<Vec<_>>());
+                ((*k).to_owned(), serde_json::json!(list))
+            }).collect::<serde_json::Map<_, _>>()},
+        });
+        serde_json::from_value(json).expect("a sandbox view")
+    }
+
+    #[test]
+    fn port_lines_are_dockers_in_natural_order() {
+        let sb = view(&[
+            ("10/tcp", Some(&[("0.0.0.0", "18010")])),
+            ("9/udp", Some(&[("::", "32768"), ("0.0.0.0", "32768")])),
+            ("99/tcp", None),
+        ]);
+        assert_eq!(
+            port_lines(&sb, "web", None).ok().unwrap(),
+            [
+                "9/udp -> 0.0.0.0:32768",
+                "9/udp -> [::]:32768",
+                "10/tcp -> 0.0.0.0:18010"
+            ]
+        );
+        assert_eq!(
+            port_lines(&sb, "web", Some("9/udp")).ok().unwrap(),
+            ["0.0.0.0:32768", "[::]:32768"]
+        );
+        let err = port_lines(&sb, "web", Some("99")).err().unwrap();
+        assert_eq!(err.message, "Error: No public port '99' published for web");
+        let err = port_lines(&sb, "web", Some("9")).err().unwrap();
+        assert_eq!(err.message, "Error: No public port '9' published for web");
+    }
+
+    #[test]
+    fn natural_order_compares_digit_runs_as_numbers() {
+        use std::cmp::Ordering::{Greater, Less};
+        assert_eq!(natural_cmp("9/tcp", "10/tcp"), Less);
+        assert_eq!(natural_cmp("80/tcp -> 0", "80/tcp -> ["), Less);
+        assert_eq!(natural_cmp("a100", "a20"), Greater);
+        assert_eq!(natural_cmp("a", "a1"), Less);
+    }
 }

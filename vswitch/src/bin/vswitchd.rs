@@ -254,13 +254,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let threads = args
         .datapath_threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let (datapath, workers) = Datapath::spawn_with(DatapathConfig {
+    let (mut datapath, workers) = Datapath::spawn_with(DatapathConfig {
         workers: threads,
         worker: WorkerConfig {
             fdb: FdbConfig::default(),
             busy_poll: std::time::Duration::from_micros(args.busy_poll),
         },
     })?;
+    let (connector, connector_thread) =
+        vswitch::connector::HostConnector::spawn(nat::conntrack::Config::default())?;
+    datapath.attach_host(connector.clone())?;
 
     let run_dir = args
         .socket
@@ -281,11 +284,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             },
             overlay: overlay.is_some(),
             overlay_vnis: overlay.as_ref().map(|u| u.named_vnis()).unwrap_or_default(),
+            ephemeral_ports: ephemeral_ports(),
+            host_ipv6: host_ipv6(),
             ..ControllerConfig::default()
         },
         allow_host_netns: args.allow_host_netns,
         hooks,
         overlay,
+        // The connector serves the published ports the control plane binds.
+        port_sink: Arc::new(connector),
     };
     let (dnsd, dns_thread) = Dnsd::spawn(DnsdConfig::default())?;
     let dns = DnsSync::new(
@@ -331,6 +338,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Watched::new("vswitch-control", control_thread),
         Watched::new("vswitch-api", api_thread),
         Watched::new("dns", dns_thread),
+        Watched::new("host-connector", connector_thread),
     ];
     let metrics_server = metrics.map(|(server, thread)| {
         watched.push(Watched::new("vswitch-metrics", thread));
@@ -462,5 +470,32 @@ fn supervise(
             worker_stopped = true;
         }
         thread::sleep(SUPERVISE_EVERY);
+    }
+}
+
+/// Whether the kernel opens IPv6 sockets (it does not when booted with
+/// `ipv6.disable=1`); published ports are then bound on IPv4 only.
+fn host_ipv6() -> bool {
+    let ok = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).is_ok();
+    if !ok {
+        tracing::warn!("no IPv6 on this host: published ports are bound on IPv4 only");
+    }
+    ok
+}
+
+/// Dynamic host ports come from the kernel's ephemeral range, as Docker's
+/// (docker-reference §4.2): `ip_local_port_range` of the daemon's network
+/// namespace, or 49153–65535 when it cannot be read.
+fn ephemeral_ports() -> nat::spec::PortRange {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+    match std::fs::read_to_string(PATH)
+        .map_err(|e| e.to_string())
+        .and_then(|text| nat::alloc::parse_ephemeral_range(&text).map_err(|e| e.to_string()))
+    {
+        Ok(range) => range,
+        Err(e) => {
+            tracing::warn!(path = PATH, error = %e, "using the fallback ephemeral port range");
+            nat::alloc::FALLBACK_EPHEMERAL
+        }
     }
 }

@@ -11,21 +11,28 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use core::net::IpAddr;
+
 use ipam::{IpamError, NetworkIpamRequest};
+use nat::alloc::PortAllocator;
+use nat::spec::PortRange;
 
 use super::Ctx;
 use super::effect::{Attachment, Effect};
 use super::error::ControlError;
-use super::model::{self, Endpoint, IdKind, Model, Network, PortKind, Sandbox};
+use super::model::{self, Endpoint, IdKind, Model, Network, PortKind, PublishedRecord, Sandbox};
 use super::options::parse_options;
+use super::ports;
 use super::request::{Outcome, Request, Response};
 use super::types::{
-    ConnectRequest, DisconnectRequest, NetworkCreateRequest, NetworkCreateResponse,
+    ConnectRequest, DisconnectRequest, EndpointView, NetworkCreateRequest, NetworkCreateResponse,
     SandboxCreateRequest,
 };
-use super::views::{endpoint_view, network_view, sandbox_view};
+use super::views::{endpoint_view, network_view, predefined_view, sandbox_view};
 use crate::ids::{MacAddr, NetworkId, PortId};
-use crate::switch::{ConfigError, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig};
+use crate::switch::{
+    ConfigError, External, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig,
+};
 
 /// Names Docker reserves for its own networks (`runconfig.IsPreDefinedNetwork`).
 const PREDEFINED: [&str; 4] = ["bridge", "host", "none", "default"];
@@ -59,7 +66,20 @@ pub struct ControllerConfig {
     /// VNIs the static peer file gives overlay networks, by name: a
     /// network of that name gets that VNI on every host.
     pub overlay_vnis: std::collections::BTreeMap<String, u32>,
+    /// Where dynamic host ports come from: the host's
+    /// `/proc/sys/net/ipv4/ip_local_port_range` (docker-reference §4.2).
+    pub ephemeral_ports: PortRange,
+    /// Whether the host can open IPv6 sockets: without it, a binding that
+    /// names no address is made on `host_binding_ipv4` only, not on `::`
+    /// too.
+    pub host_ipv6: bool,
 }
+
+/// Linux's default `ip_local_port_range`.
+pub const LINUX_EPHEMERAL: PortRange = match PortRange::new(32768, 60999) {
+    Some(r) => r,
+    None => PortRange::single(32768),
+};
 
 impl Default for ControllerConfig {
     fn default() -> Self {
@@ -71,6 +91,8 @@ impl Default for ControllerConfig {
             flood_limit: crate::switch::FloodLimit::DEFAULT,
             overlay: false,
             overlay_vnis: std::collections::BTreeMap::new(),
+            ephemeral_ports: LINUX_EPHEMERAL,
+            host_ipv6: true,
         }
     }
 }
@@ -84,6 +106,10 @@ pub struct Controller {
     config: ControllerConfig,
     model: Model,
     generation: u64,
+    /// Docker's host-port allocator. Not stored: rebuilt from the
+    /// endpoints' published ports at start (cursors start afresh, as after
+    /// a Docker restart).
+    ports: PortAllocator,
 }
 
 impl Controller {
@@ -93,6 +119,7 @@ impl Controller {
     /// See [`Model::with_defaults`].
     pub fn new(config: ControllerConfig, ctx: &Ctx<'_>) -> Result<Self, ControlError> {
         Ok(Self {
+            ports: PortAllocator::new(config.ephemeral_ports),
             config,
             model: Model::with_defaults(ctx)?,
             generation: 1,
@@ -105,11 +132,27 @@ impl Controller {
     /// [`ControlError::InvalidState`] when the model breaks an invariant.
     pub fn from_model(config: ControllerConfig, model: Model) -> Result<Self, ControlError> {
         model.validate()?;
+        let mut ports = PortAllocator::new(config.ephemeral_ports);
+        for p in model.endpoints.iter().flat_map(|e| &e.published) {
+            ports
+                .request(p.host_ip, p.proto, Some(PortRange::single(p.host_port)))
+                .map_err(|e| ControlError::InvalidState(format!("published port {p:?}: {e}")))?;
+        }
         Ok(Self {
             config,
             model,
             generation: 1,
+            ports,
         })
+    }
+
+    /// Adds Docker's `host` and `none` networks to a model stored before
+    /// they existed; returns whether it did (the model must then be saved).
+    ///
+    /// # Errors
+    /// Only if the id source keeps producing unusable ids.
+    pub fn ensure_predefined(&mut self, ctx: &Ctx<'_>) -> Result<bool, ControlError> {
+        self.model.ensure_predefined(ctx)
     }
 
     /// The model, to persist or inspect.
@@ -149,8 +192,10 @@ impl Controller {
             });
         }
         let mut next = self.model.clone();
+        let mut ports = self.ports.clone();
         let mut txn = Txn {
             model: &mut next,
+            ports: &mut ports,
             config: &self.config,
             ctx,
             effects: Vec::new(),
@@ -174,6 +219,7 @@ impl Controller {
         };
         let effects = txn.effects;
         self.model = next;
+        self.ports = ports;
         if effects.contains(&Effect::PushSwitchConfig) {
             self.generation += 1;
         }
@@ -195,13 +241,19 @@ impl Controller {
         let m = &self.model;
         Ok(match request {
             Request::ListNetworks => {
-                let mut nets: Vec<&Network> = m.networks.iter().collect();
+                let mut nets: Vec<_> = m
+                    .networks
+                    .iter()
+                    .map(|n| network_view(m, n))
+                    .chain(m.predefined.iter().map(|p| predefined_view(m, p)))
+                    .collect();
                 nets.sort_by(|a, b| a.name.cmp(&b.name));
-                Response::Networks(nets.into_iter().map(|n| network_view(m, n)).collect())
+                Response::Networks(nets)
             }
-            Request::InspectNetwork { name } => {
-                Response::Network(network_view(m, &m.networks[network_index(m, name)?]))
-            }
+            Request::InspectNetwork { name } => Response::Network(match lookup(m, name)? {
+                NetRef::Switched(i) => network_view(m, &m.networks[i]),
+                NetRef::Predefined(i) => predefined_view(m, &m.predefined[i]),
+            }),
             Request::ListSandboxes => {
                 let mut sbs: Vec<&Sandbox> = m.sandboxes.iter().collect();
                 sbs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -235,6 +287,11 @@ impl Controller {
             }),
             icc: n.icc,
             flood_limit: self.config.flood_limit,
+            external: Some(External {
+                subnet: (n.gateway, n.prefix_len),
+                internal: n.internal,
+                masquerade: n.ip_masquerade(),
+            }),
             ..NetworkConfig::new(n.num)
         });
         let ports = self.model.endpoints.iter().map(|e| PortConfig {
@@ -283,14 +340,15 @@ impl Controller {
 }
 
 /// One mutating request against the model copy.
-struct Txn<'a> {
+struct Txn<'a, 'c> {
     model: &'a mut Model,
+    ports: &'a mut PortAllocator,
     config: &'a ControllerConfig,
-    ctx: &'a Ctx<'a>,
+    ctx: &'a Ctx<'c>,
     effects: Vec<Effect>,
 }
 
-impl Txn<'_> {
+impl Txn<'_, '_> {
     fn create_network(&mut self, r: NetworkCreateRequest) -> Result<Response, ControlError> {
         let name = r.name;
         if PREDEFINED.contains(&name.as_str()) {
@@ -393,7 +451,14 @@ impl Txn<'_> {
     }
 
     fn remove_network(&mut self, name: &str) -> Result<Response, ControlError> {
-        let i = network_index(self.model, name)?;
+        let i = match lookup(self.model, name)? {
+            NetRef::Switched(i) => i,
+            NetRef::Predefined(i) => {
+                return Err(ControlError::PredefinedNetworkRemove(
+                    self.model.predefined[i].name.clone(),
+                ));
+            }
+        };
         let net = &self.model.networks[i];
         if net.builtin {
             return Err(ControlError::PredefinedNetworkRemove(net.name.clone()));
@@ -443,16 +508,66 @@ impl Txn<'_> {
                 });
             }
         }
+        let host_config = r.host_config.unwrap_or_default();
+        let (port_bindings, exposed_ports) = ports::requested(&host_config, &r.exposed_ports)?;
+        let on_host = match host_config.network_mode.as_str() {
+            "" => false,
+            model::HOST_NETWORK if adopt.is_some() => {
+                return Err(ControlError::Unsupported(
+                    "conflicting options: a namespace to adopt and the host network".to_owned(),
+                ));
+            }
+            model::HOST_NETWORK => true,
+            model::NONE_NETWORK => false,
+            other => {
+                return Err(ControlError::Unsupported(format!(
+                    "network mode {other:?}: only host and none are taken at creation; connect the sandbox to other networks"
+                )));
+            }
+        };
+        let dns = model::SandboxDns {
+            servers: host_config
+                .dns
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| ControlError::InvalidDnsServer(s.clone()))
+                })
+                .collect::<Result<_, _>>()?,
+            search: host_config.dns_search.clone(),
+            options: host_config.dns_options.clone(),
+        };
+        // The ndots rule's texts (docker-reference §6.2), refused now
+        // rather than when the resolver is configured.
+        dns::resolv_conf::user_network("", &dns.over(&Default::default()))?;
+        let hostname = Some(r.hostname).filter(|h| !h.is_empty());
+        if let Some(h) = hostname.as_ref().filter(|h| !valid_hostname(h)) {
+            return Err(ControlError::InvalidHostname(h.clone()));
+        }
         let id = self.model.new_id(self.ctx.entropy, IdKind::Sandbox)?;
-        let owned = adopt.is_none();
-        let path = adopt.unwrap_or_else(|| {
-            self.config
+        let network_mode = if host_config.network_mode.is_empty() {
+            None
+        } else {
+            Some(model::NetworkMode {
+                network: host_config.network_mode.clone(),
+                endpoint: self.model.new_id(self.ctx.entropy, IdKind::Endpoint)?,
+            })
+        };
+        let owned = adopt.is_none() && !on_host;
+        // An external sandbox's namespace is its runtime's: never held.
+        let handle = (!owned && !r.external).then(|| self.config.handle_dir.join(&id));
+        // A sandbox on `host` is the daemon's own namespace, held through a
+        // handle like an adopted one; its path is the handle.
+        let path = match (&adopt, &handle) {
+            (Some(p), _) => p.clone(),
+            (None, Some(h)) => h.to_string_lossy().into_owned(),
+            (None, None) => self
+                .config
                 .netns_dir
                 .join(&name)
                 .to_string_lossy()
-                .into_owned()
-        });
-        let handle = (!owned && !r.external).then(|| self.config.handle_dir.join(&id));
+                .into_owned(),
+        };
         let sandbox = Sandbox {
             id: id.clone(),
             name: name.clone(),
@@ -462,6 +577,12 @@ impl Txn<'_> {
             next_ifindex: 0,
             netns_handle: handle.as_ref().map(|h| h.to_string_lossy().into_owned()),
             external: r.external,
+            port_bindings,
+            publish_all: host_config.publish_all_ports,
+            exposed_ports,
+            network_mode,
+            dns,
+            hostname,
         };
         let view = sandbox_view(self.model, &sandbox);
         self.model.sandboxes.push(sandbox);
@@ -481,8 +602,13 @@ impl Txn<'_> {
             Effect::AdoptNetns {
                 sandbox: id,
                 name,
-                path,
+                path: if on_host {
+                    PathBuf::from("/proc/self/ns/net")
+                } else {
+                    path
+                },
                 handle: handle.unwrap_or_default(),
+                host: on_host,
             }
         });
         Ok(Response::Sandbox(view))
@@ -500,6 +626,7 @@ impl Txn<'_> {
             self.effects.push(Effect::PushSwitchConfig);
         }
         for e in mine.iter().rev() {
+            self.unpublish(e);
             let pools = self
                 .model
                 .network(e.network)
@@ -535,7 +662,17 @@ impl Txn<'_> {
 
     fn connect(&mut self, network: &str, r: ConnectRequest) -> Result<Response, ControlError> {
         let si = sandbox_index(self.model, &r.container)?;
-        let ni = network_index(self.model, network)?;
+        let ni = match lookup(self.model, network)? {
+            NetRef::Switched(i) => i,
+            NetRef::Predefined(i) => return self.connect_predefined(si, i),
+        };
+        match self.model.sandboxes[si].network_mode.as_ref() {
+            Some(m) if m.network == model::HOST_NETWORK => {
+                return Err(ControlError::HostNetworkConflict);
+            }
+            Some(_) => return Err(ControlError::NoneNetworkConflict),
+            None => {}
+        }
         let net = self.model.networks[ni].clone();
         let sb = self.model.sandboxes[si].clone();
         if self
@@ -590,9 +727,10 @@ impl Txn<'_> {
         let aliases = (!net.builtin).then(|| {
             let mut all = settings.aliases.clone();
             all.push(sb.short_id().to_owned());
+            all.extend(sb.hostname.iter().cloned());
             all
         });
-        let endpoint = Endpoint {
+        let mut endpoint = Endpoint {
             host_ifname: format!("{}{}", kind.device_prefix(), model::short(&id)),
             id,
             network: net.num,
@@ -606,7 +744,9 @@ impl Txn<'_> {
             requested_ip: requested,
             aliases,
             default_route,
+            published: Vec::new(),
         };
+        let publish = self.publish(&sb, &net, &mut endpoint)?;
         self.effects.push(Effect::AttachEndpoint(attachment(
             &endpoint,
             &net,
@@ -614,6 +754,7 @@ impl Txn<'_> {
             self.config.txqueuelen,
         )));
         self.effects.push(Effect::PushSwitchConfig);
+        self.effects.extend(publish);
         let view = endpoint_view(&net, &endpoint);
         self.model.endpoints.push(endpoint);
         Ok(Response::Connected(view))
@@ -625,7 +766,25 @@ impl Txn<'_> {
         r: &DisconnectRequest,
     ) -> Result<Response, ControlError> {
         let si = sandbox_index(self.model, &r.container)?;
-        let ni = network_index(self.model, network)?;
+        let ni = match lookup(self.model, network)? {
+            NetRef::Switched(i) => i,
+            NetRef::Predefined(i) => {
+                let net = self.model.predefined[i].name.clone();
+                let sb = &mut self.model.sandboxes[si];
+                let on = sb.network_mode.as_ref().is_some_and(|m| m.network == net);
+                if net == model::HOST_NETWORK && on {
+                    return Err(ControlError::HostNetworkConflict);
+                }
+                if !on {
+                    return Err(ControlError::NotConnected {
+                        sandbox: sb.name.clone(),
+                        network: net,
+                    });
+                }
+                sb.network_mode = None;
+                return Ok(Response::Done);
+            }
+        };
         let net = self.model.networks[ni].clone();
         let sb = self.model.sandboxes[si].clone();
         let Some(ei) = self
@@ -640,6 +799,7 @@ impl Txn<'_> {
             });
         };
         let e = self.model.endpoints.remove(ei);
+        self.unpublish(&e);
         self.model
             .ipam
             .release_endpoint_address(&net.ipam, e.ipv4)?;
@@ -653,14 +813,22 @@ impl Txn<'_> {
         // A handed-off interface's routes are its runtime's (Docker moves
         // the default route itself).
         if e.default_route && e.kind != PortKind::Handoff {
-            let next = self.model.endpoints.iter_mut().find(|x| x.sandbox == sb.id);
-            if let Some(next) = next {
+            let next = self.model.endpoints.iter().position(|x| x.sandbox == sb.id);
+            if let Some(at) = next {
+                let mut next = self.model.endpoints[at].clone();
                 next.default_route = true;
                 let (ifname, num) = (next.ifname.clone(), next.network);
-                let gateway =
-                    self.model.network(num).map(|n| n.gateway).ok_or_else(|| {
+                let next_net =
+                    self.model.network(num).cloned().ok_or_else(|| {
                         ControlError::InvalidState(format!("network {num} vanished"))
                     })?;
+                let gateway = next_net.gateway;
+                // The new gateway endpoint takes over the published ports,
+                // as libnetwork programs them on the endpoint that gives
+                // the sandbox external connectivity.
+                let publish = self.publish(&sb, &next_net, &mut next)?;
+                self.model.endpoints[at] = next;
+                self.effects.extend(publish);
                 self.effects.push(Effect::SetDefaultRoute {
                     sandbox: sb.id.clone(),
                     netns: PathBuf::from(sb.netns_file()),
@@ -671,6 +839,135 @@ impl Txn<'_> {
         }
         Ok(Response::Done)
     }
+}
+
+impl Txn<'_, '_> {
+    /// `network connect host|none`: only `none`, and only for a sandbox on
+    /// no network at all (Docker's `--network none` after a disconnect).
+    fn connect_predefined(&mut self, si: usize, pi: usize) -> Result<Response, ControlError> {
+        let net = self.model.predefined[pi].clone();
+        let sb = self.model.sandboxes[si].clone();
+        match sb.network_mode.as_ref() {
+            Some(m) if m.network == net.name => {
+                return Err(ControlError::AlreadyConnected {
+                    sandbox: sb.name,
+                    network: net.name,
+                });
+            }
+            Some(m) if m.network == model::HOST_NETWORK => {
+                return Err(ControlError::HostNetworkConflict);
+            }
+            _ if net.name == model::HOST_NETWORK => return Err(ControlError::HostNetworkConflict),
+            _ => {}
+        }
+        if self.model.sandbox_endpoints(&sb.id).next().is_some() {
+            return Err(ControlError::NoneNetworkConflict);
+        }
+        let endpoint = self.model.new_id(self.ctx.entropy, IdKind::Endpoint)?;
+        self.model.sandboxes[si].network_mode = Some(model::NetworkMode {
+            network: net.name.clone(),
+            endpoint: endpoint.clone(),
+        });
+        Ok(Response::Connected(EndpointView {
+            network: net.name,
+            network_id: net.id,
+            endpoint_id: endpoint,
+            interface: String::new(),
+            host_interface: String::new(),
+            port_kind: PortKind::default(),
+            port: 0,
+            mac_address: String::new(),
+            ipv4_address: String::new(),
+            gateway: String::new(),
+            default_route: false,
+            aliases: None,
+        }))
+    }
+
+    /// Publishes the sandbox's ports on `endpoint` when it gives the
+    /// sandbox external connectivity (its default route, on a network that
+    /// is not internal), all or nothing, binding through the context's
+    /// binder; returns the effect that hands the sockets over.
+    fn publish(
+        &mut self,
+        sb: &Sandbox,
+        net: &Network,
+        endpoint: &mut Endpoint,
+    ) -> Result<Option<Effect>, ControlError> {
+        if !endpoint.default_route || net.internal || !ports::publishes(sb) {
+            return Ok(None);
+        }
+        let mut bindings = ports::bindings(sb);
+        let default_ip = ports::host_binding_ipv4(net);
+        if !self.config.host_ipv6 && default_ip.is_unspecified() {
+            // Name the address, so the allocator adds no `::` binding.
+            for b in &mut bindings {
+                b.host_ip.get_or_insert(IpAddr::V4(default_ip));
+            }
+        }
+        let mut retries = Vec::new();
+        let mut accept_all = AcceptAll;
+        let result = match self.ctx.binder {
+            Some(cell) => nat::publish(
+                self.ports,
+                &bindings,
+                ports::host_binding_ipv4(net),
+                &mut *cell.borrow_mut(),
+                &mut retries,
+            ),
+            None => nat::publish(
+                self.ports,
+                &bindings,
+                ports::host_binding_ipv4(net),
+                &mut accept_all,
+                &mut retries,
+            ),
+        };
+        for line in &retries {
+            tracing::warn!(sandbox = %sb.name, "{line}");
+        }
+        let published = result.map_err(|cause| ControlError::ExternalConnectivity {
+            sandbox: sb.name.clone(),
+            endpoint: endpoint.id.clone(),
+            cause,
+        })?;
+        endpoint.published = published.into_iter().map(PublishedRecord::from).collect();
+        Ok(Some(Effect::PublishPorts {
+            endpoint: endpoint.id.clone(),
+            network: net.num,
+            container: endpoint.ipv4,
+            gateway: net.gateway,
+            ports: endpoint.published.clone(),
+        }))
+    }
+
+    /// Releases an endpoint's published ports (and closes their sockets
+    /// through the binder; a failed request reopens them).
+    fn unpublish(&mut self, endpoint: &Endpoint) {
+        if endpoint.published.is_empty() {
+            return;
+        }
+        let ports: Vec<nat::PublishedPort> = endpoint
+            .published
+            .iter()
+            .map(|&p| nat::PublishedPort::from(p))
+            .collect();
+        match self.ctx.binder {
+            Some(cell) => nat::unpublish(self.ports, &ports, &mut *cell.borrow_mut()),
+            None => nat::unpublish(self.ports, &ports, &mut AcceptAll),
+        }
+    }
+}
+
+/// The binder of a plan made without a host: every bind succeeds.
+struct AcceptAll;
+
+impl nat::Binder for AcceptAll {
+    fn bind(&mut self, _: IpAddr, _: nat::Proto, _: u16) -> Result<(), nat::BindError> {
+        Ok(())
+    }
+
+    fn unbind(&mut self, _: IpAddr, _: nat::Proto, _: u16) {}
 }
 
 fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Attachment {
@@ -689,6 +986,52 @@ fn attachment(e: &Endpoint, net: &Network, sb: &Sandbox, txqueuelen: u32) -> Att
         mtu: net.mtu,
         gateway: e.default_route.then_some(net.gateway),
         txqueuelen,
+    }
+}
+
+/// A network found by name or id: one with a switch, or `host`/`none`.
+enum NetRef {
+    Switched(usize),
+    Predefined(usize),
+}
+
+/// Docker's lookup order over every network, `host` and `none` included:
+/// full id, then name, then a unique id prefix.
+fn lookup(m: &Model, term: &str) -> Result<NetRef, ControlError> {
+    if term.is_empty() {
+        return Err(ControlError::NetworkNotFound(String::new()));
+    }
+    let all = || {
+        m.networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (NetRef::Switched(i), n.id.as_str(), n.name.as_str()))
+            .chain(
+                m.predefined
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (NetRef::Predefined(i), p.id.as_str(), p.name.as_str())),
+            )
+    };
+    if let Some((r, _, _)) = all().find(|(_, id, _)| *id == term) {
+        return Ok(r);
+    }
+    if let Some((r, _, _)) = all().find(|(_, _, name)| *name == term) {
+        return Ok(r);
+    }
+    let mut matches: Vec<NetRef> = all()
+        .filter(|(_, id, _)| id.starts_with(term))
+        .map(|(r, _, _)| r)
+        .collect();
+    match matches.len() {
+        0 => Err(ControlError::NetworkNotFound(term.to_owned())),
+        1 => matches
+            .pop()
+            .ok_or_else(|| ControlError::NetworkNotFound(term.to_owned())),
+        n => Err(ControlError::AmbiguousNetwork {
+            name: term.to_owned(),
+            matches: n,
+        }),
     }
 }
 
@@ -717,7 +1060,7 @@ pub(super) fn network_index(m: &Model, term: &str) -> Result<usize, ControlError
 }
 
 /// Docker's container lookup: full id, then name, then a unique id prefix.
-fn sandbox_index(m: &Model, term: &str) -> Result<usize, ControlError> {
+pub(super) fn sandbox_index(m: &Model, term: &str) -> Result<usize, ControlError> {
     if term.is_empty() {
         return Err(ControlError::SandboxNotFound(String::new()));
     }
@@ -746,6 +1089,17 @@ fn valid_name(name: &str, min: usize) -> bool {
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Docker's `validHostnamePattern`: letters, digits, dots and dashes,
+/// starting and ending with a letter or digit, at most 255 characters.
+fn valid_hostname(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() <= 255
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-'))
 }
 
 fn valid_alias(alias: &str) -> bool {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::PortKind;
+use super::model::{PortKind, PublishedRecord};
 use crate::ids::{MacAddr, NetworkId, PortId};
 
 /// One step for the daemon.
@@ -51,6 +51,10 @@ pub enum Effect {
         path: PathBuf,
         /// The daemon's bind mount of it.
         handle: PathBuf,
+        /// The daemon's own namespace, for a sandbox on the `host` network
+        /// (allowed whatever `--allow-host-netns` says).
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        host: bool,
     },
     /// Unmount and remove the handle of an adopted namespace (the
     /// namespace itself is left to its owner). Always the last step of a
@@ -94,6 +98,24 @@ pub enum Effect {
     /// Build [`super::Controller::switch_config`] and hand it to the
     /// datapath.
     PushSwitchConfig,
+    /// Hand the sockets bound while planning the request to whatever
+    /// serves published ports ([`crate::publish::PublishedPortSink`]),
+    /// once the endpoint they lead to exists. Ports a request gives up are
+    /// released while it is planned (the allocator's `unbind`), so that
+    /// the same request may bind them again.
+    PublishPorts {
+        /// The endpoint that publishes them.
+        endpoint: String,
+        /// Its network.
+        #[serde(with = "super::model::serde_network_id")]
+        network: NetworkId,
+        /// Its address.
+        container: Ipv4Addr,
+        /// Its network's gateway.
+        gateway: Ipv4Addr,
+        /// The bindings.
+        ports: Vec<PublishedRecord>,
+    },
 }
 
 /// Everything needed to create and configure one endpoint's interface (and

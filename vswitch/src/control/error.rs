@@ -152,6 +152,51 @@ pub enum ControlError {
     #[error("no free network id is left")]
     NetworksExhausted,
 
+    // ----- Docker's host and none networks. -----
+    /// A sandbox on `host` joining or leaving another network, or one on
+    /// other networks joining `host`.
+    #[error("container cannot be disconnected from host network or connected to host network")]
+    HostNetworkConflict,
+
+    /// A sandbox on `none` joining another network, or one on other
+    /// networks joining `none`.
+    #[error(
+        "container cannot be connected to multiple networks with one of the networks in private (none) mode"
+    )]
+    NoneNetworkConflict,
+
+    // ----- A sandbox's resolver and name. -----
+    /// A `--dns` value that is not an address.
+    #[error("{0} is not an ip address")]
+    InvalidDnsServer(String),
+
+    /// A malformed `--dns-option ndots`.
+    #[error(transparent)]
+    ResolvConf(#[from] dns::resolv_conf::ResolvConfError),
+
+    /// A `--hostname` that is not a host name.
+    #[error("invalid hostname format: {0}")]
+    InvalidHostname(String),
+
+    // ----- Published ports. -----
+    /// A `-p`/`--expose` request that does not parse.
+    #[error(transparent)]
+    PortSpec(#[from] nat::SpecError),
+
+    /// The sandbox's ports could not be published when it got its gateway
+    /// endpoint (docker-reference §4.5); nothing of the request was kept.
+    #[error(
+        "driver failed programming external connectivity on endpoint {sandbox} ({endpoint}): {cause}"
+    )]
+    ExternalConnectivity {
+        /// The sandbox's name.
+        sandbox: String,
+        /// The endpoint's id.
+        endpoint: String,
+        /// The allocator's or the host's refusal.
+        cause: nat::PublishError,
+    },
+
     // ----- Requests and state. -----
     /// The request body is not the JSON the route expects.
     #[error("invalid JSON in request body: {0}")]
@@ -256,9 +301,14 @@ impl ControlError {
             | Self::AlreadyConnected { .. }
             | Self::NotConnected { .. }
             | Self::NetnsGone { .. } => 409,
-            Self::PredefinedNetworkCreate(_) | Self::PredefinedNetworkRemove(_) => 403,
+            Self::PredefinedNetworkCreate(_)
+            | Self::PredefinedNetworkRemove(_)
+            | Self::HostNetworkConflict
+            | Self::NoneNetworkConflict => 403,
             Self::PortsExhausted | Self::NetworksExhausted => 503,
-            Self::InvalidState(_) | Self::Internal { .. } => 500,
+            Self::InvalidState(_) | Self::Internal { .. } | Self::ExternalConnectivity { .. } => {
+                500
+            }
             Self::Ipam(e) => ipam_status(e),
             Self::AmbiguousNetwork { .. }
             | Self::AmbiguousSandbox(_)
@@ -271,6 +321,10 @@ impl ControlError {
             | Self::AliasOnDefaultNetwork
             | Self::InvalidAlias(_)
             | Self::InvalidJson(_)
+            | Self::PortSpec(_)
+            | Self::InvalidDnsServer(_)
+            | Self::ResolvConf(_)
+            | Self::InvalidHostname(_)
             | Self::Unsupported(_) => 400,
         }
     }

@@ -34,7 +34,7 @@
 //! and the entropy for ids and MACs come in through [`Ctx`], so every plan
 //! is reproducible in a test.
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::net::Ipv4Addr;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
@@ -46,6 +46,7 @@ pub mod effect;
 pub mod error;
 pub mod model;
 mod options;
+mod ports;
 pub mod request;
 pub mod store;
 pub mod types;
@@ -54,7 +55,7 @@ mod views;
 pub use controller::{Controller, ControllerConfig};
 pub use effect::{Attachment, Effect};
 pub use error::ControlError;
-pub use model::{Endpoint, Model, Network, PortKind, Sandbox};
+pub use model::{Endpoint, Model, Network, PortKind, PublishedRecord, Sandbox, SandboxDns};
 pub use request::{Outcome, Request, Response};
 pub use store::{Store, StoreError};
 
@@ -165,6 +166,9 @@ pub struct Ctx<'a> {
     /// (docker-reference §1.2: on-link routes and resolv.conf nameservers),
     /// as address and prefix length. Empty skips the check.
     pub host_networks: &'a [(Ipv4Addr, u8)],
+    /// Where published ports are bound on the host (the daemon's sockets);
+    /// `None` plans without a host, as if every bind succeeded.
+    pub binder: Option<&'a RefCell<dyn nat::Binder + 'a>>,
 }
 
 impl core::fmt::Debug for Ctx<'_> {
@@ -184,6 +188,16 @@ impl<'a> Ctx<'a> {
             now,
             entropy,
             host_networks: &[],
+            binder: None,
+        }
+    }
+
+    /// The same context, binding published ports through `binder`.
+    #[must_use]
+    pub const fn with_binder(self, binder: &'a RefCell<dyn nat::Binder + 'a>) -> Self {
+        Self {
+            binder: Some(binder),
+            ..self
         }
     }
 }

@@ -14,13 +14,17 @@
 //! - every endpoint's address is taken in one of its network's pools.
 
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 use std::collections::BTreeMap;
+
+use nat::alloc::PublishedPort;
+use nat::spec::Proto;
 
 use ipam::{Ipam, NetworkIpam, NetworkIpamConfig, NetworkIpamRequest};
 use serde::{Deserialize, Serialize};
 
 use super::error::ControlError;
+use super::types::HostBinding;
 use super::{Ctx, Entropy};
 use crate::ids::{MacAddr, NetworkId, PortId};
 
@@ -29,6 +33,36 @@ pub const MODEL_VERSION: u32 = 1;
 
 /// The default network's name.
 pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// Docker's host-namespace network (driver `host`).
+pub const HOST_NETWORK: &str = "host";
+
+/// Docker's no-network network (driver `null`).
+pub const NONE_NETWORK: &str = "none";
+
+/// Docker's `host` or `none` network: listed and inspected like the others,
+/// never removed, and with no switch, address or device behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredefinedNetwork {
+    /// 64 lowercase hex digits.
+    pub id: String,
+    /// `host` or `none`.
+    pub name: String,
+    /// `host` or `null`.
+    pub driver: String,
+    /// Created, RFC 3339 with nanoseconds.
+    pub created: String,
+}
+
+/// A sandbox's membership of `host` or `none`, which excludes every other
+/// network (docker-reference §2: `--network host|none`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkMode {
+    /// `host` or `none`.
+    pub network: String,
+    /// The endpoint id `network inspect` shows for it.
+    pub endpoint: String,
+}
 
 /// Docker's default network's subnet (docker-reference §1.1).
 pub const DEFAULT_SUBNET: &str = "172.17.0.0/16";
@@ -174,6 +208,26 @@ pub struct Network {
 }
 
 impl Network {
+    /// `com.docker.network.bridge.enable_ip_masquerade` (default true):
+    /// whether the network's egress leaves with the host's address. The
+    /// value was checked when the network was created.
+    #[must_use]
+    pub fn ip_masquerade(&self) -> bool {
+        self.options
+            .get(OPT_ENABLE_IP_MASQUERADE)
+            .is_none_or(|v| super::options::go_parse_bool(v).unwrap_or(true))
+    }
+
+    /// `com.docker.network.bridge.host_binding_ipv4` (default 0.0.0.0):
+    /// the host address of a published port that names none.
+    #[must_use]
+    pub fn host_binding_ipv4(&self) -> Ipv4Addr {
+        match self.options.get(OPT_HOST_BINDING_IPV4).map(|v| v.parse()) {
+            Some(Ok(IpAddr::V4(ip))) => ip,
+            _ => Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
     /// The first 12 hex digits of the id.
     #[must_use]
     pub fn short_id(&self) -> &str {
@@ -209,6 +263,135 @@ pub struct Sandbox {
     /// ports, whose sandbox side that runtime moves in and configures.
     #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub external: bool,
+    /// `-p`/`--publish` as Docker keeps them in `HostConfig.PortBindings`:
+    /// `80/tcp` to the host bindings asked for, published when the sandbox
+    /// gets its gateway endpoint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_bindings: BTreeMap<String, Vec<HostBinding>>,
+    /// `-P`/`--publish-all`: every exposed port gets a dynamic host port.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub publish_all: bool,
+    /// `--expose` (and every port `-p` names), as `80/tcp`, in Docker's
+    /// `Config.ExposedPorts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
+    /// On `host` (sharing the daemon's namespace) or `none` (loopback
+    /// only); such a sandbox has no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<NetworkMode>,
+    /// `--dns`, `--dns-search`, `--dns-option`: each kind given replaces
+    /// the daemon's.
+    #[serde(default, skip_serializing_if = "SandboxDns::is_empty")]
+    pub dns: SandboxDns,
+    /// `--hostname`: answered by the embedded DNS as the sandbox's address
+    /// and listed among its aliases (docker-reference §2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// A sandbox's own resolver settings (docker-reference §6.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxDns {
+    /// `--dns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<IpAddr>,
+    /// `--dns-search`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl SandboxDns {
+    /// Nothing given.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.search.is_empty() && self.options.is_empty()
+    }
+
+    /// The daemon's settings with each kind this sandbox gives replaced,
+    /// as dockerd combines a container's `--dns*` with its own.
+    #[must_use]
+    pub fn over(&self, daemon: &dns::resolv_conf::DnsSettings) -> dns::resolv_conf::DnsSettings {
+        let pick = |mine: &Vec<String>, theirs: &Vec<String>| {
+            if mine.is_empty() {
+                theirs.clone()
+            } else {
+                mine.clone()
+            }
+        };
+        dns::resolv_conf::DnsSettings {
+            servers: if self.servers.is_empty() {
+                daemon.servers.clone()
+            } else {
+                self.servers.clone()
+            },
+            search: pick(&self.search, &daemon.search),
+            options: pick(&self.options, &daemon.options),
+        }
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+const fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A published port as stored with its endpoint: what `docker port` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublishedRecord {
+    /// The container port.
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    #[serde(with = "serde_proto")]
+    pub proto: Proto,
+    /// The host address.
+    pub host_ip: IpAddr,
+    /// The host port.
+    pub host_port: u16,
+}
+
+impl From<PublishedPort> for PublishedRecord {
+    fn from(p: PublishedPort) -> Self {
+        Self {
+            container_port: p.container_port,
+            proto: p.proto,
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+        }
+    }
+}
+
+impl From<PublishedRecord> for PublishedPort {
+    fn from(p: PublishedRecord) -> Self {
+        Self {
+            container_port: p.container_port,
+            proto: p.proto,
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+        }
+    }
+}
+
+pub(super) mod serde_proto {
+    use nat::spec::Proto;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(in crate::control) fn serialize<S: Serializer>(p: &Proto, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.as_str())
+    }
+
+    pub(in crate::control) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Proto, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            "sctp" => Ok(Proto::Sctp),
+            other => Err(serde::de::Error::custom(format!("invalid proto {other:?}"))),
+        }
+    }
 }
 
 impl Sandbox {
@@ -260,6 +443,11 @@ pub struct Endpoint {
     /// Whether the sandbox's default route goes through this endpoint's
     /// gateway.
     pub default_route: bool,
+    /// The sandbox's published ports, held by the endpoint that gives it
+    /// external connectivity (its gateway endpoint on a network that is not
+    /// internal), as Docker's bridge driver programs them on that endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedRecord>,
 }
 
 /// Everything the control plane knows.
@@ -269,6 +457,9 @@ pub struct Model {
     pub version: u32,
     /// Networks, in creation order.
     pub networks: Vec<Network>,
+    /// Docker's `host` and `none` networks, which have no switch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predefined: Vec<PredefinedNetwork>,
     /// Sandboxes, in creation order.
     pub sandboxes: Vec<Sandbox>,
     /// Endpoints, in attach order.
@@ -289,6 +480,7 @@ impl Model {
         let mut model = Self {
             version: MODEL_VERSION,
             networks: Vec::new(),
+            predefined: Vec::new(),
             sandboxes: Vec::new(),
             endpoints: Vec::new(),
             ipam: Ipam::new(),
@@ -334,7 +526,38 @@ impl Model {
             vni: None,
             vtep_port: None,
         });
+        model.ensure_predefined(ctx)?;
         Ok(model)
+    }
+
+    /// Adds Docker's `host` and `none` networks if the model lacks them (a
+    /// first start, or a state written before they existed). Returns
+    /// whether it added any.
+    ///
+    /// # Errors
+    /// Only if the id source keeps producing unusable ids.
+    pub fn ensure_predefined(&mut self, ctx: &Ctx<'_>) -> Result<bool, ControlError> {
+        let mut added = false;
+        for (name, driver) in [(HOST_NETWORK, "host"), (NONE_NETWORK, "null")] {
+            if self.predefined.iter().any(|p| p.name == name) {
+                continue;
+            }
+            let id = self.new_id(ctx.entropy, IdKind::Network)?;
+            self.predefined.push(PredefinedNetwork {
+                id,
+                name: name.to_owned(),
+                driver: driver.to_owned(),
+                created: ctx.now.to_owned(),
+            });
+            added = true;
+        }
+        Ok(added)
+    }
+
+    /// A pre-defined network by name (`host`, `none`).
+    #[must_use]
+    pub fn predefined(&self, name: &str) -> Option<&PredefinedNetwork> {
+        self.predefined.iter().find(|p| p.name == name)
     }
 
     /// The gateway and prefix length of a network's first pool.
@@ -406,7 +629,10 @@ impl Model {
                 continue;
             }
             let taken = match kind {
-                IdKind::Network => self.networks.iter().any(|n| short(&n.id) == s),
+                IdKind::Network => {
+                    self.networks.iter().any(|n| short(&n.id) == s)
+                        || self.predefined.iter().any(|n| short(&n.id) == s)
+                }
                 IdKind::Sandbox => self.sandboxes.iter().any(|n| short(&n.id) == s),
                 IdKind::Endpoint => self.endpoints.iter().any(|n| short(&n.id) == s),
             };

@@ -49,7 +49,7 @@ pub(super) fn parse_options(
 }
 
 /// Go's `strconv.ParseBool`, with its error text.
-fn go_parse_bool(s: &str) -> Result<bool, String> {
+pub(super) fn go_parse_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),

@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::error::ControlError;
-use super::model::{Endpoint, Model, Network, Sandbox};
+use super::model::{Endpoint, Model, Network, PredefinedNetwork, Sandbox};
 use ipam::Ipam;
 
 /// The file inside the state directory.
@@ -114,6 +114,8 @@ struct Saved {
 struct MetaRef<'a> {
     version: u32,
     networks: &'a [Network],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    predefined: &'a [PredefinedNetwork],
     ipam: &'a Ipam,
 }
 
@@ -121,6 +123,8 @@ struct MetaRef<'a> {
 struct Meta {
     version: u32,
     networks: Vec<Network>,
+    #[serde(default)]
+    predefined: Vec<PredefinedNetwork>,
     ipam: Ipam,
 }
 
@@ -249,6 +253,7 @@ impl Store {
             Model {
                 version: meta.version,
                 networks: meta.networks,
+                predefined: meta.predefined,
                 sandboxes: sandboxes.into_iter().map(|e| e.value).collect(),
                 endpoints: endpoints.into_iter().map(|e| e.value).collect(),
                 ipam: meta.ipam,
@@ -272,6 +277,7 @@ impl Store {
         let meta = serde_json::to_vec(&MetaRef {
             version: model.version,
             networks: &model.networks,
+            predefined: &model.predefined,
             ipam: &model.ipam,
         })
         .map_err(StoreError::Encode)?;
@@ -390,7 +396,9 @@ const fn take(n: &mut u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::model::SandboxDns;
     use crate::control::{Ctx, SeededEntropy};
+    use std::collections::BTreeMap;
 
     fn temp_dir(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!("vswitch-store-{tag}-{}", std::process::id()))
@@ -406,6 +414,12 @@ mod tests {
             next_ifindex: 0,
             netns_handle: None,
             external: false,
+            port_bindings: BTreeMap::new(),
+            publish_all: false,
+            exposed_ports: Vec::new(),
+            network_mode: None,
+            dns: SandboxDns::default(),
+            hostname: None,
         }
     }
 

@@ -194,6 +194,115 @@ pub struct SandboxCreateRequest {
     /// `handoff` ports connect the sandbox. Not a Docker field.
     #[serde(rename = "External", default, skip_serializing_if = "is_false")]
     pub external: bool,
+    /// Docker's `HostConfig` fields for the sandbox's networking.
+    #[serde(
+        rename = "HostConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub host_config: Option<HostConfig>,
+    /// Docker's `Config.Hostname` (`--hostname`): a name the sandbox
+    /// answers to on its user-defined networks.
+    #[serde(rename = "Hostname", default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// Docker's `Config.ExposedPorts` (`--expose`): `{"80/tcp": {}}`.
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub exposed_ports: BTreeMap<String, Empty>,
+}
+
+/// `{}`: the value of Docker's port sets (`ExposedPorts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// The networking part of Docker's `HostConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// `-p`: `{"80/tcp": [{"HostIp": "", "HostPort": "18080"}]}`, as the
+    /// docker CLI sends it (go-connections `ParsePortSpecs`).
+    #[serde(
+        rename = "PortBindings",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub port_bindings: BTreeMap<String, Vec<HostBinding>>,
+    /// `-P`.
+    #[serde(rename = "PublishAllPorts", default, skip_serializing_if = "is_false")]
+    pub publish_all_ports: bool,
+    /// `--network host` or `--network none` at creation; empty otherwise
+    /// (networks are joined with connect).
+    #[serde(
+        rename = "NetworkMode",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub network_mode: String,
+    /// `--dns`: the embedded server's upstreams (or the file's nameservers
+    /// on the default bridge), replacing the daemon's.
+    #[serde(
+        rename = "Dns",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns: Vec<String>,
+    /// `--dns-search`, replacing the daemon's.
+    #[serde(
+        rename = "DnsSearch",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`, replacing the daemon's.
+    #[serde(
+        rename = "DnsOptions",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dns_options: Vec<String>,
+}
+
+/// One host binding of a port: requested (`HostConfig.PortBindings`, empty
+/// strings for "the default address" and "any port") or in place
+/// (`NetworkSettings.Ports`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostBinding {
+    /// The host address; empty for the network's default.
+    #[serde(rename = "HostIp", default)]
+    pub host_ip: String,
+    /// The host port or range; empty for a dynamic port.
+    #[serde(rename = "HostPort", default)]
+    pub host_port: String,
+}
+
+/// The sandbox's side of Docker's `Config`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    /// `--hostname`, or empty.
+    #[serde(rename = "Hostname", default)]
+    pub hostname: String,
+    /// Every exposed or published port, `{"80/tcp": {}}`.
+    #[serde(rename = "ExposedPorts", default)]
+    pub exposed_ports: BTreeMap<String, Empty>,
+}
+
+/// The sandbox's side of Docker's `NetworkSettings`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSettings {
+    /// The ports in place, `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort":
+    /// "18080"}, …]}`; an exposed port that is not published maps to `null`.
+    #[serde(rename = "Ports", default)]
+    pub ports: BTreeMap<String, Option<Vec<HostBinding>>>,
 }
 
 /// A sandbox as `GET /v1/sandboxes[/{name}]` shows it.
@@ -221,6 +330,15 @@ pub struct SandboxView {
     /// Its endpoints, in attach order.
     #[serde(rename = "Endpoints")]
     pub endpoints: Vec<EndpointView>,
+    /// What was asked for: `PortBindings`, `PublishAllPorts`.
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: HostConfig,
+    /// `ExposedPorts`.
+    #[serde(rename = "Config", default)]
+    pub config: SandboxConfig,
+    /// What is in place: `Ports`.
+    #[serde(rename = "NetworkSettings", default)]
+    pub network_settings: NetworkSettings,
 }
 
 /// One endpoint of a sandbox; also the answer to a connect.
@@ -546,4 +664,61 @@ pub struct DnsPtrView {
     /// The PTR answer, `container.network.`.
     #[serde(rename = "Name")]
     pub name: String,
+}
+
+/// One tuple of a tracked flow, as `conntrack -L` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackTuple {
+    /// Where the tuple is seen: a network's name, or `host` for the host
+    /// side of a flow.
+    #[serde(rename = "Network")]
+    pub network: String,
+    /// Source address.
+    #[serde(rename = "Src")]
+    pub src: String,
+    /// Destination address.
+    #[serde(rename = "Dst")]
+    pub dst: String,
+    /// Source port (ICMP: echo identifier).
+    #[serde(rename = "Sport")]
+    pub sport: u16,
+    /// Destination port (ICMP: echo identifier).
+    #[serde(rename = "Dport")]
+    pub dport: u16,
+}
+
+/// One flow of the host connector (`GET /v1/conntrack`), as the operator's
+/// `conntrack -L` shows it, with the sandbox it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackView {
+    /// `tcp`, `udp` or `icmp`.
+    #[serde(rename = "Protocol")]
+    pub protocol: String,
+    /// The sandbox whose endpoint is in the flow (empty if none is).
+    #[serde(rename = "Sandbox")]
+    pub sandbox: String,
+    /// The first packet's tuple.
+    #[serde(rename = "Original")]
+    pub original: ConntrackTuple,
+    /// The tuple answers carry.
+    #[serde(rename = "Reply")]
+    pub reply: ConntrackTuple,
+    /// nf_conntrack's state (`ESTABLISHED`, `TIME_WAIT`, `UNREPLIED`, …).
+    #[serde(rename = "State")]
+    pub state: String,
+    /// Seconds since the flow was created.
+    #[serde(rename = "Age")]
+    pub age: u64,
+    /// Seconds before it expires unless traffic refreshes it.
+    #[serde(rename = "ExpiresIn")]
+    pub expires_in: u64,
+    /// Packets original, reply.
+    #[serde(rename = "Packets")]
+    pub packets: [u64; 2],
+    /// Bytes original, reply.
+    #[serde(rename = "Bytes")]
+    pub bytes: [u64; 2],
+    /// Traffic was seen both ways (TCP: the handshake completed).
+    #[serde(rename = "Assured")]
+    pub assured: bool,
 }

@@ -5,10 +5,11 @@
 
 use super::controller::{Controller, network_index};
 use super::error::ControlError;
-use super::model::{Endpoint, Model, Network, Sandbox};
+use super::model::{Endpoint, Model, Network, PredefinedNetwork, Sandbox};
 use super::types::{
-    ConfigFrom, DnsEndpointView, DnsNameView, DnsNetworkView, DnsPtrView, EndpointResource,
-    EndpointView, FdbView, IpamView, NetworkInspect, PortView, SandboxView,
+    ConfigFrom, ConntrackTuple, ConntrackView, DnsEndpointView, DnsNameView, DnsNetworkView,
+    DnsPtrView, EndpointResource, EndpointView, FdbView, IpamView, NetworkInspect, PortView,
+    SandboxView,
 };
 use crate::ids::{NetworkId, PortId};
 use crate::switch::{FdbRow, PortStats};
@@ -85,6 +86,89 @@ impl Controller {
                 mac_address: r.mac.to_string(),
                 age: r.age.map(|d| d.as_secs()),
                 vtep: None,
+            })
+            .collect())
+    }
+
+    /// The host connector's flows, with each flow's sandbox found by its
+    /// endpoint's address, optionally only those of one network and one
+    /// sandbox (name, id or id prefix).
+    ///
+    /// # Errors
+    /// [`ControlError::NetworkNotFound`], [`ControlError::SandboxNotFound`].
+    pub fn conntrack_views(
+        &self,
+        flows: &[nat::conntrack::FlowInfo],
+        network: Option<&str>,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<ConntrackView>, ControlError> {
+        let m = &self.model();
+        let only_net = match network {
+            Some(name) => Some(m.networks[network_index(m, name)?].num),
+            None => None,
+        };
+        let only_sb = match sandbox {
+            Some(name) => Some(
+                m.sandboxes[super::controller::sandbox_index(m, name)?]
+                    .id
+                    .clone(),
+            ),
+            None => None,
+        };
+        let net_name = |n: nat::flow::NetworkId| -> String {
+            if n == crate::connector::HOST_NETWORK {
+                return "host".to_owned();
+            }
+            m.network(NetworkId(n.0))
+                .map_or_else(|| n.to_string(), |x| x.name.clone())
+        };
+        let endpoint_of = |k: &nat::flow::FlowKey| -> Option<&Endpoint> {
+            if k.network == crate::connector::HOST_NETWORK {
+                return None;
+            }
+            m.endpoints.iter().find(|e| {
+                e.network.0 == k.network.0
+                    && (k.src == std::net::IpAddr::V4(e.ipv4)
+                        || k.dst == std::net::IpAddr::V4(e.ipv4))
+            })
+        };
+        let tuple = |k: &nat::flow::FlowKey| ConntrackTuple {
+            network: net_name(k.network),
+            src: k.src.to_string(),
+            dst: k.dst.to_string(),
+            sport: k.src_port,
+            dport: k.dst_port,
+        };
+        Ok(flows
+            .iter()
+            .filter_map(|f| {
+                let ep = endpoint_of(&f.original).or_else(|| endpoint_of(&f.reply));
+                if let Some(n) = only_net
+                    && ep.is_none_or(|e| e.network != n)
+                {
+                    return None;
+                }
+                if let Some(id) = &only_sb
+                    && ep.is_none_or(|e| &e.sandbox != id)
+                {
+                    return None;
+                }
+                let sandbox = ep
+                    .and_then(|e| m.sandbox(&e.sandbox))
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                Some(ConntrackView {
+                    protocol: f.original.proto.to_string(),
+                    sandbox,
+                    original: tuple(&f.original),
+                    reply: tuple(&f.reply),
+                    state: f.state.to_string(),
+                    age: f.age.as_secs(),
+                    expires_in: f.expires_in.as_secs(),
+                    packets: f.packets,
+                    bytes: f.bytes,
+                    assured: f.assured,
+                })
             })
             .collect())
     }
@@ -226,6 +310,49 @@ pub(super) fn network_view(m: &Model, n: &Network) -> NetworkInspect {
     }
 }
 
+/// `docker network inspect host|none`: no IPAM configuration, and each
+/// sandbox on it with an endpoint id and no address.
+pub(super) fn predefined_view(m: &Model, p: &PredefinedNetwork) -> NetworkInspect {
+    NetworkInspect {
+        name: p.name.clone(),
+        id: p.id.clone(),
+        created: p.created.clone(),
+        scope: "local".to_owned(),
+        driver: p.driver.clone(),
+        enable_ipv6: false,
+        ipam: IpamView {
+            driver: "default".to_owned(),
+            options: None,
+            config: Vec::new(),
+        },
+        internal: false,
+        attachable: false,
+        ingress: false,
+        config_from: ConfigFrom::default(),
+        config_only: false,
+        containers: m
+            .sandboxes
+            .iter()
+            .filter_map(|sb| {
+                let mode = sb.network_mode.as_ref().filter(|n| n.network == p.name)?;
+                Some((
+                    sb.id.clone(),
+                    EndpointResource {
+                        name: sb.name.clone(),
+                        endpoint_id: mode.endpoint.clone(),
+                        mac_address: String::new(),
+                        ipv4_address: String::new(),
+                        ipv6_address: String::new(),
+                    },
+                ))
+            })
+            .collect(),
+        options: std::collections::BTreeMap::new(),
+        labels: std::collections::BTreeMap::new(),
+        peers: None,
+    }
+}
+
 pub(super) fn endpoint_view(net: &Network, e: &Endpoint) -> EndpointView {
     EndpointView {
         network: net.name.clone(),
@@ -244,7 +371,12 @@ pub(super) fn endpoint_view(net: &Network, e: &Endpoint) -> EndpointView {
 }
 
 pub(super) fn sandbox_view(m: &Model, s: &Sandbox) -> SandboxView {
+    let (host_config, config, network_settings) =
+        super::ports::views(s, m.sandbox_endpoints(&s.id));
     SandboxView {
+        host_config,
+        config,
+        network_settings,
         name: s.name.clone(),
         id: s.id.clone(),
         created: s.created.clone(),

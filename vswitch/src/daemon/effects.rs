@@ -22,6 +22,7 @@ use crate::datapath::Datapath;
 use crate::netconf::{EndpointConfig, NetconfError, Netlink};
 use crate::netns::{Netns, NetnsError, run_in};
 use crate::port::{PacketSocketPort, PortError, PortIo, TapPort};
+use crate::publish::{HostPorts, Publication};
 use crate::switch::SwitchConfig;
 
 use super::hooks::{Hooks, Point};
@@ -54,6 +55,14 @@ pub enum EffectError {
     /// The datapath thread is gone or did not answer.
     #[error("datapath: {0}")]
     Datapath(#[from] io::Error),
+    /// A published port's socket could not be bound.
+    #[error("publishing {port}: {source}")]
+    Publish {
+        /// The binding.
+        port: nat::PublishedPort,
+        /// The host's refusal.
+        source: nat::BindError,
+    },
     /// A switch configuration was to be pushed and none was built.
     #[error("no switch configuration was built for the request")]
     NoConfig,
@@ -129,6 +138,8 @@ pub struct Executor {
     allow_host_netns: bool,
     /// Where the host ends of veth ports live ([`open_port_netns`]).
     port_netns: Netns,
+    /// Published ports' sockets and their sink.
+    ports: Arc<HostPorts>,
 }
 
 impl Executor {
@@ -141,13 +152,50 @@ impl Executor {
         hooks: Hooks,
         allow_host_netns: bool,
         port_netns: Netns,
+        ports: Arc<HostPorts>,
     ) -> Self {
         Self {
             datapath,
             hooks,
             allow_host_netns,
             port_netns,
+            ports,
         }
+    }
+
+    /// The published ports' sockets.
+    #[must_use]
+    pub fn ports(&self) -> &Arc<HostPorts> {
+        &self.ports
+    }
+
+    /// Hands published ports to the sink (their sockets were bound while
+    /// the request was planned; at restart they are bound here).
+    ///
+    /// # Errors
+    /// The host's refusal for a socket that had to be bound now.
+    pub fn publish(
+        &self,
+        network: crate::ids::NetworkId,
+        container: std::net::Ipv4Addr,
+        gateway: std::net::Ipv4Addr,
+        ports: &[crate::control::PublishedRecord],
+    ) -> Result<(), EffectError> {
+        for &p in ports {
+            let publication = Publication {
+                network,
+                container: std::net::SocketAddrV4::new(container, p.container_port),
+                gateway,
+                port: p.into(),
+            };
+            self.ports
+                .attach(publication)
+                .map_err(|source| EffectError::Publish {
+                    port: p.into(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// A netlink handle in the namespace of the veth host ends.
@@ -214,10 +262,14 @@ impl Executor {
                 Ok(())
             }
             Effect::AdoptNetns {
-                path, name, handle, ..
+                path,
+                name,
+                handle,
+                host,
+                ..
             } => {
                 let ns = Netns::open(path).map_err(netns_err(name))?;
-                if !self.allow_host_netns && ns.is_host().map_err(netns_err(name))? {
+                if !*host && !self.allow_host_netns && ns.is_host().map_err(netns_err(name))? {
                     return Err(EffectError::HostNetns { path: path.clone() });
                 }
                 ns.bind_to(handle).map_err(netns_err(name))?;
@@ -248,6 +300,13 @@ impl Executor {
                     .map_err(netconf_err(ifname))
             }
             Effect::PushSwitchConfig => self.push_config(config.ok_or(EffectError::NoConfig)?),
+            Effect::PublishPorts {
+                network,
+                container,
+                gateway,
+                ports,
+                ..
+            } => self.publish(*network, *container, *gateway, ports),
         }
     }
 
@@ -279,6 +338,12 @@ impl Executor {
             // The configuration is pushed again by the caller after it
             // restores the controller.
             Effect::PushSwitchConfig => Ok(()),
+            Effect::PublishPorts { ports, .. } => {
+                for &p in ports {
+                    self.ports.detach(&p.into());
+                }
+                Ok(())
+            }
             // Always last in their request: when they ran, nothing after
             // them can fail, and when they fail, they did nothing to undo.
             Effect::DeleteNetns { .. }

@@ -80,7 +80,7 @@ pub type Reply = Sender<Result<Response, ControlError>>;
 pub type Answer = Result<Response, ControlError>;
 
 /// The daemon's settings that are not state.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DaemonConfig {
     /// The state directory (database, intent).
     pub state_dir: PathBuf,
@@ -92,6 +92,21 @@ pub struct DaemonConfig {
     pub hooks: Hooks,
     /// This host's VTEP (`vswitchd --vtep`), if it takes part in overlays.
     pub overlay: Option<Arc<crate::overlay::Underlay>>,
+    /// Whoever serves published ports: the host connector in `vswitchd`;
+    /// [`crate::publish::HoldSink`] keeps their sockets open and carries no
+    /// traffic (tests of the control plane alone).
+    pub port_sink: Arc<dyn crate::publish::PublishedPortSink>,
+}
+
+impl core::fmt::Debug for DaemonConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DaemonConfig")
+            .field("state_dir", &self.state_dir)
+            .field("controller", &self.controller)
+            .field("allow_host_netns", &self.allow_host_netns)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the control thread last committed: readers answer from it without
@@ -110,8 +125,9 @@ pub struct Snapshot {
 pub enum Message {
     /// A change from the API, and where to send its answer.
     Apply {
-        /// The request.
-        request: Request,
+        /// The request (boxed: requests are far larger than the other
+        /// messages).
+        request: Box<Request>,
         /// The answer goes here (the sender may have given up waiting).
         reply: Reply,
     },
@@ -193,11 +209,15 @@ impl Daemon {
         let hub = Arc::new(EventHub::new());
         let mut store = Store::open(&config.state_dir)?;
         let entropy = OsEntropy::new();
+        let ports = Arc::new(crate::publish::HostPorts::new(Arc::clone(
+            &config.port_sink,
+        )));
         let executor = Executor::new(
             datapath.clone(),
             config.hooks,
             config.allow_host_netns,
             port_netns,
+            ports,
         );
         let controller = if let Some(model) = store.load()? {
             tracing::info!(
@@ -205,7 +225,13 @@ impl Daemon {
                 endpoints = model.endpoints.len(),
                 "state restored"
             );
-            Controller::from_model(config.controller.clone(), model)?
+            let mut controller = Controller::from_model(config.controller.clone(), model)?;
+            let now = rfc3339_nano(SystemTime::now());
+            if controller.ensure_predefined(&Ctx::new(&now, &entropy))? {
+                store.save(controller.model())?;
+                tracing::info!("added the pre-defined host and none networks");
+            }
+            controller
         } else {
             let now = rfc3339_nano(SystemTime::now());
             let controller = Controller::new(config.controller.clone(), &Ctx::new(&now, &entropy))?;
@@ -273,6 +299,28 @@ impl Daemon {
                 ));
             }
         }
+        for e in model.endpoints.iter().filter(|e| !e.published.is_empty()) {
+            let Some(net) = model.network(e.network) else {
+                continue;
+            };
+            if let Err(err) = executor.publish(net.num, e.ipv4, net.gateway, &e.published) {
+                let sandbox = model
+                    .sandbox(&e.sandbox)
+                    .map_or(e.sandbox.as_str(), |s| s.name.as_str());
+                tracing::error!(endpoint = %e.id, sandbox, error = %err, "published port not restored");
+                hub.publish(Event::now(
+                    "endpoint",
+                    "port_failed",
+                    &e.id,
+                    &[
+                        ("sandbox", sandbox),
+                        ("network", &net.name),
+                        ("error", &err.to_string()),
+                    ],
+                ));
+            }
+        }
+        executor.ports().commit();
         if let Some(dns) = &mut dns {
             dns.sync(controller.model());
         }
@@ -386,7 +434,10 @@ impl Backend for Daemon {
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.mailbox
-            .send(Message::Apply { request, reply })
+            .send(Message::Apply {
+                request: Box::new(request),
+                reply,
+            })
             .map_err(|_| {
                 ControlError::internal("handing the request over", "the control thread has stopped")
             })?;
@@ -481,6 +532,21 @@ impl Backend for Daemon {
                 drops: s.stats.drops,
             })
             .collect())
+    }
+
+    fn conntrack(
+        &self,
+        network: Option<&str>,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<crate::control::types::ConntrackView>, ControlError> {
+        let flows = self
+            .datapath
+            .host()
+            .map(|h| h.flows().snapshot(std::time::Instant::now(), |_| true))
+            .unwrap_or_default();
+        self.snapshot()
+            .controller
+            .conntrack_views(&flows, network, sandbox)
     }
 
     fn ports(&self) -> Result<Vec<PortView>, ControlError> {
@@ -604,11 +670,11 @@ impl ControlThread {
             };
             // Whatever else is already queued joins this batch, so that its
             // changes share one store write (group commit).
-            let mut batch = vec![(request, reply)];
+            let mut batch = vec![(*request, reply)];
             let mut stop = false;
             while batch.len() < MAX_BATCH {
                 match mailbox.try_recv() {
-                    Ok(Message::Apply { request, reply }) => batch.push((request, reply)),
+                    Ok(Message::Apply { request, reply }) => batch.push((*request, reply)),
                     Ok(Message::Shutdown) => {
                         stop = true;
                         break;
@@ -632,12 +698,15 @@ impl ControlThread {
     /// of them is undone. Returns the answers, in order.
     fn apply_batch(&mut self, batch: Vec<(Request, Reply)>) -> Vec<(Reply, Answer)> {
         let start = Arc::clone(&self.controller);
+        let ports = Arc::clone(self.executor.ports());
+        let batch_mark = ports.mark();
         let mut done: Vec<Effect> = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         let mut changed = false;
         let mut happened: Vec<Event> = Vec::new();
         for (request, reply) in batch {
             let before = Arc::clone(&self.controller);
+            let mark = ports.mark();
             let asked = request.clone();
             let (sandbox, network) = events::subjects(&asked);
             match self.stage(request, &mut done) {
@@ -658,6 +727,7 @@ impl ControlThread {
                     // and the datapath's configuration (the executor undid
                     // its devices).
                     self.controller = before;
+                    ports.rollback_to(mark);
                     self.restore_config();
                     tracing::warn!(
                         request = events::kind(&asked),
@@ -671,6 +741,7 @@ impl ControlThread {
             }
         }
         if !changed {
+            ports.commit();
             return answers;
         }
         let hooks = *self.executor.hooks();
@@ -678,6 +749,7 @@ impl ControlThread {
         if let Err(e) = self.store.save(self.controller.model()) {
             tracing::error!(error = %e, "cannot save the state; undoing the batch");
             self.executor.undo_all(&done);
+            ports.rollback_to(batch_mark);
             self.controller = start;
             self.restore_config();
             self.clear_intent();
@@ -693,6 +765,7 @@ impl ControlThread {
             return answers;
         }
         hooks.reached(Point::Saved);
+        ports.commit();
         self.clear_intent();
         if let Some(dns) = &mut self.dns {
             dns.sync(self.controller.model());
@@ -716,8 +789,17 @@ impl ControlThread {
         done: &mut Vec<Effect>,
     ) -> Result<(Response, bool), ControlError> {
         let now = rfc3339_nano(SystemTime::now());
-        let outcome =
-            Arc::make_mut(&mut self.controller).apply(request, &Ctx::new(&now, &self.entropy))?;
+        let ports = Arc::clone(self.executor.ports());
+        let binder = core::cell::RefCell::new(ports.binder());
+        let ctx = Ctx::new(&now, &self.entropy).with_binder(&binder);
+        let outcome = Arc::make_mut(&mut self.controller).apply(request, &ctx);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                ports.discard_pending();
+                return Err(e);
+            }
+        };
         if !outcome.changed {
             return Ok((outcome.response, false));
         }

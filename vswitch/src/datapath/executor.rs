@@ -40,6 +40,17 @@ use crate::switch::{Action, DropReason, Switch};
 pub trait TxSink {
     /// Writes `frames` out of `port`, in order; says how many were taken.
     fn send(&mut self, port: PortId, frames: &[&PacketBuf]) -> SendOutcome;
+
+    /// Hands a frame received on `ingress` to the host connector
+    /// ([`Action::Host`]); `Err` with the reason when it cannot take it.
+    /// By default there is no connector: the frame has no route.
+    ///
+    /// # Errors
+    /// The drop reason to count on `ingress`.
+    fn to_host(&mut self, ingress: PortId, frame: &PacketBuf) -> Result<(), DropReason> {
+        let _ = (ingress, frame);
+        Err(DropReason::NoRoute)
+    }
 }
 
 /// Buffers the executor owns for segments and copies, per worker.
@@ -171,6 +182,14 @@ impl Executor {
             } => self
                 .targets
                 .extend(switch.flood_targets(network, except, scope)),
+            Action::Host(from) => {
+                if let Some(buf) = bufs.get(frame)
+                    && let Err(reason) = sink.to_host(from, buf)
+                {
+                    switch.record_drop(from, reason);
+                }
+                return;
+            }
             Action::Drop(_) => return,
         }
         for t in 0..self.targets.len() {

@@ -52,6 +52,9 @@ pub enum Command {
     Capture(super::capture::Tap),
     /// Answer with the FDB replica's event counters.
     FdbStats(Sender<crate::switch::FdbStats>),
+    /// Hand packets for beyond the gateway ([`crate::switch::Action::Host`])
+    /// to this host connector from now on.
+    Host(crate::connector::HostLink),
     /// Leave the loop.
     Shutdown,
 }

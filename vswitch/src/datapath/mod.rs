@@ -105,6 +105,8 @@ pub struct DatapathConfig {
 #[derive(Clone, Debug)]
 pub struct Datapath {
     workers: Vec<Mailbox>,
+    /// The host connector, which gets the configuration and the ports too.
+    host: Option<crate::connector::HostConnector>,
 }
 
 impl Datapath {
@@ -164,7 +166,33 @@ impl Datapath {
                 .spawn(move || worker.run())?;
             threads.push(thread);
         }
-        Ok((Self { workers: mailboxes }, threads))
+        Ok((
+            Self {
+                workers: mailboxes,
+                host: None,
+            },
+            threads,
+        ))
+    }
+
+    /// Hands packets for beyond the gateway to `connector` from now on,
+    /// and keeps it told of the configuration and the ports. Call before
+    /// the handle is cloned.
+    ///
+    /// # Errors
+    /// When a worker has stopped.
+    pub fn attach_host(&mut self, connector: crate::connector::HostConnector) -> io::Result<()> {
+        for w in &self.workers {
+            w.send(Command::Host(connector.link()))?;
+        }
+        self.host = Some(connector);
+        Ok(())
+    }
+
+    /// The host connector, if one is attached.
+    #[must_use]
+    pub const fn host(&self) -> Option<&crate::connector::HostConnector> {
+        self.host.as_ref()
     }
 
     /// The worker that receives from `port`.
@@ -179,7 +207,11 @@ impl Datapath {
     pub fn set_config(&self, config: &Arc<SwitchConfig>) -> io::Result<()> {
         self.workers
             .iter()
-            .try_for_each(|w| w.send(Command::Config(Arc::clone(config))))
+            .try_for_each(|w| w.send(Command::Config(Arc::clone(config))))?;
+        if let Some(host) = &self.host {
+            host.set_config(config)?;
+        }
+        Ok(())
     }
 
     /// Adds a port: polled by one worker, a transmit target for all.
@@ -188,6 +220,9 @@ impl Datapath {
     /// When a worker has stopped.
     pub fn add_port(&self, id: PortId, port: Arc<dyn PortIo>) -> io::Result<()> {
         let owner = self.owner(id);
+        if let Some(host) = &self.host {
+            host.add_port(id, Arc::clone(&port))?;
+        }
         self.workers.iter().enumerate().try_for_each(|(i, w)| {
             w.send(Command::AddPort {
                 id,
@@ -220,7 +255,11 @@ impl Datapath {
     pub fn remove_port(&self, id: PortId) -> io::Result<()> {
         self.workers
             .iter()
-            .try_for_each(|w| w.ask(|ack| Command::RemovePort(id, ack)))
+            .try_for_each(|w| w.ask(|ack| Command::RemovePort(id, ack)))?;
+        if let Some(host) = &self.host {
+            host.remove_port(id)?;
+        }
+        Ok(())
     }
 
     /// The FDB as the workers together know it: static entries once, a
@@ -294,6 +333,13 @@ impl Datapath {
                 }
             }
         }
+        if let Some(host) = &self.host {
+            for (port, stats) in host.port_stats()? {
+                if let Some((_, t)) = total.iter_mut().find(|(p, _)| *p == port) {
+                    t.merge(&stats);
+                }
+            }
+        }
         total.sort_by_key(|(p, _)| *p);
         Ok(total)
     }
@@ -307,10 +353,13 @@ impl Datapath {
         }
     }
 
-    /// Asks every worker to stop.
+    /// Asks every worker (and the host connector) to stop.
     pub fn shutdown(&self) {
         for w in &self.workers {
             let _ = w.send(Command::Shutdown);
+        }
+        if let Some(host) = &self.host {
+            host.shutdown();
         }
     }
 }

@@ -50,7 +50,7 @@ use super::mailbox::{Command, Inbox, Mailbox};
 use crate::buf::PacketBuf;
 use crate::ids::PortId;
 use crate::port::{PortIo, RxBatch, SendOutcome};
-use crate::switch::{FdbConfig, FdbUpdate, PortStats, Switch};
+use crate::switch::{DropReason, FdbConfig, FdbUpdate, PortStats, Switch};
 
 /// Frames per batch: received, decided, then sent together.
 pub const BATCH: usize = 64;
@@ -124,6 +124,9 @@ pub struct Worker {
     tx_errors_logged: Vec<bool>,
     /// Captures in progress (`vsctl capture`); empty, it costs a test.
     taps: Taps,
+    /// Where packets for beyond the gateway go, when the daemon has a host
+    /// connector.
+    host: Option<crate::connector::HostLink>,
 }
 
 /// The worker's ports as the executor's transmit side.
@@ -131,6 +134,7 @@ struct PortSink<'a> {
     ports: &'a [Option<Arc<dyn PortIo>>],
     logged: &'a mut Vec<bool>,
     taps: &'a mut Taps,
+    host: Option<&'a crate::connector::HostLink>,
 }
 
 impl TxSink for PortSink<'_> {
@@ -157,6 +161,13 @@ impl TxSink for PortSink<'_> {
             tracing::warn!(port = %port, error = %e, "transmit failed (further errors on this port are counted, not logged)");
         }
         out
+    }
+
+    fn to_host(&mut self, ingress: PortId, frame: &PacketBuf) -> Result<(), DropReason> {
+        match self.host {
+            Some(link) => link.offer(ingress, frame),
+            None => Err(DropReason::NoRoute),
+        }
     }
 }
 
@@ -195,6 +206,7 @@ impl Worker {
             sync_dropped: 0,
             tx_errors_logged: Vec::new(),
             taps: Taps::default(),
+            host: None,
         };
         Ok((worker, Mailbox::new(tx, waker)))
     }
@@ -300,6 +312,7 @@ impl Worker {
                 Command::FdbStats(reply) => {
                     let _ = reply.send(*self.switch.fdb().stats());
                 }
+                Command::Host(link) => self.host = Some(link),
                 Command::Shutdown => return false,
             }
         }
@@ -394,12 +407,14 @@ impl Worker {
             ports,
             tx_errors_logged,
             taps,
+            host,
             ..
         } = self;
         let mut sink = PortSink {
             ports,
             logged: tx_errors_logged,
             taps,
+            host: host.as_ref(),
         };
         let (bufs, ingress) = batch.frames_mut();
         for (buf, &port) in bufs.iter().zip(ingress) {
@@ -427,12 +442,14 @@ impl Worker {
             ports,
             tx_errors_logged,
             taps,
+            host,
             ..
         } = self;
         let mut sink = PortSink {
             ports,
             logged: tx_errors_logged,
             taps,
+            host: host.as_ref(),
         };
         executor.flush(switch, batch.frames(), &mut sink);
     }

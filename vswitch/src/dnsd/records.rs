@@ -152,15 +152,25 @@ pub fn build(
             tracing::warn!(network = %n.name, error = %e, "network left out of the dns records");
         }
     }
-    let bridge_conf = resolv_conf::default_bridge(host_resolv_conf, settings, false);
-    let user_conf = resolv_conf::user_network(host_resolv_conf, settings);
-    if let Err(e) = &user_conf {
+    let daemon_bridge_conf = resolv_conf::default_bridge(host_resolv_conf, settings, false);
+    let daemon_user_conf = resolv_conf::user_network(host_resolv_conf, settings);
+    if let Err(e) = &daemon_user_conf {
         tracing::warn!(error = %e, "host resolv.conf: no upstreams for the embedded dns");
     }
 
     for sb in &model.sandboxes {
         let Some(id) = ids.get(&sb.id) else {
             continue;
+        };
+        // A sandbox's own --dns* replace the daemon's, kind by kind.
+        let (bridge_conf, user_conf) = if sb.dns.is_empty() {
+            (daemon_bridge_conf.clone(), daemon_user_conf.clone())
+        } else {
+            let merged = sb.dns.over(settings);
+            (
+                resolv_conf::default_bridge(host_resolv_conf, &merged, false),
+                resolv_conf::user_network(host_resolv_conf, &merged),
+            )
         };
         let endpoints: Vec<_> = model
             .sandbox_endpoints(&sb.id)
@@ -216,7 +226,7 @@ pub fn build(
                 .aliases
                 .iter()
                 .flatten()
-                .filter(|a| **a != short_id)
+                .filter(|a| **a != short_id && Some(*a) != sb.hostname.as_ref())
                 .cloned()
                 .collect();
             let added = plan.records.add_endpoint(Endpoint {
@@ -225,7 +235,7 @@ pub fn build(
                 name: sb.name.clone(),
                 aliases,
                 short_id,
-                hostname: None,
+                hostname: sb.hostname.clone(),
                 ipv4: e.ipv4,
                 ipv6: None,
             });

@@ -303,6 +303,7 @@ fn adopt_sandbox(p: &Plugin, key: &str, eid: &str) -> Result<String, String> {
             name,
             netns_path: Some(key.to_owned()),
             external: true,
+            ..Default::default()
         });
         match p.backend.apply(request) {
             Ok(Response::Sandbox(v)) => return Ok(v.id),

@@ -23,6 +23,10 @@ pub enum Action {
     /// The switch answered on behalf of the gateway: the buffer now holds the
     /// reply, to be sent back out of the ingress port.
     Reply(PortId),
+    /// An IPv4 packet for beyond the gateway, received on this port: the
+    /// host connector ([`crate::connector`]) takes it (egress through host
+    /// sockets, a reply on a published port). Its drops are counted there.
+    Host(PortId),
     /// The frame is dropped; the reason has been counted.
     Drop(DropReason),
 }
@@ -126,6 +130,20 @@ drop_reasons! {
     /// A virtio-net header that does not match its frame (a GSO type for
     /// another protocol, a partial checksum pointing elsewhere).
     BadVnetHeader => "bad_vnet_header",
+    /// For beyond the gateway, from an `--internal` network.
+    Internal => "internal",
+    /// For beyond the gateway, from a network with
+    /// `enable_ip_masquerade=false`.
+    MasqueradeDisabled => "masquerade_disabled",
+    /// For a container of another network (Docker's isolation chains).
+    InterNetwork => "inter_network",
+    /// A new flow refused because the flow table is at its capacity.
+    ConntrackFull => "conntrack_full",
+    /// For the host connector, whose queue was full.
+    HostBusy => "host_busy",
+    /// A packet the host connector cannot carry: not TCP, UDP or ICMP
+    /// echo, a fragment, or no host socket could be opened for it.
+    HostUnsupported => "host_unsupported",
 }
 
 #[cfg(test)]

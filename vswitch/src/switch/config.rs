@@ -47,6 +47,36 @@ pub struct NetworkConfig {
     pub ipv6: bool,
     /// How fast each container port may flood.
     pub flood_limit: FloodLimit,
+    /// External connectivity through the host connector
+    /// ([`crate::connector`]); `None` when nothing beyond the gateway is
+    /// reachable, and such frames are dropped as `no_route`.
+    pub external: Option<External>,
+}
+
+/// A network's subnet and egress policy, as the host connector needs them
+/// (Docker §3.2, §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct External {
+    /// The network's IPv4 subnet (address and prefix length).
+    pub subnet: (Ipv4Addr, u8),
+    /// `--internal`: nothing leaves for addresses beyond the host.
+    pub internal: bool,
+    /// `com.docker.network.bridge.enable_ip_masquerade` (default true).
+    pub masquerade: bool,
+}
+
+impl External {
+    /// Whether `ip` lies in the subnet.
+    #[must_use]
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let (net, len) = self.subnet;
+        let mask = if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len.min(32)))
+        };
+        u32::from(ip) & mask == u32::from(net) & mask
+    }
 }
 
 impl NetworkConfig {
@@ -61,6 +91,7 @@ impl NetworkConfig {
             icc: true,
             ipv6: false,
             flood_limit: FloodLimit::DEFAULT,
+            external: None,
         }
     }
 }

@@ -11,7 +11,9 @@
 //!  destination
 //!    ├─ gateway MAC ─────────────── ARP for the gateway → Reply
 //!    │                              ICMP echo to the gateway → Reply
-//!    │                              anything else → L3 stage (NoRoute for now)
+//!    │                              other IPv4 → host connector (Host) when
+//!    │                              the network has external connectivity,
+//!    │                              else NoRoute
 //!    ├─ broadcast ARP for gateway ─ Reply
 //!    ├─ group address ───────────── Flood (the network's other ports)
 //!    ├─ known unicast ───────────── Output(port), never back out of P
@@ -46,8 +48,8 @@ use smoltcp::wire::EthernetProtocol;
 
 pub use action::{Action, DropReason, FloodScope};
 pub use config::{
-    ConfigError, DEFAULT_MTU, ETH_HEADER_LEN, Gateway, NetworkConfig, PortConfig, PortRole,
-    SwitchConfig,
+    ConfigError, DEFAULT_MTU, ETH_HEADER_LEN, External, Gateway, NetworkConfig, PortConfig,
+    PortRole, SwitchConfig,
 };
 pub use counters::{DropCounters, PortStats, Stats};
 pub use dry_run::DryRun;
@@ -256,7 +258,8 @@ impl Switch {
 
         if let Some(gw) = net.config.gateway {
             if dst == gw.mac {
-                return to_gateway(buf.frame_mut(), &parsed, gw, ingress, tracer);
+                let host = net.config.external.is_some();
+                return to_gateway(buf.frame_mut(), &parsed, gw, ingress, host, tracer);
             }
             if dst.is_broadcast() && parsed.is_arp() {
                 match gateway::answer_arp(buf.frame_mut(), &parsed, gw) {
@@ -417,6 +420,7 @@ fn to_gateway<T: Tracer>(
     parsed: &ParsedFrame,
     gw: Gateway,
     ingress: PortId,
+    host: bool,
     tracer: &mut T,
 ) -> Action {
     let (answer, event) = match parsed.ethertype {
@@ -438,7 +442,11 @@ fn to_gateway<T: Tracer>(
         Answer::Drop(reason) => Action::Drop(reason),
         Answer::NotMine => {
             tracer.record(TraceEvent::ToL3);
-            Action::Drop(DropReason::NoRoute)
+            if host && parsed.ethertype == EthernetProtocol::Ipv4 {
+                Action::Host(ingress)
+            } else {
+                Action::Drop(DropReason::NoRoute)
+            }
         }
     }
 }

@@ -1,0 +1,827 @@
+//! The host connector: external connectivity with no host configuration.
+//!
+//! A container's packet for an address beyond its gateway (sent to the
+//! gateway's MAC, [`Action::Host`](crate::switch::Action::Host)) is handed
+//! by the datapath worker that read it to this thread, which terminates the
+//! flow and re-originates it from an ordinary host socket, so the outside
+//! sees the host's address as with Docker's MASQUERADE, and nothing on the
+//! host changes: no iptables rule, no `ip_forward`, no proxy process.
+//! Published ports are served from listening sockets the control plane
+//! hands over ([`crate::publish`]): an accepted connection is carried to
+//! the container from the client's own address when the container can
+//! answer it, from the network's gateway otherwise (loopback clients).
+//!
+//! ```text
+//!  container ──TAP──► datapath-N ──Action::Host──► HostLink::offer (copy into a
+//!      ▲                                           recycled buffer, bounded queue,
+//!      │                                           one wake per sleep)
+//!      │                                                  ▼
+//!      │               host-connector thread ─ policy (internal, masquerade off,
+//!      │                                       other networks) ─ FlowTable
+//!      │   TCP:  smoltcp endpoint (any address)  ◄──►  host TcpStream (connect / accept)
+//!      │   UDP:  parsed here                     ◄──►  host UdpSocket per flow / published
+//!      │   ICMP echo: parsed here                ◄──►  one raw ICMP socket
+//!      └──── frames written straight to the container's port device (GSO
+//!            super-frames with a virtio-net header where the port takes them)
+//! ```
+//!
+//! Every flow is entered in the shared [`nat::conntrack::FlowTable`] with
+//! both tuples (container side on its network, host side on
+//! [`HOST_NETWORK`]), so `vsctl show-conntrack` lists it with its state and
+//! counters. The table's shard lock is taken by this thread only (and by a
+//! listing), never by a datapath worker: the workers' hot path takes no
+//! lock.
+
+mod frame;
+mod stack;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::{Events, Poll, Token, Waker};
+use nat::conntrack::{Config as FlowConfig, FlowTable};
+
+use crate::buf::{BufPool, PacketBuf, VnetHdr};
+use crate::ids::{MacAddr, NetworkId, PortId};
+use crate::port::PortIo;
+use crate::publish::{HostSocket, Publication, PublishedPortSink};
+use crate::switch::{DropReason, Gateway, PortRole, PortStats, Stats, SwitchConfig};
+
+/// The flow table's network for the host side of every flow.
+pub const HOST_NETWORK: nat::flow::NetworkId = nat::flow::NetworkId(u32::MAX);
+
+/// Frames waiting for the connector at most; beyond, a frame is dropped
+/// and counted as [`DropReason::HostBusy`] on its ingress port.
+pub const QUEUE: usize = 1024;
+
+/// Buffers the connector keeps for frames it writes to containers.
+const OUT_BUFFERS: usize = 256;
+
+/// How long the thread keeps polling after it last moved a frame, as the
+/// datapath workers do (see [`crate::datapath::BUSY_POLL`]).
+const BUSY_POLL: Duration = Duration::from_micros(50);
+
+const WAKER: Token = Token(0);
+
+/// The flow table's id for a switch network.
+#[must_use]
+pub const fn flow_network(network: NetworkId) -> nat::flow::NetworkId {
+    nat::flow::NetworkId(network.0)
+}
+
+/// A frame for the connector, copied out of the worker's batch.
+#[derive(Debug)]
+struct HostFrame {
+    port: PortId,
+    vnet: VnetHdr,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Wake {
+    sleeping: AtomicBool,
+    waker: Waker,
+}
+
+/// A datapath worker's way into the connector.
+#[derive(Clone, Debug)]
+pub struct HostLink {
+    frames: Sender<HostFrame>,
+    recycle: Receiver<Vec<u8>>,
+    wake: Arc<Wake>,
+}
+
+impl HostLink {
+    /// Copies `frame`, received on `ingress`, to the connector's queue. The
+    /// copy goes into a buffer the connector gave back, so the steady state
+    /// allocates nothing; the connector is woken only if it sleeps.
+    ///
+    /// # Errors
+    /// [`DropReason::HostBusy`] when the queue is full or the connector is
+    /// gone.
+    pub fn offer(&self, ingress: PortId, frame: &PacketBuf) -> Result<(), DropReason> {
+        let mut data = self.recycle.try_recv().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(frame.frame());
+        let item = HostFrame {
+            port: ingress,
+            vnet: frame.vnet,
+            data,
+        };
+        match self.frames.try_send(item) {
+            Ok(()) => {
+                if self.wake.sleeping.swap(false, Ordering::SeqCst) {
+                    let _ = self.wake.waker.wake();
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(DropReason::HostBusy),
+        }
+    }
+}
+
+/// What the control side asks of the connector.
+#[derive(Debug)]
+enum Command {
+    Config(Arc<SwitchConfig>),
+    AddPort(PortId, Arc<dyn PortIo>),
+    RemovePort(PortId, Sender<()>),
+    Attach(Publication, HostSocket),
+    Detach(nat::alloc::PublishedPort, Sender<()>),
+    PortStats(Sender<Vec<(PortId, PortStats)>>),
+    Shutdown,
+}
+
+/// The handle on the connector thread, held by the datapath handle and the
+/// control plane.
+#[derive(Clone, Debug)]
+pub struct HostConnector {
+    commands: Sender<Command>,
+    wake: Arc<Wake>,
+    link: HostLink,
+    flows: Arc<FlowTable>,
+}
+
+impl HostConnector {
+    /// Starts the `host-connector` thread.
+    ///
+    /// # Errors
+    /// When the poll instance, its waker or the thread cannot be made.
+    pub fn spawn(flow_config: FlowConfig) -> io::Result<(Self, JoinHandle<io::Result<()>>)> {
+        let (connector, handle) = Self::new(flow_config)?;
+        let thread = std::thread::Builder::new()
+            .name("host-connector".to_owned())
+            .spawn(move || connector.run())?;
+        Ok((handle, thread))
+    }
+
+    fn new(flow_config: FlowConfig) -> io::Result<(Connector, Self)> {
+        let poll = Poll::new()?;
+        let wake = Arc::new(Wake {
+            sleeping: AtomicBool::new(false),
+            waker: Waker::new(poll.registry(), WAKER)?,
+        });
+        let (frames_tx, frames_rx) = crossbeam_channel::bounded(QUEUE);
+        let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(QUEUE);
+        let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+        let flows = Arc::new(FlowTable::new(flow_config));
+        let link = HostLink {
+            frames: frames_tx,
+            recycle: recycle_rx,
+            wake: Arc::clone(&wake),
+        };
+        let connector = Connector::new(
+            poll,
+            commands_rx,
+            frames_rx,
+            recycle_tx,
+            Arc::clone(&wake),
+            Arc::clone(&flows),
+        );
+        Ok((
+            connector,
+            Self {
+                commands: commands_tx,
+                wake,
+                link,
+                flows,
+            },
+        ))
+    }
+
+    /// The link the datapath workers hand frames through.
+    #[must_use]
+    pub fn link(&self) -> HostLink {
+        self.link.clone()
+    }
+
+    /// The flow table (`vsctl show-conntrack`).
+    #[must_use]
+    pub fn flows(&self) -> &Arc<FlowTable> {
+        &self.flows
+    }
+
+    fn send(&self, command: Command) -> io::Result<()> {
+        self.commands.send(command).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the host connector has stopped")
+        })?;
+        self.wake.waker.wake()
+    }
+
+    /// Hands the connector a new configuration.
+    ///
+    /// # Errors
+    /// When the thread has stopped.
+    pub fn set_config(&self, config: &Arc<SwitchConfig>) -> io::Result<()> {
+        self.send(Command::Config(Arc::clone(config)))
+    }
+
+    /// Lets the connector write to a port.
+    ///
+    /// # Errors
+    /// When the thread has stopped.
+    pub fn add_port(&self, id: PortId, port: Arc<dyn PortIo>) -> io::Result<()> {
+        self.send(Command::AddPort(id, port))
+    }
+
+    /// Takes a port from the connector, ends the flows of its endpoint and
+    /// purges them from the flow table, then waits until it is done.
+    ///
+    /// # Errors
+    /// When the thread has stopped or does not answer.
+    pub fn remove_port(&self, id: PortId) -> io::Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::RemovePort(id, tx))?;
+        rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
+        })
+    }
+
+    /// The counters of the frames the connector wrote to ports and of the
+    /// packets it dropped, per port.
+    ///
+    /// # Errors
+    /// When the thread has stopped or does not answer.
+    pub fn port_stats(&self) -> io::Result<Vec<(PortId, PortStats)>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::PortStats(tx))?;
+        rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
+        })
+    }
+
+    /// Asks the thread to stop.
+    pub fn shutdown(&self) {
+        let _ = self.send(Command::Shutdown);
+    }
+}
+
+impl PublishedPortSink for HostConnector {
+    fn attach(&self, publication: Publication, socket: HostSocket) {
+        if let Err(e) = self.send(Command::Attach(publication, socket)) {
+            tracing::error!(port = %publication.port, error = %e, "cannot serve a published port");
+        }
+    }
+
+    /// Waits until the socket is closed: the control plane may bind the
+    /// same port again in the same request (a rollback, a reconnect).
+    fn detach(&self, port: &nat::alloc::PublishedPort) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.send(Command::Detach(*port, tx)).is_ok()
+            && rx.recv_timeout(crate::datapath::ASK_TIMEOUT).is_err()
+        {
+            tracing::warn!(port = %port, "the host connector did not confirm closing a published port");
+        }
+    }
+}
+
+/// A container endpoint as the connector addresses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    port: PortId,
+    mac: MacAddr,
+    network: NetworkId,
+    gateway: Gateway,
+    /// Largest TCP segment on the wire (MTU − 40): the GSO size of the
+    /// super-frames written to it.
+    mss: u16,
+}
+
+/// Where a container's packet is going, by its destination address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Through a host socket.
+    Allow,
+    /// Dropped, counted under this reason.
+    Drop(DropReason),
+}
+
+/// What the connector knows of the configuration, rebuilt per change.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    config: Arc<SwitchConfig>,
+    pub(crate) by_ip: HashMap<Ipv4Addr, Endpoint>,
+    by_port: HashMap<PortId, (Ipv4Addr, Endpoint)>,
+    /// The host's own IPv4 addresses (refreshed every few seconds): a
+    /// container reaches them even from an `--internal` network.
+    host_addrs: Vec<Ipv4Addr>,
+    host_addrs_at: Option<Instant>,
+    /// Treats loopback destinations as outside addresses: only for the
+    /// packet-level tests, whose "outside" is a socket on loopback.
+    loopback_is_outside: bool,
+}
+
+impl View {
+    fn set_config(&mut self, config: Arc<SwitchConfig>) {
+        self.by_ip.clear();
+        self.by_port.clear();
+        for p in config.ports() {
+            let PortRole::Container {
+                mac,
+                ipv4: Some(ip),
+            } = p.role
+            else {
+                continue;
+            };
+            let Some(net) = config.network(p.network) else {
+                continue;
+            };
+            let Some(gateway) = net.gateway else { continue };
+            let ep = Endpoint {
+                port: p.id,
+                mac,
+                network: p.network,
+                gateway,
+                mss: net.mtu.saturating_sub(40).max(536),
+            };
+            self.by_ip.insert(ip, ep);
+            self.by_port.insert(p.id, (ip, ep));
+        }
+        self.config = config;
+    }
+
+    fn refresh_host_addrs(&mut self, now: Instant) {
+        if self
+            .host_addrs_at
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.host_addrs_at = Some(now);
+        self.host_addrs.clear();
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for a in addrs {
+                if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in())
+                    && !sin.ip().is_loopback()
+                {
+                    self.host_addrs.push(sin.ip());
+                }
+            }
+        }
+    }
+
+    /// Docker's policy (§3.2, §3.3, §5) for a packet from the endpoint on
+    /// `port` to `dst`.
+    pub(crate) fn verdict(&self, port: PortId, dst: Ipv4Addr) -> Verdict {
+        let Some((_, ep)) = self.by_port.get(&port) else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        let Some(ext) = self.config.network(ep.network).and_then(|n| n.external) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if ext.contains(dst) || dst == ep.gateway.ip {
+            // Its own network is switched, not routed; the gateway answers
+            // only ARP and ping.
+            return Verdict::Drop(DropReason::NoRoute);
+        }
+        if (dst.is_loopback() && !self.loopback_is_outside)
+            || dst.is_unspecified()
+            || dst.is_broadcast()
+            || dst.is_multicast()
+        {
+            return Verdict::Drop(DropReason::NoRoute);
+        }
+        let other = self
+            .config
+            .networks()
+            .any(|n| n.id != ep.network && n.external.is_some_and(|x| x.contains(dst)));
+        if other {
+            return Verdict::Drop(DropReason::InterNetwork);
+        }
+        if self.host_addrs.contains(&dst) {
+            // INPUT is not filtered: the host (and its published ports) is
+            // reachable from every network, `--internal` included.
+            return Verdict::Allow;
+        }
+        if ext.internal {
+            return Verdict::Drop(DropReason::Internal);
+        }
+        if !ext.masquerade {
+            return Verdict::Drop(DropReason::MasqueradeDisabled);
+        }
+        Verdict::Allow
+    }
+}
+
+/// Frames queued for the ports, flushed once per turn of the loop.
+#[derive(Debug)]
+pub(crate) struct Out {
+    ports: Vec<Option<Arc<dyn PortIo>>>,
+    queues: HashMap<PortId, Vec<PacketBuf>>,
+    pub(crate) pool: BufPool,
+    stats: Stats,
+}
+
+impl Out {
+    fn new() -> Self {
+        Self {
+            ports: Vec::new(),
+            queues: HashMap::new(),
+            pool: BufPool::new(OUT_BUFFERS),
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn buf(&mut self) -> PacketBuf {
+        self.pool.take().unwrap_or_default()
+    }
+
+    fn drop_reason(&mut self, port: PortId, reason: DropReason) {
+        self.stats.resize(port.index() + 1);
+        self.stats.drop(port, reason);
+    }
+
+    /// Queues a finished frame for `port`, cutting a super-frame the
+    /// device cannot take into segments and completing a partial checksum
+    /// it cannot complete.
+    pub(crate) fn queue(&mut self, port: PortId, buf: PacketBuf) {
+        let caps = self
+            .ports
+            .get(port.index())
+            .and_then(Option::as_ref)
+            .map(|p| p.caps());
+        let Some(caps) = caps else {
+            self.pool.give(buf);
+            return;
+        };
+        if buf.vnet.is_gso() && !caps.gso {
+            match crate::gso::Segmenter::new(buf.frame(), &buf.vnet) {
+                Ok(mut segs) => {
+                    while segs.remaining() > 0 {
+                        let mut out = self.buf();
+                        if segs.next_into(&mut out) {
+                            self.queues.entry(port).or_default().push(out);
+                        } else {
+                            self.pool.give(out);
+                        }
+                    }
+                }
+                Err(_) => self.drop_reason(port, DropReason::Unsegmentable),
+            }
+            self.pool.give(buf);
+            return;
+        }
+        let mut buf = buf;
+        if buf.vnet.needs_csum() && !caps.partial_csum {
+            let vnet = buf.vnet;
+            if crate::gso::complete_checksum(buf.frame_mut(), &vnet).is_err() {
+                self.drop_reason(port, DropReason::Unsegmentable);
+                self.pool.give(buf);
+                return;
+            }
+            buf.vnet = VnetHdr::default();
+        }
+        self.queues.entry(port).or_default().push(buf);
+    }
+
+    fn flush(&mut self) {
+        let Self {
+            ports,
+            queues,
+            pool,
+            stats,
+        } = self;
+        for (port, queue) in queues.iter_mut() {
+            if queue.is_empty() {
+                continue;
+            }
+            stats.resize(port.index() + 1);
+            if let Some(dev) = ports.get(port.index()).and_then(Option::as_ref) {
+                let refs: Vec<&PacketBuf> = queue.iter().collect();
+                let mut at = 0;
+                while at < refs.len() {
+                    let out = dev.send_batch(&refs[at..]);
+                    for b in &refs[at..at + out.sent] {
+                        stats.tx(*port, b.len());
+                    }
+                    at += out.sent;
+                    if out.error.is_some() {
+                        // Full queue: the rest is dropped, as a kernel
+                        // queue drops; TCP retransmits.
+                        for _ in at..refs.len() {
+                            stats.tx_dropped(*port);
+                        }
+                        break;
+                    }
+                    if out.sent == 0 {
+                        break;
+                    }
+                }
+            }
+            for b in queue.drain(..) {
+                pool.give(b);
+            }
+        }
+    }
+}
+
+/// The thread's state.
+struct Connector {
+    poll: Poll,
+    commands: Receiver<Command>,
+    frames: Receiver<HostFrame>,
+    recycle: Sender<Vec<u8>>,
+    wake: Arc<Wake>,
+    flows: Arc<FlowTable>,
+    view: View,
+    out: Out,
+    tcp: tcp::Tcp,
+    udp: udp::Udp,
+    started: Instant,
+    next_sweep: Instant,
+}
+
+impl core::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connector").finish_non_exhaustive()
+    }
+}
+
+/// Shared context the protocol engines work in.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) flows: &'a FlowTable,
+    pub(crate) view: &'a View,
+    pub(crate) out: &'a mut Out,
+    pub(crate) registry: &'a mio::Registry,
+}
+
+impl Connector {
+    fn new(
+        poll: Poll,
+        commands: Receiver<Command>,
+        frames: Receiver<HostFrame>,
+        recycle: Sender<Vec<u8>>,
+        wake: Arc<Wake>,
+        flows: Arc<FlowTable>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            poll,
+            commands,
+            frames,
+            recycle,
+            wake,
+            flows,
+            view: View::default(),
+            out: Out::new(),
+            tcp: tcp::Tcp::new(now),
+            udp: udp::Udp::new(),
+            started: now,
+            next_sweep: now,
+        }
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(512);
+        let mut busy_since: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let polling = busy_since.is_some_and(|at| now.duration_since(at) < BUSY_POLL);
+            let mut timeout = if polling {
+                Some(Duration::ZERO)
+            } else {
+                let next = self.tcp.poll_at(now).min(Some(self.next_sweep));
+                next.map(|at| at.saturating_duration_since(now))
+            };
+            if !polling {
+                self.wake.sleeping.store(true, Ordering::SeqCst);
+                if !self.frames.is_empty() || !self.commands.is_empty() {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.wake.sleeping.store(false, Ordering::SeqCst);
+            if !self.drain_commands() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            self.view.refresh_host_addrs(now);
+            let mut moved = false;
+            {
+                let Self {
+                    poll,
+                    flows,
+                    view,
+                    out,
+                    tcp,
+                    udp,
+                    ..
+                } = &mut self;
+                let mut cx = Ctx {
+                    now,
+                    flows,
+                    view,
+                    out,
+                    registry: poll.registry(),
+                };
+                for event in &events {
+                    if event.token() == WAKER {
+                        continue;
+                    }
+                    moved = true;
+                    if !tcp.on_event(&mut cx, event) {
+                        udp.on_event(&mut cx, event);
+                    }
+                }
+            }
+            moved |= self.drain_frames(now);
+            {
+                let Self {
+                    poll,
+                    flows,
+                    view,
+                    out,
+                    tcp,
+                    ..
+                } = &mut self;
+                let mut cx = Ctx {
+                    now,
+                    flows,
+                    view,
+                    out,
+                    registry: poll.registry(),
+                };
+                tcp.run(&mut cx);
+            }
+            self.out.flush();
+            if now >= self.next_sweep {
+                self.sweep(now);
+            }
+            if moved {
+                busy_since = Some(now);
+            } else if polling {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + Duration::from_secs(1);
+        self.flows.expire(now, 4096);
+        let registry = self.poll.registry();
+        self.udp.expire(now, &self.flows, registry);
+    }
+
+    /// Applies commands; `false` on shutdown.
+    fn drain_commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Config(config) => self.view.set_config(config),
+                Command::AddPort(id, port) => {
+                    let i = id.index();
+                    if self.out.ports.len() <= i {
+                        self.out.ports.resize_with(i + 1, || None);
+                    }
+                    self.out.ports[i] = Some(port);
+                }
+                Command::RemovePort(id, ack) => {
+                    self.remove_port(id);
+                    let _ = ack.send(());
+                }
+                Command::Attach(publication, socket) => {
+                    let registry = self.poll.registry();
+                    let result = match socket {
+                        HostSocket::Tcp(l) => self.tcp.attach(registry, publication, l),
+                        HostSocket::Udp(s) => self.udp.attach(registry, publication, s),
+                    };
+                    if let Err(e) = result {
+                        tracing::error!(port = %publication.port, error = %e, "cannot serve a published port");
+                    }
+                }
+                Command::Detach(port, ack) => {
+                    let registry = self.poll.registry();
+                    self.tcp.detach(registry, &port);
+                    self.udp.detach(registry, &port);
+                    let _ = ack.send(());
+                }
+                Command::PortStats(reply) => {
+                    let stats = self
+                        .view
+                        .config
+                        .ports()
+                        .map(|p| (p.id, self.out.stats.port(p.id)))
+                        .collect();
+                    let _ = reply.send(stats);
+                }
+                Command::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        if let Some(slot) = self.out.ports.get_mut(id.index()) {
+            *slot = None;
+        }
+        self.out.queues.remove(&id);
+        let registry = self.poll.registry();
+        self.tcp.remove_port(registry, id);
+        self.udp.remove_port(registry, id);
+        if let Some((ip, ep)) = self.view.by_port.get(&id).copied() {
+            let net = flow_network(ep.network);
+            let addr = std::net::IpAddr::V4(ip);
+            self.flows.purge(|o, r| {
+                (o.network == net && o.involves(addr)) || (r.network == net && r.involves(addr))
+            });
+        }
+        self.out.stats.reset_port(id);
+    }
+
+    fn drain_frames(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Ok(frame) = self.frames.try_recv() {
+            any = true;
+            let Self {
+                poll,
+                flows,
+                view,
+                out,
+                tcp,
+                udp,
+                ..
+            } = self;
+            let mut cx = Ctx {
+                now,
+                flows,
+                view,
+                out,
+                registry: poll.registry(),
+            };
+            if let Err(reason) = handle_frame(&mut cx, tcp, udp, &frame) {
+                cx.out.drop_reason(frame.port, reason);
+            }
+            let _ = self.recycle.try_send(frame.data);
+        }
+        let _ = self.started;
+        any
+    }
+}
+
+/// One frame from a container: to the engine of its protocol.
+fn handle_frame(
+    cx: &mut Ctx<'_>,
+    tcp: &mut tcp::Tcp,
+    udp: &mut udp::Udp,
+    frame: &HostFrame,
+) -> Result<(), DropReason> {
+    let Ok((offset, meta)) = nat::wire::parse_frame(&frame.data) else {
+        return Err(DropReason::HostUnsupported);
+    };
+    let Some(&(ip, ep)) = cx.view.by_port.get(&frame.port) else {
+        return Err(DropReason::UnknownPort);
+    };
+    if meta.src != ip {
+        return Err(DropReason::SrcIpSpoofed);
+    }
+    let end = offset + usize::from(meta.total_len);
+    let Some(packet) = frame.data.get(offset..end) else {
+        return Err(DropReason::Malformed);
+    };
+    match meta.proto {
+        nat::flow::FlowProto::Tcp => tcp.on_container(cx, ep, &meta, packet),
+        nat::flow::FlowProto::Udp => {
+            if frame.vnet.is_gso() {
+                return Err(DropReason::HostUnsupported);
+            }
+            udp.on_container(cx, ep, &meta, packet)
+        }
+        nat::flow::FlowProto::Icmp => udp.icmp_on_container(cx, ep, &meta, packet),
+    }
+}
+
+/// Runs `frame` (as a container sent it to the gateway) through
+/// everything the connector parses and writes itself, without a socket:
+/// the frame parse, the SYN's MSS rewrite, the RST that answers a refused
+/// SYN, the offload header of an output segment, and the userspace TCP
+/// endpoint's input (which answers segments of unknown connections). The
+/// fuzz target's entry (`fuzz/fuzz_targets/connector_frame.rs`); nothing
+/// reachable from it may panic.
+pub fn fuzz_frame(frame: &[u8]) {
+    let ep = Endpoint {
+        port: PortId(1),
+        mac: MacAddr([2, 0x42, 172, 17, 0, 2]),
+        network: NetworkId(0),
+        gateway: Gateway {
+            mac: MacAddr([2, 0x42, 0, 0, 0, 1]),
+            ip: Ipv4Addr::new(172, 17, 0, 1),
+        },
+        mss: 1460,
+    };
+    tcp::fuzz(frame, &ep);
+}
+
+#[cfg(test)]
+mod tests;

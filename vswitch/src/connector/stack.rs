@@ -1,0 +1,116 @@
+//! The userspace TCP endpoint's device: IP packets in from containers, IP
+//! packets out into pooled frame buffers (after room for the Ethernet
+//! header), checksums left to the offload header.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use super::frame::ETH;
+use crate::buf::{BufPool, MAX_FRAME_LEN, PacketBuf};
+
+/// Largest IP packet the endpoint sends: a TCP segment as large as a
+/// virtio-net super-frame may be.
+pub(crate) const IP_MTU: usize = 65_535 - ETH;
+
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
+    /// IP packets from containers, not yet read by the stack.
+    pub(crate) rx: VecDeque<Vec<u8>>,
+    /// Spent receive buffers.
+    pub(crate) spare: Vec<Vec<u8>>,
+    /// Frames the stack wrote (IP packet after [`ETH`] bytes).
+    pub(crate) tx: Vec<PacketBuf>,
+    pub(crate) pool: Option<BufPool>,
+}
+
+/// The device smoltcp drives: shared queues behind a `RefCell`, so the
+/// receive and transmit tokens it asks for at once can both use them.
+#[derive(Debug, Default)]
+pub(crate) struct Stack {
+    pub(crate) q: RefCell<Queues>,
+}
+
+impl Stack {
+    pub(crate) fn push_rx(&self, packet: &[u8]) {
+        let mut q = self.q.borrow_mut();
+        let mut b = q.spare.pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(packet);
+        q.rx.push_back(b);
+    }
+}
+
+pub(crate) struct Rx<'a> {
+    packet: Vec<u8>,
+    q: &'a RefCell<Queues>,
+}
+
+pub(crate) struct Tx<'a> {
+    q: &'a RefCell<Queues>,
+}
+
+impl smoltcp::phy::RxToken for Rx<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        let r = f(&self.packet);
+        let mut q = self.q.borrow_mut();
+        if q.spare.len() < 64 {
+            q.spare.push(self.packet);
+        }
+        r
+    }
+}
+
+impl smoltcp::phy::TxToken for Tx<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut q = self.q.borrow_mut();
+        let mut buf = q.pool.as_mut().and_then(BufPool::take).unwrap_or_default();
+        let total = (ETH + len).min(MAX_FRAME_LEN);
+        let r = {
+            let space = buf.rx_space();
+            let end = total.min(space.len());
+            f(&mut space[ETH..end])
+        };
+        buf.set_received(total);
+        q.tx.push(buf);
+        r
+    }
+}
+
+impl Device for Stack {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let packet = self.q.get_mut().rx.pop_front()?;
+        Some((Rx { packet, q: &self.q }, Tx { q: &self.q }))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        Some(Tx { q: &self.q })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = IP_MTU;
+        let mut sums = ChecksumCapabilities::default();
+        // The IP header is summed here (20 bytes); TCP's sum is left to
+        // the offload header, and the container's kernel verified what it
+        // sent (a TAP hands over partial checksums, which are not sums yet).
+        sums.ipv4 = Checksum::Tx;
+        sums.tcp = Checksum::None;
+        sums.udp = Checksum::None;
+        sums.icmpv4 = Checksum::Tx;
+        caps.checksum = sums;
+        caps
+    }
+}

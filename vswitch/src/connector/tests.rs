@@ -1,0 +1,652 @@
+//! Packet-level tests of the host connector, without root: the container is
+//! a smoltcp endpoint whose frames are offered to the connector as a
+//! datapath worker would offer them, and which reads what the connector
+//! writes to its port (a datagram socket pair with a virtio-net header,
+//! as a TAP). The "outside" is a socket on loopback, which these tests
+//! (only) let the connector reach.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+
+use super::{HostConnector, HostLink};
+use crate::buf::{PacketBuf, VnetHdr};
+use crate::ids::{MacAddr, NetworkId, PortId};
+use crate::port::datagram::{DatagramPort, recv_frame};
+use crate::publish::{HostSocket, Publication, PublishedPortSink};
+use crate::switch::{
+    DropReason, External, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig,
+};
+
+const NET: NetworkId = NetworkId(1);
+const OTHER: NetworkId = NetworkId(2);
+const PORT: PortId = PortId(3);
+const GW: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
+const C_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 2);
+const C_MAC: MacAddr = MacAddr([0x02, 0x42, 172, 30, 0, 2]);
+const GW_MAC: MacAddr = MacAddr([0x02, 0x42, 0xaa, 0, 0, 1]);
+
+fn config(internal: bool, masquerade: bool) -> Arc<SwitchConfig> {
+    let net = NetworkConfig {
+        gateway: Some(Gateway {
+            mac: GW_MAC,
+            ip: GW,
+        }),
+        external: Some(External {
+            subnet: (GW, 16),
+            internal,
+            masquerade,
+        }),
+        ..NetworkConfig::new(NET)
+    };
+    let other = NetworkConfig {
+        gateway: Some(Gateway {
+            mac: MacAddr([0x02, 0x42, 0xbb, 0, 0, 1]),
+            ip: Ipv4Addr::new(172, 31, 0, 1),
+        }),
+        external: Some(External {
+            subnet: (Ipv4Addr::new(172, 31, 0, 0), 16),
+            internal: false,
+            masquerade: true,
+        }),
+        ..NetworkConfig::new(OTHER)
+    };
+    let port = PortConfig {
+        id: PORT,
+        network: NET,
+        role: PortRole::Container {
+            mac: C_MAC,
+            ipv4: Some(C_IP),
+        },
+    };
+    Arc::new(SwitchConfig::new(1, [net, other], [port]).unwrap())
+}
+
+/// A connector thread with one container port; loopback counts as outside.
+fn connector(internal: bool, masquerade: bool) -> (HostConnector, UnixDatagram) {
+    let (mut inner, handle) = HostConnector::new(nat::conntrack::Config::default()).unwrap();
+    inner.view.loopback_is_outside = true;
+    std::thread::spawn(move || inner.run());
+    let (port, peer) = DatagramPort::pair().unwrap();
+    handle.add_port(PORT, Arc::new(port)).unwrap();
+    handle.set_config(&config(internal, masquerade)).unwrap();
+    // A round trip: the configuration is in force before any frame.
+    handle.port_stats().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    (handle, peer)
+}
+
+/// The container's side of the wire: frames to the connector through its
+/// link, frames from it through the datagram socket.
+struct Wire {
+    link: HostLink,
+    peer: UnixDatagram,
+    /// Frames the connector wrote, with their headers, for inspection.
+    seen: Vec<(VnetHdr, Vec<u8>)>,
+}
+
+struct RxTok(Vec<u8>);
+struct TxTok<'a>(&'a HostLink);
+
+impl smoltcp::phy::RxToken for RxTok {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for TxTok<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; 14 + len];
+        frame[0..6].copy_from_slice(&GW_MAC.0);
+        frame[6..12].copy_from_slice(&C_MAC.0);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        let r = f(&mut frame[14..]);
+        let buf = PacketBuf::from_frame(&frame).unwrap();
+        // What the switch does for a frame to the gateway's MAC.
+        let _ = self.0.offer(PORT, &buf);
+        r
+    }
+}
+
+impl Device for Wire {
+    type RxToken<'a> = RxTok;
+    type TxToken<'a> = TxTok<'a>;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(RxTok, TxTok<'_>)> {
+        let (vnet, mut frame) = recv_frame(&self.peer).ok()?;
+        assert_eq!(&frame[0..6], &C_MAC.0, "addressed to the container");
+        assert_eq!(&frame[6..12], &GW_MAC.0, "from the gateway");
+        if vnet.needs_csum() {
+            // What the container's kernel does with a partial checksum:
+            // the field holds the pseudo-header sum; the sum from
+            // `csum_start` to the end completes it.
+            let start = usize::from(vnet.csum_start);
+            let field = start + usize::from(vnet.csum_offset);
+            let c = !smoltcp::wire::checksum::data(&frame[start..]);
+            frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        self.seen.push((vnet, frame.clone()));
+        Some((RxTok(frame[14..].to_vec()), TxTok(&self.link)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<TxTok<'_>> {
+        Some(TxTok(&self.link))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = 65_000;
+        let mut sums = ChecksumCapabilities::default();
+        // Every checksum the connector wrote is verified.
+        sums.tcp = Checksum::Both;
+        sums.ipv4 = Checksum::Both;
+        caps.checksum = sums;
+        caps
+    }
+}
+
+/// The container: a TCP/IP endpoint at `C_IP` with a default route via
+/// the gateway.
+struct Container {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    wire: Wire,
+    epoch: Instant,
+}
+
+impl Container {
+    fn new(handle: &HostConnector, peer: UnixDatagram) -> Self {
+        let mut wire = Wire {
+            link: handle.link(),
+            peer,
+            seen: Vec::new(),
+        };
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut wire,
+            smoltcp::time::Instant::from_millis(0),
+        );
+        iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::Ipv4(C_IP), 16)).unwrap());
+        iface.routes_mut().add_default_ipv4_route(GW).unwrap();
+        Self {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            wire,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn poll(&mut self) {
+        let now = smoltcp::time::Instant::from_micros(
+            i64::try_from(self.epoch.elapsed().as_micros()).unwrap(),
+        );
+        self.iface.poll(now, &mut self.wire, &mut self.sockets);
+    }
+
+    /// Polls until `cond` holds (or panics after 10 s).
+    fn until(&mut self, what: &str, mut cond: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            self.poll();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn socket() -> tcp::Socket<'static> {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 1 << 20]),
+            tcp::SocketBuffer::new(vec![0; 1 << 20]),
+        )
+    }
+}
+
+/// Test data: byte `i` of a stream that repeats every `m` bytes.
+fn pattern(i: usize, m: usize) -> u8 {
+    u8::try_from(i % m).unwrap_or(0)
+}
+
+fn drops(handle: &HostConnector, reason: DropReason) -> u64 {
+    handle
+        .port_stats()
+        .unwrap()
+        .into_iter()
+        .find(|(p, _)| *p == PORT)
+        .map_or(0, |(_, s)| s.drops.get(reason))
+}
+
+#[test]
+fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
+    let (handle, peer) = connector(false, true);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let mut c = Container::new(&handle, peer);
+    let h = c.sockets.add(Container::socket());
+    let sport = 40_000 + u16::try_from(std::process::id() % 20_000).unwrap();
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(
+            c.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), server_addr.port()),
+            sport,
+        )
+        .unwrap();
+    // The outside: reads 300 KB, answers with 500 KB.
+    let outside = std::thread::spawn(move || {
+        let (mut s, from) = server.accept().unwrap();
+        let mut got = vec![0u8; 300_000];
+        s.read_exact(&mut got).unwrap();
+        let answer: Vec<u8> = (0..500_000).map(|i| pattern(i, 251)).collect();
+        s.write_all(&answer).unwrap();
+        (from, got)
+    });
+    c.until("connected", |c| {
+        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
+    });
+    let sent: Vec<u8> = (0..300_000).map(|i| pattern(i, 241)).collect();
+    let mut at = 0;
+    let mut got = Vec::new();
+    c.until("500 KB back", |c| {
+        let s = c.sockets.get_mut::<tcp::Socket>(h);
+        if at < sent.len() && s.can_send() {
+            at += s.send_slice(&sent[at..]).unwrap();
+        }
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() >= 500_000
+    });
+    let (from, outside_got) = outside.join().unwrap();
+    assert_eq!(outside_got, sent, "the outside got the container's bytes");
+    assert!(
+        got.iter().enumerate().all(|(i, &b)| b == pattern(i, 251)),
+        "the container got the outside's bytes in order"
+    );
+    assert_eq!(from.port(), sport, "the container's source port is kept");
+    // Large answers arrive as super-frames cut at the container's MSS.
+    assert!(
+        c.wire
+            .seen
+            .iter()
+            .any(|(v, f)| v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514),
+        "no GSO super-frame was written"
+    );
+    // The flow is in the table, both tuples, with counters.
+    let flows = handle.flows().snapshot(Instant::now(), |_| true);
+    let f = flows
+        .iter()
+        .find(|f| f.original.src_port == sport)
+        .expect("flow listed");
+    assert_eq!(f.original.src, std::net::IpAddr::V4(C_IP));
+    assert_eq!(f.reply.dst_port, sport);
+    assert!(f.packets[0] > 0 && f.packets[1] > 0);
+    assert!(f.bytes[1] > 500_000);
+    assert!(f.assured);
+    // The container closes; the connection ends both ways.
+    c.sockets.get_mut::<tcp::Socket>(h).close();
+    c.until("closed", |c| {
+        matches!(
+            c.sockets.get::<tcp::Socket>(h).state(),
+            tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2
+        )
+    });
+    handle.shutdown();
+}
+
+#[test]
+fn tcp_to_a_closed_port_is_reset() {
+    let (handle, peer) = connector(false, true);
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut c = Container::new(&handle, peer);
+    let h = c.sockets.add(Container::socket());
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(
+            c.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), port),
+            41_000,
+        )
+        .unwrap();
+    c.until("reset", |c| {
+        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed
+    });
+    handle.shutdown();
+}
+
+/// A SYN the container sends to `dst` (built by hand, so no handshake is
+/// needed to see it dropped).
+fn syn_frame(dst: Ipv4Addr, dport: u16) -> PacketBuf {
+    let b = etherparse::PacketBuilder::ethernet2(C_MAC.0, GW_MAC.0)
+        .ipv4(C_IP.octets(), dst.octets(), 64)
+        .tcp(42_000, dport, 1, 64_000)
+        .syn();
+    let mut f = Vec::new();
+    b.write(&mut f, &[]).unwrap();
+    PacketBuf::from_frame(&f).unwrap()
+}
+
+fn wait_drops(handle: &HostConnector, reason: DropReason, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while drops(handle, reason) < n {
+        assert!(Instant::now() < deadline, "{reason:?} not counted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn policy_drops_are_counted_per_reason() {
+    // --internal: nothing beyond the host.
+    let (handle, _peer) = connector(true, true);
+    let link = handle.link();
+    link.offer(PORT, &syn_frame(Ipv4Addr::LOCALHOST, 9))
+        .unwrap();
+    wait_drops(&handle, DropReason::Internal, 1);
+    // Another network's container.
+    link.offer(PORT, &syn_frame(Ipv4Addr::new(172, 31, 0, 9), 80))
+        .unwrap();
+    wait_drops(&handle, DropReason::InterNetwork, 1);
+    assert!(handle.flows().is_empty(), "no flow made for a dropped SYN");
+    handle.shutdown();
+
+    // enable_ip_masquerade=false.
+    let (handle, _peer) = connector(false, false);
+    handle
+        .link()
+        .offer(PORT, &syn_frame(Ipv4Addr::LOCALHOST, 9))
+        .unwrap();
+    wait_drops(&handle, DropReason::MasqueradeDisabled, 1);
+    handle.shutdown();
+}
+
+#[test]
+fn malformed_frames_are_counted_not_fatal() {
+    let (handle, _peer) = connector(false, true);
+    let link = handle.link();
+    let mut f = syn_frame(Ipv4Addr::LOCALHOST, 9).frame().to_vec();
+    f.truncate(30);
+    link.offer(PORT, &PacketBuf::from_frame(&f).unwrap())
+        .unwrap();
+    // Spoofed source: another address than the port's.
+    let mut spoof = syn_frame(Ipv4Addr::LOCALHOST, 9).frame().to_vec();
+    spoof[14 + 15] = 99;
+    link.offer(PORT, &PacketBuf::from_frame(&spoof).unwrap())
+        .unwrap();
+    wait_drops(&handle, DropReason::HostUnsupported, 1);
+    wait_drops(&handle, DropReason::SrcIpSpoofed, 1);
+    // Still serving.
+    assert!(handle.port_stats().is_ok());
+    handle.shutdown();
+}
+
+fn udp_frame(dst: SocketAddrV4, sport: u16, payload: &[u8]) -> PacketBuf {
+    let b = etherparse::PacketBuilder::ethernet2(C_MAC.0, GW_MAC.0)
+        .ipv4(C_IP.octets(), dst.ip().octets(), 64)
+        .udp(sport, dst.port());
+    let mut f = Vec::new();
+    b.write(&mut f, payload).unwrap();
+    PacketBuf::from_frame(&f).unwrap()
+}
+
+/// The next frame the connector writes to the container.
+fn next_frame(peer: &UnixDatagram) -> (VnetHdr, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match recv_frame(peer) {
+            Ok(x) => return x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no frame from the connector");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn udp_egress_round_trip_keeps_the_port_and_tracks_the_flow() {
+    let (handle, peer) = connector(false, true);
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dst = match server.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        std::net::SocketAddr::V6(_) => unreachable!(),
+    };
+    let sport = 43_000 + u16::try_from(std::process::id() % 20_000).unwrap();
+    handle
+        .link()
+        .offer(PORT, &udp_frame(dst, sport, b"hello"))
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    let (n, from) = server.recv_from(&mut b).unwrap();
+    assert_eq!(&b[..n], b"hello");
+    assert_eq!(from.port(), sport, "source port kept");
+    server.send_to(b"world!", from).unwrap();
+    let (_, f) = next_frame(&peer);
+    let (eth, rest) = etherparse::Ethernet2Header::from_slice(&f).unwrap();
+    assert_eq!(eth.destination, C_MAC.0);
+    let ip = etherparse::Ipv4Slice::from_slice(rest).unwrap();
+    assert_eq!(ip.header().source_addr(), *dst.ip());
+    assert_eq!(ip.header().destination_addr(), C_IP);
+    let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).unwrap();
+    assert_eq!(udp.source_port(), dst.port());
+    assert_eq!(udp.destination_port(), sport);
+    assert_eq!(udp.payload(), b"world!");
+    let sum = udp
+        .to_header()
+        .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
+        .unwrap();
+    assert_eq!(udp.checksum(), sum, "UDP checksum");
+    let flows = handle.flows().snapshot(Instant::now(), |_| true);
+    let f = flows.iter().find(|f| f.original.src_port == sport).unwrap();
+    assert_eq!(f.state.to_string(), "REPLIED");
+    assert_eq!(f.packets, [1, 1]);
+    handle.shutdown();
+}
+
+#[test]
+fn published_tcp_from_loopback_is_carried_from_the_gateway() {
+    let (handle, peer) = connector(false, true);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = Publication {
+        network: NET,
+        container: SocketAddrV4::new(C_IP, 80),
+        gateway: GW,
+        port: nat::alloc::PublishedPort {
+            container_port: 80,
+            proto: nat::spec::Proto::Tcp,
+            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_port,
+        },
+    };
+    handle.attach(publication, HostSocket::Tcp(listener));
+    let mut c = Container::new(&handle, peer);
+    let h = c.sockets.add(Container::socket());
+    c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+        s.write_all(b"ping").unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        b
+    });
+    c.until("accepted", |c| {
+        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
+    });
+    let remote = c.sockets.get::<tcp::Socket>(h).remote_endpoint().unwrap();
+    assert_eq!(
+        remote.addr,
+        IpAddress::Ipv4(GW),
+        "a loopback client is seen as the gateway"
+    );
+    let mut got = Vec::new();
+    c.until("request", |c| {
+        let s = c.sockets.get_mut::<tcp::Socket>(h);
+        if s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() >= 4
+    });
+    assert_eq!(got, b"ping");
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .send_slice(b"pong")
+        .unwrap();
+    c.until("answer sent", |c| {
+        c.sockets.get::<tcp::Socket>(h).send_queue() == 0
+    });
+    assert_eq!(&client.join().unwrap(), b"pong");
+    handle.detach(&publication.port);
+    handle.shutdown();
+}
+
+#[test]
+fn published_udp_reaches_the_container_and_its_answer_the_client() {
+    let (handle, peer) = connector(false, true);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let host_port = sock.local_addr().unwrap().port();
+    let publication = Publication {
+        network: NET,
+        container: SocketAddrV4::new(C_IP, 81),
+        gateway: GW,
+        port: nat::alloc::PublishedPort {
+            container_port: 81,
+            proto: nat::spec::Proto::Udp,
+            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_port,
+        },
+    };
+    handle.attach(publication, HostSocket::Udp(sock));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(b"q", ("127.0.0.1", host_port)).unwrap();
+    let (_, f) = next_frame(&peer);
+    let ip = etherparse::Ipv4Slice::from_slice(&f[14..]).unwrap();
+    assert_eq!(
+        ip.header().source_addr(),
+        GW,
+        "loopback client seen as the gateway"
+    );
+    let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).unwrap();
+    assert_eq!(udp.destination_port(), 81);
+    assert_eq!(udp.payload(), b"q");
+    // The container answers the address it saw.
+    let answer = {
+        let b = etherparse::PacketBuilder::ethernet2(C_MAC.0, GW_MAC.0)
+            .ipv4(C_IP.octets(), GW.octets(), 64)
+            .udp(81, udp.source_port());
+        let mut v = Vec::new();
+        b.write(&mut v, b"a").unwrap();
+        PacketBuf::from_frame(&v).unwrap()
+    };
+    handle.link().offer(PORT, &answer).unwrap();
+    let mut b = [0u8; 8];
+    let (n, from) = client.recv_from(&mut b).unwrap();
+    assert_eq!(&b[..n], b"a");
+    assert_eq!(
+        from.port(),
+        host_port,
+        "the answer leaves from the published port"
+    );
+    handle.shutdown();
+}
+
+#[test]
+fn removing_the_port_purges_its_flows() {
+    let (handle, _peer) = connector(false, true);
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dst = match server.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        std::net::SocketAddr::V6(_) => unreachable!(),
+    };
+    handle
+        .link()
+        .offer(PORT, &udp_frame(dst, 44_444, b"x"))
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 4];
+    server.recv_from(&mut b).unwrap();
+    assert_eq!(handle.flows().len(), 1);
+    handle.remove_port(PORT).unwrap();
+    assert!(handle.flows().is_empty(), "the endpoint's flows are purged");
+    handle.shutdown();
+}
+
+#[test]
+fn the_fuzz_entry_survives_truncated_and_corrupted_frames() {
+    let dst = SocketAddrV4::new(Ipv4Addr::new(10, 231, 0, 2), 53);
+    let seeds = [
+        syn_frame(Ipv4Addr::new(10, 231, 0, 2), 80).frame().to_vec(),
+        udp_frame(dst, 40_000, b"hello").frame().to_vec(),
+    ];
+    for seed in &seeds {
+        for len in 0..=seed.len() {
+            super::fuzz_frame(&seed[..len]);
+        }
+        for i in 0..seed.len() {
+            for flip in [0x01, 0x0f, 0x80, 0xff] {
+                let mut f = seed.clone();
+                f[i] ^= flip;
+                super::fuzz_frame(&f);
+            }
+        }
+    }
+}
+
+/// The control plane closes a binding and may bind the same port again
+/// in the same request (a rollback, a reconnect): the connector must have
+/// closed its socket by the time `detach` returns.
+#[test]
+fn a_detached_port_can_be_bound_again_at_once() {
+    let (handle, _peer) = connector(false, true);
+    let localhost = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for proto in [nat::spec::Proto::Tcp, nat::spec::Proto::Udp] {
+        let host_port = match crate::publish::open_host_socket(localhost, proto, 0).unwrap() {
+            HostSocket::Tcp(l) => l.local_addr().unwrap().port(),
+            HostSocket::Udp(s) => s.local_addr().unwrap().port(),
+        };
+        let port = nat::alloc::PublishedPort {
+            container_port: 80,
+            proto,
+            host_ip: localhost,
+            host_port,
+        };
+        let publication = Publication {
+            network: NET,
+            container: SocketAddrV4::new(C_IP, 80),
+            gateway: GW,
+            port,
+        };
+        for round in 0..20 {
+            let socket = crate::publish::open_host_socket(localhost, proto, host_port)
+                .unwrap_or_else(|e| panic!("{proto:?} round {round}: bind again: {e}"));
+            handle.attach(publication, socket);
+            handle.detach(&port);
+        }
+    }
+    handle.shutdown();
+}
