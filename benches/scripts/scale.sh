@@ -8,21 +8,30 @@
 #
 #   sudo benches/scripts/scale.sh [N] [tap|veth]
 #
-# Prints: the time to create and connect N sandboxes, the time for the
+# Prints first the floors: the same N clients doing only no-op reads
+# (2 `vsctl network ls` each: process starts and API round trips), and, when
+# built (`cargo build --release -p vswitch-benches --bin cp-floor`), the
+# kernel's share: the same namespaces and TAP devices made, configured and
+# removed by one minimal loop with no daemon. Then: the time to create and
+# connect N sandboxes, the time for the
 # daemon to come back with N endpoints (from exec to a working API), the
 # time to remove them, the daemon's resident memory and descriptors per
 # endpoint, and checks that two of the sandboxes reach each other.
-# PARALLEL=K runs K vsctl clients at a time instead of one. FDLIMIT=SOFT:HARD
+# PARALLEL=K runs K clients at a time (default 8, as parallel `docker run`s
+# do; each client creates and connects one sandbox, or removes one, through
+# vsctl). Concurrent requests reach the daemon together and share one
+# commit (one fsync) per batch; with PARALLEL=1 each change waits for its own
+# fsync. FDLIMIT=SOFT:HARD
 # sets the open-file limit (default 1024:1024; with a higher hard limit the
 # daemon raises its soft limit to it at start).
 #
 # Needs root, iproute2, ping and prlimit. Everything it creates (a state
-# directory in /tmp, namespaces vsz$$-*) is removed at the end.
+# directory in /tmp, namespaces vsz$$-* and vsz$$f-*) is removed at the end.
 set -euo pipefail
 
 n=${1:-1000}
 kind=${2:-tap}
-par=${PARALLEL:-1}
+par=${PARALLEL:-8}
 fdlimit=${FDLIMIT:-1024:1024}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${VSWITCH_BIN:-$here/target/release}
@@ -65,7 +74,7 @@ cleanup() {
     seq 1 "$n" | xargs -P 4 -I{} "$bin/vsctl" --socket "$sock" sandbox rm "$tag-{}" >/dev/null 2>&1
     stop_daemon
   fi
-  for ns in $(ip netns list | awk '{print $1}' | grep "^$tag-"); do ip netns del "$ns"; done
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$tag(f)?-"); do ip netns del "$ns"; done
   rm -rf "$state"
 }
 # The daemons keep veth host ends in a namespace of their own; remove it
@@ -87,7 +96,22 @@ one() {  # create and connect sandbox $1
 }
 export -f one
 
+noop() {  # what a client costs without a change: two reads
+  "$bin/vsctl" --socket "$sock" network ls >/dev/null &&
+    "$bin/vsctl" --socket "$sock" network ls >/dev/null
+}
+export -f noop
+
+if [ -x "$bin/cp-floor" ]; then
+  echo "kernel floor (cp-floor, no daemon, one loop):"
+  "$bin/cp-floor" "${tag}f" "$n" | sed 's/^/  /'
+  echo "  load average $(cut -d' ' -f1 /proc/loadavg)"
+fi
+
 start_daemon
+t0=$(now)
+seq 1 "$n" | xargs -P "$par" -I{} bash -c 'noop' _ {}
+echo "client floor: $n clients making 2 no-op reads each: $(secs "$t0" "$(now)") s (load average $(cut -d' ' -f1 /proc/loadavg))"
 rss0=$(rss_kib); fds0=$(fds)
 echo "vswitchd: $(prlimit --pid "$daemon_pid" --nofile --noheadings --output SOFT,HARD) open-file limit (soft hard), $kind ports, $par client(s) at a time"
 

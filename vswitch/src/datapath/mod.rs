@@ -195,14 +195,35 @@ impl Datapath {
         })
     }
 
-    /// Removes a port from every worker and waits until none uses it.
+    /// Removes a port from every worker and waits until none uses it. All
+    /// workers are asked at once and then waited for, so the wait is the
+    /// slowest worker's, not the sum of all of them.
     ///
     /// # Errors
-    /// When a worker has stopped.
+    /// When a worker has stopped or does not answer within
+    /// [`ASK_TIMEOUT`].
     pub fn remove_port(&self, id: PortId) -> io::Result<()> {
-        self.workers
-            .iter()
-            .try_for_each(|w| w.ask(|ack| Command::RemovePort(id, ack)))
+        let (ack, acks) = crossbeam_channel::bounded(self.workers.len());
+        for w in &self.workers {
+            w.send(Command::RemovePort(id, ack.clone()))?;
+        }
+        drop(ack);
+        let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+        for _ in &self.workers {
+            acks.recv_deadline(deadline).map_err(|e| match e {
+                crossbeam_channel::RecvTimeoutError::Timeout => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "a datapath worker did not release port {id} within {} s",
+                        ASK_TIMEOUT.as_secs()
+                    ),
+                ),
+                crossbeam_channel::RecvTimeoutError::Disconnected => {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "datapath has stopped")
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// The FDB as the workers together know it: static entries once, a

@@ -67,11 +67,17 @@ impl SandboxIds {
     /// Forgets sandboxes the model no longer has, and assigns ids to the
     /// new ones.
     pub fn sync(&mut self, model: &Model) {
-        self.ids
-            .retain(|id, _| model.sandboxes.iter().any(|s| &s.id == id));
+        let live: std::collections::HashSet<&str> =
+            model.sandboxes.iter().map(|s| s.id.as_str()).collect();
+        self.ids.retain(|id, _| live.contains(id.as_str()));
         for s in &model.sandboxes {
             self.get_or_assign(&s.id);
         }
+    }
+
+    /// Forgets `sandbox` (removed from the model).
+    pub fn forget(&mut self, sandbox: &str) {
+        self.ids.remove(sandbox);
     }
 }
 
@@ -107,6 +113,62 @@ pub struct DnsPlan {
     /// One file per sandbox in a named namespace (`/run/netns/NAME`);
     /// other sandboxes are not reached with `ip netns exec` and get none.
     pub resolv_confs: Vec<ResolvConfFile>,
+}
+
+/// The two resolv.conf texts a sandbox can get, made from the host's file
+/// and the daemon's settings once per sync.
+#[derive(Debug)]
+pub struct ResolvConfs {
+    /// For a sandbox on no user-defined network: the host's file without
+    /// loopback nameservers.
+    pub bridge: String,
+    /// For a sandbox on a user-defined network: the embedded server, and
+    /// its upstreams; an error when the host names none.
+    pub user: Result<resolv_conf::SandboxResolvConf, resolv_conf::ResolvConfError>,
+}
+
+impl ResolvConfs {
+    /// Both texts for the host's resolv.conf `host` and `settings`.
+    #[must_use]
+    pub fn new(host: &str, settings: &DnsSettings) -> Self {
+        Self {
+            bridge: resolv_conf::default_bridge(host, settings, false),
+            user: resolv_conf::user_network(host, settings),
+        }
+    }
+
+    /// `sandbox`'s file under `etc_netns`, as one `served` by the embedded
+    /// DNS (with an endpoint on a user-defined network) or not; `None` for
+    /// a sandbox that `ip netns exec` does not reach
+    /// ([`resolv_conf_path`]).
+    #[must_use]
+    pub fn file(
+        &self,
+        etc_netns: &Path,
+        sandbox: &ModelSandbox,
+        served: bool,
+    ) -> Option<ResolvConfFile> {
+        let path = resolv_conf_path(etc_netns, sandbox)?;
+        let contents = if served {
+            match &self.user {
+                Ok(conf) => conf.contents.clone(),
+                // Docker refuses to start such a container; we still let
+                // the sandbox resolve its peers.
+                Err(_) => resolv_conf::build(
+                    &[resolv_conf::EMBEDDED_DNS.to_string()],
+                    &[],
+                    &["ndots:0".to_owned()],
+                ),
+            }
+        } else {
+            self.bridge.clone()
+        };
+        Some(ResolvConfFile {
+            sandbox: sandbox.id.clone(),
+            path,
+            contents,
+        })
+    }
 }
 
 /// Where `ip netns exec` finds a sandbox's resolv.conf, under `etc_netns`
@@ -152,41 +214,28 @@ pub fn build(
             tracing::warn!(network = %n.name, error = %e, "network left out of the dns records");
         }
     }
-    let bridge_conf = resolv_conf::default_bridge(host_resolv_conf, settings, false);
-    let user_conf = resolv_conf::user_network(host_resolv_conf, settings);
-    if let Err(e) = &user_conf {
+    let confs = ResolvConfs::new(host_resolv_conf, settings);
+    if let Err(e) = &confs.user {
         tracing::warn!(error = %e, "host resolv.conf: no upstreams for the embedded dns");
+    }
+    let user_conf = &confs.user;
+    // Each sandbox's user-network endpoints, in attach order, found in one
+    // pass (a scan per sandbox would make a sync quadratic).
+    let mut by_sandbox: HashMap<&str, Vec<&crate::control::Endpoint>> = HashMap::new();
+    for e in &model.endpoints {
+        if user_networks.iter().any(|n| n.num == e.network) {
+            by_sandbox.entry(e.sandbox.as_str()).or_default().push(e);
+        }
     }
 
     for sb in &model.sandboxes {
         let Some(id) = ids.get(&sb.id) else {
             continue;
         };
-        let endpoints: Vec<_> = model
-            .sandbox_endpoints(&sb.id)
-            .filter(|e| user_networks.iter().any(|n| n.num == e.network))
-            .collect();
+        let endpoints = by_sandbox.remove(sb.id.as_str()).unwrap_or_default();
         let served = !endpoints.is_empty();
-        let contents = if served {
-            match &user_conf {
-                Ok(conf) => conf.contents.clone(),
-                // Docker refuses to start such a container; we still let
-                // the sandbox resolve its peers.
-                Err(_) => resolv_conf::build(
-                    &[resolv_conf::EMBEDDED_DNS.to_string()],
-                    &[],
-                    &["ndots:0".to_owned()],
-                ),
-            }
-        } else {
-            bridge_conf.clone()
-        };
-        if let Some(path) = resolv_conf_path(etc_netns, sb) {
-            plan.resolv_confs.push(ResolvConfFile {
-                sandbox: sb.id.clone(),
-                path,
-                contents,
-            });
+        if let Some(file) = confs.file(etc_netns, sb, served) {
+            plan.resolv_confs.push(file);
         }
         if !served {
             continue;
