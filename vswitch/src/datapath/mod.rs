@@ -197,7 +197,10 @@ impl Datapath {
 
     /// Removes a port from every worker and waits until none uses it. All
     /// workers are asked at once and then waited for, so the wait is the
-    /// slowest worker's, not the sum of all of them.
+    /// slowest worker's, not the sum of all of them. The workers hand their
+    /// references back, so the port's descriptor is closed here, on the
+    /// caller's thread (the kernel may make a close wait for an RCU grace
+    /// period), never on a datapath thread.
     ///
     /// # Errors
     /// When a worker has stopped or does not answer within
@@ -209,8 +212,9 @@ impl Datapath {
         }
         drop(ack);
         let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+        let mut released = Vec::with_capacity(self.workers.len());
         for _ in &self.workers {
-            acks.recv_deadline(deadline).map_err(|e| match e {
+            let port = acks.recv_deadline(deadline).map_err(|e| match e {
                 crossbeam_channel::RecvTimeoutError::Timeout => io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -222,7 +226,9 @@ impl Datapath {
                     io::Error::new(io::ErrorKind::BrokenPipe, "datapath has stopped")
                 }
             })?;
+            released.push(port);
         }
+        drop(released);
         Ok(())
     }
 
