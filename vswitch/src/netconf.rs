@@ -673,27 +673,48 @@ impl Netlink {
         ifname: &str,
         config: &EndpointConfig,
     ) -> Result<(), NetconfError> {
-        let mask = netmask(config.address, config.prefix_len)?;
+        netmask(config.address, config.prefix_len)?;
         self.move_to_netns(ifname, netns)?;
-        let mut inner = Self::in_netns(netns)?;
+        Self::in_netns(netns)?.configure_local(ifname, config)
+    }
+
+    /// Configures link `ifname` of this handle's namespace as `config`
+    /// says, where it is: MAC, MTU, transmit queue length and address set,
+    /// renamed, it and `lo` brought up, and, with a gateway, a default route
+    /// through it (after a connected route to the gateway when the gateway
+    /// lies outside the address's network). The MAC is set before the
+    /// rename, so the device is known by its name or by its MAC at every
+    /// step.
+    ///
+    /// Not atomic: on an error the link stays as far as it got.
+    ///
+    /// # Errors
+    /// [`NetconfError::InvalidPrefix`] before anything is done; then the
+    /// error of the first step that fails.
+    pub fn configure_local(
+        &mut self,
+        ifname: &str,
+        config: &EndpointConfig,
+    ) -> Result<(), NetconfError> {
+        let mask = netmask(config.address, config.prefix_len)?;
+        self.set_mac(ifname, config.mac)?;
+        self.set_mtu(ifname, config.mtu)?;
+        if let Some(len) = config.txqueuelen {
+            self.set_txqueuelen(ifname, len)?;
+        }
+        self.add_ipv4_address(ifname, config.address, config.prefix_len)?;
         let name = config.name.as_str();
         if name != ifname {
-            inner.rename(ifname, name)?;
+            self.rename(ifname, name)?;
         }
-        inner.set_mac(name, config.mac)?;
-        inner.set_mtu(name, config.mtu)?;
-        if let Some(len) = config.txqueuelen {
-            inner.set_txqueuelen(name, len)?;
-        }
-        inner.add_ipv4_address(name, config.address, config.prefix_len)?;
-        inner.set_up("lo", true)?;
-        inner.set_up(name, true)?;
+        self.set_up("lo", true)?;
+        self.set_up(name, true)?;
         if let Some(gateway) = config.gateway {
             let on_link = (gateway.to_bits() ^ config.address.to_bits()) & mask == 0;
             if !on_link {
-                inner.add_ipv4_route(name, gateway, MAX_PREFIX_LEN, None)?;
+                self.add_ipv4_route(name, gateway, MAX_PREFIX_LEN, None)?;
             }
-            inner.add_default_route(name, gateway)?;
+            self.add_default_route(name, gateway)?;
         }
         Ok(())
     }

@@ -162,6 +162,15 @@ fn bind_error(e: io::Error) -> BindError {
     }
 }
 
+/// A point the published ports can be taken back to: changes planned
+/// after it are undone and the sockets opened for them closed. Changes are
+/// planned one at a time, so each one's sockets follow the ones before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    journal: usize,
+    pending: usize,
+}
+
 /// One change to the live set since the last commit, so it can be undone.
 #[derive(Debug)]
 enum Change {
@@ -231,7 +240,8 @@ impl HostPorts {
             .iter()
             .position(|(i, p, n, _)| (*i, *p, *n) == (ip, proto, port))
         {
-            Some(at) => inner.pending.swap_remove(at).3,
+            // In order: a later mark's sockets stay after an earlier one's.
+            Some(at) => inner.pending.remove(at).3,
             None => open_host_socket(ip, proto, port)?,
         };
         if let Some(old) = inner.live.insert((ip, proto, port), publication) {
@@ -258,23 +268,22 @@ impl HostPorts {
 
     /// A point [`Self::rollback_to`] can return to.
     #[must_use]
-    pub fn mark(&self) -> usize {
-        self.inner.lock().journal.len()
-    }
-
-    /// Closes the sockets of a request that was not carried out.
-    pub fn discard_pending(&self) {
-        self.inner.lock().pending.clear();
+    pub fn mark(&self) -> Mark {
+        let inner = self.inner.lock();
+        Mark {
+            journal: inner.journal.len(),
+            pending: inner.pending.len(),
+        }
     }
 
     /// Undoes every change after `mark`, newest first: ports attached are
     /// detached, ports detached are bound and attached again (a port another
-    /// process took meanwhile is logged and stays lost). Pending sockets are
-    /// closed.
-    pub fn rollback_to(&self, mark: usize) {
+    /// process took meanwhile is logged and stays lost). Sockets opened
+    /// after the mark are closed.
+    pub fn rollback_to(&self, mark: Mark) {
         let mut inner = self.inner.lock();
-        inner.pending.clear();
-        while inner.journal.len() > mark {
+        inner.pending.truncate(mark.pending);
+        while inner.journal.len() > mark.journal {
             let Some(change) = inner.journal.pop() else {
                 break;
             };
@@ -336,7 +345,7 @@ impl Binder for HostBinder<'_> {
             .iter()
             .position(|(i, p, n, _)| (*i, *p, *n) == (ip, proto, port))
         {
-            inner.pending.swap_remove(at);
+            inner.pending.remove(at);
             return;
         }
         let live = inner.live.get(&(ip, proto, port)).map(|p| p.port);

@@ -191,6 +191,31 @@ impl Controller {
                 changed: false,
             });
         }
+        let (next, outcome) = self.applied(request, ctx)?;
+        *self = next;
+        Ok(outcome)
+    }
+
+    /// [`Self::apply`] for a mutating request, leaving `self` alone: the
+    /// controller after the request, and the outcome. The model is copied
+    /// once, so a caller that shares `self` (the published snapshot) pays
+    /// one copy per change, not one to unshare it and one to stage it.
+    ///
+    /// # Errors
+    /// As [`Self::apply`].
+    pub fn applied(
+        &self,
+        request: Request,
+        ctx: &Ctx<'_>,
+    ) -> Result<(Self, Outcome), ControlError> {
+        if !request.is_mutating() {
+            let outcome = Outcome {
+                response: self.query(&request)?,
+                effects: Vec::new(),
+                changed: false,
+            };
+            return Ok((self.clone(), outcome));
+        }
         let mut next = self.model.clone();
         let mut ports = self.ports.clone();
         let mut txn = Txn {
@@ -218,16 +243,25 @@ impl Controller {
             }
         };
         let effects = txn.effects;
-        self.model = next;
-        self.ports = ports;
-        if effects.contains(&Effect::PushSwitchConfig) {
-            self.generation += 1;
-        }
-        Ok(Outcome {
-            response,
-            effects,
-            changed: true,
-        })
+        let generation = if effects.contains(&Effect::PushSwitchConfig) {
+            self.generation + 1
+        } else {
+            self.generation
+        };
+        let controller = Self {
+            config: self.config.clone(),
+            model: next,
+            generation,
+            ports,
+        };
+        Ok((
+            controller,
+            Outcome {
+                response,
+                effects,
+                changed: true,
+            },
+        ))
     }
 
     /// Answers a query (`network ls/inspect`, `sandbox ls/inspect`) from
@@ -278,6 +312,19 @@ impl Controller {
     /// # Errors
     /// [`ConfigError`] only if the model is inconsistent (a bug).
     pub fn switch_config(&self) -> Result<SwitchConfig, ConfigError> {
+        self.switch_config_where(|_| true)
+    }
+
+    /// [`Self::switch_config`] with only the container ports that `keep`
+    /// keeps: what the datapath gets while some ports' devices are being
+    /// made or removed.
+    ///
+    /// # Errors
+    /// As [`Self::switch_config`].
+    pub fn switch_config_where(
+        &self,
+        keep: impl Fn(PortId) -> bool,
+    ) -> Result<SwitchConfig, ConfigError> {
         let networks = self.model.networks.iter().map(|n| NetworkConfig {
             id: n.num,
             mtu: n.mtu,
@@ -294,14 +341,21 @@ impl Controller {
             }),
             ..NetworkConfig::new(n.num)
         });
-        let ports = self.model.endpoints.iter().map(|e| PortConfig {
-            id: e.port,
-            network: e.network,
-            role: PortRole::Container {
-                mac: e.mac,
-                ipv4: Some(e.ipv4),
-            },
-        });
+        let ports = self
+            .model
+            .endpoints
+            .iter()
+            .filter(|e| keep(e.port))
+            .map(|e| PortConfig {
+                id: e.port,
+                network: e.network,
+                role: PortRole::Container {
+                    mac: e.mac,
+                    ipv4: Some(e.ipv4),
+                },
+            });
+        // An overlay network's port towards the other hosts lives as long as
+        // the network, whatever endpoints come and go.
         let uplinks = self.model.networks.iter().filter_map(|n| {
             Some(PortConfig {
                 id: PortId(n.vtep_port?),

@@ -155,3 +155,131 @@ pub struct Attachment {
     /// The device's transmit queue length.
     pub txqueuelen: u32,
 }
+
+/// What a batch of changes touched, derived from their effects: what the
+/// store must write and the embedded DNS must look at again, so that a
+/// change costs the same with a thousand sandboxes as with one.
+///
+/// Every change to the model falls in one of these: a sandbox (created,
+/// removed, or its endpoints attached or detached: the sandbox with its
+/// endpoints is rewritten), or the networks and IPAM (stored under one key
+/// that the store compares as bytes). A change with no sandbox effect
+/// (network create and remove) touches the networks only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Sandboxes (ids) created, removed, or with an endpoint attached or
+    /// detached.
+    pub sandboxes: std::collections::BTreeSet<String>,
+    /// A network was created or removed, or an endpoint of a user-defined
+    /// network attached or detached: what the DNS records are built from
+    /// changed.
+    pub networks: bool,
+}
+
+impl Touched {
+    /// Adds what `effects` touch; `builtin` tells whether a network is the
+    /// default `bridge` (which has no service discovery).
+    pub fn add(&mut self, effects: &[Effect], builtin: impl Fn(NetworkId) -> bool) {
+        let mut sandbox_effect = false;
+        for effect in effects {
+            match effect {
+                Effect::CreateNetns { sandbox, .. }
+                | Effect::AdoptNetns { sandbox, .. }
+                | Effect::ReleaseNetns { sandbox, .. }
+                | Effect::DeleteNetns { sandbox, .. }
+                | Effect::SetDefaultRoute { sandbox, .. } => {
+                    sandbox_effect = true;
+                    self.sandboxes.insert(sandbox.clone());
+                }
+                Effect::AttachEndpoint(a) | Effect::DetachEndpoint(a) => {
+                    sandbox_effect = true;
+                    self.sandboxes.insert(a.sandbox.clone());
+                    if !builtin(a.network) {
+                        self.networks = true;
+                    }
+                }
+                // Always beside the attachment or detachment of an endpoint
+                // of the same sandbox, which saves that sandbox's endpoints
+                // (where the published ports are kept).
+                Effect::PublishPorts { .. } | Effect::PushSwitchConfig => {}
+            }
+        }
+        if !sandbox_effect {
+            self.networks = true;
+        }
+    }
+
+    /// Whether nothing was touched.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.sandboxes.is_empty() && !self.networks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(sandbox: &str, network: u32) -> Attachment {
+        Attachment {
+            endpoint: "e".repeat(64),
+            sandbox: sandbox.to_owned(),
+            netns: PathBuf::from("/run/netns/x"),
+            network: NetworkId(network),
+            port: PortId(1),
+            kind: PortKind::Tap,
+            host_ifname: "vst0".to_owned(),
+            ifname: "eth0".to_owned(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            ipv4: Ipv4Addr::new(172, 17, 0, 2),
+            prefix_len: 16,
+            mtu: 1500,
+            gateway: None,
+            txqueuelen: 1000,
+        }
+    }
+
+    #[test]
+    fn endpoints_touch_their_sandbox_and_user_networks_touch_the_records() {
+        let builtin = |n: NetworkId| n == NetworkId(0);
+        let mut t = Touched::default();
+        t.add(
+            &[
+                Effect::AttachEndpoint(attachment("a", 0)),
+                Effect::PushSwitchConfig,
+            ],
+            builtin,
+        );
+        assert_eq!(t.sandboxes.iter().collect::<Vec<_>>(), ["a"]);
+        assert!(!t.networks, "the default bridge has no records");
+        t.add(
+            &[
+                Effect::PushSwitchConfig,
+                Effect::DetachEndpoint(attachment("b", 1)),
+            ],
+            builtin,
+        );
+        assert_eq!(t.sandboxes.iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(t.networks);
+    }
+
+    #[test]
+    fn a_change_without_sandbox_effects_touches_the_networks() {
+        let mut t = Touched::default();
+        assert!(t.is_empty());
+        t.add(&[Effect::PushSwitchConfig], |_| true);
+        assert!(t.networks);
+        assert!(t.sandboxes.is_empty());
+        let mut t = Touched::default();
+        t.add(
+            &[Effect::CreateNetns {
+                sandbox: "s".to_owned(),
+                name: "n".to_owned(),
+                path: PathBuf::from("/run/netns/n"),
+            }],
+            |_| true,
+        );
+        assert!(!t.networks);
+        assert!(!t.is_empty());
+    }
+}

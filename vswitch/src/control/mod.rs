@@ -36,9 +36,7 @@
 
 use core::cell::{Cell, RefCell};
 use core::net::Ipv4Addr;
-use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
-use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod controller;
@@ -53,7 +51,7 @@ pub mod types;
 mod views;
 
 pub use controller::{Controller, ControllerConfig};
-pub use effect::{Attachment, Effect};
+pub use effect::{Attachment, Effect, Touched};
 pub use error::ControlError;
 pub use model::{Endpoint, Model, Network, PortKind, PublishedRecord, Sandbox, SandboxDns};
 pub use request::{Outcome, Request, Response};
@@ -68,25 +66,43 @@ pub trait Entropy {
     fn fill(&self, buf: &mut [u8]);
 }
 
-/// Random bytes from `/dev/urandom`, falling back to std's randomly keyed
-/// SipHash over a counter and the clock when the device cannot be read.
+/// Random bytes from the kernel (`getrandom(2)`, which holds no
+/// descriptor: at a thousand endpoints under a limit of 1024 descriptors
+/// each one counts), falling back to std's randomly keyed SipHash over a
+/// counter and the clock when the call fails.
 #[derive(Debug)]
 pub struct OsEntropy {
-    urandom: Option<File>,
     fallback: std::collections::hash_map::RandomState,
     counter: Cell<u64>,
 }
 
 impl OsEntropy {
-    /// Opens `/dev/urandom`.
+    /// A source ready to use.
     #[must_use]
     pub fn new() -> Self {
         Self {
-            urandom: File::open("/dev/urandom").ok(),
             fallback: std::collections::hash_map::RandomState::new(),
             counter: Cell::new(0),
         }
     }
+}
+
+/// Fills `buf` from `getrandom(2)`; false when the kernel refuses.
+#[allow(unsafe_code)]
+fn getrandom(buf: &mut [u8]) -> bool {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes
+        // for the duration of the call.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => filled += n,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl Default for OsEntropy {
@@ -97,9 +113,7 @@ impl Default for OsEntropy {
 
 impl Entropy for OsEntropy {
     fn fill(&self, buf: &mut [u8]) {
-        if let Some(mut file) = self.urandom.as_ref()
-            && file.read_exact(buf).is_ok()
-        {
+        if getrandom(buf) {
             return;
         }
         for chunk in buf.chunks_mut(8) {

@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::effect::Touched;
 use super::error::ControlError;
 use super::model::{Endpoint, Model, Network, PredefinedNetwork, Sandbox};
 use ipam::Ipam;
@@ -379,6 +380,135 @@ impl Store {
         Ok(())
     }
 
+    /// Writes, in one durable transaction, what `touched` says changed:
+    /// the networks and IPAM when their encoding differs from the stored
+    /// one, and each touched sandbox with its endpoints (written when
+    /// changed, removed when gone). Nothing else is looked at, so a change
+    /// costs the same with a thousand sandboxes as with one. `touched` must
+    /// name every sandbox changed since the last save ([`Touched::add`] of
+    /// each change's effects does); [`Self::save`] compares everything.
+    ///
+    /// # Errors
+    /// As [`Self::save`]; on error the database is as before, and so is
+    /// what the store believes it holds.
+    pub fn save_touched(&mut self, model: &Model, touched: &Touched) -> Result<(), StoreError> {
+        if self.saved.legacy {
+            return self.save(model);
+        }
+        let meta = serde_json::to_vec(&MetaRef {
+            version: model.version,
+            networks: &model.networks,
+            predefined: &model.predefined,
+            ipam: &model.ipam,
+        })
+        .map_err(StoreError::Encode)?;
+        let mut next_seq = self.saved.next_seq;
+        let mut put_sandboxes: Vec<(u64, &Sandbox)> = Vec::new();
+        let mut put_endpoints: Vec<(u64, &Endpoint)> = Vec::new();
+        let mut gone_sandboxes: Vec<&str> = Vec::new();
+        let mut gone_endpoints: Vec<String> = Vec::new();
+        for id in &touched.sandboxes {
+            match model.sandbox(id) {
+                Some(sb) => match self.saved.sandboxes.get(id) {
+                    Some((_, old)) if old == sb => {}
+                    found => {
+                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
+                        put_sandboxes.push((seq, sb));
+                    }
+                },
+                None if self.saved.sandboxes.contains_key(id) => gone_sandboxes.push(id),
+                None => {}
+            }
+            let live: Vec<&Endpoint> = model.sandbox_endpoints(id).collect();
+            for ep in &live {
+                match self.saved.endpoints.get(&ep.id) {
+                    Some((_, old)) if old == *ep => {}
+                    found => {
+                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
+                        put_endpoints.push((seq, ep));
+                    }
+                }
+            }
+            gone_endpoints.extend(
+                self.saved
+                    .endpoints
+                    .iter()
+                    .filter(|(eid, (_, e))| e.sandbox == *id && !live.iter().any(|l| &l.id == *eid))
+                    .map(|(eid, _)| eid.clone()),
+            );
+        }
+        let meta_changed = meta != self.saved.meta;
+        if !meta_changed
+            && put_sandboxes.is_empty()
+            && put_endpoints.is_empty()
+            && gone_sandboxes.is_empty()
+            && gone_endpoints.is_empty()
+        {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut table = txn.open_table(STATE).map_err(|e| self.db_err(e))?;
+            if meta_changed {
+                table
+                    .insert(META_KEY, meta.as_slice())
+                    .map_err(|e| self.db_err(e))?;
+            }
+            for (seq, sb) in &put_sandboxes {
+                let bytes = serde_json::to_vec(&Entry {
+                    seq: *seq,
+                    value: *sb,
+                })
+                .map_err(StoreError::Encode)?;
+                let key = format!("{SANDBOX_PREFIX}{}", sb.id);
+                table
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(|e| self.db_err(e))?;
+            }
+            for (seq, ep) in &put_endpoints {
+                let bytes = serde_json::to_vec(&Entry {
+                    seq: *seq,
+                    value: *ep,
+                })
+                .map_err(StoreError::Encode)?;
+                let key = format!("{ENDPOINT_PREFIX}{}", ep.id);
+                table
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(|e| self.db_err(e))?;
+            }
+            for id in &gone_sandboxes {
+                table
+                    .remove(format!("{SANDBOX_PREFIX}{id}").as_str())
+                    .map_err(|e| self.db_err(e))?;
+            }
+            for id in &gone_endpoints {
+                table
+                    .remove(format!("{ENDPOINT_PREFIX}{id}").as_str())
+                    .map_err(|e| self.db_err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        for id in gone_sandboxes {
+            self.saved.sandboxes.remove(id);
+        }
+        for id in &gone_endpoints {
+            self.saved.endpoints.remove(id);
+        }
+        for (seq, sb) in put_sandboxes {
+            self.saved
+                .sandboxes
+                .insert(sb.id.clone(), (seq, sb.clone()));
+        }
+        for (seq, ep) in put_endpoints {
+            self.saved
+                .endpoints
+                .insert(ep.id.clone(), (seq, ep.clone()));
+        }
+        self.saved.meta = meta;
+        self.saved.next_seq = next_seq;
+        Ok(())
+    }
+
     fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
@@ -447,6 +577,43 @@ mod tests {
         let names: Vec<&str> = loaded.sandboxes.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["sb-b", "sb-d", "sb-c", "sb-a"]);
         assert_eq!(loaded, model);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn touched_saves_write_what_changed_and_only_that() {
+        let dir = temp_dir("touched");
+        let entropy = SeededEntropy::new(3);
+        let mut model = Model::with_defaults(&Ctx::new("2026-01-01T00:00:00Z", &entropy)).unwrap();
+        let mut store = Store::open(&dir).unwrap();
+        store.save(&model).unwrap();
+        let touch = |ids: &[&str]| Touched {
+            sandboxes: ids.iter().map(|&s| s.to_owned()).collect(),
+            networks: false,
+        };
+        for id in ["b", "a", "c"] {
+            model.sandboxes.push(sandbox(&model, id));
+            let new = model.sandboxes.last().unwrap().id.clone();
+            store.save_touched(&model, &touch(&[&new])).unwrap();
+        }
+        model.sandboxes[1].next_ifindex = 7;
+        let gone = model.sandboxes.remove(0);
+        let changed = model.sandboxes[0].id.clone();
+        store
+            .save_touched(&model, &touch(&[&gone.id, &changed]))
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&model));
+        // A change the caller does not name is not looked for.
+        model.sandboxes[1].next_ifindex = 9;
+        store.save_touched(&model, &Touched::default()).unwrap();
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.sandboxes[1].next_ifindex, 0);
+        let names: Vec<&str> = loaded.sandboxes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["sb-a", "sb-c"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

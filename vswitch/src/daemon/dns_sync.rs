@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use dns::{Records, ResolvConf, SandboxId};
 
-use crate::control::Model;
+use crate::control::{Model, Touched};
 use crate::dnsd::Dnsd;
 use crate::dnsd::records::{self, SandboxIds};
 
@@ -63,6 +63,8 @@ pub struct DnsSync {
     written: HashMap<String, (PathBuf, String)>,
     /// The records last handed to the DNS thread.
     records: Arc<Records>,
+    /// The host's resolv.conf as read at the last full sync.
+    host: Option<String>,
 }
 
 impl DnsSync {
@@ -76,6 +78,7 @@ impl DnsSync {
             listening: HashMap::new(),
             written: HashMap::new(),
             records: Arc::new(Records::new()),
+            host: None,
         }
     }
 
@@ -110,11 +113,69 @@ impl DnsSync {
         text
     }
 
+    /// Brings the DNS in line with `model` after changes that touched only
+    /// what `touched` names: when no network or user-network endpoint
+    /// changed and the host's resolv.conf reads as at the last sync, the
+    /// records and listeners stand and only the touched sandboxes'
+    /// resolv.conf files are written or removed; otherwise, as
+    /// [`Self::sync`]. So a sandbox created, connected to the default
+    /// `bridge` or removed costs the same with a thousand sandboxes as with
+    /// one.
+    pub fn sync_touched(&mut self, model: &Model, touched: &Touched) {
+        let host = self.host_resolv_conf();
+        if touched.networks || self.host.as_deref() != Some(host.as_str()) {
+            return self.sync_with(model, host);
+        }
+        let confs = records::ResolvConfs::new(&host, &self.paths.settings);
+        for id in &touched.sandboxes {
+            let Some(sb) = model.sandbox(id) else {
+                // Its listeners went with its last user-network endpoint,
+                // which marks the networks touched; only its file is left.
+                self.ids.forget(id);
+                if let Some((path, _)) = self.written.remove(id) {
+                    remove_resolv_conf(&path);
+                }
+                continue;
+            };
+            self.ids.get_or_assign(id);
+            let served = model
+                .sandbox_endpoints(id)
+                .any(|e| model.network(e.network).is_some_and(|n| !n.builtin));
+            if let Some(file) = confs.file(&self.paths.etc_netns, sb, served) {
+                self.write(file);
+            }
+        }
+    }
+
+    /// Writes one sandbox's resolv.conf unless it is already written as it
+    /// should be, removing the file it had at another path.
+    fn write(&mut self, file: records::ResolvConfFile) {
+        let entry = (file.path, file.contents);
+        if self.written.get(&file.sandbox) == Some(&entry) {
+            return;
+        }
+        if let Err(e) = write_resolv_conf(&entry.0, &entry.1) {
+            // Whatever was there stays, and is tried again next time.
+            tracing::warn!(path = %entry.0.display(), error = %e, "resolv.conf not written");
+            return;
+        }
+        if let Some((old, _)) = self.written.get(&file.sandbox)
+            && *old != entry.0
+        {
+            remove_resolv_conf(old);
+        }
+        self.written.insert(file.sandbox, entry);
+    }
+
     /// Brings the records, listeners and resolv.conf files in line with
     /// `model`. Failures are logged; what failed is tried again next time.
     pub fn sync(&mut self, model: &Model) {
-        self.ids.sync(model);
         let host = self.host_resolv_conf();
+        self.sync_with(model, host);
+    }
+
+    fn sync_with(&mut self, model: &Model, host: String) {
+        self.ids.sync(model);
         let plan = records::build(
             model,
             &self.ids,
@@ -186,6 +247,7 @@ impl DnsSync {
             }
         }
         self.written = keep;
+        self.host = Some(host);
     }
 }
 

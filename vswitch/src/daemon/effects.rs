@@ -230,7 +230,18 @@ impl Executor {
         config: Option<&Arc<SwitchConfig>>,
     ) -> Result<(), EffectError> {
         for (i, effect) in effects.iter().enumerate() {
-            if let Err(e) = self.execute(effect, config) {
+            let result = match effect {
+                // The namespace this request deletes takes the device with
+                // it, in the kernel's own time: deleting the device first
+                // would wait here for RCU (the kernel's unregistration),
+                // tens of milliseconds on a busy host.
+                Effect::DetachEndpoint(a) if deletes_netns(&effects[i..], &a.sandbox) => {
+                    self.release(a);
+                    Ok(())
+                }
+                _ => self.execute(effect, config),
+            };
+            if let Err(e) = result {
                 self.undo_all(&effects[..i]);
                 return Err(e);
             }
@@ -333,8 +344,15 @@ impl Executor {
                 self.detach(a);
                 Ok(())
             }
-            // The device is made again, with the default route it had.
-            Effect::DetachEndpoint(a) => self.attach(a),
+            // The device is reopened where it was kept (its namespace was
+            // to take it), or made again, with the default route it had.
+            Effect::DetachEndpoint(a) => match self.reopen(a) {
+                Ok(port) => self
+                    .datapath
+                    .add_port(a.port, port)
+                    .map_err(EffectError::from),
+                Err(_) => self.attach(a),
+            },
             // The configuration is pushed again by the caller after it
             // restores the controller.
             Effect::PushSwitchConfig => Ok(()),
@@ -374,12 +392,25 @@ impl Executor {
         let port: Arc<dyn PortIo> = match a.kind {
             PortKind::Tap => {
                 let ns = open_ns()?;
-                let mut host = Netlink::new().map_err(netconf_err(&a.host_ifname))?;
-                let tap = TapPort::create(&a.host_ifname)?;
+                // Made inside the sandbox, with the netlink socket that
+                // configures it, by one helper thread: no device crosses
+                // namespaces (a move costs the kernel an unregistration and
+                // a registration of the device) and the host's namespace
+                // never sees it.
+                let (tap, mut nl) = run_in(&ns, || {
+                    let tap = TapPort::create(&a.host_ifname)?;
+                    match Netlink::new() {
+                        Ok(nl) => Ok((tap, nl)),
+                        Err(e) => {
+                            let _ = tap.destroy();
+                            Err(netconf_err(&a.host_ifname)(e))
+                        }
+                    }
+                })
+                .map_err(netns_err(&a.sandbox))??;
+                drop(ns);
                 self.hooks.reached(Point::DeviceCreated);
-                if let Err(e) = host.configure_endpoint(&ns, &a.host_ifname, &config) {
-                    // The TAP may have moved already; deleting the device by
-                    // its fd works wherever it is.
+                if let Err(e) = nl.configure_local(&a.host_ifname, &config) {
                     let _ = tap.destroy();
                     return Err(EffectError::Netconf {
                         device: a.host_ifname.clone(),
@@ -478,13 +509,19 @@ impl Executor {
         }
     }
 
+    /// Takes the port from the datapath, closing the daemon's descriptor
+    /// of its device, and leaves the device to its namespace.
+    fn release(&self, a: &Attachment) {
+        if let Err(e) = self.datapath.remove_port(a.port) {
+            tracing::warn!(port = %a.port, sandbox = %a.sandbox, network = %a.network, error = %e, "datapath did not release the port");
+        }
+    }
+
     /// Takes the port from the datapath and deletes its device. Failures
     /// are logged: the endpoint is gone from the model either way, and a
     /// device left behind is removed with its namespace.
     fn detach(&self, a: &Attachment) {
-        if let Err(e) = self.datapath.remove_port(a.port) {
-            tracing::warn!(port = %a.port, sandbox = %a.sandbox, network = %a.network, error = %e, "datapath did not release the port");
-        }
+        self.release(a);
         let result = match a.kind {
             PortKind::Tap => Netns::open(&a.netns)
                 .map_err(netns_err(&a.sandbox))
@@ -623,22 +660,7 @@ impl Executor {
     /// # Errors
     /// When the device can neither be reopened nor recreated.
     pub fn reattach(&self, a: &Attachment, netns_owned: bool) -> Result<(), EffectError> {
-        let reopened: Result<Arc<dyn PortIo>, EffectError> = match a.kind {
-            PortKind::Tap => Netns::open(&a.netns)
-                .map_err(netns_err(&a.sandbox))
-                .and_then(|ns| {
-                    run_in(&ns, || TapPort::open(&a.ifname))
-                        .map_err(netns_err(&a.sandbox))?
-                        .map_err(EffectError::from)
-                        .map(|tap| watch_tap(tap, &a.netns, &a.ifname))
-                })
-                .map(|t| Arc::new(t) as Arc<dyn PortIo>),
-            PortKind::Veth | PortKind::Handoff => {
-                self.adopt_host_end(&a.host_ifname);
-                self.open_packet_socket(&a.host_ifname)
-                    .map(|p| Arc::new(p) as Arc<dyn PortIo>)
-            }
-        };
+        let reopened = self.reopen(a);
         if a.kind == PortKind::Handoff {
             // The sandbox side belongs to the runtime that configured it:
             // a pair made again here would reach no container.
@@ -665,6 +687,35 @@ impl Executor {
             }
         }
     }
+
+    /// Opens an endpoint's existing device: the persistent TAP inside its
+    /// sandbox, or the veth's host end.
+    fn reopen(&self, a: &Attachment) -> Result<Arc<dyn PortIo>, EffectError> {
+        match a.kind {
+            PortKind::Tap => Netns::open(&a.netns)
+                .map_err(netns_err(&a.sandbox))
+                .and_then(|ns| {
+                    run_in(&ns, || TapPort::open(&a.ifname))
+                        .map_err(netns_err(&a.sandbox))?
+                        .map_err(EffectError::from)
+                        .map(|tap| watch_tap(tap, &a.netns, &a.ifname))
+                })
+                .map(|t| Arc::new(t) as Arc<dyn PortIo>),
+            PortKind::Veth | PortKind::Handoff => {
+                self.adopt_host_end(&a.host_ifname);
+                self.open_packet_socket(&a.host_ifname)
+                    .map(|p| Arc::new(p) as Arc<dyn PortIo>)
+            }
+        }
+    }
+}
+
+/// Whether `effects` delete the namespace of `sandbox` (always the last
+/// effect of a sandbox's removal).
+fn deletes_netns(effects: &[Effect], sandbox: &str) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::DeleteNetns { sandbox: s, .. } if s == sandbox))
 }
 
 /// Creates the named namespace at `path` again when it is gone (the host

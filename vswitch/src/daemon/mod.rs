@@ -14,12 +14,13 @@
 //! ```
 //!
 //! One thread, `vswitch-control`, owns the model and everything that
-//! changes with it, fed by one mailbox ([`Message`]); a request is applied
-//! from start to end before the next is taken, so changes need no lock.
-//! Changes already queued when the thread takes one are applied with it,
-//! each all-or-nothing, and committed by one store write (group commit: the
-//! `fsync` is the largest cost of a change), before any of them is
-//! answered.
+//! changes with it, fed by one mailbox ([`Message`]); a batch of requests
+//! is applied from start to end before the next is taken, so changes need
+//! no lock. Changes already queued when the thread takes one are applied
+//! with it, each all-or-nothing (those that touch different sandboxes with
+//! their effects running at once, in waves), and committed by one store
+//! write (group commit: the `fsync` is the largest cost of a change),
+//! before any of them is answered.
 //! After each committed change the control thread publishes a
 //! [`Snapshot`] (the controller and the DNS records) that readers clone
 //! an `Arc` of: `network ls`, `show-fdb` and `dns show` never wait for a
@@ -42,6 +43,7 @@ pub mod hooks;
 pub mod intent;
 pub mod lock;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -55,10 +57,11 @@ use crate::control::error::Cause;
 use crate::control::types::{DnsNetworkView, FdbView, PortView, SandboxView};
 use crate::control::{
     ControlError, Controller, ControllerConfig, Ctx, Effect, OsEntropy, Request, Response, Sandbox,
-    Store, rfc3339_nano,
+    Store, Touched, rfc3339_nano,
 };
 use crate::datapath::Datapath;
 use crate::events::{self, Event, EventHub};
+use crate::ids::PortId;
 use crate::netns::Netns;
 use dns_sync::DnsSync;
 use effects::Executor;
@@ -174,8 +177,8 @@ pub enum StartError {
 #[derive(Debug)]
 struct ControlThread {
     /// Shared with the published snapshot and the copies a batch keeps to
-    /// roll back to: a change copies it once (`Arc::make_mut`), instead of
-    /// a copy for the rollback, one per request and one to publish.
+    /// roll back to: a change builds the next one from one copy of the
+    /// model ([`Controller::applied`]), never unsharing this one.
     controller: Arc<Controller>,
     store: Store,
     intent: IntentLog,
@@ -695,58 +698,87 @@ impl ControlThread {
 
     /// Applies a batch of changes, each all-or-nothing, and commits those
     /// that succeeded with one store write; if that write fails, every one
-    /// of them is undone. Returns the answers, in order.
+    /// of them is undone. Returns the answers.
+    ///
+    /// Changes are planned one after another, each on the model the one
+    /// before left; consecutive changes that touch different sandboxes form
+    /// a wave whose effects run at once, one thread each ([`Self::run_wave`]),
+    /// so that what the kernel makes them wait for (RCU grace periods when
+    /// devices and namespaces come and go, tens of milliseconds on a busy
+    /// host) is waited for once per wave rather than once per change.
     fn apply_batch(&mut self, batch: Vec<(Request, Reply)>) -> Vec<(Reply, Answer)> {
         let start = Arc::clone(&self.controller);
+        // Published ports' sockets are opened while a change is planned:
+        // each change can be taken back to its own mark, the batch to its.
         let ports = Arc::clone(self.executor.ports());
         let batch_mark = ports.mark();
-        let mut done: Vec<Effect> = Vec::new();
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut changed = false;
-        let mut happened: Vec<Event> = Vec::new();
-        for (request, reply) in batch {
+        let mut st = BatchState::default();
+        let mut queue: std::collections::VecDeque<(Request, Reply)> = batch.into();
+        let mut wave: Vec<Planned> = Vec::new();
+        while let Some((request, reply)) = queue.pop_front() {
             let before = Arc::clone(&self.controller);
             let mark = ports.mark();
             let asked = request.clone();
-            let (sandbox, network) = events::subjects(&asked);
-            match self.stage(request, &mut done) {
-                Ok((response, ch)) => {
-                    changed |= ch;
-                    if ch {
-                        happened.extend(events::of_change(
-                            &asked,
-                            &response,
-                            before.model(),
-                            self.controller.model(),
-                        ));
-                    }
-                    answers.push((reply, Ok(response)));
-                }
+            let (response, effects) = match self.plan(request) {
+                Ok(planned) => planned,
                 Err(e) => {
-                    // Back to the state before this request: model, IPAM
-                    // and the datapath's configuration (the executor undid
-                    // its devices).
                     self.controller = before;
                     ports.rollback_to(mark);
-                    self.restore_config();
-                    tracing::warn!(
-                        request = events::kind(&asked),
-                        sandbox = sandbox.unwrap_or("-"),
-                        network = network.unwrap_or("-"),
-                        error = %e,
-                        "request failed and was rolled back"
-                    );
-                    answers.push((reply, Err(e)));
+                    failed(&asked, &e);
+                    st.answers.push((reply, Err(e)));
+                    continue;
                 }
+            };
+            let keys = conflict_keys(&effects);
+            if !wave.is_empty()
+                && (keys.is_none()
+                    || wave.iter().any(|w| match (&w.keys, &keys) {
+                        (Some(a), Some(b)) => !a.is_disjoint(b),
+                        _ => true,
+                    }))
+            {
+                // Planned again once the wave it depends on has run (a
+                // namespace's file, say, exists until its removal runs).
+                self.controller = before;
+                ports.rollback_to(mark);
+                queue.push_front((asked, reply));
+                self.run_wave(std::mem::take(&mut wave), &mut st);
+                continue;
             }
+            if let Err(e) = self.precheck(&effects) {
+                self.controller = before;
+                ports.rollback_to(mark);
+                failed(&asked, &e);
+                st.answers.push((reply, Err(e)));
+                continue;
+            }
+            wave.push(Planned {
+                asked,
+                reply,
+                mark,
+                before,
+                after: Arc::clone(&self.controller),
+                response,
+                effects,
+                keys,
+            });
         }
-        if !changed {
+        if !wave.is_empty() {
+            self.run_wave(wave, &mut st);
+        }
+        let BatchState {
+            done,
+            mut answers,
+            touched,
+            happened,
+        } = st;
+        if touched.is_empty() {
             ports.commit();
             return answers;
         }
         let hooks = *self.executor.hooks();
         hooks.reached(Point::EffectsDone);
-        if let Err(e) = self.store.save(self.controller.model()) {
+        if let Err(e) = self.store.save_touched(self.controller.model(), &touched) {
             tracing::error!(error = %e, "cannot save the state; undoing the batch");
             self.executor.undo_all(&done);
             ports.rollback_to(batch_mark);
@@ -768,7 +800,7 @@ impl ControlThread {
         ports.commit();
         self.clear_intent();
         if let Some(dns) = &mut self.dns {
-            dns.sync(self.controller.model());
+            dns.sync_touched(self.controller.model(), &touched);
         }
         self.publish();
         if let Some(underlay) = &self.overlay {
@@ -781,49 +813,209 @@ impl ControlThread {
         answers
     }
 
-    /// Plans one change and carries out its effects (recorded in the
-    /// intent after those of the batch so far, `done`). Does not save.
-    fn stage(
-        &mut self,
-        request: Request,
-        done: &mut Vec<Effect>,
-    ) -> Result<(Response, bool), ControlError> {
+    /// Plans one change on the current controller, which it replaces: the
+    /// answer and the effects.
+    fn plan(&mut self, request: Request) -> Result<(Response, Vec<Effect>), ControlError> {
         let now = rfc3339_nano(SystemTime::now());
         let ports = Arc::clone(self.executor.ports());
         let binder = core::cell::RefCell::new(ports.binder());
         let ctx = Ctx::new(&now, &self.entropy).with_binder(&binder);
-        let outcome = Arc::make_mut(&mut self.controller).apply(request, &ctx);
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                ports.discard_pending();
-                return Err(e);
-            }
-        };
+        let (next, outcome) = self.controller.applied(request, &ctx)?;
         if !outcome.changed {
-            return Ok((outcome.response, false));
+            return Err(ControlError::internal(
+                "applying a request",
+                "query routed as a change",
+            ));
         }
-        let effects = outcome.effects;
-        self.precheck(&effects)?;
-        let config = if effects.contains(&Effect::PushSwitchConfig) {
-            Some(Arc::new(self.controller.switch_config().map_err(|e| {
-                ControlError::internal("building the switch configuration", e)
-            })?))
+        self.controller = Arc::new(next);
+        Ok((outcome.response, outcome.effects))
+    }
+
+    /// Carries out the effects of a wave of planned changes, each on its
+    /// own thread when there are several, and records those that
+    /// succeeded in `st`. When one fails, the others are undone too, the
+    /// controller goes back to where the wave began, and each change is
+    /// planned and carried out again alone: the failing one fails by
+    /// itself, the rest succeed as if the wave had never been.
+    fn run_wave(&mut self, wave: Vec<Planned>, st: &mut BatchState) {
+        let Some(first) = wave.first() else {
+            return;
+        };
+        let start = Arc::clone(&first.before);
+        let mark = first.mark;
+        let ports = Arc::clone(self.executor.ports());
+        let mut intent = st.done.clone();
+        for p in &wave {
+            intent.extend(p.effects.iter().cloned());
+        }
+        if let Err(e) = self.intent.write(&intent) {
+            self.controller = start;
+            ports.rollback_to(mark);
+            let e = ControlError::internal("writing the intent", e);
+            for p in wave {
+                failed(&p.asked, &e);
+                st.answers.push((p.reply, Err(e.clone())));
+            }
+            return;
+        }
+        self.executor.hooks().reached(Point::IntentWritten);
+        let result = if let [one] = wave.as_slice() {
+            self.run_one(one)
+        } else {
+            self.run_parallel(&start, &wave)
+        };
+        match result {
+            Ok(()) => {
+                for p in wave {
+                    st.record(p);
+                }
+            }
+            Err(e) if wave.len() == 1 => {
+                // Back to the state before the request: model, IPAM and
+                // the datapath's configuration (the executor undid its
+                // devices), and the published ports.
+                self.controller = start;
+                ports.rollback_to(mark);
+                self.restore_config();
+                self.write_intent(&st.done);
+                let e = ControlError::internal("carrying out the request", e);
+                for p in wave {
+                    failed(&p.asked, &e);
+                    st.answers.push((p.reply, Err(e.clone())));
+                }
+            }
+            Err(_) => {
+                self.controller = start;
+                ports.rollback_to(mark);
+                self.restore_config();
+                self.write_intent(&st.done);
+                for p in wave {
+                    let before = Arc::clone(&self.controller);
+                    let mark = ports.mark();
+                    match self.plan(p.asked.clone()) {
+                        Ok((response, effects)) => {
+                            let again = Planned {
+                                keys: None,
+                                mark,
+                                asked: p.asked,
+                                reply: p.reply,
+                                after: Arc::clone(&self.controller),
+                                before,
+                                response,
+                                effects,
+                            };
+                            match self.precheck(&again.effects) {
+                                Ok(()) => self.run_wave(vec![again], st),
+                                Err(e) => {
+                                    self.controller = again.before;
+                                    ports.rollback_to(mark);
+                                    failed(&again.asked, &e);
+                                    st.answers.push((again.reply, Err(e)));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.controller = before;
+                            ports.rollback_to(mark);
+                            failed(&p.asked, &e);
+                            st.answers.push((p.reply, Err(e)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One change's effects, in order, the switch configuration pushed
+    /// where the plan puts it.
+    fn run_one(&self, p: &Planned) -> Result<(), effects::EffectError> {
+        let config = if p.effects.contains(&Effect::PushSwitchConfig) {
+            Some(Arc::new(p.after.switch_config()?))
         } else {
             None
         };
-        let mut intent = done.clone();
-        intent.extend(effects.iter().cloned());
-        self.intent
-            .write(&intent)
-            .map_err(|e| ControlError::internal("writing the intent", e))?;
-        self.executor.hooks().reached(Point::IntentWritten);
-        if let Err(e) = self.executor.run(&effects, config.as_ref()) {
-            self.write_intent(done);
-            return Err(ControlError::internal("carrying out the request", e));
+        self.executor.run(&p.effects, config.as_ref())
+    }
+
+    /// Several independent changes' effects at once, one thread each. The
+    /// switch configuration is pushed around them, not by each: first
+    /// without the ports the wave removes nor those it adds (so no port is
+    /// configured without its device), then the wave's final one.
+    fn run_parallel(
+        &self,
+        start: &Controller,
+        wave: &[Planned],
+    ) -> Result<(), effects::EffectError> {
+        let push = wave
+            .iter()
+            .any(|p| p.effects.contains(&Effect::PushSwitchConfig));
+        let removes = wave.iter().any(|p| {
+            p.effects
+                .iter()
+                .any(|e| matches!(e, Effect::DetachEndpoint(_)))
+        });
+        if push && removes {
+            let before: std::collections::HashSet<PortId> =
+                start.model().endpoints.iter().map(|e| e.port).collect();
+            let config = self
+                .controller
+                .switch_config_where(|port| before.contains(&port))?;
+            self.executor.push_config(&Arc::new(config))?;
         }
-        done.extend(effects);
-        Ok((outcome.response, true))
+        let results: Vec<Result<(), effects::EffectError>> = std::thread::scope(|scope| {
+            let running: Vec<_> = wave
+                .iter()
+                .map(|p| {
+                    let effects: Vec<Effect> = p
+                        .effects
+                        .iter()
+                        .filter(|e| **e != Effect::PushSwitchConfig)
+                        .cloned()
+                        .collect();
+                    let executor = &self.executor;
+                    std::thread::Builder::new()
+                        .name("vswitch-effects".to_owned())
+                        .spawn_scoped(scope, move || executor.run(&effects, None))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|spawned| match spawned {
+                    Ok(handle) => match handle.join() {
+                        Ok(result) => result,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
+                    Err(e) => Err(effects::EffectError::Datapath(e)),
+                })
+                .collect()
+        });
+        let failed = results.iter().any(Result::is_err);
+        let pushed = if failed || !push {
+            Ok(())
+        } else {
+            self.controller
+                .switch_config()
+                .map_err(effects::EffectError::from)
+                .and_then(|config| self.executor.push_config(&Arc::new(config)))
+        };
+        if failed || pushed.is_err() {
+            // Each failed change undid its own effects; undo the others.
+            for (p, result) in wave.iter().zip(&results).rev() {
+                if result.is_ok() {
+                    let effects: Vec<Effect> = p
+                        .effects
+                        .iter()
+                        .filter(|e| **e != Effect::PushSwitchConfig)
+                        .cloned()
+                        .collect();
+                    self.executor.undo_all(&effects);
+                }
+            }
+        }
+        match results.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => pushed,
+        }
     }
 
     /// Pushes the current controller's configuration (after a rollback).
@@ -916,6 +1108,119 @@ fn sync_overlay(underlay: &Arc<crate::overlay::Underlay>, datapath: &Datapath, c
     }
 }
 
+/// A change planned and prechecked, waiting for its wave to run.
+#[derive(Debug)]
+struct Planned {
+    /// The request, to plan it again alone if its wave fails.
+    asked: Request,
+    reply: Reply,
+    /// The published ports before it was planned (its sockets are opened
+    /// while planning).
+    mark: crate::publish::Mark,
+    /// The controller before and after it.
+    before: Arc<Controller>,
+    after: Arc<Controller>,
+    response: Response,
+    effects: Vec<Effect>,
+    /// What its effects touch ([`conflict_keys`]).
+    keys: Option<BTreeSet<String>>,
+}
+
+/// What a batch has done so far.
+#[derive(Debug, Default)]
+struct BatchState {
+    /// The effects carried out, in order: the intent, and what a failed
+    /// save undoes.
+    done: Vec<Effect>,
+    answers: Vec<(Reply, Answer)>,
+    touched: Touched,
+    /// Events to publish once the batch is saved.
+    happened: Vec<Event>,
+}
+
+impl BatchState {
+    /// Records a change whose effects were carried out.
+    fn record(&mut self, p: Planned) {
+        let (old, new) = (p.before.model(), p.after.model());
+        self.touched.add(&p.effects, |num| {
+            new.network(num)
+                .or_else(|| old.network(num))
+                .is_some_and(|n| n.builtin)
+        });
+        self.happened
+            .extend(events::of_change(&p.asked, &p.response, old, new));
+        self.done.extend(p.effects);
+        self.answers.push((p.reply, Ok(p.response)));
+    }
+}
+
+/// Logs a change that failed and left nothing behind.
+fn failed(asked: &Request, e: &ControlError) {
+    let (sandbox, network) = events::subjects(asked);
+    tracing::warn!(
+        request = events::kind(asked),
+        sandbox = sandbox.unwrap_or("-"),
+        network = network.unwrap_or("-"),
+        error = %e,
+        "request failed and was rolled back"
+    );
+}
+
+/// What a change's effects touch on the host: its sandboxes and their
+/// namespace files and handles. Changes whose keys are disjoint can run at
+/// once. `None` for a change of the networks alone (its only effect is the
+/// switch configuration), which runs by itself.
+fn conflict_keys(effects: &[Effect]) -> Option<BTreeSet<String>> {
+    let mut keys = BTreeSet::new();
+    let mut path = |p: &Path| keys.insert(p.display().to_string());
+    let mut sandboxes = Vec::new();
+    let mut publishes = false;
+    for effect in effects {
+        match effect {
+            Effect::CreateNetns {
+                sandbox, path: p, ..
+            }
+            | Effect::DeleteNetns {
+                sandbox, path: p, ..
+            } => {
+                path(p);
+                sandboxes.push(sandbox);
+            }
+            Effect::AdoptNetns {
+                sandbox,
+                path: p,
+                handle,
+                ..
+            } => {
+                path(p);
+                path(handle);
+                sandboxes.push(sandbox);
+            }
+            Effect::ReleaseNetns { sandbox, handle } => {
+                path(handle);
+                sandboxes.push(sandbox);
+            }
+            Effect::AttachEndpoint(a) | Effect::DetachEndpoint(a) => {
+                path(&a.netns);
+                sandboxes.push(&a.sandbox);
+            }
+            Effect::SetDefaultRoute { sandbox, netns, .. } => {
+                path(netns);
+                sandboxes.push(sandbox);
+            }
+            // Changes that open or close host ports never share a wave:
+            // the host ports are one resource.
+            Effect::PublishPorts { .. } => publishes = true,
+            Effect::PushSwitchConfig => {}
+        }
+    }
+    if publishes {
+        keys.insert("published ports".to_owned());
+    }
+    keys.extend(sandboxes.into_iter().cloned());
+    (!keys.is_empty()).then_some(keys)
+}
+
 /// Whether an adopted sandbox's namespace is gone: the path the caller
 /// gave no longer leads to the namespace the daemon holds (the process
 /// exited; its PID may be someone else's now), or the handle is missing.
@@ -951,5 +1256,44 @@ fn remove_stale_handles(dir: &Path, controller: &Controller) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(sandbox: &str, name: &str) -> Effect {
+        Effect::CreateNetns {
+            sandbox: sandbox.to_owned(),
+            name: name.to_owned(),
+            path: PathBuf::from(format!("/run/netns/{name}")),
+        }
+    }
+
+    #[test]
+    fn changes_of_different_sandboxes_can_run_together() {
+        let a = conflict_keys(&[create("a", "one")]).unwrap();
+        let b = conflict_keys(&[create("b", "two")]).unwrap();
+        assert!(a.is_disjoint(&b));
+    }
+
+    #[test]
+    fn a_namespace_removed_and_made_again_under_its_name_conflicts() {
+        // `sandbox rm one` and `sandbox create one` from two clients: the
+        // sandboxes differ, the namespace file is the same.
+        let gone = conflict_keys(&[Effect::DeleteNetns {
+            sandbox: "a".to_owned(),
+            name: "one".to_owned(),
+            path: PathBuf::from("/run/netns/one"),
+        }])
+        .unwrap();
+        let made = conflict_keys(&[create("b", "one")]).unwrap();
+        assert!(!gone.is_disjoint(&made));
+    }
+
+    #[test]
+    fn a_change_of_the_networks_runs_alone() {
+        assert_eq!(conflict_keys(&[Effect::PushSwitchConfig]), None);
     }
 }

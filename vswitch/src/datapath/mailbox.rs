@@ -29,9 +29,11 @@ pub enum Command {
         /// Whether this worker receives from it.
         poll: bool,
     },
-    /// Stop using a port; the acknowledgement is sent once the worker has
-    /// let go of it (the descriptor closes when the last worker has).
-    RemovePort(PortId, Sender<()>),
+    /// Stop using a port; the acknowledgement hands the worker's reference
+    /// back, so the descriptor is closed by the caller and not by the
+    /// worker: closing a TAP or a packet socket waits in the kernel for an
+    /// RCU grace period, which must not stall the datapath.
+    RemovePort(PortId, Sender<Option<Arc<dyn PortIo>>>),
     /// Replace the switch configuration.
     Config(Arc<SwitchConfig>),
     /// Answer with the FDB's live entries.

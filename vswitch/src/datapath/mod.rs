@@ -248,14 +248,40 @@ impl Datapath {
         })
     }
 
-    /// Removes a port from every worker and waits until none uses it.
+    /// Removes a port from every worker and waits until none uses it. All
+    /// workers are asked at once and then waited for, so the wait is the
+    /// slowest worker's, not the sum of all of them. The workers hand their
+    /// references back, so the port's descriptor is closed here, on the
+    /// caller's thread (the kernel may make a close wait for an RCU grace
+    /// period), never on a datapath thread.
     ///
     /// # Errors
-    /// When a worker has stopped.
+    /// When a worker has stopped or does not answer within
+    /// [`ASK_TIMEOUT`].
     pub fn remove_port(&self, id: PortId) -> io::Result<()> {
-        self.workers
-            .iter()
-            .try_for_each(|w| w.ask(|ack| Command::RemovePort(id, ack)))?;
+        let (ack, acks) = crossbeam_channel::bounded(self.workers.len());
+        for w in &self.workers {
+            w.send(Command::RemovePort(id, ack.clone()))?;
+        }
+        drop(ack);
+        let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+        let mut released = Vec::with_capacity(self.workers.len());
+        for _ in &self.workers {
+            let port = acks.recv_deadline(deadline).map_err(|e| match e {
+                crossbeam_channel::RecvTimeoutError::Timeout => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "a datapath worker did not release port {id} within {} s",
+                        ASK_TIMEOUT.as_secs()
+                    ),
+                ),
+                crossbeam_channel::RecvTimeoutError::Disconnected => {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "datapath has stopped")
+                }
+            })?;
+            released.push(port);
+        }
+        drop(released);
         if let Some(host) = &self.host {
             host.remove_port(id)?;
         }

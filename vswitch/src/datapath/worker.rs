@@ -284,8 +284,9 @@ impl Worker {
             match command {
                 Command::AddPort { id, port, poll } => self.add_port(id, port, poll),
                 Command::RemovePort(id, ack) => {
-                    self.remove_port(id);
-                    let _ = ack.send(());
+                    // Should the asker have given up, the port is closed
+                    // here after all.
+                    let _ = ack.send(self.remove_port(id));
                 }
                 Command::Config(config) => {
                     self.switch.apply_config(Instant::now(), config);
@@ -345,7 +346,7 @@ impl Worker {
             self.queued.resize(i + 1, false);
             self.tx_errors_logged.resize(i + 1, false);
         }
-        self.remove_port(id);
+        drop(self.remove_port(id));
         if poll {
             let fd = port.raw_fd();
             if let Err(e) =
@@ -368,11 +369,10 @@ impl Worker {
         }
     }
 
-    fn remove_port(&mut self, id: PortId) {
+    /// Stops using port `id`; returns this worker's reference to it.
+    fn remove_port(&mut self, id: PortId) -> Option<Arc<dyn PortIo>> {
         let i = id.index();
-        let Some(port) = self.ports.get_mut(i).and_then(Option::take) else {
-            return;
-        };
+        let port = self.ports.get_mut(i).and_then(Option::take)?;
         if self.polled[i] {
             let fd = port.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -380,6 +380,7 @@ impl Worker {
         }
         self.queued[i] = false;
         self.ready.retain(|&p| p != id);
+        Some(port)
     }
 
     fn apply_peer_updates(&mut self) {

@@ -67,11 +67,17 @@ impl SandboxIds {
     /// Forgets sandboxes the model no longer has, and assigns ids to the
     /// new ones.
     pub fn sync(&mut self, model: &Model) {
-        self.ids
-            .retain(|id, _| model.sandboxes.iter().any(|s| &s.id == id));
+        let live: std::collections::HashSet<&str> =
+            model.sandboxes.iter().map(|s| s.id.as_str()).collect();
+        self.ids.retain(|id, _| live.contains(id.as_str()));
         for s in &model.sandboxes {
             self.get_or_assign(&s.id);
         }
+    }
+
+    /// Forgets `sandbox` (removed from the model).
+    pub fn forget(&mut self, sandbox: &str) {
+        self.ids.remove(sandbox);
     }
 }
 
@@ -107,6 +113,84 @@ pub struct DnsPlan {
     /// One file per sandbox in a named namespace (`/run/netns/NAME`);
     /// other sandboxes are not reached with `ip netns exec` and get none.
     pub resolv_confs: Vec<ResolvConfFile>,
+}
+
+/// The two resolv.conf texts a sandbox can get, made from the host's file
+/// and the daemon's settings once per sync.
+#[derive(Clone, Debug)]
+pub struct ResolvConfs {
+    /// For a sandbox on no user-defined network: the host's file without
+    /// loopback nameservers.
+    pub bridge: String,
+    /// For a sandbox on a user-defined network: the embedded server, and
+    /// its upstreams; an error when the host names none.
+    pub user: Result<resolv_conf::SandboxResolvConf, resolv_conf::ResolvConfError>,
+    /// What they were made from, for a sandbox with its own `--dns*`.
+    host: String,
+    settings: DnsSettings,
+}
+
+impl ResolvConfs {
+    /// Both texts for the host's resolv.conf `host` and `settings`.
+    #[must_use]
+    pub fn new(host: &str, settings: &DnsSettings) -> Self {
+        Self {
+            bridge: resolv_conf::default_bridge(host, settings, false),
+            user: resolv_conf::user_network(host, settings),
+            host: host.to_owned(),
+            settings: settings.clone(),
+        }
+    }
+
+    /// The texts for `sandbox`: these, or, when it has its own `--dns`,
+    /// `--dns-search` or `--dns-option`, these with each kind it gives
+    /// replaced, as dockerd combines a container's options with its own.
+    #[must_use]
+    pub fn for_sandbox(&self, sandbox: &ModelSandbox) -> std::borrow::Cow<'_, Self> {
+        if sandbox.dns.is_empty() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            std::borrow::Cow::Owned(Self::new(&self.host, &sandbox.dns.over(&self.settings)))
+        }
+    }
+
+    /// `sandbox`'s file under `etc_netns`, as one `served` by the embedded
+    /// DNS (with an endpoint on a user-defined network) or not; `None` for
+    /// a sandbox that `ip netns exec` does not reach
+    /// ([`resolv_conf_path`]).
+    #[must_use]
+    pub fn file(
+        &self,
+        etc_netns: &Path,
+        sandbox: &ModelSandbox,
+        served: bool,
+    ) -> Option<ResolvConfFile> {
+        // Docker writes its own sandboxes' files.
+        if sandbox.external {
+            return None;
+        }
+        let path = resolv_conf_path(etc_netns, sandbox)?;
+        let confs = self.for_sandbox(sandbox);
+        let contents = if served {
+            match &confs.user {
+                Ok(conf) => conf.contents.clone(),
+                // Docker refuses to start such a container; we still let
+                // the sandbox resolve its peers.
+                Err(_) => resolv_conf::build(
+                    &[resolv_conf::EMBEDDED_DNS.to_string()],
+                    &[],
+                    &["ndots:0".to_owned()],
+                ),
+            }
+        } else {
+            confs.bridge.clone()
+        };
+        Some(ResolvConfFile {
+            sandbox: sandbox.id.clone(),
+            path,
+            contents,
+        })
+    }
 }
 
 /// Where `ip netns exec` finds a sandbox's resolv.conf, under `etc_netns`
@@ -152,63 +236,41 @@ pub fn build(
             tracing::warn!(network = %n.name, error = %e, "network left out of the dns records");
         }
     }
-    let daemon_bridge_conf = resolv_conf::default_bridge(host_resolv_conf, settings, false);
-    let daemon_user_conf = resolv_conf::user_network(host_resolv_conf, settings);
-    if let Err(e) = &daemon_user_conf {
+    let confs = ResolvConfs::new(host_resolv_conf, settings);
+    if let Err(e) = &confs.user {
         tracing::warn!(error = %e, "host resolv.conf: no upstreams for the embedded dns");
+    }
+    // Each sandbox's user-network endpoints, in attach order, found in one
+    // pass (a scan per sandbox would make a sync quadratic).
+    let mut by_sandbox: HashMap<&str, Vec<&crate::control::Endpoint>> = HashMap::new();
+    for e in &model.endpoints {
+        if user_networks.iter().any(|n| n.num == e.network) {
+            by_sandbox.entry(e.sandbox.as_str()).or_default().push(e);
+        }
     }
 
     for sb in &model.sandboxes {
         let Some(id) = ids.get(&sb.id) else {
             continue;
         };
-        // A sandbox's own --dns* replace the daemon's, kind by kind.
-        let (bridge_conf, user_conf) = if sb.dns.is_empty() {
-            (daemon_bridge_conf.clone(), daemon_user_conf.clone())
-        } else {
-            let merged = sb.dns.over(settings);
-            (
-                resolv_conf::default_bridge(host_resolv_conf, &merged, false),
-                resolv_conf::user_network(host_resolv_conf, &merged),
-            )
-        };
-        let endpoints: Vec<_> = model
-            .sandbox_endpoints(&sb.id)
-            .filter(|e| user_networks.iter().any(|n| n.num == e.network))
-            .collect();
+        let endpoints = by_sandbox.remove(sb.id.as_str()).unwrap_or_default();
+        let served = !endpoints.is_empty();
         // Docker answers at 127.0.0.11 in its own sandboxes (it moved their
         // handed-off interfaces in): their names stay in the records, for
         // `dns show`, but the sandbox gets no listener and no resolv.conf.
-        let docker = !endpoints.is_empty()
+        let docker = served
             && model
                 .sandbox_endpoints(&sb.id)
                 .all(|e| e.kind == crate::control::PortKind::Handoff);
-        let served = !endpoints.is_empty();
-        let contents = if served {
-            match &user_conf {
-                Ok(conf) => conf.contents.clone(),
-                // Docker refuses to start such a container; we still let
-                // the sandbox resolve its peers.
-                Err(_) => resolv_conf::build(
-                    &[resolv_conf::EMBEDDED_DNS.to_string()],
-                    &[],
-                    &["ndots:0".to_owned()],
-                ),
-            }
-        } else {
-            bridge_conf.clone()
-        };
-        if let Some(path) = resolv_conf_path(etc_netns, sb).filter(|_| !docker) {
-            plan.resolv_confs.push(ResolvConfFile {
-                sandbox: sb.id.clone(),
-                path,
-                contents,
-            });
+        if let Some(file) = confs.file(etc_netns, sb, served).filter(|_| !docker) {
+            plan.resolv_confs.push(file);
         }
         if !served {
             continue;
         }
-        let settings = user_conf
+        let settings = confs
+            .for_sandbox(sb)
+            .user
             .as_ref()
             .map(|c| Sandbox {
                 upstreams: c.upstreams.clone(),
