@@ -7,8 +7,10 @@
 //! inspect`'s IPAM config, container addresses, MACs, gateways and routes,
 //! pings by name, alias and address, `--internal`, `enable_icc=false`,
 //! isolation between networks, `network connect`/`disconnect` of a running
-//! container, and the error texts for an overlapping subnet and a
-//! duplicate `--ip`.
+//! container, the error texts for an overlapping subnet and a duplicate
+//! `--ip`, and `-p 18080:80`: reached from the host, its `docker port`
+//! lines (`vsctl port` on the vswitch side: dockerd never shows a remote
+//! driver's port map), and the error for a host port already taken.
 //!
 //! Differences that are deliberate (and listed in the README): Docker
 //! prefixes a remote driver's errors with `remote: `; an automatic subnet
@@ -18,7 +20,8 @@
 //! On the vswitch side it also asserts that the host gains no iptables or
 //! nftables rule, no kernel bridge and no `docker-proxy`, and that after a
 //! `kill -9` of vswitchd under running containers they ping again (the time
-//! is printed) and `docker network inspect` is unchanged.
+//! is printed), `docker network inspect` is unchanged and the published
+//! port is served again.
 //!
 //! Only one dockerd runs on the machine at a time: the test holds an
 //! exclusive lock on `/run/lock/vswitch-e2e-docker.lock`. Whatever happens,
@@ -213,14 +216,6 @@ impl Engine {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
-
-    /// The error line of a command that must fail, without Docker's
-    /// `remote: ` prefix for plugin errors.
-    fn err(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(!out.status.success(), "docker {} succeeded", args.join(" "));
-        error_line(&out)
-    }
 }
 
 fn error_line(out: &Output) -> String {
@@ -244,7 +239,7 @@ impl Engine {
             .find(|p| Path::new(p).exists())
             .expect("busybox-static is installed");
         std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
-        for tool in ["sh", "ping", "sleep", "ip", "cat", "nslookup"] {
+        for tool in ["sh", "ping", "sleep", "ip", "cat", "nslookup", "httpd"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("symlink");
         }
         let tar = self.dir.join("rootfs.tar");
@@ -433,6 +428,51 @@ fn pings(e: &Engine, from: &str, to: &str) -> bool {
         .success()
 }
 
+/// An error line with the endpoint's id (which differs by run) left out,
+/// and `remote: ` (Docker's prefix for a remote driver's text) dropped.
+fn without_endpoint_id(line: &str) -> String {
+    let line = line.replace("remote: ", "");
+    match line
+        .find(" (")
+        .and_then(|i| line[i..].find("): ").map(|j| (i, i + j)))
+    {
+        Some((i, j)) => format!("{}{}", &line[..i], &line[j + 1..]),
+        None => line,
+    }
+}
+
+/// Serves the container's `/etc` on port 80 with busybox's httpd.
+fn serve_http(e: &Engine, c: &str) {
+    e.ok(&["exec", "-d", c, "httpd", "-f", "-p", "80", "-h", "/etc"]);
+}
+
+/// The body of `GET /hostname` from the host's loopback at `port`, tried
+/// for a few seconds while the server starts; empty when nothing answers.
+fn http_hostname(port: u16) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET /hostname HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        if let Ok(text) = &got
+            && let Some((head, body)) = text.split_once("\r\n\r\n")
+            && head.starts_with("HTTP/1.")
+            && head.contains(" 200 ")
+        {
+            return body.trim().to_owned();
+        }
+        if Instant::now() > deadline {
+            return String::new();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Inside the container: eth0's address and MAC, and the routes.
 fn inside(e: &Engine, c: &str) -> String {
     let addr =
@@ -452,9 +492,32 @@ fn inside(e: &Engine, c: &str) -> String {
     format!("{addr} {link} [{routes}]")
 }
 
-/// The scenario, for `driver`; names carry `tag` so the two runs never
-/// share one. Containers are left running for the caller's checks.
-fn scenario(e: &Engine, driver: &str, tag: &str) -> Seen {
+/// `docker port C [PORT]`'s lines, joined. On a vswitch network they come
+/// from `vsctl port` on the container's sandbox (named after Docker's
+/// sandbox key): dockerd never shows a remote driver's port map (see the
+/// README's "What differs").
+fn port_lines(e: &Engine, vs: Option<&Daemon>, c: &str, port: &[&str]) -> String {
+    let text = match vs {
+        None => {
+            let mut args = vec!["port", c];
+            args.extend_from_slice(port);
+            e.ok(&args)
+        }
+        Some(vs) => {
+            let key = e.ok(&["inspect", c, "--format", "{{.NetworkSettings.SandboxKey}}"]);
+            let sandbox = key.rsplit('/').next().unwrap_or_default();
+            let mut args = vec!["port", sandbox];
+            args.extend_from_slice(port);
+            vs.vsctl_ok(&args).trim().to_owned()
+        }
+    };
+    text.replace('\n', "; ")
+}
+
+/// The scenario, for `driver` (`vs`: the vswitchd serving it); names carry
+/// `tag` so the two runs never share one. Containers are left running for
+/// the caller's checks.
+fn scenario(e: &Engine, driver: &str, vs: Option<&Daemon>, tag: &str) -> Seen {
     let mut seen = Seen::default();
     let n = |s: &str| format!("{tag}-{s}");
     let (n1, n2, n3, n4, n5) = (n("n1"), n("auto"), n("other"), n("int"), n("noicc"));
@@ -557,6 +620,24 @@ fn scenario(e: &Engine, driver: &str, tag: &str) -> Seen {
     seen.push("disconnected: c1 inside", inside(e, &c("c1")));
     seen.push("disconnected: c1 -> c2", pings(e, &c("c1"), &c("c2")));
 
+    // A published port, reached from the host through the host's port.
+    container(e, &c("pub"), &n3, &["-p", "18080:80"]).expect("a container with -p");
+    serve_http(e, &c("pub"));
+    let hostname = e.ok(&["inspect", &c("pub"), "--format", "{{.Config.Hostname}}"]);
+    seen.push(
+        "-p 18080:80 from the host reaches the container",
+        http_hostname(18080) == hostname,
+    );
+    seen.push("docker port", port_lines(e, vs, &c("pub"), &[]));
+    seen.push("docker port 80", port_lines(e, vs, &c("pub"), &["80"]));
+    let taken = container(e, &c("pub2"), &n1, &["-p", "18080:80"])
+        .err()
+        .unwrap_or_default();
+    seen.push(
+        "-p of a taken host port",
+        without_endpoint_id(&taken).replace(&c("pub2"), "PUB2"),
+    );
+
     network(e, driver, &n4, &["--internal", "--subnet", "10.233.0.0/24"])
         .expect("internal network");
     seen.push("internal ipam", ipam_config(e, &n4));
@@ -625,13 +706,13 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
     let mut engine = Engine::start();
     engine.import_busybox();
 
-    let bridge = scenario(&engine, "bridge", "b");
+    let bridge = scenario(&engine, "bridge", None, "b");
     teardown(&engine, "b");
 
     let rules_before = rules();
     let bridges = host_links_of_kind("bridge");
     let proxies = docker_proxies();
-    let ours = scenario(&engine, &plugin, "v");
+    let ours = scenario(&engine, &plugin, Some(&vs), "v");
     eprintln!(
         "bridge:\n{}\nvswitch:\n{}",
         bridge.lines.join("\n"),
@@ -677,21 +758,12 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         ports.contains("docker-"),
         "networks are named after Docker's ids:\n{ports}"
     );
-    let published = engine.err(&[
-        "run",
-        "-d",
-        "--name",
-        "v-pub",
-        "--network",
-        "v-n1",
-        "-p",
-        "18080:80",
-        "e2e-busybox",
-        "sleep",
-        "60",
-    ]);
-    assert!(published.contains("publishing ports"), "{published}");
-    let _ = engine.docker(&["rm", "-f", "v-pub"]);
+
+    assert_eq!(
+        engine.ok(&["port", "v-pub"]),
+        "",
+        "dockerd now shows a remote driver's port map: update the README"
+    );
 
     // kill -9 under running containers, then a restart.
     let before = engine.ok(&["network", "inspect", "v-n1"]);
@@ -714,6 +786,12 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
     assert!(
         pings(&engine, "v-c1", "v-c2"),
         "names resolve after the restart"
+    );
+    let hostname = engine.ok(&["inspect", "v-pub", "--format", "{{.Config.Hostname}}"]);
+    assert_eq!(
+        http_hostname(18080),
+        hostname,
+        "the published port is served again after the restart"
     );
     // New containers after the restart get the next addresses.
     container(&engine, "v-c9", "v-n1", &[]).expect("a container after the restart");

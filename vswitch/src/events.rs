@@ -183,6 +183,7 @@ pub fn subjects(request: &Request) -> (Option<&str>, Option<&str>) {
         Request::Disconnect { network, request } => (Some(&request.container), Some(network)),
         Request::CreateSandbox(r) => (Some(&r.name), None),
         Request::RemoveSandbox { name } | Request::InspectSandbox { name } => (Some(name), None),
+        Request::PublishPorts { sandbox, .. } => (Some(sandbox), None),
         Request::ListNetworks | Request::ListSandboxes => (None, None),
     }
 }
@@ -201,6 +202,7 @@ pub const fn kind(request: &Request) -> &'static str {
         Request::RemoveSandbox { .. } => "sandbox rm",
         Request::InspectSandbox { .. } => "sandbox inspect",
         Request::ListSandboxes => "sandbox ls",
+        Request::PublishPorts { .. } => "sandbox publish",
     }
 }
 

@@ -11,7 +11,7 @@ use vswitch::control::{
     ControlError, Controller, ControllerConfig, Ctx, PortKind, Request, Response, SeededEntropy,
 };
 use vswitch::docker::wire::PortBinding;
-use vswitch::docker::{Plugin, PublishTarget, Publisher, route};
+use vswitch::docker::{ControlPlane, Plugin, PublishTarget, Publisher, route};
 use vswitch::switch::PortStats;
 
 const NOW: &str = "2026-11-23T11:45:59.123456789Z";
@@ -70,7 +70,11 @@ struct Recorder {
 }
 
 impl Publisher for Recorder {
-    fn publish(&self, target: &PublishTarget, ports: &[PortBinding]) -> Result<(), String> {
+    fn publish(
+        &self,
+        target: &PublishTarget,
+        ports: &[PortBinding],
+    ) -> Result<Vec<PortBinding>, String> {
         let p: Vec<String> = ports
             .iter()
             .map(|b| format!("{}:{}->{}", b.proto, b.host_port, b.port))
@@ -79,7 +83,7 @@ impl Publisher for Recorder {
             .lock()
             .unwrap()
             .push(format!("publish {} {}", target.address, p.join(",")));
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn revoke(&self, target: &PublishTarget) -> Result<(), String> {
@@ -404,6 +408,108 @@ fn a_container_lifecycle_becomes_switch_objects_and_goes() {
     let st = p.state();
     assert!(st.networks.is_empty() && st.endpoints.is_empty());
     assert_eq!(st.ipam.pools().count(), 0);
+}
+
+/// Creates and joins a Docker endpoint at `address` in sandbox `key`.
+fn join(p: &Plugin, eid: &str, address: &str, key: &str) {
+    ok(
+        p,
+        "/NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": NID, "EndpointID": eid, "Interface": {"Address": address}}),
+    );
+    ok(
+        p,
+        "/NetworkDriver.Join",
+        &json!({"NetworkID": NID, "EndpointID": eid, "SandboxKey": key}),
+    );
+}
+
+fn program(p: &Plugin, eid: &str, portmap: &Value) -> Value {
+    call(
+        p,
+        "/NetworkDriver.ProgramExternalConnectivity",
+        &json!({"NetworkID": NID, "EndpointID": eid, "Options": {"com.docker.network.portmap": portmap}}),
+    )
+}
+
+/// Host ports the switch's model has published, over every endpoint.
+fn published(b: &Fake) -> Vec<u16> {
+    b.model(|m| {
+        m.endpoints
+            .iter()
+            .flat_map(|e| e.published.iter().map(|r| r.host_port))
+            .collect()
+    })
+}
+
+#[test]
+fn port_maps_go_through_the_control_planes_publish_path() {
+    let b = Fake::new();
+    let backend: Arc<dyn Backend> = b.clone();
+    let p = plugin(&b).with_publisher(Arc::new(ControlPlane::new(backend)));
+    make_network(&p, "10.99.0.0/24", "", &json!({}));
+    join(&p, EID, "10.99.0.2/24", KEY);
+    join(
+        &p,
+        EID2,
+        "10.99.0.3/24",
+        "/var/run/docker/netns/0123456789ab",
+    );
+
+    let portmap = json!([{"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 18080, "HostPortEnd": 18080}]);
+    let r = program(&p, EID, &portmap);
+    assert!(r.get("Err").is_none(), "{r}");
+    // As Docker's bridge, an unnamed host address is 0.0.0.0 and `::`.
+    assert_eq!(published(&b), [18080, 18080]);
+    let info = ok(
+        &p,
+        "/NetworkDriver.EndpointOperInfo",
+        &json!({"NetworkID": NID, "EndpointID": EID}),
+    );
+    // What is served, as Docker's bridge driver reports it.
+    assert_eq!(
+        info["Value"]["com.docker.network.portmap"],
+        json!([{"Proto": 6, "IP": "10.99.0.2", "Port": 80, "HostIP": "0.0.0.0", "HostPort": 18080, "HostPortEnd": 18080},
+               {"Proto": 6, "IP": "10.99.0.2", "Port": 80, "HostIP": "::", "HostPort": 18080, "HostPortEnd": 18080}])
+    );
+
+    // The same host port for another container: the allocator's text,
+    // which libnetwork wraps in its own "driver failed programming…".
+    let taken = program(&p, EID2, &portmap);
+    assert_eq!(
+        taken["Err"],
+        "Bind for 0.0.0.0:18080 failed: port is already allocated"
+    );
+    assert_eq!(published(&b), [18080, 18080]);
+
+    // A chosen port, then a refused binding with the -p parser's text.
+    let dynamic = json!([{"Proto": 17, "Port": 53, "HostPort": 0, "HostPortEnd": 0}]);
+    assert!(program(&p, EID2, &dynamic).get("Err").is_none());
+    assert_eq!(published(&b).len(), 4);
+    let bad = json!([{"Proto": 6, "Port": 80, "HostIP": "1.2.3", "HostPort": 80}]);
+    assert_eq!(program(&p, EID2, &bad)["Err"], "invalid IP address: 1.2.3");
+    assert_eq!(
+        published(&b).len(),
+        4,
+        "a refused map keeps what was served"
+    );
+
+    // Revoke and Leave release the ports; the host port is free again.
+    ok(
+        &p,
+        "/NetworkDriver.RevokeExternalConnectivity",
+        &json!({"NetworkID": NID, "EndpointID": EID}),
+    );
+    assert_eq!(published(&b).len(), 2);
+    ok(
+        &p,
+        "/NetworkDriver.Leave",
+        &json!({"NetworkID": NID, "EndpointID": EID2}),
+    );
+    assert!(published(&b).is_empty());
+    assert!(b.model(|m| m.sandboxes.iter().all(|s| s.port_bindings.is_empty())));
+    assert!(program(&p, EID, &portmap).get("Err").is_none());
+    assert_eq!(published(&b), [18080, 18080]);
 }
 
 #[test]

@@ -425,7 +425,10 @@ fn start_plugin(
         Err(e) => return Err(format!("docker plugin: {e}").into()),
     };
     let plugin = Plugin::new(Arc::clone(backend), Some(state_file(&args.state_dir)))?
-        .with_host_networks(Box::new(vswitch::docker::host_networks));
+        .with_host_networks(Box::new(vswitch::docker::host_networks))
+        .with_publisher(Arc::new(vswitch::docker::ControlPlane::new(Arc::clone(
+            backend,
+        ))));
     if let Err(e) = plugin.reconcile() {
         tracing::error!(error = %e, "docker plugin: state not reconciled with the switch");
     }

@@ -8,7 +8,7 @@
 //! leaves the cursor moved after some failed creates, docker-reference §1.2;
 //! we prefer all-or-nothing.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use core::net::IpAddr;
@@ -25,8 +25,8 @@ use super::options::parse_options;
 use super::ports;
 use super::request::{Outcome, Request, Response};
 use super::types::{
-    ConnectRequest, DisconnectRequest, EndpointView, NetworkCreateRequest, NetworkCreateResponse,
-    SandboxCreateRequest,
+    ConnectRequest, DisconnectRequest, EndpointView, HostConfig, NetworkCreateRequest,
+    NetworkCreateResponse, SandboxCreateRequest,
 };
 use super::views::{endpoint_view, network_view, predefined_view, sandbox_view};
 use crate::ids::{MacAddr, NetworkId, PortId};
@@ -232,6 +232,11 @@ impl Controller {
             Request::Disconnect { network, request } => txn.disconnect(&network, &request)?,
             Request::CreateSandbox(r) => txn.create_sandbox(r)?,
             Request::RemoveSandbox { name } => txn.remove_sandbox(&name)?,
+            Request::PublishPorts {
+                sandbox,
+                endpoint,
+                port_bindings,
+            } => txn.publish_ports(&sandbox, &endpoint, port_bindings)?,
             Request::ListNetworks
             | Request::InspectNetwork { .. }
             | Request::ListSandboxes
@@ -993,6 +998,52 @@ impl Txn<'_, '_> {
             gateway: net.gateway,
             ports: endpoint.published.clone(),
         }))
+    }
+
+    /// `Request::PublishPorts`: the endpoint's ports are released, the
+    /// sandbox takes the new bindings, and they are published again where
+    /// connect would publish them; all or nothing.
+    fn publish_ports(
+        &mut self,
+        sandbox: &str,
+        endpoint: &str,
+        port_bindings: ports::Bindings,
+    ) -> Result<Response, ControlError> {
+        let si = sandbox_index(self.model, sandbox)?;
+        let host_config = HostConfig {
+            port_bindings,
+            ..HostConfig::default()
+        };
+        let (bindings, exposed) = ports::requested(&host_config, &BTreeMap::new())?;
+        let sb_id = self.model.sandboxes[si].id.clone();
+        let ei = self
+            .model
+            .endpoints
+            .iter()
+            .position(|e| e.id == endpoint && e.sandbox == sb_id)
+            .ok_or_else(|| {
+                ControlError::InvalidState(format!(
+                    "endpoint {endpoint} of sandbox {sandbox} not found"
+                ))
+            })?;
+        let mut e = self.model.endpoints[ei].clone();
+        self.unpublish(&e);
+        e.published = Vec::new();
+        let sb = &mut self.model.sandboxes[si];
+        sb.port_bindings = bindings;
+        sb.exposed_ports = exposed;
+        let sb = sb.clone();
+        let net =
+            self.model.network(e.network).cloned().ok_or_else(|| {
+                ControlError::InvalidState(format!("network {} vanished", e.network))
+            })?;
+        let publish = self.publish(&sb, &net, &mut e)?;
+        self.model.endpoints[ei] = e;
+        self.effects.extend(publish);
+        Ok(Response::Sandbox(sandbox_view(
+            self.model,
+            &self.model.sandboxes[si],
+        )))
     }
 
     /// Releases an endpoint's published ports (and closes their sockets

@@ -1,9 +1,11 @@
 //! The requests the controller understands and what it answers.
 
+use std::collections::BTreeMap;
+
 use super::effect::Effect;
 use super::types::{
-    ConnectRequest, DisconnectRequest, EndpointView, NetworkCreateRequest, NetworkCreateResponse,
-    NetworkInspect, SandboxCreateRequest, SandboxView,
+    ConnectRequest, DisconnectRequest, EndpointView, HostBinding, NetworkCreateRequest,
+    NetworkCreateResponse, NetworkInspect, SandboxCreateRequest, SandboxView,
 };
 
 /// One control request. Names may be a name, a full id or a unique id
@@ -51,6 +53,19 @@ pub enum Request {
     RemoveSandbox {
         /// The sandbox.
         name: String,
+    },
+    /// Replaces a sandbox's port bindings and publishes them on one of its
+    /// endpoints, for a runtime that programs external connectivity after
+    /// the endpoint exists (Docker's `ProgramExternalConnectivity`); an
+    /// empty map withdraws them (`RevokeExternalConnectivity`). Answers
+    /// the sandbox, with the ports in place.
+    PublishPorts {
+        /// The sandbox.
+        sandbox: String,
+        /// The endpoint's full id.
+        endpoint: String,
+        /// As Docker's `HostConfig.PortBindings`.
+        port_bindings: BTreeMap<String, Vec<HostBinding>>,
     },
 }
 

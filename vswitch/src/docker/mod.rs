@@ -56,7 +56,7 @@ pub mod state;
 pub mod wire;
 
 pub use network_driver::NETWORK_ID_LABEL;
-pub use publish::{PublishTarget, Publisher, Unsupported};
+pub use publish::{ControlPlane, PublishTarget, Publisher, Unsupported};
 pub use server::{ClaimError, PluginMode, PluginServer, PluginShutdown};
 pub use state::{State, StateError};
 

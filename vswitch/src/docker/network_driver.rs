@@ -564,9 +564,15 @@ pub(super) fn program_external(p: &Plugin, r: wire::ProgramExternal) -> Result<E
             .get(&ep.network)
             .cloned()
             .ok_or_else(|| format!("network {} not found", ep.network))?;
-        p.publisher.publish(&target(&net, &ep, &j), &ports)?;
+        let in_place = p.publisher.publish(&target(&net, &ep, &j), &ports)?;
         if let Some(e) = st.endpoints.get_mut(&eid) {
-            e.port_map = port_map;
+            // What is served (host ports chosen), as `docker port` shows it.
+            e.port_map = if in_place.is_empty() {
+                port_map
+            } else {
+                serde_json::to_value(&in_place)
+                    .map_err(|err| format!("vswitch: port map not kept: {err}"))?
+            };
             if let Some(x) = r.options.get(wire::EXPOSED_PORTS) {
                 e.exposed_ports = x.clone();
             }
