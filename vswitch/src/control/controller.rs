@@ -992,6 +992,7 @@ impl Txn<'_, '_> {
         })?;
         endpoint.published = published.into_iter().map(PublishedRecord::from).collect();
         Ok(Some(Effect::PublishPorts {
+            sandbox: sb.id.clone(),
             endpoint: endpoint.id.clone(),
             network: net.num,
             container: endpoint.ipv4,
@@ -1038,8 +1039,18 @@ impl Txn<'_, '_> {
                 ControlError::InvalidState(format!("network {} vanished", e.network))
             })?;
         let publish = self.publish(&sb, &net, &mut e)?;
+        // Even with nothing left to publish, the effect names the sandbox
+        // whose stored endpoint changed.
+        let publish = publish.unwrap_or_else(|| Effect::PublishPorts {
+            sandbox: sb.id.clone(),
+            endpoint: e.id.clone(),
+            network: net.num,
+            container: e.ipv4,
+            gateway: net.gateway,
+            ports: Vec::new(),
+        });
         self.model.endpoints[ei] = e;
-        self.effects.extend(publish);
+        self.effects.push(publish);
         Ok(Response::Sandbox(sandbox_view(
             self.model,
             &self.model.sandboxes[si],

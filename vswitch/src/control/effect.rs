@@ -104,6 +104,10 @@ pub enum Effect {
     /// released while it is planned (the allocator's `unbind`), so that
     /// the same request may bind them again.
     PublishPorts {
+        /// The sandbox whose endpoint publishes them: the one whose stored
+        /// endpoints change.
+        #[serde(default)]
+        sandbox: String,
         /// The endpoint that publishes them.
         endpoint: String,
         /// Its network.
@@ -198,10 +202,12 @@ impl Touched {
                         self.networks = true;
                     }
                 }
-                // Always beside the attachment or detachment of an endpoint
-                // of the same sandbox, which saves that sandbox's endpoints
-                // (where the published ports are kept).
-                Effect::PublishPorts { .. } | Effect::PushSwitchConfig => {}
+                // The published ports are kept with the endpoint.
+                Effect::PublishPorts { sandbox, .. } => {
+                    sandbox_effect = true;
+                    self.sandboxes.insert(sandbox.clone());
+                }
+                Effect::PushSwitchConfig => {}
             }
         }
         if !sandbox_effect {
