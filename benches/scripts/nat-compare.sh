@@ -98,7 +98,7 @@ if command -v pasta >/dev/null; then
   host_and_outside ${tag}ph ${tag}po 3
   ip -n ${tag}ph route add default via 10.240.3.2
   ip netns add ${tag}pc
-  ip netns exec ${tag}ph pasta -q -f --config-net -m 1500 --netns-only \
+  ip netns exec ${tag}ph pasta -q -f --runas 0:0 --no-map-gw --config-net -m 1500 --netns-only \
     --netns /run/netns/${tag}pc >/dev/null 2>&1 &
   pasta_pid=$!
   for _ in $(seq 50); do

@@ -557,6 +557,8 @@ impl Connector {
         flows: Arc<FlowTable>,
     ) -> Self {
         let now = Instant::now();
+        let mut tcp = tcp::Tcp::new(now);
+        tcp.set_recycle(recycle.clone());
         Self {
             poll,
             commands,
@@ -566,7 +568,7 @@ impl Connector {
             flows,
             view: View::default(),
             out: Out::new(),
-            tcp: tcp::Tcp::new(now),
+            tcp,
             udp: udp::Udp::new(),
             started: now,
             next_sweep: now,
@@ -734,7 +736,7 @@ impl Connector {
 
     fn drain_frames(&mut self, now: Instant) -> bool {
         let mut any = false;
-        while let Ok(frame) = self.frames.try_recv() {
+        while let Ok(mut frame) = self.frames.try_recv() {
             any = true;
             let Self {
                 poll,
@@ -752,10 +754,12 @@ impl Connector {
                 out,
                 registry: poll.registry(),
             };
-            if let Err(reason) = handle_frame(&mut cx, tcp, udp, &frame) {
+            if let Err(reason) = handle_frame(&mut cx, tcp, udp, &mut frame) {
                 cx.out.drop_reason(frame.port, reason);
             }
-            let _ = self.recycle.try_send(frame.data);
+            if frame.data.capacity() > 0 {
+                let _ = self.recycle.try_send(frame.data);
+            }
         }
         let _ = self.started;
         any
@@ -767,7 +771,7 @@ fn handle_frame(
     cx: &mut Ctx<'_>,
     tcp: &mut tcp::Tcp,
     udp: &mut udp::Udp,
-    frame: &HostFrame,
+    frame: &mut HostFrame,
 ) -> Result<(), DropReason> {
     let Ok((offset, meta)) = nat::wire::parse_frame(&frame.data) else {
         return Err(DropReason::HostUnsupported);
@@ -779,11 +783,14 @@ fn handle_frame(
         return Err(DropReason::SrcIpSpoofed);
     }
     let end = offset + usize::from(meta.total_len);
+    if meta.proto == nat::flow::FlowProto::Tcp {
+        return tcp.on_container(cx, ep, &meta, &mut frame.data, offset..end);
+    }
     let Some(packet) = frame.data.get(offset..end) else {
         return Err(DropReason::Malformed);
     };
     match meta.proto {
-        nat::flow::FlowProto::Tcp => tcp.on_container(cx, ep, &meta, packet),
+        nat::flow::FlowProto::Tcp => Ok(()),
         nat::flow::FlowProto::Udp => {
             if frame.vnet.is_gso() {
                 return Err(DropReason::HostUnsupported);
