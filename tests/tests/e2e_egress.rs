@@ -55,8 +55,15 @@ impl World {
 
     /// Starts a server in the outside namespace (a Python program).
     fn serve(&mut self, program: &str) {
+        let ns = self.outside.clone();
+        self.serve_in(&ns, program);
+    }
+
+    /// Starts a server in namespace `ns` (a Python program), stopped on
+    /// drop.
+    fn serve_in(&mut self, ns: &str, program: &str) {
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.outside, "python3", "-c", program])
+            .args(["netns", "exec", ns, "python3", "-c", program])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -100,11 +107,21 @@ while True:
     s.sendto(('%s:%d' % a).encode(), a)
 ";
 
-/// A UDP client: one datagram, prints the answer.
+/// A UDP client: one datagram to port 5300, prints the answer.
 fn udp_client(dst: &str) -> String {
+    udp_client_to(dst, 5300)
+}
+
+fn udp_client_to(dst: &str, port: u16) -> String {
     format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'hi',('{dst}',5300))\nprint(s.recvfrom(2048)[0].decode())"
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'hi',('{dst}',{port}))\nprint(s.recvfrom(2048)[0].decode())"
     )
+}
+
+/// Whether something listens on TCP `port` in namespace `ns`.
+fn listening(ns: &str, port: u16) -> bool {
+    let out = run("ip", &["netns", "exec", ns, "ss", "-ltn"]).stdout;
+    String::from_utf8_lossy(&out).contains(&format!(":{port} "))
 }
 
 fn curl(d: &Daemon, sandbox: &str) -> (bool, String) {
@@ -272,4 +289,114 @@ fn internal_and_masquerade_off_never_leave() {
 
     let ct = d.vsctl_ok(&["--format", "json", "show-conntrack"]);
     assert_eq!(ct.trim(), "[]", "a dropped packet made a flow: {ct}");
+}
+
+#[test]
+fn published_ports_show_the_clients_address_where_it_means_something() {
+    if !prerequisites(&["ip", "nsenter", "curl", "python3"]) {
+        return;
+    }
+    let mut w = World::new();
+    let sb = unique("vsep");
+    let mut d = Daemon::start_in(Some(&w.host), &[]);
+    // The test hook publishes once the sandbox has its endpoint; -p will.
+    d.kill9();
+    d.set_env(
+        "VSWITCHD_TEST_PUBLISH",
+        Some(&format!("{sb}:80:18080,{sb}:81:18081/udp")),
+    );
+    d.spawn();
+    let net = unique("vsen");
+    d.network(&net, &[]);
+    d.sandbox(&sb, &[&net]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.vsctl_ok(&["network", "inspect", &net])).expect("JSON");
+    let inspect = inspect
+        .as_array()
+        .and_then(|a| a.first())
+        .unwrap_or(&inspect);
+    let gateway = inspect["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("a gateway")
+        .to_owned();
+    w.serve_in(&sb, &HTTP.replace("8080", "80"));
+    w.serve_in(&sb, &UDP.replace("5300", "81"));
+    wait_for(
+        Duration::from_secs(10),
+        || listening(&sb, 80),
+        "the container's server",
+    );
+    wait_for(
+        Duration::from_secs(10),
+        || listening(&w.host, 18080),
+        "the published port",
+    );
+    let get = |ns: &str, addr: &str| -> String {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "curl",
+                "-sS",
+                "-m",
+                "3",
+                &format!("http://{addr}:18080/"),
+            ],
+        );
+        assert!(out.status.success(), "curl from {ns} to {addr}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        get(&w.outside, HOST_IP),
+        OUTSIDE_IP,
+        "a remote client keeps its address"
+    );
+    assert_eq!(
+        get(&w.host, HOST_IP),
+        HOST_IP,
+        "the host through its own address"
+    );
+    assert_eq!(
+        get(&w.host, "127.0.0.1"),
+        gateway,
+        "loopback is seen as the gateway"
+    );
+    // Hairpin: the container itself through the host's address.
+    let out = d.exec(
+        &sb,
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            &format!("http://{HOST_IP}:18080/"),
+        ],
+    );
+    assert!(out.status.success(), "hairpin: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), HOST_IP);
+
+    let out = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &w.outside,
+            "python3",
+            "-c",
+            &udp_client_to(HOST_IP, 18081),
+        ],
+    );
+    assert!(out.status.success(), "UDP to the published port: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("{OUTSIDE_IP}:")),
+        "the container sees the UDP client's address: {out:?}"
+    );
+    let ct = d.vsctl_ok(&["show-conntrack", "--sandbox", &sb]);
+    assert!(
+        ct.lines()
+            .any(|l| l.contains(&format!("{OUTSIDE_IP}:")) && l.contains(":18080")),
+        "the published flow is listed:\n{ct}"
+    );
 }

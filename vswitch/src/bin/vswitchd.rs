@@ -226,6 +226,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let port_netns = vswitch::daemon::effects::open_port_netns(&args.port_netns)?;
     let (daemon, control_thread) = Daemon::start(config, datapath.clone(), port_netns, Some(dns))?;
     let daemon = Arc::new(daemon);
+    if let (Ok(spec), Some(host)) = (
+        std::env::var("VSWITCHD_TEST_PUBLISH"),
+        datapath.host().cloned(),
+    ) {
+        test_publish(&spec, Arc::clone(&daemon), host);
+    }
     let mut server = ApiServer::bind(&args.socket)?;
     let stop_api = server.shutdown_handle();
     let backend: Arc<dyn Backend> = daemon.clone();
@@ -321,5 +327,84 @@ fn supervise(
             worker_stopped = true;
         }
         thread::sleep(SUPERVISE_EVERY);
+    }
+}
+
+/// The test hook `VSWITCHD_TEST_PUBLISH=SANDBOX:CPORT:HPORT[/udp],…`
+/// (`daemon::hooks`): until `-p` reaches the control plane, the end-to-end
+/// tests publish a port this way. A thread waits (up to 60 s) for each
+/// sandbox's first endpoint, binds `0.0.0.0:HPORT` and hands the socket to
+/// the host connector, as the control plane will.
+fn test_publish(spec: &str, daemon: Arc<Daemon>, host: vswitch::connector::HostConnector) {
+    use vswitch::publish::{HostSocket, Publication, PublishedPortSink};
+    let items: Vec<(String, u16, u16, bool)> = spec
+        .split(',')
+        .filter_map(|item| {
+            let (rest, udp) = match item.strip_suffix("/udp") {
+                Some(r) => (r, true),
+                None => (item, false),
+            };
+            let mut parts = rest.split(':');
+            let sandbox = parts.next()?.to_owned();
+            let cport = parts.next()?.parse().ok()?;
+            let hport = parts.next()?.parse().ok()?;
+            Some((sandbox, cport, hport, udp))
+        })
+        .collect();
+    let spawned = thread::Builder::new()
+        .name("test-publish".to_owned())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut pending = items;
+            while !pending.is_empty() && std::time::Instant::now() < deadline {
+                let snapshot = daemon.snapshot();
+                let model = snapshot.controller.model();
+                pending.retain(|(sandbox, cport, hport, udp)| {
+                    let Some(sb) = model.sandboxes.iter().find(|s| &s.name == sandbox) else {
+                        return true;
+                    };
+                    let Some(ep) = model.endpoints.iter().find(|e| e.sandbox == sb.id) else {
+                        return true;
+                    };
+                    let Some(net) = model.network(ep.network) else {
+                        return true;
+                    };
+                    let any = std::net::SocketAddr::from(([0, 0, 0, 0], *hport));
+                    let socket = if *udp {
+                        std::net::UdpSocket::bind(any).map(HostSocket::Udp)
+                    } else {
+                        std::net::TcpListener::bind(any).map(HostSocket::Tcp)
+                    };
+                    match socket {
+                        Ok(socket) => {
+                            let publication = Publication {
+                                network: ep.network,
+                                container: std::net::SocketAddrV4::new(ep.ipv4, *cport),
+                                gateway: net.gateway,
+                                port: nat::alloc::PublishedPort {
+                                    container_port: *cport,
+                                    proto: if *udp {
+                                        nat::spec::Proto::Udp
+                                    } else {
+                                        nat::spec::Proto::Tcp
+                                    },
+                                    host_ip: any.ip(),
+                                    host_port: *hport,
+                                },
+                            };
+                            host.attach(publication, socket);
+                            tracing::info!(port = %publication.port, "test hook: published");
+                        }
+                        Err(e) => {
+                            tracing::error!(port = hport, error = %e, "test hook: cannot bind")
+                        }
+                    }
+                    false
+                });
+                thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "test hook: cannot start the publishing thread");
     }
 }

@@ -650,8 +650,16 @@ fn hairpin_a_container_reaches_its_own_published_port_through_the_host() {
         c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
             && c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
     });
-    let seen = c.sockets.get::<tcp::Socket>(server).remote_endpoint().unwrap();
-    assert_eq!(seen.addr, IpAddress::Ipv4(GW), "through loopback: the gateway");
+    let seen = c
+        .sockets
+        .get::<tcp::Socket>(server)
+        .remote_endpoint()
+        .unwrap();
+    assert_eq!(
+        seen.addr,
+        IpAddress::Ipv4(GW),
+        "through loopback: the gateway"
+    );
     c.sockets
         .get_mut::<tcp::Socket>(client)
         .send_slice(b"hairpin")

@@ -11,6 +11,7 @@
 //! | `VSWITCHD_TEST_CRASH_AT=POINT` | the daemon kills itself with `SIGKILL` on reaching `POINT` (see [`Point`]) |
 //! | `VSWITCHD_TEST_SLOW_ATTACH_MS=N` | each endpoint attachment sleeps `N` ms before creating its device |
 //! | `VSWITCHD_TEST_STOP_WORKER_MS=N` | `N` ms after start, datapath worker 0 is stopped as if it had died |
+//! | `VSWITCHD_TEST_PUBLISH=SANDBOX:CPORT:HPORT[/udp],…` | (`vswitchd`) once SANDBOX has an endpoint, `0.0.0.0:HPORT` is bound and handed to the host connector for its port CPORT, until `-p` reaches the control plane |
 
 use std::time::Duration;
 
