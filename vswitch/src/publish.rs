@@ -32,7 +32,8 @@ pub struct Publication {
 pub trait PublishedPortSink: Send + Sync {
     /// Starts serving `socket` for `publication`.
     fn attach(&self, publication: Publication, socket: HostSocket);
-    /// Stops serving the binding `port` and closes its socket; its
-    /// connections in progress are reset.
+    /// Stops serving the binding `port` and closes its socket. TCP
+    /// connections already accepted run to their end; UDP flows through it
+    /// end at once.
     fn detach(&self, port: &nat::alloc::PublishedPort);
 }
