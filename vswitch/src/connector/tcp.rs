@@ -39,8 +39,11 @@ use crate::buf::BufPool;
 use crate::publish::Publication;
 use crate::switch::DropReason;
 
-/// Userspace endpoint buffer per direction and connection.
-const SOCKET_BUFFER: usize = 1 << 20;
+/// Userspace endpoint buffer per direction and connection: the window the
+/// container may send into while this thread waits for a core. Zeroed
+/// allocations of this size are mapped lazily, so an idle connection costs
+/// little of it.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Tokens of host connections: this plus the flow's slot.
 pub(crate) const FLOW_TOKEN: usize = 1 << 40;
 /// Tokens of published listeners: this plus the listener's slot.
