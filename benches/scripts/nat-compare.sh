@@ -21,6 +21,8 @@
 # the spread (lowest-highest of the per-run ratios), with the load average
 # before and after: the machine is shared.
 #
+# NO_PASTA=1 leaves pasta out.
+#
 # Needs root, iproute2, iptables, iperf3, jq; pasta is optional.
 set -euo pipefail
 
@@ -94,11 +96,11 @@ vsctl network connect ${tag}net ${tag}vc >/dev/null
 
 # --- pasta, when installed -------------------------------------------------
 paths="kernel vswitch"
-if command -v pasta >/dev/null; then
+if [ -z "${NO_PASTA:-}" ] && command -v pasta >/dev/null; then
   host_and_outside ${tag}ph ${tag}po 3
   ip -n ${tag}ph route add default via 10.240.3.2
   ip netns add ${tag}pc
-  ip netns exec ${tag}ph pasta -q -f --config-net -m 1500 --netns-only \
+  ip netns exec ${tag}ph pasta -q -f --runas 0:0 --no-map-gw --config-net -m 1500 --netns-only \
     --netns /run/netns/${tag}pc >/dev/null 2>&1 &
   pasta_pid=$!
   for _ in $(seq 50); do

@@ -55,8 +55,15 @@ impl World {
 
     /// Starts a server in the outside namespace (a Python program).
     fn serve(&mut self, program: &str) {
+        let ns = self.outside.clone();
+        self.serve_in(&ns, program);
+    }
+
+    /// Starts a server in namespace `ns` (a Python program), stopped on
+    /// drop.
+    fn serve_in(&mut self, ns: &str, program: &str) {
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.outside, "python3", "-c", program])
+            .args(["netns", "exec", ns, "python3", "-c", program])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -100,10 +107,14 @@ while True:
     s.sendto(('%s:%d' % a).encode(), a)
 ";
 
-/// A UDP client: one datagram, prints the answer.
+/// A UDP client: one datagram to port 5300, prints the answer.
 fn udp_client(dst: &str) -> String {
+    udp_client_to(dst, 5300)
+}
+
+fn udp_client_to(dst: &str, port: u16) -> String {
     format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'hi',('{dst}',5300))\nprint(s.recvfrom(2048)[0].decode())"
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'hi',('{dst}',{port}))\nprint(s.recvfrom(2048)[0].decode())"
     )
 }
 

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -17,10 +18,13 @@ pub(crate) const IP_MTU: usize = 65_535 - ETH;
 
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
-    /// IP packets from containers, not yet read by the stack.
-    pub(crate) rx: VecDeque<Vec<u8>>,
+    /// IP packets from containers (a buffer and where the packet is in
+    /// it), not yet read by the stack.
+    pub(crate) rx: VecDeque<(Vec<u8>, Range<usize>)>,
     /// Spent receive buffers.
     pub(crate) spare: Vec<Vec<u8>>,
+    /// Where spent buffers of frames the workers copied go back to.
+    pub(crate) recycle: Option<crossbeam_channel::Sender<Vec<u8>>>,
     /// Frames the stack wrote (IP packet after [`ETH`] bytes).
     pub(crate) tx: Vec<PacketBuf>,
     pub(crate) pool: Option<BufPool>,
@@ -39,12 +43,20 @@ impl Stack {
         let mut b = q.spare.pop().unwrap_or_default();
         b.clear();
         b.extend_from_slice(packet);
-        q.rx.push_back(b);
+        let len = b.len();
+        q.rx.push_back((b, 0..len));
+    }
+
+    /// Queues the packet at `range` of `buffer` without copying it; the
+    /// buffer goes back to the workers once the stack has read it.
+    pub(crate) fn push_owned(&self, buffer: Vec<u8>, range: Range<usize>) {
+        self.q.borrow_mut().rx.push_back((buffer, range));
     }
 }
 
 pub(crate) struct Rx<'a> {
     packet: Vec<u8>,
+    range: Range<usize>,
     q: &'a RefCell<Queues>,
 }
 
@@ -57,10 +69,14 @@ impl smoltcp::phy::RxToken for Rx<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        let r = f(&self.packet);
+        let r = f(self.packet.get(self.range).unwrap_or_default());
         let mut q = self.q.borrow_mut();
-        if q.spare.len() < 64 {
-            q.spare.push(self.packet);
+        match &q.recycle {
+            Some(tx) if self.packet.capacity() >= 2048 => {
+                let _ = tx.try_send(self.packet);
+            }
+            _ if q.spare.len() < 64 => q.spare.push(self.packet),
+            _ => {}
         }
         r
     }
@@ -90,8 +106,15 @@ impl Device for Stack {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let packet = self.q.get_mut().rx.pop_front()?;
-        Some((Rx { packet, q: &self.q }, Tx { q: &self.q }))
+        let (packet, range) = self.q.get_mut().rx.pop_front()?;
+        Some((
+            Rx {
+                packet,
+                range,
+                q: &self.q,
+            },
+            Tx { q: &self.q },
+        ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {

@@ -39,8 +39,11 @@ use crate::buf::BufPool;
 use crate::publish::Publication;
 use crate::switch::DropReason;
 
-/// Userspace endpoint buffer per direction and connection.
-const SOCKET_BUFFER: usize = 1 << 20;
+/// Userspace endpoint buffer per direction and connection: the window the
+/// container may send into while this thread waits for a core. Zeroed
+/// allocations of this size are mapped lazily, so an idle connection costs
+/// little of it.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Tokens of host connections: this plus the flow's slot.
 pub(crate) const FLOW_TOKEN: usize = 1 << 40;
 /// Tokens of published listeners: this plus the listener's slot.
@@ -109,6 +112,7 @@ impl Tcp {
     pub(crate) fn new(now: std::time::Instant) -> Self {
         let mut dev = Stack::default();
         dev.q.get_mut().pool = Some(BufPool::new(STACK_BUFFERS));
+        dev.q.get_mut().recycle = None;
         let config = Config::new(HardwareAddress::Ip);
         let mut iface = Interface::new(config, &mut dev, smol_now(now, now));
         iface.set_any_ip(true);
@@ -123,6 +127,11 @@ impl Tcp {
             listeners: Vec::new(),
             next_port: 32_768,
         }
+    }
+
+    /// Sends the buffers of consumed packets back to the workers.
+    pub(crate) fn set_recycle(&mut self, recycle: crossbeam_channel::Sender<Vec<u8>>) {
+        self.dev.q.get_mut().recycle = Some(recycle);
     }
 
     /// When the endpoint's timers next need a poll.
@@ -164,8 +173,12 @@ impl Tcp {
         cx: &mut Ctx<'_>,
         ep: Endpoint,
         meta: &Ipv4Meta,
-        packet: &[u8],
+        data: &mut Vec<u8>,
+        range: core::ops::Range<usize>,
     ) -> Result<(), DropReason> {
+        let Some(packet) = data.get(range.clone()) else {
+            return Err(DropReason::Malformed);
+        };
         let quad = (meta.src, meta.src_port, meta.dst, meta.dst_port);
         if let Some(&i) = self.by_quad.get(&quad) {
             let Some(flow) = self.flows.get_mut(i).and_then(Option::as_mut) else {
@@ -176,7 +189,8 @@ impl Tcp {
                 return Ok(());
             }
             cx.flows.track(cx.now, &flow.from_key, meta.info());
-            self.dev.push_rx(packet);
+            // The worker's copy goes to the endpoint as it is.
+            self.dev.push_owned(std::mem::take(data), range);
             return Ok(());
         }
         if let Verdict::Drop(reason) = cx.view.verdict(ep.port, meta.dst) {

@@ -648,5 +648,69 @@ fn a_detached_port_can_be_bound_again_at_once() {
             handle.detach(&port);
         }
     }
+}
+
+#[test]
+fn hairpin_a_container_reaches_its_own_published_port_through_the_host() {
+    let (handle, peer) = connector(false, true);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = Publication {
+        network: NET,
+        container: SocketAddrV4::new(C_IP, 80),
+        gateway: GW,
+        port: nat::alloc::PublishedPort {
+            container_port: 80,
+            proto: nat::spec::Proto::Tcp,
+            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_port,
+        },
+    };
+    handle.attach(publication, HostSocket::Tcp(listener));
+    let mut c = Container::new(&handle, peer);
+    let server = c.sockets.add(Container::socket());
+    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
+    let client = c.sockets.add(Container::socket());
+    c.sockets
+        .get_mut::<tcp::Socket>(client)
+        .connect(
+            c.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), host_port),
+            45_000,
+        )
+        .unwrap();
+    c.until("both ends up", |c| {
+        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
+            && c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
+    });
+    let seen = c
+        .sockets
+        .get::<tcp::Socket>(server)
+        .remote_endpoint()
+        .unwrap();
+    assert_eq!(
+        seen.addr,
+        IpAddress::Ipv4(GW),
+        "through loopback: the gateway"
+    );
+    c.sockets
+        .get_mut::<tcp::Socket>(client)
+        .send_slice(b"hairpin")
+        .unwrap();
+    let mut got = Vec::new();
+    c.until("data through the host and back", |c| {
+        let s = c.sockets.get_mut::<tcp::Socket>(server);
+        if s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() >= 7
+    });
+    assert_eq!(got, b"hairpin");
+    // One flow out (container → host socket), one in (published → container).
+    assert_eq!(handle.flows().len(), 2);
     handle.shutdown();
 }
