@@ -102,7 +102,9 @@ fuzz_target!(|data: &[u8]| {
                 except,
                 scope,
             } => sw.flood_targets(network, except, scope).collect(),
-            Action::Drop(_) => Vec::new(),
+            // Handed to the host connector, which has its own target
+            // (`connector_frame`).
+            Action::Drop(_) | Action::Host(_) => Vec::new(),
         };
         for p in targets {
             sw.record_tx(p, buf.len());
