@@ -837,3 +837,22 @@ pub fn fuzz_frame(frame: &[u8]) {
 
 #[cfg(test)]
 mod tests;
+
+/// Where a published port's socket goes among `slots`: the first free
+/// slot, or a new one at the end. Its index is the socket's poll token
+/// (after its kind's base), so slots are reused rather than removed.
+fn free_slot<T>(slots: &[Option<T>]) -> usize {
+    slots
+        .iter()
+        .position(Option::is_none)
+        .unwrap_or(slots.len())
+}
+
+/// Puts `value` in slot `i`, found by [`free_slot`].
+fn fill_slot<T>(slots: &mut Vec<Option<T>>, i: usize, value: T) {
+    if i == slots.len() {
+        slots.push(Some(value));
+    } else {
+        slots[i] = Some(value);
+    }
+}

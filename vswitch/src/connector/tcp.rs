@@ -491,21 +491,16 @@ impl Tcp {
     ) -> io::Result<()> {
         listener.set_nonblocking(true)?;
         let mut socket = mio::net::TcpListener::from_std(listener);
-        let i = self
-            .listeners
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.listeners.len());
+        let i = super::free_slot(&self.listeners);
         registry.register(&mut socket, Token(LISTEN_TOKEN + i), Interest::READABLE)?;
-        let l = Listener {
-            publication,
-            socket,
-        };
-        if i == self.listeners.len() {
-            self.listeners.push(Some(l));
-        } else {
-            self.listeners[i] = Some(l);
-        }
+        super::fill_slot(
+            &mut self.listeners,
+            i,
+            Listener {
+                publication,
+                socket,
+            },
+        );
         Ok(())
     }
 

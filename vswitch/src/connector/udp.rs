@@ -553,21 +553,16 @@ impl Udp {
     ) -> io::Result<()> {
         socket.set_nonblocking(true)?;
         let mut socket = mio::net::UdpSocket::from_std(socket);
-        let i = self
-            .published
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.published.len());
+        let i = super::free_slot(&self.published);
         registry.register(&mut socket, Token(PUBLISHED_TOKEN + i), Interest::READABLE)?;
-        let p = Published {
-            publication,
-            socket,
-        };
-        if i == self.published.len() {
-            self.published.push(Some(p));
-        } else {
-            self.published[i] = Some(p);
-        }
+        super::fill_slot(
+            &mut self.published,
+            i,
+            Published {
+                publication,
+                socket,
+            },
+        );
         Ok(())
     }
 
