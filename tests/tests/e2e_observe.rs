@@ -446,11 +446,15 @@ fn json_logs_name_the_sandbox_and_network_of_a_warning() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("stderr.log");
     let socket = dir.join("s.sock");
+    // A ports namespace of the test's own, removed at the end.
+    let port_netns = unique("vslogports");
     let mut child = Command::new(vswitch_tests::bin_dir().join("vswitchd"))
         .arg("--state-dir")
         .arg(&dir)
         .arg("--socket")
         .arg(&socket)
+        .arg("--port-netns")
+        .arg(&port_netns)
         .args(["--log-format", "json", "--log-level", "info"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -476,6 +480,9 @@ fn json_logs_name_the_sandbox_and_network_of_a_warning() {
     );
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
+    let _ = Command::new("ip")
+        .args(["netns", "del", &port_netns])
+        .status();
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let lines: Vec<serde_json::Value> = text
