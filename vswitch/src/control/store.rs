@@ -275,109 +275,31 @@ impl Store {
     /// [`StoreError::Encode`], [`StoreError::Db`]. On error the database
     /// is as before, and so is what the store believes it holds.
     pub fn save(&mut self, model: &Model) -> Result<(), StoreError> {
-        let meta = serde_json::to_vec(&MetaRef {
-            version: model.version,
-            networks: &model.networks,
-            predefined: &model.predefined,
-            ipam: &model.ipam,
-        })
-        .map_err(StoreError::Encode)?;
-        let legacy = self.saved.legacy;
-        let mut next_seq = self.saved.next_seq;
-        // Only what changed is cloned into `saved`, after the commit: with
-        // a thousand endpoints, copying all of them at every change would
-        // cost more than the change.
-        let mut new_sandboxes: Vec<(u64, &Sandbox)> = Vec::new();
-        let mut new_endpoints: Vec<(u64, &Endpoint)> = Vec::new();
+        let mut changes = Changes::new(encode_meta(model)?, self.saved.next_seq);
+        changes.legacy = self.saved.legacy;
+        for sb in &model.sandboxes {
+            changes.put_sandbox(&self.saved, sb);
+        }
+        for ep in &model.endpoints {
+            changes.put_endpoint(&self.saved, ep);
+        }
         let live_sandboxes: HashSet<&str> = model.sandboxes.iter().map(|s| s.id.as_str()).collect();
         let live_endpoints: HashSet<&str> = model.endpoints.iter().map(|e| e.id.as_str()).collect();
-        let gone_sandboxes: Vec<String> = self
+        changes.gone_sandboxes = self
             .saved
             .sandboxes
             .keys()
             .filter(|id| !live_sandboxes.contains(id.as_str()))
             .cloned()
             .collect();
-        let gone_endpoints: Vec<String> = self
+        changes.gone_endpoints = self
             .saved
             .endpoints
             .keys()
             .filter(|id| !live_endpoints.contains(id.as_str()))
             .cloned()
             .collect();
-        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut table = txn.open_table(STATE).map_err(|e| self.db_err(e))?;
-            if legacy {
-                table.remove(MODEL_KEY).map_err(|e| self.db_err(e))?;
-            }
-            if legacy || meta != self.saved.meta {
-                table
-                    .insert(META_KEY, meta.as_slice())
-                    .map_err(|e| self.db_err(e))?;
-            }
-            for sb in &model.sandboxes {
-                match self.saved.sandboxes.get(&sb.id) {
-                    Some((_, old)) if old == sb => {}
-                    found => {
-                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
-                        let bytes = serde_json::to_vec(&Entry { seq, value: sb })
-                            .map_err(StoreError::Encode)?;
-                        let key = format!("{SANDBOX_PREFIX}{}", sb.id);
-                        table
-                            .insert(key.as_str(), bytes.as_slice())
-                            .map_err(|e| self.db_err(e))?;
-                        new_sandboxes.push((seq, sb));
-                    }
-                }
-            }
-            for ep in &model.endpoints {
-                match self.saved.endpoints.get(&ep.id) {
-                    Some((_, old)) if old == ep => {}
-                    found => {
-                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
-                        let bytes = serde_json::to_vec(&Entry { seq, value: ep })
-                            .map_err(StoreError::Encode)?;
-                        let key = format!("{ENDPOINT_PREFIX}{}", ep.id);
-                        table
-                            .insert(key.as_str(), bytes.as_slice())
-                            .map_err(|e| self.db_err(e))?;
-                        new_endpoints.push((seq, ep));
-                    }
-                }
-            }
-            for id in &gone_sandboxes {
-                table
-                    .remove(format!("{SANDBOX_PREFIX}{id}").as_str())
-                    .map_err(|e| self.db_err(e))?;
-            }
-            for id in &gone_endpoints {
-                table
-                    .remove(format!("{ENDPOINT_PREFIX}{id}").as_str())
-                    .map_err(|e| self.db_err(e))?;
-            }
-        }
-        txn.commit().map_err(|e| self.db_err(e))?;
-        for id in &gone_sandboxes {
-            self.saved.sandboxes.remove(id);
-        }
-        for id in &gone_endpoints {
-            self.saved.endpoints.remove(id);
-        }
-        for (seq, sb) in new_sandboxes {
-            self.saved
-                .sandboxes
-                .insert(sb.id.clone(), (seq, sb.clone()));
-        }
-        for (seq, ep) in new_endpoints {
-            self.saved
-                .endpoints
-                .insert(ep.id.clone(), (seq, ep.clone()));
-        }
-        self.saved.meta = meta;
-        self.saved.next_seq = next_seq;
-        self.saved.legacy = false;
-        Ok(())
+        self.write(changes)
     }
 
     /// Writes, in one durable transaction, what `touched` says changed:
@@ -395,41 +317,20 @@ impl Store {
         if self.saved.legacy {
             return self.save(model);
         }
-        let meta = serde_json::to_vec(&MetaRef {
-            version: model.version,
-            networks: &model.networks,
-            predefined: &model.predefined,
-            ipam: &model.ipam,
-        })
-        .map_err(StoreError::Encode)?;
-        let mut next_seq = self.saved.next_seq;
-        let mut put_sandboxes: Vec<(u64, &Sandbox)> = Vec::new();
-        let mut put_endpoints: Vec<(u64, &Endpoint)> = Vec::new();
-        let mut gone_sandboxes: Vec<&str> = Vec::new();
-        let mut gone_endpoints: Vec<String> = Vec::new();
+        let mut changes = Changes::new(encode_meta(model)?, self.saved.next_seq);
         for id in &touched.sandboxes {
             match model.sandbox(id) {
-                Some(sb) => match self.saved.sandboxes.get(id) {
-                    Some((_, old)) if old == sb => {}
-                    found => {
-                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
-                        put_sandboxes.push((seq, sb));
-                    }
-                },
-                None if self.saved.sandboxes.contains_key(id) => gone_sandboxes.push(id),
+                Some(sb) => changes.put_sandbox(&self.saved, sb),
+                None if self.saved.sandboxes.contains_key(id) => {
+                    changes.gone_sandboxes.push(id.clone());
+                }
                 None => {}
             }
             let live: Vec<&Endpoint> = model.sandbox_endpoints(id).collect();
             for ep in &live {
-                match self.saved.endpoints.get(&ep.id) {
-                    Some((_, old)) if old == *ep => {}
-                    found => {
-                        let seq = found.map_or_else(|| take(&mut next_seq), |(s, _)| *s);
-                        put_endpoints.push((seq, ep));
-                    }
-                }
+                changes.put_endpoint(&self.saved, ep);
             }
-            gone_endpoints.extend(
+            changes.gone_endpoints.extend(
                 self.saved
                     .endpoints
                     .iter()
@@ -437,24 +338,30 @@ impl Store {
                     .map(|(eid, _)| eid.clone()),
             );
         }
-        let meta_changed = meta != self.saved.meta;
-        if !meta_changed
-            && put_sandboxes.is_empty()
-            && put_endpoints.is_empty()
-            && gone_sandboxes.is_empty()
-            && gone_endpoints.is_empty()
-        {
+        if changes.is_empty(&self.saved) {
             return Ok(());
         }
+        self.write(changes)
+    }
+
+    /// Writes `changes` in one durable transaction and, once it is
+    /// committed, records them as what the database holds. Only what
+    /// changed is cloned into `saved`: with a thousand endpoints, copying
+    /// all of them at every change would cost more than the change.
+    fn write(&mut self, changes: Changes<'_>) -> Result<(), StoreError> {
+        let meta_changed = changes.legacy || changes.meta != self.saved.meta;
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut table = txn.open_table(STATE).map_err(|e| self.db_err(e))?;
+            if changes.legacy {
+                table.remove(MODEL_KEY).map_err(|e| self.db_err(e))?;
+            }
             if meta_changed {
                 table
-                    .insert(META_KEY, meta.as_slice())
+                    .insert(META_KEY, changes.meta.as_slice())
                     .map_err(|e| self.db_err(e))?;
             }
-            for (seq, sb) in &put_sandboxes {
+            for (seq, sb) in &changes.put_sandboxes {
                 let bytes = serde_json::to_vec(&Entry {
                     seq: *seq,
                     value: *sb,
@@ -465,7 +372,7 @@ impl Store {
                     .insert(key.as_str(), bytes.as_slice())
                     .map_err(|e| self.db_err(e))?;
             }
-            for (seq, ep) in &put_endpoints {
+            for (seq, ep) in &changes.put_endpoints {
                 let bytes = serde_json::to_vec(&Entry {
                     seq: *seq,
                     value: *ep,
@@ -476,36 +383,37 @@ impl Store {
                     .insert(key.as_str(), bytes.as_slice())
                     .map_err(|e| self.db_err(e))?;
             }
-            for id in &gone_sandboxes {
+            for id in &changes.gone_sandboxes {
                 table
                     .remove(format!("{SANDBOX_PREFIX}{id}").as_str())
                     .map_err(|e| self.db_err(e))?;
             }
-            for id in &gone_endpoints {
+            for id in &changes.gone_endpoints {
                 table
                     .remove(format!("{ENDPOINT_PREFIX}{id}").as_str())
                     .map_err(|e| self.db_err(e))?;
             }
         }
         txn.commit().map_err(|e| self.db_err(e))?;
-        for id in gone_sandboxes {
+        for id in &changes.gone_sandboxes {
             self.saved.sandboxes.remove(id);
         }
-        for id in &gone_endpoints {
+        for id in &changes.gone_endpoints {
             self.saved.endpoints.remove(id);
         }
-        for (seq, sb) in put_sandboxes {
+        for (seq, sb) in changes.put_sandboxes {
             self.saved
                 .sandboxes
                 .insert(sb.id.clone(), (seq, sb.clone()));
         }
-        for (seq, ep) in put_endpoints {
+        for (seq, ep) in changes.put_endpoints {
             self.saved
                 .endpoints
                 .insert(ep.id.clone(), (seq, ep.clone()));
         }
-        self.saved.meta = meta;
-        self.saved.next_seq = next_seq;
+        self.saved.meta = changes.meta;
+        self.saved.next_seq = changes.next_seq;
+        self.saved.legacy = false;
         Ok(())
     }
 
@@ -515,6 +423,78 @@ impl Store {
             source: Box::new(e.into()),
         }
     }
+}
+
+/// What one save writes: the encoded networks and IPAM, the sandboxes and
+/// endpoints whose object differs from the stored one (with their
+/// sequence numbers), and the keys to remove.
+struct Changes<'a> {
+    meta: Vec<u8>,
+    next_seq: u64,
+    /// The database still has the single-key layout of older versions.
+    legacy: bool,
+    put_sandboxes: Vec<(u64, &'a Sandbox)>,
+    put_endpoints: Vec<(u64, &'a Endpoint)>,
+    gone_sandboxes: Vec<String>,
+    gone_endpoints: Vec<String>,
+}
+
+impl<'a> Changes<'a> {
+    const fn new(meta: Vec<u8>, next_seq: u64) -> Self {
+        Self {
+            meta,
+            next_seq,
+            legacy: false,
+            put_sandboxes: Vec::new(),
+            put_endpoints: Vec::new(),
+            gone_sandboxes: Vec::new(),
+            gone_endpoints: Vec::new(),
+        }
+    }
+
+    /// Writes `sb` if it differs from what `saved` holds, under its stored
+    /// sequence number or a new one.
+    fn put_sandbox(&mut self, saved: &Saved, sb: &'a Sandbox) {
+        match saved.sandboxes.get(&sb.id) {
+            Some((_, old)) if old == sb => {}
+            found => {
+                let seq = found.map_or_else(|| take(&mut self.next_seq), |(s, _)| *s);
+                self.put_sandboxes.push((seq, sb));
+            }
+        }
+    }
+
+    /// As [`Self::put_sandbox`], for an endpoint.
+    fn put_endpoint(&mut self, saved: &Saved, ep: &'a Endpoint) {
+        match saved.endpoints.get(&ep.id) {
+            Some((_, old)) if old == ep => {}
+            found => {
+                let seq = found.map_or_else(|| take(&mut self.next_seq), |(s, _)| *s);
+                self.put_endpoints.push((seq, ep));
+            }
+        }
+    }
+
+    /// Whether writing would change nothing.
+    fn is_empty(&self, saved: &Saved) -> bool {
+        !self.legacy
+            && self.meta == saved.meta
+            && self.put_sandboxes.is_empty()
+            && self.put_endpoints.is_empty()
+            && self.gone_sandboxes.is_empty()
+            && self.gone_endpoints.is_empty()
+    }
+}
+
+/// The networks, pre-defined networks and IPAM as stored under one key.
+fn encode_meta(model: &Model) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&MetaRef {
+        version: model.version,
+        networks: &model.networks,
+        predefined: &model.predefined,
+        ipam: &model.ipam,
+    })
+    .map_err(StoreError::Encode)
 }
 
 /// Returns `*n` and increments it.
