@@ -280,6 +280,12 @@ impl Daemon {
         }
     }
 
+    /// Records networks created outside [`Daemon::network`], so they are
+    /// removed on drop too.
+    pub fn adopt_networks(&mut self, names: &[&str]) {
+        self.networks.extend(names.iter().map(|n| (*n).to_owned()));
+    }
+
     /// Records sandboxes created outside [`Daemon::sandbox`], so they are
     /// removed on drop too.
     pub fn adopt_sandboxes(&mut self, names: &[&str]) {

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod buf;
+pub mod cluster;
 pub mod connector;
 pub mod control;
 pub mod daemon;

@@ -59,6 +59,7 @@ fn open(local: Ipv4Addr, port: u16, name: &str) -> Arc<Underlay> {
         port,
         name: name.to_owned(),
         peers: Some(peers(port)),
+        source: None,
     })
     .unwrap()
 }

@@ -105,6 +105,17 @@ struct Args {
     /// the overlay networks' VNIs and pinned endpoints. Needs --vtep.
     #[arg(long, value_name = "FILE", requires = "vtep")]
     peers: Option<PathBuf>,
+    /// The etcd control plane: the client URL(s) of an etcd v3 cluster
+    /// (repeatable, e.g. `http://192.0.2.10:2379`). Overlay networks, their
+    /// addresses and every host's endpoints are then cluster-wide. Needs
+    /// --vtep; excludes --peers.
+    #[arg(long, value_name = "URL", requires = "vtep", conflicts_with = "peers")]
+    etcd: Vec<String>,
+    /// The time to live of this host's etcd lease, in seconds: how long
+    /// its entries outlive it on the other hosts if it dies.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    etcd_ttl: u64,
     /// This host's name as other hosts show it; by default the host name.
     #[arg(long, value_name = "NAME")]
     vtep_name: Option<String>,
@@ -209,12 +220,17 @@ impl Watched {
     }
 }
 
+/// The overlay's underlay socket and, with `--etcd`, the cluster client
+/// (not started yet).
+type Overlay = (
+    Option<Arc<vswitch::overlay::Underlay>>,
+    Option<Arc<vswitch::cluster::Cluster>>,
+);
+
 /// Opens the underlay socket when `--vtep` is given.
-fn open_overlay(
-    args: &Args,
-) -> Result<Option<Arc<vswitch::overlay::Underlay>>, Box<dyn std::error::Error>> {
+fn open_overlay(args: &Args) -> Result<Overlay, Box<dyn std::error::Error>> {
     let Some(local) = args.vtep else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let peers = match &args.peers {
         Some(path) => {
@@ -234,19 +250,32 @@ fn open_overlay(
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default(),
     };
+    let cluster = (!args.etcd.is_empty()).then(|| {
+        vswitch::cluster::Cluster::new(vswitch::cluster::ClusterConfig {
+            endpoints: args.etcd.clone(),
+            vtep: local,
+            name: name.clone(),
+            ttl: Duration::from_secs(args.etcd_ttl),
+        })
+    });
     let underlay = vswitch::overlay::Underlay::open(vswitch::overlay::OverlayConfig {
         local,
         port: args.vxlan_port,
         name,
         peers,
+        source: cluster.as_ref().map(|c| c.source()),
     })?;
     tracing::info!(vtep = %underlay.local(), "VXLAN underlay socket open");
-    Ok(Some(underlay))
+    Ok((Some(underlay), cluster))
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let _lock = StateLock::acquire(&args.state_dir)?;
-    let overlay = open_overlay(args)?;
+    let (overlay, cluster) = open_overlay(args)?;
+    let cluster_thread = match (&cluster, &overlay) {
+        (Some(c), Some(u)) => Some(c.start(Arc::clone(u))?),
+        _ => None,
+    };
     let signals = Signals::new([SIGTERM, SIGINT])?;
     raise_fd_limit();
     let hooks = Hooks::from_env();
@@ -291,6 +320,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         allow_host_netns: args.allow_host_netns,
         hooks,
         overlay,
+        cluster: cluster.clone(),
         // The connector serves the published ports the control plane binds.
         port_sink: Arc::new(connector),
     };
@@ -348,6 +378,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         watched.push(Watched::new("vswitch-plugin", thread));
         stop
     });
+    if let Some(t) = cluster_thread {
+        watched.push(Watched::new("vswitch-etcd", t));
+    }
     for (i, w) in workers.into_iter().enumerate() {
         watched.push(Watched::new(format!("datapath-{i}"), w));
     }
@@ -361,6 +394,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         m.shutdown();
     }
     daemon.shutdown();
+    if let Some(c) = &cluster {
+        // Revokes the lease: this host's entries leave the other hosts now
+        // rather than after the lease's time to live.
+        c.shutdown();
+    }
     datapath.shutdown();
     dnsd.shutdown();
     let deadline = Instant::now() + JOIN_LIMIT;

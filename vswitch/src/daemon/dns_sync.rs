@@ -65,6 +65,8 @@ pub struct DnsSync {
     records: Arc<Records>,
     /// The host's resolv.conf as read at the last full sync.
     host: Option<String>,
+    /// Containers on other hosts (the etcd control plane).
+    remote: Vec<crate::cluster::RemoteName>,
 }
 
 impl DnsSync {
@@ -79,7 +81,14 @@ impl DnsSync {
             written: HashMap::new(),
             records: Arc::new(Records::new()),
             host: None,
+            remote: Vec::new(),
         }
+    }
+
+    /// The names of containers on other hosts, served on the overlay
+    /// networks of the same name from the next [`Self::sync`] on.
+    pub fn set_remote(&mut self, remote: Vec<crate::cluster::RemoteName>) {
+        self.remote = remote;
     }
 
     /// The DNS thread's handle.
@@ -176,13 +185,14 @@ impl DnsSync {
 
     fn sync_with(&mut self, model: &Model, host: String) {
         self.ids.sync(model);
-        let plan = records::build(
+        let mut plan = records::build(
             model,
             &self.ids,
             &host,
             &self.paths.settings,
             &self.paths.etc_netns,
         );
+        records::add_remote(&mut plan.records, model, &self.remote);
 
         // Records first, so a new listener's first query finds its sandbox.
         self.records = Arc::new(plan.records);

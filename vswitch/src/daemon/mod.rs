@@ -95,6 +95,10 @@ pub struct DaemonConfig {
     pub hooks: Hooks,
     /// This host's VTEP (`vswitchd --vtep`), if it takes part in overlays.
     pub overlay: Option<Arc<crate::overlay::Underlay>>,
+    /// The etcd control plane (`vswitchd --etcd`), if any: overlay
+    /// networks and their addresses are claimed from it, and this host's
+    /// endpoints published to it.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Whoever serves published ports: the host connector in `vswitchd`;
     /// [`crate::publish::HoldSink`] keeps their sockets open and carries no
     /// traffic (tests of the control plane alone).
@@ -134,6 +138,9 @@ pub enum Message {
         /// The answer goes here (the sender may have given up waiting).
         reply: Reply,
     },
+    /// The cluster's names of remote containers changed: bring the
+    /// embedded DNS in line.
+    ClusterChanged,
     /// Leave the loop.
     Shutdown,
 }
@@ -151,6 +158,8 @@ pub struct Daemon {
     events: Arc<EventHub>,
     /// This host's VTEP, if any.
     overlay: Option<Arc<crate::overlay::Underlay>>,
+    /// The etcd control plane, if any.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Why the daemon could not start.
@@ -188,6 +197,7 @@ struct ControlThread {
     published: Arc<RwLock<Arc<Snapshot>>>,
     events: Arc<EventHub>,
     overlay: Option<Arc<crate::overlay::Underlay>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     datapath: Datapath,
 }
 
@@ -324,6 +334,15 @@ impl Daemon {
             }
         }
         executor.ports().commit();
+        if let Some(cluster) = &config.cluster {
+            cluster.publish(crate::cluster::Desired::from_model(
+                controller.model(),
+                cluster.vtep(),
+            ));
+            if let Some(dns) = &mut dns {
+                dns.set_remote(cluster.remote_names());
+            }
+        }
         if let Some(dns) = &mut dns {
             dns.sync(controller.model());
         }
@@ -335,6 +354,12 @@ impl Daemon {
                 .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records),
         })));
         let (tx, rx) = crossbeam_channel::unbounded();
+        if let Some(cluster) = &config.cluster {
+            let mailbox = tx.clone();
+            cluster.on_names_changed(Box::new(move || {
+                let _ = mailbox.send(Message::ClusterChanged);
+            }));
+        }
         let thread = ControlThread {
             controller,
             store,
@@ -345,6 +370,7 @@ impl Daemon {
             published: Arc::clone(&published),
             events: Arc::clone(&hub),
             overlay: config.overlay.clone(),
+            cluster: config.cluster.clone(),
             datapath: datapath.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -362,6 +388,7 @@ impl Daemon {
                 dnsd,
                 events: hub,
                 overlay: config.overlay,
+                cluster: config.cluster,
             },
             handle,
         ))
@@ -411,30 +438,8 @@ impl Daemon {
         }
     }
 
-    /// Marks the adopted namespaces that are gone in sandbox views.
-    fn mark_gone(snapshot: &Snapshot, views: &mut [SandboxView]) {
-        for v in views.iter_mut().filter(|v| !v.netns_owned) {
-            if let Some(sb) = snapshot.controller.model().sandbox(&v.id) {
-                v.netns_gone = netns_gone(sb);
-            }
-        }
-    }
-}
-
-impl Backend for Daemon {
-    fn apply(&self, request: Request) -> Result<Response, ControlError> {
-        if !request.is_mutating() {
-            let snapshot = self.snapshot();
-            let mut response = snapshot.controller.query(&request)?;
-            match &mut response {
-                Response::Sandbox(v) => Self::mark_gone(&snapshot, std::slice::from_mut(v)),
-                Response::Sandboxes(vs) => Self::mark_gone(&snapshot, vs),
-                Response::Network(n) => self.add_peers(&snapshot, std::slice::from_mut(n)),
-                Response::Networks(ns) => self.add_peers(&snapshot, ns),
-                _ => {}
-            }
-            return Ok(response);
-        }
+    /// Hands a change to the control thread and waits for its answer.
+    fn change(&self, request: Request) -> Result<Response, ControlError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.mailbox
             .send(Message::Apply {
@@ -458,6 +463,200 @@ impl Backend for Daemon {
                 "it stopped before answering",
             )),
         }
+    }
+
+    /// Takes from the cluster what `request` needs before the control
+    /// thread sees it, and writes what it got into the request: an
+    /// overlay network's VNI, subnet and gateway, an address on one.
+    /// Fails, with nothing changed anywhere, when etcd cannot be reached.
+    fn claim(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        request: &mut Request,
+    ) -> Result<Claim, ControlError> {
+        use crate::cluster::etcd::{AddressClaim, NetworkClaim};
+        let cluster_err =
+            |e: crate::cluster::ClusterError| ControlError::Unsupported(e.to_string());
+        let snapshot = self.snapshot();
+        let model = snapshot.controller.model();
+        match request {
+            Request::CreateNetwork(r) if r.driver == "overlay" => {
+                if model.networks.iter().any(|n| n.name == r.name) {
+                    // The controller answers with Docker's text.
+                    return Ok(Claim::None);
+                }
+                let ipam = r.ipam.get_or_insert_with(Default::default);
+                let first = ipam.config.iter().position(|c| {
+                    c.subnet
+                        .as_deref()
+                        .is_some_and(|s| !s.is_empty() && !s.contains(':'))
+                });
+                let parse_err = |what: &str, v: &str| {
+                    ControlError::Unsupported(format!("invalid {what} {v:?}"))
+                };
+                let (subnet, gateway) = match first.map(|i| &ipam.config[i]) {
+                    Some(c) => {
+                        let text = c.subnet.clone().unwrap_or_default();
+                        let subnet: ipnet::Ipv4Net =
+                            text.parse().map_err(|_| parse_err("subnet", &text))?;
+                        let gateway = match c.gateway.as_deref().filter(|g| !g.is_empty()) {
+                            Some(g) => Some(g.parse().map_err(|_| parse_err("gateway", g))?),
+                            None => None,
+                        };
+                        (Some(subnet.trunc()), gateway)
+                    }
+                    None => (None, None),
+                };
+                let vni = match r.options.get(crate::control::model::OPT_VXLANID_LIST) {
+                    Some(v) => Some(v.trim().parse::<u32>().map_err(|_| parse_err("VNI", v))?),
+                    None => None,
+                };
+                let local_subnets = model
+                    .networks
+                    .iter()
+                    .filter_map(|n| ipnet::Ipv4Net::new(n.gateway, n.prefix_len).ok())
+                    .map(|n| n.trunc())
+                    .collect();
+                let (record, created) = cluster
+                    .claim_network(NetworkClaim {
+                        name: r.name.clone(),
+                        subnet,
+                        gateway,
+                        vni,
+                        local_subnets,
+                    })
+                    .map_err(cluster_err)?;
+                let mut entry = first.map(|i| ipam.config.remove(i)).unwrap_or_default();
+                entry.subnet = Some(record.subnet.to_string());
+                entry.gateway = Some(record.gateway.to_string());
+                ipam.config.insert(0, entry);
+                r.options.insert(
+                    crate::control::model::OPT_VXLANID_LIST.to_owned(),
+                    record.vni.to_string(),
+                );
+                Ok(if created {
+                    Claim::NewNetwork(record.name)
+                } else {
+                    Claim::None
+                })
+            }
+            Request::Connect { network, request } => {
+                let Some(net) = model
+                    .networks
+                    .iter()
+                    .find(|n| {
+                        n.name == *network || n.id == *network || n.id.starts_with(network.as_str())
+                    })
+                    .filter(|n| n.vni.is_some())
+                else {
+                    return Ok(Claim::None);
+                };
+                let settings = request.endpoint_config.get_or_insert_with(Default::default);
+                let ipam = settings.ipam_config.get_or_insert_with(Default::default);
+                let requested = match ipam.ipv4_address.as_str() {
+                    "" => None,
+                    text => Some(text.parse().map_err(|_| {
+                        ControlError::from(ipam::IpamError::InvalidIpv4Address {
+                            value: text.to_owned(),
+                        })
+                    })?),
+                };
+                let subnet = ipnet::Ipv4Net::new(net.gateway, net.prefix_len)
+                    .map_err(|e| ControlError::internal("the network's subnet", e))?
+                    .trunc();
+                let ip = cluster
+                    .claim_address(AddressClaim {
+                        network: net.name.clone(),
+                        subnet,
+                        gateway: net.gateway,
+                        requested,
+                        local_taken: model.network_endpoints(net.num).map(|e| e.ipv4).collect(),
+                    })
+                    .map_err(cluster_err)?;
+                ipam.ipv4_address = ip.to_string();
+                Ok(Claim::Address(net.name.clone(), ip))
+            }
+            Request::RemoveNetwork { name, .. } => {
+                let net = model
+                    .networks
+                    .iter()
+                    .find(|n| n.name == *name || n.id == *name || n.id.starts_with(name.as_str()))
+                    .filter(|n| n.vni.is_some());
+                match net {
+                    Some(_) if !cluster.is_up() => {
+                        Err(cluster_err(cluster.unreachable("no session")))
+                    }
+                    Some(n) => Ok(Claim::RemovedNetwork(n.name.clone())),
+                    None => Ok(Claim::None),
+                }
+            }
+            _ => Ok(Claim::None),
+        }
+    }
+
+    /// After the change: what was claimed for a request that failed is
+    /// given back; a removed overlay network is released.
+    fn settle(cluster: &crate::cluster::Cluster, claim: Claim, ok: bool) {
+        match claim {
+            Claim::None => {}
+            Claim::NewNetwork(name) => {
+                if !ok {
+                    cluster.release_network(name, true);
+                }
+            }
+            Claim::Address(network, ip) => cluster.settle(network, ip),
+            Claim::RemovedNetwork(name) => {
+                if ok {
+                    cluster.release_network(name, false);
+                }
+            }
+        }
+    }
+
+    /// Marks the adopted namespaces that are gone in sandbox views.
+    fn mark_gone(snapshot: &Snapshot, views: &mut [SandboxView]) {
+        for v in views.iter_mut().filter(|v| !v.netns_owned) {
+            if let Some(sb) = snapshot.controller.model().sandbox(&v.id) {
+                v.netns_gone = netns_gone(sb);
+            }
+        }
+    }
+}
+
+/// What a request took from the cluster.
+#[derive(Debug)]
+enum Claim {
+    None,
+    /// An overlay network this request made in the cluster.
+    NewNetwork(String),
+    /// An address on an overlay network.
+    Address(String, core::net::Ipv4Addr),
+    /// An overlay network to release once removed here.
+    RemovedNetwork(String),
+}
+
+impl Backend for Daemon {
+    fn apply(&self, request: Request) -> Result<Response, ControlError> {
+        if !request.is_mutating() {
+            let snapshot = self.snapshot();
+            let mut response = snapshot.controller.query(&request)?;
+            match &mut response {
+                Response::Sandbox(v) => Self::mark_gone(&snapshot, std::slice::from_mut(v)),
+                Response::Sandboxes(vs) => Self::mark_gone(&snapshot, vs),
+                Response::Network(n) => self.add_peers(&snapshot, std::slice::from_mut(n)),
+                Response::Networks(ns) => self.add_peers(&snapshot, ns),
+                _ => {}
+            }
+            return Ok(response);
+        }
+        let Some(cluster) = &self.cluster else {
+            return self.change(request);
+        };
+        let mut request = request;
+        let claim = self.claim(cluster, &mut request)?;
+        let result = self.change(request);
+        Self::settle(cluster, claim, result.is_ok());
+        result
     }
 
     fn fdb(&self, network: Option<&str>) -> Result<Vec<FdbView>, ControlError> {
@@ -668,22 +867,32 @@ impl Backend for Daemon {
 impl ControlThread {
     fn run(mut self, mailbox: &Receiver<Message>) {
         while let Ok(message) = mailbox.recv() {
-            let Message::Apply { request, reply } = message else {
-                break;
+            let (request, reply) = match message {
+                Message::Apply { request, reply } => (request, reply),
+                Message::ClusterChanged => {
+                    self.refresh_remote_names();
+                    continue;
+                }
+                Message::Shutdown => break,
             };
             // Whatever else is already queued joins this batch, so that its
             // changes share one store write (group commit).
             let mut batch = vec![(*request, reply)];
             let mut stop = false;
+            let mut names = false;
             while batch.len() < MAX_BATCH {
                 match mailbox.try_recv() {
                     Ok(Message::Apply { request, reply }) => batch.push((*request, reply)),
+                    Ok(Message::ClusterChanged) => names = true,
                     Ok(Message::Shutdown) => {
                         stop = true;
                         break;
                     }
                     Err(_) => break,
                 }
+            }
+            if names {
+                self.refresh_remote_names();
             }
             for (reply, result) in self.apply_batch(batch) {
                 // The requester may have timed out; the change stands.
@@ -805,6 +1014,14 @@ impl ControlThread {
         self.publish();
         if let Some(underlay) = &self.overlay {
             sync_overlay(underlay, &self.datapath, &self.controller);
+        }
+        if let Some(cluster) = &self.cluster {
+            // Before the answers: a request's claim is settled after its
+            // answer, by when the client has the state that holds it.
+            cluster.publish(crate::cluster::Desired::from_model(
+                self.controller.model(),
+                cluster.vtep(),
+            ));
         }
         // Only now, with the batch saved, did these changes happen.
         for event in happened {
@@ -1081,6 +1298,17 @@ impl ControlThread {
         if let Err(e) = self.intent.clear() {
             tracing::error!(error = %e, "cannot clear the intent");
         }
+    }
+
+    /// Brings the embedded DNS's names of remote containers in line with
+    /// the cluster.
+    fn refresh_remote_names(&mut self) {
+        let (Some(cluster), Some(dns)) = (&self.cluster, &mut self.dns) else {
+            return;
+        };
+        dns.set_remote(cluster.remote_names());
+        dns.sync(self.controller.model());
+        self.publish();
     }
 
     fn publish(&self) {

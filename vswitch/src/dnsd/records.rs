@@ -317,6 +317,46 @@ pub fn build(
     plan
 }
 
+/// Adds the containers of other hosts (from the etcd control plane) on
+/// this host's overlay networks of the same name. Each gets a sandbox of
+/// its own in the records, numbered down from `u32::MAX` (local sandboxes
+/// count up from 0), with no listener: it only answers.
+pub fn add_remote(
+    records: &mut dns::Records,
+    model: &Model,
+    remote: &[crate::cluster::RemoteName],
+) {
+    let mut next = u32::MAX;
+    for r in remote {
+        let Some(net) = model
+            .networks
+            .iter()
+            .find(|n| n.vni.is_some() && n.name == r.network)
+        else {
+            continue;
+        };
+        let id = SandboxId(next);
+        next = next.saturating_sub(1);
+        if let Err(e) = records.add_sandbox(id, Sandbox::default()) {
+            tracing::warn!(name = %r.name, error = %e, "remote container left out of the dns records");
+            continue;
+        }
+        let added = records.add_endpoint(Endpoint {
+            sandbox: id,
+            network: dns::NetworkId(net.num.0),
+            name: r.name.clone(),
+            aliases: r.aliases.clone(),
+            short_id: r.short_id.clone(),
+            hostname: r.hostname.clone(),
+            ipv4: r.ip,
+            ipv6: None,
+        });
+        if let Err(e) = added {
+            tracing::warn!(name = %r.name, error = %e, "remote container left out of the dns records");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};

@@ -104,6 +104,19 @@ pub struct OverlayConfig {
     pub name: String,
     /// The static peer file (`vswitchd --peers`), if any.
     pub peers: Option<PeerFile>,
+    /// A live control plane (etcd), if any: its networks accept only the
+    /// MACs it publishes, and it is asked what a network joins with.
+    pub source: Option<Arc<dyn PeerSource>>,
+}
+
+/// A live control plane behind the VTEP table: the etcd view
+/// ([`crate::cluster`]). The static peer file is the other source; both
+/// end as [`PeerEvent`]s applied to one table, so the datapath cannot
+/// tell them apart.
+pub trait PeerSource: Send + Sync + core::fmt::Debug {
+    /// What network `vni` starts with when this host adds it: the VTEPs
+    /// taking part and the endpoints behind them.
+    fn join_events(&self, vni: Vni) -> Vec<PeerEvent>;
 }
 
 /// Why the underlay could not be opened.
@@ -282,9 +295,22 @@ impl Underlay {
                     continue;
                 }
                 st.ports.insert(vni, port);
-                st.table.add_network(NetworkConfig::learning(vni));
+                // With a live control plane, only the MACs it publishes
+                // behind a VTEP are accepted from it; with the peer file,
+                // remote MACs are learned.
+                st.table.add_network(if self.config.source.is_some() {
+                    NetworkConfig::control_plane(vni)
+                } else {
+                    NetworkConfig::learning(vni)
+                });
                 let now = Instant::now();
-                for event in self.join_events(vni) {
+                let live = self
+                    .config
+                    .source
+                    .as_ref()
+                    .map(|s| s.join_events(vni))
+                    .unwrap_or_default();
+                for event in self.join_events(vni).into_iter().chain(live) {
                     if let Err(e) = st.table.apply(now, &event) {
                         tracing::warn!(vni = vni.get(), error = %e, "peer event not applied");
                     }
@@ -303,6 +329,23 @@ impl Underlay {
             datapath.add_tx_port(port, dev)?;
         }
         Ok(())
+    }
+
+    /// Applies what the live control plane says changed. Events for a
+    /// network this host does not have are left out: the source gives
+    /// them again when the network is added ([`PeerSource::join_events`]).
+    pub fn apply_events(&self, events: &[PeerEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        for event in events {
+            match st.table.apply(now, event) {
+                Ok(_) | Err(fabric::vtep::EventError::UnknownVni(_)) => {}
+                Err(e) => tracing::warn!(error = %e, ?event, "peer event not applied"),
+            }
+        }
     }
 
     /// The device of network `vni`'s port: what is sent to it goes to the

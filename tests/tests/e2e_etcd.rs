@@ -1,0 +1,398 @@
+//! The etcd control plane, for real: three "hosts" are network namespaces
+//! on an underlay the test builds (a hub namespace with a kernel bridge,
+//! for the underlay only), each running `vswitchd --vtep ADDR --etcd URL`,
+//! and a fourth runs the etcd the test starts (Debian's `etcd-server`, on
+//! a data directory removed at the end).
+//!
+//! Needs root, `ip`, `nsenter`, `ping`, `dig`, `ss` and `etcd`.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vswitch_tests::{Daemon, dig, prerequisites, run, run_ok, unique, wait_for};
+
+/// The lease's time to live the hosts run with: short, so the test is.
+const TTL: u64 = 3;
+
+/// The underlay: namespaces and the hub bridge, removed on drop (after the
+/// daemons and etcd, which are declared later and so dropped first).
+struct Underlay {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Underlay {
+    fn new(hosts: usize) -> Self {
+        let prefix = unique("ed");
+        let hub = format!("{prefix}hub");
+        let mut u = Self {
+            prefix: prefix.clone(),
+            names: vec![hub.clone()],
+        };
+        run_ok("ip", &["netns", "add", &hub]);
+        run_ok("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        run_ok("ip", &["-n", &hub, "link", "set", "br0", "up"]);
+        for i in 0..hosts {
+            let ns = u.host(i);
+            run_ok("ip", &["netns", "add", &ns]);
+            u.names.push(ns.clone());
+            let end = format!("{prefix}v{i}");
+            run_ok(
+                "ip",
+                &[
+                    "link", "add", &end, "type", "veth", "peer", "name", "u0", "netns", &ns,
+                ],
+            );
+            run_ok("ip", &["link", "set", &end, "netns", &hub]);
+            run_ok(
+                "ip",
+                &["-n", &hub, "link", "set", &end, "master", "br0", "up"],
+            );
+            let addr = format!("{}/24", Self::addr(i));
+            run_ok("ip", &["-n", &ns, "addr", "add", &addr, "dev", "u0"]);
+            run_ok("ip", &["-n", &ns, "link", "set", "u0", "up"]);
+            run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        u
+    }
+
+    fn host(&self, i: usize) -> String {
+        format!("{}h{i}", self.prefix)
+    }
+
+    fn addr(i: usize) -> String {
+        format!("192.168.78.{}", i + 1)
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        for ns in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The test's etcd, in its own namespace of the underlay; stopped by pid
+/// and its data directory removed on drop.
+struct Etcd {
+    netns: String,
+    addr: String,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    fn start(netns: &str, addr: &str) -> Self {
+        let mut e = Self {
+            netns: netns.to_owned(),
+            addr: addr.to_owned(),
+            dir: std::env::temp_dir().join(unique("vswitch-etcd-")),
+            child: None,
+        };
+        e.spawn();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:2379", self.addr)
+    }
+
+    fn spawn(&mut self) {
+        let client = self.url();
+        let peer = "http://127.0.0.1:2380";
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "etcd", "--name", "e2e"])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                &format!("e2e={peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts");
+        self.child = Some(child);
+        let ns = self.netns.clone();
+        wait_for(
+            Duration::from_secs(20),
+            || {
+                String::from_utf8_lossy(&run("ip", &["netns", "exec", &ns, "ss", "-ltn"]).stdout)
+                    .contains(":2379")
+            },
+            "etcd listening",
+        );
+    }
+
+    /// Stops etcd (SIGKILL, as a crash); its data stays for a restart.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn host_daemon(u: &Underlay, i: usize, etcd: &str) -> Daemon {
+    let vtep = Underlay::addr(i);
+    let name = format!("host{i}");
+    let ttl = TTL.to_string();
+    Daemon::start_in(
+        Some(&u.host(i)),
+        &[
+            "--vtep",
+            &vtep,
+            "--etcd",
+            etcd,
+            "--etcd-ttl",
+            &ttl,
+            "--vtep-name",
+            &name,
+        ],
+    )
+}
+
+fn eth0_addr(d: &Daemon, sandbox: &str) -> String {
+    let out = d.exec(sandbox, &["ip", "-o", "-4", "addr", "show", "dev", "eth0"]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `show-vteps NETWORK` as (VTEP, host, endpoints) rows.
+fn vteps(d: &Daemon, network: &str) -> BTreeSet<(String, String, u64)> {
+    let out = d.vsctl(&["--format", "json", "show-vteps", network]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["Vtep"].as_str().unwrap_or_default().to_owned(),
+                r["Host"].as_str().unwrap_or_default().to_owned(),
+                r["Endpoints"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn inspect(d: &Daemon, network: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&d.vsctl_ok(&["network", "inspect", network])).unwrap();
+    // `network inspect` prints Docker's array.
+    if v.is_array() { v[0].clone() } else { v }
+}
+
+#[test]
+fn three_hosts_share_overlays_through_etcd() {
+    if !prerequisites(&["ip", "nsenter", "ping", "dig", "ss", "etcd"]) {
+        return;
+    }
+    let started = Instant::now();
+    let u = Underlay::new(4);
+    let mut etcd = Etcd::start(&u.host(3), &Underlay::addr(3));
+    let url = etcd.url();
+    let mut hosts: Vec<Daemon> = (0..3).map(|i| host_daemon(&u, i, &url)).collect();
+
+    // The same network created on every host at once: one record, one
+    // VNI and subnet everywhere. Two other networks created at once on
+    // two hosts: different VNIs and subnets.
+    let net = unique("edn");
+    let (other_a, other_b) = (unique("eda"), unique("edb"));
+    std::thread::scope(|s| {
+        for d in &hosts {
+            let net = net.clone();
+            s.spawn(move || {
+                d.vsctl_ok(&["network", "create", "-d", "overlay", "--attachable", &net])
+            });
+        }
+        let (h0, h1) = (&hosts[0], &hosts[1]);
+        let a = other_a.clone();
+        let b = other_b.clone();
+        s.spawn(move || h0.vsctl_ok(&["network", "create", "-d", "overlay", &a]));
+        s.spawn(move || h1.vsctl_ok(&["network", "create", "-d", "overlay", &b]));
+    });
+    let shape = |v: &serde_json::Value| {
+        (
+            v["IPAM"]["Config"][0]["Subnet"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            v["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let first = shape(&inspect(&hosts[0], &net));
+    assert!(!first.0.is_empty() && !first.1.is_empty(), "{first:?}");
+    for d in &hosts[1..] {
+        assert_eq!(shape(&inspect(d, &net)), first, "one network everywhere");
+    }
+    let a = shape(&inspect(&hosts[0], &other_a));
+    let b = shape(&inspect(&hosts[1], &other_b));
+    let all = [&first, &a, &b];
+    let subnets: BTreeSet<&String> = all.iter().map(|s| &s.0).collect();
+    let vnis: BTreeSet<&String> = all.iter().map(|s| &s.1).collect();
+    assert_eq!(
+        (subnets.len(), vnis.len()),
+        (3, 3),
+        "distinct subnets and VNIs: {all:?}"
+    );
+    for (d, n) in [(&hosts[0], &other_a), (&hosts[1], &other_b)] {
+        d.vsctl_ok(&["network", "rm", n]);
+    }
+    for d in &mut hosts {
+        d.adopt_networks(&[&net]);
+    }
+
+    // Three containers per host, all created at once: nine distinct
+    // addresses.
+    let names: Vec<Vec<String>> = (0..3)
+        .map(|_| (0..3).map(|_| unique("edc")).collect())
+        .collect();
+    std::thread::scope(|s| {
+        for (d, mine) in hosts.iter().zip(&names) {
+            for c in mine {
+                let net = net.clone();
+                s.spawn(move || {
+                    d.vsctl_ok(&["sandbox", "create", c]);
+                    d.vsctl_ok(&["network", "connect", &net, c]);
+                });
+            }
+        }
+    });
+    for (d, mine) in hosts.iter_mut().zip(&names) {
+        let refs: Vec<&str> = mine.iter().map(String::as_str).collect();
+        d.adopt_sandboxes(&refs);
+    }
+    let addrs: Vec<Vec<String>> = hosts
+        .iter()
+        .zip(&names)
+        .map(|(d, mine)| mine.iter().map(|c| eth0_addr(d, c)).collect())
+        .collect();
+    let unique_addrs: BTreeSet<&String> = addrs.iter().flatten().collect();
+    assert_eq!(
+        unique_addrs.len(),
+        9,
+        "addresses unique across hosts: {addrs:?}"
+    );
+    assert!(!unique_addrs.contains(&String::new()), "{addrs:?}");
+
+    // Every host sees the two others, each with its three endpoints.
+    for (i, d) in hosts.iter().enumerate() {
+        let want: BTreeSet<(String, String, u64)> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| (Underlay::addr(j), format!("host{j}"), 3))
+            .collect();
+        wait_for(
+            Duration::from_secs(10),
+            || vteps(d, &net) == want,
+            "show-vteps to agree",
+        );
+    }
+
+    // Across hosts by address, and by name through the embedded DNS.
+    let (c0, c1, c2) = (&names[0][0], &names[1][0], &names[2][0]);
+    assert!(hosts[0].ping(c0, &addrs[1][0], 3), "host0 → host1");
+    assert!(hosts[2].ping(c2, &addrs[0][0], 3), "host2 → host0");
+    for (target, addr) in [(c1, &addrs[1][0]), (c2, &addrs[2][0])] {
+        let (ok, out) = dig(&hosts[0], c0, &["+short", "@127.0.0.11", target]);
+        assert!(
+            ok && out.trim() == addr.as_str(),
+            "{target} → {out:?}, want {addr}"
+        );
+    }
+    assert!(
+        hosts[0]
+            .exec(c0, &["ping", "-c", "1", "-W", "2", c1])
+            .status
+            .success(),
+        "ping by name"
+    );
+
+    // A host that dies: its endpoints leave the others within the TTL.
+    hosts[1].kill9();
+    let killed = Instant::now();
+    for d in [&hosts[0], &hosts[2]] {
+        wait_for(
+            Duration::from_secs(TTL + 5),
+            || !vteps(d, &net).iter().any(|v| v.0 == Underlay::addr(1)),
+            "host1's VTEP gone",
+        );
+    }
+    let gone_after = killed.elapsed();
+    eprintln!("host1's entries gone everywhere after {gone_after:?} (TTL {TTL} s)");
+    // The name is no longer local: forwarded upstream (none answers in
+    // the test's namespaces), never answered with the dead address.
+    let (_, out) = dig(
+        &hosts[0],
+        c0,
+        &["+short", "+time=1", "+tries=1", "@127.0.0.11", c1],
+    );
+    assert!(
+        !out.contains(&addrs[1][0]),
+        "a dead host's names go too: {out}"
+    );
+
+    // etcd gone: traffic flows, cluster changes fail cleanly.
+    etcd.stop();
+    assert!(hosts[0].ping(c0, &addrs[2][0], 3), "pings without etcd");
+    let late = unique("edl");
+    hosts[2].vsctl_ok(&["sandbox", "create", &late]);
+    hosts[2].adopt_sandboxes(&[&late]);
+    let out = hosts[2].vsctl(&["network", "connect", &net, &late]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("etcd"), "{err}");
+    assert_eq!(eth0_addr(&hosts[2], &late), "", "no half-made endpoint");
+    assert!(hosts[0].ping(c0, &addrs[2][1], 2), "still flowing");
+
+    // etcd back: the hosts re-sync on their own, and changes work again.
+    etcd.spawn();
+    wait_for(
+        Duration::from_secs(15),
+        || {
+            hosts[2]
+                .vsctl(&["network", "connect", &net, &late])
+                .status
+                .success()
+        },
+        "connect once etcd is back",
+    );
+    let late_addr = eth0_addr(&hosts[2], &late);
+    assert!(
+        !unique_addrs.contains(&late_addr) && !late_addr.is_empty(),
+        "{late_addr} is new"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        || vteps(&hosts[0], &net).contains(&(Underlay::addr(2), "host2".to_owned(), 4)),
+        "host0 sees host2's fourth endpoint",
+    );
+    assert!(
+        hosts[0].ping(c0, &late_addr, 3),
+        "host0 → the new container"
+    );
+    eprintln!("e2e_etcd took {:?}", started.elapsed());
+}
