@@ -215,24 +215,44 @@ fn three_hosts_share_overlays_through_etcd() {
     let url = etcd.url();
     let mut hosts: Vec<Daemon> = (0..3).map(|i| host_daemon(&u, i, &url)).collect();
 
-    // The same network created on every host at once: one record, one
-    // VNI and subnet everywhere. Two other networks created at once on
-    // two hosts: different VNIs and subnets.
+    // The same network created on every host at once: one create wins
+    // (names are cluster-wide, as in Docker's global scope), and the
+    // network appears on every host with one VNI and subnet. Two other
+    // networks created at once on two hosts: different VNIs and subnets.
     let net = unique("edn");
     let (other_a, other_b) = (unique("eda"), unique("edb"));
-    std::thread::scope(|s| {
-        for d in &hosts {
-            let net = net.clone();
-            s.spawn(move || {
-                d.vsctl_ok(&["network", "create", "-d", "overlay", "--attachable", &net])
-            });
-        }
+    let outcomes: Vec<std::process::Output> = std::thread::scope(|s| {
+        let creates: Vec<_> = hosts
+            .iter()
+            .map(|d| {
+                let net = net.clone();
+                s.spawn(move || {
+                    d.vsctl(&["network", "create", "-d", "overlay", "--attachable", &net])
+                })
+            })
+            .collect();
         let (h0, h1) = (&hosts[0], &hosts[1]);
         let a = other_a.clone();
         let b = other_b.clone();
         s.spawn(move || h0.vsctl_ok(&["network", "create", "-d", "overlay", &a]));
         s.spawn(move || h1.vsctl_ok(&["network", "create", "-d", "overlay", &b]));
+        creates.into_iter().map(|c| c.join().unwrap()).collect()
     });
+    let won = outcomes.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "one create wins: {outcomes:?}");
+    for o in outcomes.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("already exists"), "{err}");
+    }
+    for d in &hosts {
+        for n in [&net, &other_a, &other_b] {
+            wait_for(
+                Duration::from_secs(10),
+                || d.vsctl(&["network", "inspect", n]).status.success(),
+                "the network on every host",
+            );
+        }
+    }
     let shape = |v: &serde_json::Value| {
         (
             v["IPAM"]["Config"][0]["Subnet"]
@@ -243,15 +263,19 @@ fn three_hosts_share_overlays_through_etcd() {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
+            v["Attachable"].as_bool().unwrap_or_default(),
         )
     };
     let first = shape(&inspect(&hosts[0], &net));
-    assert!(!first.0.is_empty() && !first.1.is_empty(), "{first:?}");
+    assert!(
+        !first.0.is_empty() && !first.1.is_empty() && first.2,
+        "{first:?}"
+    );
     for d in &hosts[1..] {
         assert_eq!(shape(&inspect(d, &net)), first, "one network everywhere");
     }
-    let a = shape(&inspect(&hosts[0], &other_a));
-    let b = shape(&inspect(&hosts[1], &other_b));
+    let a = shape(&inspect(&hosts[2], &other_a));
+    let b = shape(&inspect(&hosts[2], &other_b));
     let all = [&first, &a, &b];
     let subnets: BTreeSet<&String> = all.iter().map(|s| &s.0).collect();
     let vnis: BTreeSet<&String> = all.iter().map(|s| &s.1).collect();
@@ -260,8 +284,17 @@ fn three_hosts_share_overlays_through_etcd() {
         (3, 3),
         "distinct subnets and VNIs: {all:?}"
     );
-    for (d, n) in [(&hosts[0], &other_a), (&hosts[1], &other_b)] {
-        d.vsctl_ok(&["network", "rm", n]);
+    // Removed on one host, removed everywhere.
+    hosts[1].vsctl_ok(&["network", "rm", &other_a]);
+    hosts[0].vsctl_ok(&["network", "rm", &other_b]);
+    for d in &hosts {
+        for n in [&other_a, &other_b] {
+            wait_for(
+                Duration::from_secs(10),
+                || !d.vsctl(&["network", "inspect", n]).status.success(),
+                "the network gone from every host",
+            );
+        }
     }
     for d in &mut hosts {
         d.adopt_networks(&[&net]);

@@ -39,6 +39,9 @@ fn network() -> (String, Vec<u8>) {
             vni: 4096,
             subnet: "10.0.0.0/24".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 0, 0, 1),
+            attachable: true,
+            internal: false,
+            options: std::collections::BTreeMap::new(),
         })
         .unwrap(),
     )

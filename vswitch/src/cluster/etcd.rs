@@ -31,6 +31,7 @@ use super::view::{
     AddressRecord, ClusterView, HostRecord, Key, NetworkRecord, PREFIX, RemoteName, pick_address,
     pick_subnet, pick_vni,
 };
+use crate::control::model::OPT_VXLANID_LIST;
 use crate::overlay::{PeerSource, Underlay};
 
 /// How long a caller waits for the client's answer.
@@ -91,6 +92,12 @@ pub struct NetworkClaim {
     pub gateway: Option<Ipv4Addr>,
     /// `-o …vxlanid_list`, if given.
     pub vni: Option<u32>,
+    /// `--attachable`.
+    pub attachable: bool,
+    /// `--internal`.
+    pub internal: bool,
+    /// `-o key=value`.
+    pub options: BTreeMap<String, String>,
     /// This host's other networks' subnets, which a picked subnet avoids.
     pub local_subnets: Vec<Ipv4Net>,
 }
@@ -136,8 +143,13 @@ struct Shared {
     config: ClusterConfig,
     view: Mutex<ClusterView>,
     up: AtomicBool,
-    /// Told when the remote names change (the control thread, for DNS).
+    /// Told when the remote names or the networks change (the control
+    /// thread, for DNS and the networks every host has).
     notify: Mutex<Option<Notify>>,
+    /// Networks being created through this host's API: the control
+    /// thread leaves them to that request rather than creating them from
+    /// the cluster's record.
+    pending: Mutex<BTreeSet<String>>,
 }
 
 struct Notify(Box<dyn Fn() + Send>);
@@ -181,6 +193,7 @@ impl Cluster {
                 config,
                 up: AtomicBool::new(false),
                 notify: Mutex::new(None),
+                pending: Mutex::new(BTreeSet::new()),
             }),
             rx: Mutex::new(Some(rx)),
         })
@@ -271,7 +284,54 @@ impl Cluster {
         &self,
         claim: NetworkClaim,
     ) -> Result<(NetworkRecord, bool), ClusterError> {
-        self.ask(|r| Command::Network(claim, r))
+        self.shared.pending.lock().insert(claim.name.clone());
+        let r = self.ask(|r| Command::Network(claim.clone(), r));
+        if !matches!(r, Ok((_, true))) {
+            self.shared.pending.lock().remove(&claim.name);
+        }
+        r
+    }
+
+    /// The request that made network `name` in the cluster is over (see
+    /// [`Self::claim_network`]); `ok`: it made the network here too,
+    /// otherwise the cluster's records are removed again.
+    pub fn settle_network(&self, name: String, ok: bool) {
+        self.shared.pending.lock().remove(&name);
+        if !ok {
+            self.release_network(name, true);
+        }
+    }
+
+    /// Every overlay network of the cluster, except those a request of
+    /// this host is creating right now.
+    #[must_use]
+    pub fn networks(&self) -> Vec<NetworkRecord> {
+        let pending = self.shared.pending.lock().clone();
+        self.shared
+            .view
+            .lock()
+            .networks()
+            .filter(|n| !pending.contains(&n.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a request of this host is creating network `name`.
+    #[must_use]
+    pub fn is_pending(&self, name: &str) -> bool {
+        self.shared.pending.lock().contains(name)
+    }
+
+    /// Endpoints of other hosts on network `name`.
+    #[must_use]
+    pub fn remote_endpoints(&self, name: &str) -> usize {
+        let local = self.shared.config.vtep;
+        self.shared
+            .view
+            .lock()
+            .endpoints()
+            .filter(|e| e.network == name && e.vtep != local)
+            .count()
     }
 
     /// Takes an address on a network; [`Self::settle`] must follow once
@@ -450,6 +510,11 @@ async fn session(
     .await?;
     shared.up.store(true, Ordering::Release);
     tracing::info!(lease, ttl, revision, "etcd session established");
+    // With a whole view again, the control thread brings the local
+    // networks and names in line with it.
+    if let Some(notify) = shared.notify.lock().as_ref() {
+        (notify.0)();
+    }
 
     let mut tick = tokio::time::interval(shared.config.ttl / 3);
     loop {
@@ -509,9 +574,16 @@ fn apply(
 ) {
     let (events, names_changed) = {
         let mut view = shared.view.lock();
-        let before = view.remote_names();
+        let before = (
+            view.remote_names(),
+            view.networks().cloned().collect::<Vec<_>>(),
+        );
         let events = f(&mut view);
-        (events, view.remote_names() != before)
+        let after = (
+            view.remote_names(),
+            view.networks().cloned().collect::<Vec<_>>(),
+        );
+        (events, after != before)
     };
     // The view changes before the table: an overlay network added in
     // between takes its entries from the view already changed, and the
@@ -773,11 +845,16 @@ async fn claim_network(
                 ClusterError::Conflict(format!("subnet {subnet} has no room for a gateway"))
             })?,
         };
+        let mut options = claim.options.clone();
+        options.insert(OPT_VXLANID_LIST.to_owned(), vni.to_string());
         let rec = NetworkRecord {
             name: claim.name.clone(),
             vni,
             subnet,
             gateway,
+            attachable: claim.attachable,
+            internal: claim.internal,
+            options,
         };
         let vni_key = Key::Vni(vni).to_string();
         let subnet_key = Key::Subnet(subnet).to_string();

@@ -65,6 +65,15 @@ pub struct NetworkRecord {
     pub subnet: Ipv4Net,
     /// Its gateway (each host answers for it locally).
     pub gateway: Ipv4Addr,
+    /// `--attachable`.
+    #[serde(default)]
+    pub attachable: bool,
+    /// `--internal`.
+    #[serde(default)]
+    pub internal: bool,
+    /// `-o key=value` (the MTU, say), the same on every host.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// An endpoint on an overlay network, under its host's lease.
@@ -417,6 +426,11 @@ impl ClusterView {
     #[must_use]
     pub fn network(&self, name: &str) -> Option<&NetworkRecord> {
         self.networks.get(name)
+    }
+
+    /// Every overlay network of the cluster.
+    pub fn networks(&self) -> impl Iterator<Item = &NetworkRecord> {
+        self.networks.values()
     }
 
     /// Every host record.

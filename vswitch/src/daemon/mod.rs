@@ -359,6 +359,8 @@ impl Daemon {
             cluster.on_names_changed(Box::new(move || {
                 let _ = mailbox.send(Message::ClusterChanged);
             }));
+            // What the client read before it could say so.
+            let _ = tx.send(Message::ClusterChanged);
         }
         let thread = ControlThread {
             controller,
@@ -523,9 +525,18 @@ impl Daemon {
                         subnet,
                         gateway,
                         vni,
+                        attachable: r.attachable,
+                        internal: r.internal,
+                        options: r.options.clone(),
                         local_subnets,
                     })
                     .map_err(cluster_err)?;
+                if !created {
+                    // Names are cluster-wide, as in Docker's global scope:
+                    // this host gets the network from the cluster, never
+                    // by creating it again.
+                    return Err(ControlError::NetworkExists(record.name));
+                }
                 let mut entry = first.map(|i| ipam.config.remove(i)).unwrap_or_default();
                 entry.subnet = Some(record.subnet.to_string());
                 entry.gateway = Some(record.gateway.to_string());
@@ -534,11 +545,7 @@ impl Daemon {
                     crate::control::model::OPT_VXLANID_LIST.to_owned(),
                     record.vni.to_string(),
                 );
-                Ok(if created {
-                    Claim::NewNetwork(record.name)
-                } else {
-                    Claim::None
-                })
+                Ok(Claim::NewNetwork(record.name))
             }
             Request::Connect { network, request } => {
                 let Some(net) = model
@@ -586,6 +593,13 @@ impl Daemon {
                     Some(_) if !cluster.is_up() => {
                         Err(cluster_err(cluster.unreachable("no session")))
                     }
+                    // Docker refuses while any host has an endpoint on it.
+                    Some(n) if cluster.remote_endpoints(&n.name) > 0 => {
+                        Err(ControlError::ActiveEndpoints {
+                            name: n.name.clone(),
+                            id: n.id.clone(),
+                        })
+                    }
                     Some(n) => Ok(Claim::RemovedNetwork(n.name.clone())),
                     None => Ok(Claim::None),
                 }
@@ -599,15 +613,13 @@ impl Daemon {
     fn settle(cluster: &crate::cluster::Cluster, claim: Claim, ok: bool) {
         match claim {
             Claim::None => {}
-            Claim::NewNetwork(name) => {
-                if !ok {
-                    cluster.release_network(name, true);
-                }
-            }
+            Claim::NewNetwork(name) => cluster.settle_network(name, ok),
             Claim::Address(network, ip) => cluster.settle(network, ip),
             Claim::RemovedNetwork(name) => {
                 if ok {
-                    cluster.release_network(name, false);
+                    // Gone here, so gone everywhere: the other hosts
+                    // remove it when its record goes.
+                    cluster.release_network(name, true);
                 }
             }
         }
@@ -870,7 +882,7 @@ impl ControlThread {
             let (request, reply) = match message {
                 Message::Apply { request, reply } => (request, reply),
                 Message::ClusterChanged => {
-                    self.refresh_remote_names();
+                    self.follow_cluster();
                     continue;
                 }
                 Message::Shutdown => break,
@@ -892,7 +904,7 @@ impl ControlThread {
                 }
             }
             if names {
-                self.refresh_remote_names();
+                self.follow_cluster();
             }
             for (reply, result) in self.apply_batch(batch) {
                 // The requester may have timed out; the change stands.
@@ -1298,6 +1310,72 @@ impl ControlThread {
         if let Err(e) = self.intent.clear() {
             tracing::error!(error = %e, "cannot clear the intent");
         }
+    }
+
+    /// Brings the local overlay networks in line with the cluster's, as
+    /// Docker's global-scope networks are on every host: a network made
+    /// on another host is created here with its record's VNI, subnet and
+    /// gateway; one whose record is gone is removed here unless local
+    /// containers are still on it. Then the embedded DNS's names.
+    fn follow_cluster(&mut self) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let records = cluster.networks();
+        let model = self.controller.model();
+        let mut requests = Vec::new();
+        for rec in &records {
+            match model.networks.iter().find(|n| n.name == rec.name) {
+                Some(n) if n.vni != Some(rec.vni) => {
+                    tracing::warn!(network = %rec.name, "a local network has the name of a cluster overlay network; not joined");
+                }
+                Some(_) => {}
+                None => requests.push(Request::CreateNetwork(
+                    crate::control::types::NetworkCreateRequest {
+                        name: rec.name.clone(),
+                        driver: "overlay".to_owned(),
+                        internal: rec.internal,
+                        attachable: rec.attachable,
+                        options: rec.options.clone(),
+                        ipam: Some(crate::control::types::IpamRequest {
+                            config: vec![crate::control::types::IpamConfigEntry {
+                                subnet: Some(rec.subnet.to_string()),
+                                gateway: Some(rec.gateway.to_string()),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )),
+            }
+        }
+        // Removals only from a whole view: before the first read, every
+        // network would look gone.
+        if cluster.is_up() {
+            for n in model.networks.iter().filter(|n| n.vni.is_some()) {
+                if !records.iter().any(|r| r.name == n.name)
+                    && model.network_endpoints(n.num).next().is_none()
+                    && !cluster.is_pending(&n.name)
+                {
+                    requests.push(Request::RemoveNetwork {
+                        name: n.name.clone(),
+                    });
+                }
+            }
+        }
+        if !requests.is_empty() {
+            let batch = requests
+                .into_iter()
+                .map(|r| (r, crossbeam_channel::bounded(1).0))
+                .collect();
+            for (_, answer) in self.apply_batch(batch) {
+                if let Err(e) = answer {
+                    tracing::warn!(error = %e, "cluster network not followed");
+                }
+            }
+        }
+        self.refresh_remote_names();
     }
 
     /// Brings the embedded DNS's names of remote containers in line with
