@@ -606,7 +606,12 @@ async fn handle(
         Command::Network(claim, reply) => {
             let r = claim_network(client, shared, &claim).await;
             let lost = matches!(r, Err(ClusterError::Unreachable { .. })).then(|| r.clone());
-            let _ = reply.send(r);
+            if let Err(mpsc_err) = reply.send(r)
+                && let Ok((rec, true)) = mpsc_err.into_inner()
+            {
+                // The caller gave up waiting: nobody will create it here.
+                release_network(client, shared, &rec.name, true).await?;
+            }
             if let Some(Err(e)) = lost {
                 return Err(e);
             }
@@ -614,7 +619,13 @@ async fn handle(
         Command::Address(claim, reply) => {
             let r = claim_address(client, shared, agent, &claim).await;
             let lost = matches!(r, Err(ClusterError::Unreachable { .. })).then(|| r.clone());
-            let _ = reply.send(r);
+            if let Err(mpsc_err) = reply.send(r)
+                && let Ok(ip) = mpsc_err.into_inner()
+            {
+                // The caller gave up waiting and will not settle it.
+                agent.in_flight.remove(&(claim.network.clone(), ip));
+                reconcile(client, agent, shared).await?;
+            }
             if let Some(Err(e)) = lost {
                 return Err(e);
             }

@@ -412,6 +412,83 @@ mod tests {
     }
 
     #[test]
+    fn containers_of_other_hosts_answer_on_the_overlay_of_their_name() {
+        let e = SeededEntropy::new(3);
+        let ctx = Ctx::new("t", &e);
+        let config = ControllerConfig {
+            overlay: true,
+            ..ControllerConfig::default()
+        };
+        let mut c = Controller::new(config, &ctx).unwrap();
+        let mut apply = |r| drop(c.apply(r, &ctx).unwrap());
+        for (name, driver) in [("ov1", "overlay"), ("local", "")] {
+            apply(Request::CreateNetwork(NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: driver.to_owned(),
+                ..Default::default()
+            }));
+        }
+        apply(Request::CreateSandbox(
+            crate::control::types::SandboxCreateRequest {
+                name: "here".to_owned(),
+                ..Default::default()
+            },
+        ));
+        apply(Request::Connect {
+            network: "ov1".to_owned(),
+            request: ConnectRequest {
+                container: "here".to_owned(),
+                ..Default::default()
+            },
+        });
+        let m = c.model();
+        let mut ids = SandboxIds::new();
+        ids.sync(m);
+        let mut plan = build(
+            m,
+            &ids,
+            HOST,
+            &DnsSettings::default(),
+            Path::new("/etc/netns"),
+        );
+        let remote = |network: &str, name: &str, last: u8| crate::cluster::RemoteName {
+            network: network.to_owned(),
+            name: name.to_owned(),
+            aliases: vec![format!("{name}-alias")],
+            short_id: format!("{name}0123456789")[..12].to_owned(),
+            hostname: None,
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            vtep: Ipv4Addr::new(192, 0, 2, 2),
+        };
+        add_remote(
+            &mut plan.records,
+            m,
+            &[
+                remote("ov1", "there", 20),
+                // Not an overlay here, and not a network here: left out.
+                remote("local", "bridged", 21),
+                remote("elsewhere", "absent", 22),
+            ],
+        );
+        let here = ids
+            .get(&m.sandboxes.iter().find(|s| s.name == "here").unwrap().id)
+            .unwrap();
+        let r = &plan.records;
+        let there = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 20))];
+        assert_eq!(v4(r.lookup(here, "there", Family::V4)), there);
+        assert_eq!(v4(r.lookup(here, "there-alias", Family::V4)), there);
+        assert_eq!(v4(r.lookup(here, "there.ov1", Family::V4)), there);
+        assert_eq!(r.lookup(here, "bridged", Family::V4), Lookup::NotFound);
+        assert_eq!(r.lookup(here, "absent", Family::V4), Lookup::NotFound);
+        assert_eq!(
+            r.lookup_ptr(here, "20.0.0.10").as_deref(),
+            Some("there.ov1")
+        );
+        // The remote container gets no listener.
+        assert_eq!(plan.listeners.len(), 1);
+    }
+
+    #[test]
     fn user_networks_only_with_names_aliases_and_short_ids() {
         let c = controller();
         let m = c.model();
