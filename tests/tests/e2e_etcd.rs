@@ -364,6 +364,36 @@ fn three_hosts_share_overlays_through_etcd() {
             .success(),
         "ping by name"
     );
+    // Docker's Peers: this host, then the two others, by name.
+    let peers: BTreeSet<(String, String)> = inspect(&hosts[0], &net)["Peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["Name"].as_str().unwrap_or_default().to_owned(),
+                p["IP"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = (0..3)
+        .map(|j| (format!("host{j}"), Underlay::addr(j)))
+        .collect();
+    assert_eq!(peers, want);
+    // The remote container's MAC (02:42 and its address) is forwarded to
+    // its host's VTEP.
+    let ip: std::net::Ipv4Addr = addrs[1][0].parse().unwrap();
+    let o = ip.octets();
+    let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+    let fdb: serde_json::Value =
+        serde_json::from_str(&hosts[0].vsctl_ok(&["--format", "json", "show-fdb", &net])).unwrap();
+    let row = fdb
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["MacAddress"].as_str() == Some(mac.as_str()))
+        .unwrap_or_else(|| panic!("{mac} not in show-fdb: {fdb}"));
+    assert_eq!(row["Vtep"].as_str(), Some(Underlay::addr(1).as_str()));
 
     // A host that dies: its endpoints leave the others within the TTL.
     hosts[1].kill9();
