@@ -198,6 +198,8 @@ struct ControlThread {
     events: Arc<EventHub>,
     overlay: Option<Arc<crate::overlay::Underlay>>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Set while a [`Message::ClusterChanged`] waits in the mailbox.
+    cluster_changed: Arc<std::sync::atomic::AtomicBool>,
     datapath: Datapath,
 }
 
@@ -354,12 +356,20 @@ impl Daemon {
                 .map_or_else(|| Arc::new(dns::Records::new()), DnsSync::records),
         })));
         let (tx, rx) = crossbeam_channel::unbounded();
+        // At most one ClusterChanged waits in the mailbox: a burst of
+        // watch events (a host with many endpoints coming back) costs one
+        // pass over the cluster's networks and names, not one per event.
+        let cluster_changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(cluster) = &config.cluster {
             let mailbox = tx.clone();
+            let flag = Arc::clone(&cluster_changed);
             cluster.on_names_changed(Box::new(move || {
-                let _ = mailbox.send(Message::ClusterChanged);
+                if !flag.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let _ = mailbox.send(Message::ClusterChanged);
+                }
             }));
             // What the client read before it could say so.
+            cluster_changed.store(true, std::sync::atomic::Ordering::Release);
             let _ = tx.send(Message::ClusterChanged);
         }
         let thread = ControlThread {
@@ -373,6 +383,7 @@ impl Daemon {
             events: Arc::clone(&hub),
             overlay: config.overlay.clone(),
             cluster: config.cluster.clone(),
+            cluster_changed,
             datapath: datapath.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -1321,6 +1332,9 @@ impl ControlThread {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
+        // Cleared before reading: a change from now on sends another.
+        self.cluster_changed
+            .store(false, std::sync::atomic::Ordering::Release);
         let records = cluster.networks();
         let model = self.controller.model();
         let mut requests = Vec::new();
