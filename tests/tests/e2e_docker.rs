@@ -8,9 +8,12 @@
 //! pings by name, alias and address, `--internal`, `enable_icc=false`,
 //! isolation between networks, `network connect`/`disconnect` of a running
 //! container, the error texts for an overlapping subnet and a duplicate
-//! `--ip`, and `-p 18080:80`: reached from the host, its `docker port`
-//! lines (`vsctl port` on the vswitch side: dockerd never shows a remote
-//! driver's port map), and the error for a host port already taken.
+//! `--ip`, and `-p 18080:80`: reached from the host's loopback and from an
+//! outside namespace (behind a veth whose host end carries a host address)
+//! with the client address the container saw (a CGI of busybox's httpd
+//! reports it), its `docker port` lines (`vsctl port` on the vswitch side:
+//! dockerd never shows a remote driver's port map), and the error for a
+//! host port already taken.
 //!
 //! Differences that are deliberate (and listed in the README): Docker
 //! prefixes a remote driver's errors with `remote: `; an automatic subnet
@@ -26,7 +29,7 @@
 //! Only one dockerd runs on the machine at a time: the test holds an
 //! exclusive lock on `/run/lock/vswitch-e2e-docker.lock`. Whatever happens,
 //! it removes its containers, networks, bridges, mounts and directories,
-//! stops both daemons by pid, and puts back the iptables/nftables state,
+//! the outside namespace and its veth, stops both daemons by pid, and puts back the iptables/nftables state,
 //! `ip_forward` and `br_netfilter` as it found them.
 
 use std::collections::BTreeSet;
@@ -35,7 +38,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vswitch_tests::{Daemon, firewall_rules, host_links_of_kind, prerequisites, run, unique};
+use vswitch_tests::{
+    Daemon, NamedNetns, firewall_rules, host_links_of_kind, prerequisites, run, run_ok, unique,
+};
 
 const LOCK: &str = "/run/lock/vswitch-e2e-docker.lock";
 
@@ -130,6 +135,51 @@ struct Engine {
     bridges_before: BTreeSet<String>,
 }
 
+/// The host's address on the veth toward the outside namespace, and the
+/// outside's, in a /30 of their own (the third octet from the pid, so two
+/// machines' runs never meet; one run at a time per host, by the lock).
+fn outside_addresses() -> (String, String) {
+    let x = std::process::id() % 250;
+    (format!("10.236.{x}.1"), format!("10.236.{x}.2"))
+}
+
+/// A namespace outside the host, behind a veth whose host end carries a
+/// host address, as a remote client: removed (with the veth) on drop.
+struct Outside {
+    ns: NamedNetns,
+    host_ip: String,
+    ip: String,
+}
+
+impl Outside {
+    fn new() -> Self {
+        let ns = NamedNetns::new(&unique("vsdo"));
+        let (host_ip, ip) = outside_addresses();
+        let (a, b) = (unique("vdh"), unique("vdo"));
+        run_ok(
+            "ip",
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        );
+        run_ok("ip", &["link", "set", &b, "netns", ns.name()]);
+        run_ok("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", &a]);
+        run_ok("ip", &["link", "set", &a, "up"]);
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                ns.name(),
+                "addr",
+                "add",
+                &format!("{ip}/30"),
+                "dev",
+                &b,
+            ],
+        );
+        run_ok("ip", &["-n", ns.name(), "link", "set", &b, "up"]);
+        Self { ns, host_ip, ip }
+    }
+}
+
 impl Engine {
     fn start() -> Self {
         let dir = std::env::temp_dir().join(unique("vswitch-docker-"));
@@ -167,7 +217,14 @@ impl Engine {
             "containerd",
         );
         std::fs::write(dir.join("daemon.json"), "{}").expect("daemon.json");
-        engine.dockerd = Some(
+        engine.start_dockerd();
+        engine
+    }
+
+    /// Starts dockerd and waits for its API.
+    fn start_dockerd(&mut self) {
+        let dir = &self.dir;
+        self.dockerd = Some(
             Command::new("dockerd")
                 .arg("--config-file")
                 .arg(dir.join("daemon.json"))
@@ -183,16 +240,15 @@ impl Engine {
                 .arg(format!("unix://{}", dir.join("docker.sock").display()))
                 .args(["--bridge=none", "--storage-driver", "vfs"])
                 .stdout(Stdio::null())
-                .stderr(log(&dir, "dockerd.log"))
+                .stderr(append_log(dir, "dockerd.log"))
                 .spawn()
                 .expect("dockerd starts"),
         );
         wait(
             Duration::from_secs(60),
-            || engine.docker(&["version"]).status.success(),
+            || self.docker(&["version"]).status.success(),
             "dockerd",
         );
-        engine
     }
 
     fn docker(&self, args: &[&str]) -> Output {
@@ -239,9 +295,25 @@ impl Engine {
             .find(|p| Path::new(p).exists())
             .expect("busybox-static is installed");
         std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
-        for tool in ["sh", "ping", "sleep", "ip", "cat", "nslookup", "httpd"] {
+        for tool in [
+            "sh", "ping", "sleep", "ip", "cat", "nslookup", "httpd", "printf",
+        ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("symlink");
         }
+        // httpd's CGI: the container's host name and the client address
+        // its TCP connection came from.
+        let cgi = root.join("www/cgi-bin");
+        std::fs::create_dir_all(&cgi).expect("cgi-bin");
+        std::fs::write(
+            cgi.join("peer"),
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s %s\\n' \"$(cat /etc/hostname)\" \"$REMOTE_ADDR\"\n",
+        )
+        .expect("the CGI script");
+        std::fs::set_permissions(
+            cgi.join("peer"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("the CGI script is executable");
         let tar = self.dir.join("rootfs.tar");
         let tarred = Command::new("tar")
             .arg("-C")
@@ -301,6 +373,14 @@ fn log(dir: &Path, name: &str) -> Stdio {
     std::fs::File::create(dir.join(name)).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
+fn append_log(dir: &Path, name: &str) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 fn reap(child: &mut Child, limit: Duration) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -342,13 +422,24 @@ fn rules() -> String {
         .join("\n")
 }
 
-fn docker_proxies() -> usize {
+/// The `docker-proxy` processes of this test's dockerd (its children:
+/// other engines on the host have their own).
+fn docker_proxies(e: &Engine) -> usize {
+    let Some(parent) = e.dockerd.as_ref().map(Child::id) else {
+        return 0;
+    };
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
             std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "docker-proxy")
+                && std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))
+                        .and_then(|p| p.trim().parse::<u32>().ok())
+                        == Some(parent)
+                })
         })
         .count()
 }
@@ -441,35 +532,64 @@ fn without_endpoint_id(line: &str) -> String {
     }
 }
 
-/// Serves the container's `/etc` on port 80 with busybox's httpd.
+/// Serves `/www` on port 80 with busybox's httpd: `GET /cgi-bin/peer`
+/// answers the container's host name and the client's address as seen.
 fn serve_http(e: &Engine, c: &str) {
-    e.ok(&["exec", "-d", c, "httpd", "-f", "-p", "80", "-h", "/etc"]);
+    e.ok(&["exec", "-d", c, "httpd", "-f", "-p", "80", "-h", "/www"]);
 }
 
-/// The body of `GET /hostname` from the host's loopback at `port`, tried
-/// for a few seconds while the server starts; empty when nothing answers.
-fn http_hostname(port: u16) -> String {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"GET /hostname HTTP/1.0\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        });
-        if let Ok(text) = &got
-            && let Some((head, body)) = text.split_once("\r\n\r\n")
-            && head.starts_with("HTTP/1.")
-            && head.contains(" 200 ")
-        {
-            return body.trim().to_owned();
+/// The body of `GET /cgi-bin/peer` from `addr:port` (`<host name>
+/// <client address>`), tried for a few seconds while the server starts;
+/// empty when nothing answers. From the outside namespace when given, from
+/// the host otherwise.
+fn http_peer(from: Option<&Outside>, addr: &str, port: u16) -> String {
+    let target = format!("{addr}:{port}");
+    let get = move || {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = target
+                .parse::<std::net::SocketAddr>()
+                .map_err(std::io::Error::other)
+                .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    s.write_all(b"GET /cgi-bin/peer HTTP/1.0\r\n\r\n")?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)?;
+                    Ok(text)
+                });
+            if let Ok(text) = &got
+                && let Some((head, body)) = text.split_once("\r\n\r\n")
+                && head.starts_with("HTTP/1.")
+                && head.contains(" 200 ")
+            {
+                return body.trim().to_owned();
+            }
+            if Instant::now() > deadline {
+                return String::new();
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        if Instant::now() > deadline {
-            return String::new();
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    };
+    match from {
+        Some(o) => o.ns.run(get),
+        None => get(),
+    }
+}
+
+/// What `c` saw of a client reaching it through a published port: its
+/// client address when the answer came from `c`, `unreachable` otherwise.
+fn seen_client(e: &Engine, c: &str, from: Option<&Outside>, addr: &str, port: u16) -> String {
+    let hostname = e.ok(&["inspect", c, "--format", "{{.Config.Hostname}}"]);
+    let body = http_peer(from, addr, port);
+    match body.split_once(' ') {
+        // httpd listens on `[::]`: an IPv4 client is `[::ffff:a.b.c.d]`.
+        Some((h, client)) if h == hostname => client
+            .trim_start_matches("[::ffff:")
+            .trim_end_matches(']')
+            .to_owned(),
+        _ => format!("unreachable ({body:?})"),
     }
 }
 
@@ -517,7 +637,7 @@ fn port_lines(e: &Engine, vs: Option<&Daemon>, c: &str, port: &[&str]) -> String
 /// The scenario, for `driver` (`vs`: the vswitchd serving it); names carry
 /// `tag` so the two runs never share one. Containers are left running for
 /// the caller's checks.
-fn scenario(e: &Engine, driver: &str, vs: Option<&Daemon>, tag: &str) -> Seen {
+fn scenario(e: &Engine, driver: &str, vs: Option<&Daemon>, outside: &Outside, tag: &str) -> Seen {
     let mut seen = Seen::default();
     let n = |s: &str| format!("{tag}-{s}");
     let (n1, n2, n3, n4, n5) = (n("n1"), n("auto"), n("other"), n("int"), n("noicc"));
@@ -620,13 +740,19 @@ fn scenario(e: &Engine, driver: &str, vs: Option<&Daemon>, tag: &str) -> Seen {
     seen.push("disconnected: c1 inside", inside(e, &c("c1")));
     seen.push("disconnected: c1 -> c2", pings(e, &c("c1"), &c("c2")));
 
-    // A published port, reached from the host through the host's port.
+    // A published port, reached from the host through its loopback (the
+    // container sees its gateway: docker-proxy on the bridge) and from an
+    // outside namespace through the host's address (the client's own
+    // address).
     container(e, &c("pub"), &n3, &["-p", "18080:80"]).expect("a container with -p");
     serve_http(e, &c("pub"));
-    let hostname = e.ok(&["inspect", &c("pub"), "--format", "{{.Config.Hostname}}"]);
     seen.push(
-        "-p 18080:80 from the host reaches the container",
-        http_hostname(18080) == hostname,
+        "-p 18080:80 from the host's 127.0.0.1: the container sees",
+        seen_client(e, &c("pub"), None, "127.0.0.1", 18080),
+    );
+    seen.push(
+        "-p 18080:80 from outside to the host's address: the container sees",
+        seen_client(e, &c("pub"), Some(outside), &outside.host_ip, 18080),
     );
     seen.push("docker port", port_lines(e, vs, &c("pub"), &[]));
     seen.push("docker port 80", port_lines(e, vs, &c("pub"), &["80"]));
@@ -685,6 +811,7 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         "iptables-save",
         "nft",
         "tar",
+        "ip",
     ]) {
         return;
     }
@@ -698,6 +825,7 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
     lock.lock().expect("the docker end-to-end lock");
 
     let host = HostState::snapshot();
+    let outside = Outside::new();
     let plugin = unique("vsw");
     let socket = format!("/run/docker/plugins/{plugin}.sock");
     // Declared before the engine, so the engine (and its containers' Leave
@@ -706,13 +834,13 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
     let mut engine = Engine::start();
     engine.import_busybox();
 
-    let bridge = scenario(&engine, "bridge", None, "b");
+    let bridge = scenario(&engine, "bridge", None, &outside, "b");
     teardown(&engine, "b");
 
     let rules_before = rules();
     let bridges = host_links_of_kind("bridge");
-    let proxies = docker_proxies();
-    let ours = scenario(&engine, &plugin, Some(&vs), "v");
+    let proxies = docker_proxies(&engine);
+    let ours = scenario(&engine, &plugin, Some(&vs), &outside, "v");
     eprintln!(
         "bridge:\n{}\nvswitch:\n{}",
         bridge.lines.join("\n"),
@@ -730,6 +858,21 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         "what a user sees differs:\n{}",
         differences.join("\n")
     );
+    // The comparison is not of two failures: on the bridge the container
+    // sees its gateway (docker-proxy) and the outside client's address.
+    for (from, client) in [
+        ("the host's 127.0.0.1", "10.232.0.1"),
+        ("outside", outside.ip.as_str()),
+    ] {
+        let head = format!("-p 18080:80 from {from}");
+        assert!(
+            bridge
+                .lines
+                .iter()
+                .any(|l| l.starts_with(&head) && l.ends_with(&format!(" sees: {client}"))),
+            "on the bridge, a client from {from} is seen as {client}"
+        );
+    }
     assert_eq!(
         rules(),
         rules_before,
@@ -741,7 +884,7 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         "vswitch networks added a kernel bridge"
     );
     assert_eq!(
-        docker_proxies(),
+        docker_proxies(&engine),
         proxies,
         "a docker-proxy runs for a vswitch network"
     );
@@ -787,14 +930,15 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         pings(&engine, "v-c1", "v-c2"),
         "names resolve after the restart"
     );
-    let hostname = engine.ok(&["inspect", "v-pub", "--format", "{{.Config.Hostname}}"]);
     assert_eq!(
-        http_hostname(18080),
-        hostname,
+        seen_client(&engine, "v-pub", Some(&outside), &outside.host_ip, 18080),
+        outside.ip,
         "the published port is served again after the restart"
     );
+
     // New containers after the restart get the next addresses.
     container(&engine, "v-c9", "v-n1", &[]).expect("a container after the restart");
+    assert!(pings(&engine, "v-c9", "v-c1"), "the new container pings");
     assert_eq!(
         addressing(&engine, "v-c9"),
         "10.231.0.131/24 02:42:0a:e7:00:83 gw=10.231.0.1"
