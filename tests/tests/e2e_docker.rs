@@ -24,7 +24,15 @@
 //! nftables rule, no kernel bridge and no `docker-proxy`, and that after a
 //! `kill -9` of vswitchd under running containers they ping again (the time
 //! is printed), `docker network inspect` is unchanged and the published
-//! port is served again.
+//! port is served again. dockerd runs with `--live-restore` and is then
+//! restarted under the running containers: a ping between two of them runs
+//! throughout without a loss, `docker network inspect` is unchanged, names
+//! and the published port still answer, a container that ended while
+//! dockerd was away is cleaned up when it is back (its port and address
+//! freed), and `docker run` on the network works again. On restart dockerd
+//! asks a remote driver only `Plugin.Activate` and the capabilities: the
+//! plugin's IPAM answers `RequiresRequestReplay: false`, its allocations
+//! being stored, so dockerd replays no pool or address request.
 //!
 //! Only one dockerd runs on the machine at a time: the test holds an
 //! exclusive lock on `/run/lock/vswitch-e2e-docker.lock`. Whatever happens,
@@ -221,7 +229,8 @@ impl Engine {
         engine
     }
 
-    /// Starts dockerd and waits for its API.
+    /// Starts dockerd (with `--live-restore`: containers outlive it) and
+    /// waits for its API.
     fn start_dockerd(&mut self) {
         let dir = &self.dir;
         self.dockerd = Some(
@@ -238,7 +247,7 @@ impl Engine {
                 .arg(dir.join("docker.pid"))
                 .arg("-H")
                 .arg(format!("unix://{}", dir.join("docker.sock").display()))
-                .args(["--bridge=none", "--storage-driver", "vfs"])
+                .args(["--bridge=none", "--storage-driver", "vfs", "--live-restore"])
                 .stdout(Stdio::null())
                 .stderr(append_log(dir, "dockerd.log"))
                 .spawn()
@@ -249,6 +258,15 @@ impl Engine {
             || self.docker(&["version"]).status.success(),
             "dockerd",
         );
+    }
+
+    /// Stops dockerd (SIGTERM, by pid) and waits for it to exit; with
+    /// `--live-restore` the containers keep running.
+    fn stop_dockerd(&mut self) {
+        if let Some(mut dockerd) = self.dockerd.take() {
+            let _ = Command::new("kill").arg(dockerd.id().to_string()).status();
+            reap(&mut dockerd, Duration::from_secs(20));
+        }
     }
 
     fn docker(&self, args: &[&str]) -> Output {
@@ -328,6 +346,16 @@ impl Engine {
     }
 
     fn stop(&mut self) {
+        // Containers outlive a stopped dockerd (live-restore): one is
+        // started again to remove them.
+        if self.dockerd.is_none() && self.containerd.is_some() {
+            let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.start_dockerd();
+            }));
+            if started.is_err() {
+                eprintln!("dockerd did not start again: containers may be left running");
+            }
+        }
         if let Some(mut dockerd) = self.dockerd.take() {
             let ids = self.docker(&["ps", "-aq"]);
             for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
@@ -442,6 +470,57 @@ fn docker_proxies(e: &Engine) -> usize {
                 })
         })
         .count()
+}
+
+/// `ping -i 0.2` from a container's network namespace (entered from the
+/// host, so it runs whatever dockerd does), stopped with SIGINT.
+struct LivePing(Option<Child>);
+
+impl LivePing {
+    fn start(pid: &str, addr: &str) -> Self {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["ping", "-n", "-i", "0.2", "-W", "1", addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nsenter runs ping");
+        Self(Some(child))
+    }
+
+    /// Stops it: (sent, answered).
+    fn stop(mut self) -> (u32, u32) {
+        let Some(child) = self.0.take() else {
+            return (0, 0);
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().expect("ping ends");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let summary = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default();
+        let number = |word: &str| {
+            summary
+                .split(", ")
+                .find(|p| p.contains(word))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (number("transmitted"), number("received"))
+    }
+}
+
+impl Drop for LivePing {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// What a user sees of one run of the scenario.
@@ -812,6 +891,8 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         "nft",
         "tar",
         "ip",
+        "nsenter",
+        "ping",
     ]) {
         return;
     }
@@ -936,8 +1017,49 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         "the published port is served again after the restart"
     );
 
-    // New containers after the restart get the next addresses.
-    container(&engine, "v-c9", "v-n1", &[]).expect("a container after the restart");
+    // dockerd restarted with --live-restore: the containers stay connected
+    // (pings between them never stop), the network is unchanged, and the
+    // engine uses the network again once back.
+    let pid = engine.ok(&["inspect", "v-c1", "--format", "{{.State.Pid}}"]);
+    let c5 = engine.ok(&["inspect", "v-c5", "--format", "{{.State.Pid}}"]);
+    let live = LivePing::start(&pid, "10.231.0.129");
+    std::thread::sleep(Duration::from_millis(600));
+    engine.stop_dockerd();
+    std::thread::sleep(Duration::from_millis(600));
+    // A container that ends while dockerd is away is cleaned up when it
+    // is back (Leave, DeleteEndpoint, ReleaseAddress): its port goes and
+    // its address is free again.
+    run_ok("kill", &["-9", &c5]);
+    engine.start_dockerd();
+    let (sent, received) = live.stop();
+    eprintln!("across the dockerd restart: {received}/{sent} pings answered");
+    assert!(
+        sent >= 5 && received + 1 >= sent,
+        "pings stop while dockerd restarts: {received}/{sent}"
+    );
+    assert_eq!(
+        engine.ok(&["network", "inspect", "v-n1"]),
+        before,
+        "docker network inspect changed across the dockerd restart"
+    );
+    assert!(
+        pings(&engine, "v-c1", "v-c2"),
+        "names resolve after dockerd's restart"
+    );
+    assert_eq!(
+        seen_client(&engine, "v-pub", Some(&outside), &outside.host_ip, 18080),
+        outside.ip,
+        "the published port is served across dockerd's restart"
+    );
+    wait(
+        Duration::from_secs(20),
+        || !vs.vsctl_ok(&["show-ports"]).contains("10.233.0.2/24"),
+        "the port of a container that ended while dockerd was away to go",
+    );
+    container(&engine, "v-c10", "v-int", &["--ip", "10.233.0.2"])
+        .expect("the address of a container that ended while dockerd was away is free");
+    // New containers after both restarts get the next addresses.
+    container(&engine, "v-c9", "v-n1", &[]).expect("a container after the restarts");
     assert!(pings(&engine, "v-c9", "v-c1"), "the new container pings");
     assert_eq!(
         addressing(&engine, "v-c9"),
