@@ -20,8 +20,11 @@
 //! may differ (vswitch's own `bridge` network holds 172.17.0.0/16, which
 //! this engine, without docker0, gives its first network).
 //!
-//! On the vswitch side it also asserts that the host gains no iptables or
-//! nftables rule, no kernel bridge and no `docker-proxy`, and that after a
+//! On the vswitch side it also asserts that `show-ports`, `show-fdb`,
+//! `show-conntrack` and `sandbox ls` name Docker's containers (vswitchd
+//! learns the names from this engine's API socket), that the host gains no
+//! iptables or nftables rule, no kernel bridge and no `docker-proxy`, and
+//! that after a
 //! `kill -9` of vswitchd under running containers they ping again (the time
 //! is printed), `docker network inspect` is unchanged and the published
 //! port is served again. dockerd runs with `--live-restore` and is then
@@ -189,8 +192,8 @@ impl Outside {
 }
 
 impl Engine {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(unique("vswitch-docker-"));
+    /// Starts the engine with its data, sockets and logs under `dir`.
+    fn start(dir: PathBuf) -> Self {
         std::fs::create_dir_all(&dir).expect("engine directory");
         let bridges_before = host_links_of_kind("bridge").into_iter().collect();
         let mut engine = Self {
@@ -692,9 +695,9 @@ fn inside(e: &Engine, c: &str) -> String {
 }
 
 /// `docker port C [PORT]`'s lines, joined. On a vswitch network they come
-/// from `vsctl port` on the container's sandbox (named after Docker's
-/// sandbox key): dockerd never shows a remote driver's port map (see the
-/// README's "What differs").
+/// from `vsctl port C` (the sandbox takes the container's name): dockerd
+/// never shows a remote driver's port map (see the README's "What
+/// differs").
 fn port_lines(e: &Engine, vs: Option<&Daemon>, c: &str, port: &[&str]) -> String {
     let text = match vs {
         None => {
@@ -703,9 +706,12 @@ fn port_lines(e: &Engine, vs: Option<&Daemon>, c: &str, port: &[&str]) -> String
             e.ok(&args)
         }
         Some(vs) => {
-            let key = e.ok(&["inspect", c, "--format", "{{.NetworkSettings.SandboxKey}}"]);
-            let sandbox = key.rsplit('/').next().unwrap_or_default();
-            let mut args = vec!["port", sandbox];
+            wait(
+                Duration::from_secs(15),
+                || vs.vsctl(&["sandbox", "inspect", c]).status.success(),
+                "the sandbox to take the container's name",
+            );
+            let mut args = vec!["port", c];
             args.extend_from_slice(port);
             vs.vsctl_ok(&args).trim().to_owned()
         }
@@ -911,8 +917,17 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
     let socket = format!("/run/docker/plugins/{plugin}.sock");
     // Declared before the engine, so the engine (and its containers' Leave
     // calls) goes first.
-    let mut vs = Daemon::start_with(&["--docker-plugin=on", "--docker-plugin-socket", &socket]);
-    let mut engine = Engine::start();
+    // The engine's API socket is where vswitchd learns container names.
+    let engine_dir = std::env::temp_dir().join(unique("vswitch-docker-"));
+    let api = engine_dir.join("docker.sock");
+    let mut vs = Daemon::start_with(&[
+        "--docker-plugin=on",
+        "--docker-plugin-socket",
+        &socket,
+        "--docker-api-socket",
+        &api.to_string_lossy(),
+    ]);
+    let mut engine = Engine::start(engine_dir);
     engine.import_busybox();
 
     let bridge = scenario(&engine, "bridge", None, &outside, "b");
@@ -982,6 +997,36 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
         ports.contains("docker-"),
         "networks are named after Docker's ids:\n{ports}"
     );
+    // The tables name Docker's containers (learned from the engine's API).
+    let line_of = |table: &str, needle: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_else(|| panic!("{needle} missing from:\n{table}"))
+    };
+    for (ip, mac, name) in [
+        ("10.231.0.128/24", "02:42:0a:e7:00:80", "v-c1"),
+        ("10.231.0.129/24", "02:42:0a:e7:00:81", "v-c2"),
+        ("10.233.0.2/24", "02:42:0a:e9:00:02", "v-c5"),
+    ] {
+        assert_eq!(line_of(&ports, ip)[1], name, "show-ports:\n{ports}");
+        let fdb = vs.vsctl_ok(&["show-fdb"]);
+        assert_eq!(line_of(&fdb, mac)[1], name, "show-fdb:\n{fdb}");
+    }
+    let sandboxes = vs.vsctl_ok(&["sandbox", "ls"]);
+    for name in ["v-c1", "v-c2", "v-c3", "v-pub", "v-c8"] {
+        assert!(
+            sandboxes
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name)),
+            "sandbox ls lists {name}:\n{sandboxes}"
+        );
+    }
+    // The outside client's connection to the published port, by name.
+    let flows = vs.vsctl_ok(&["show-conntrack", "--sandbox", "v-pub"]);
+    let flow = line_of(&flows, &format!("{}:", outside.ip));
+    assert_eq!(flow[1], "v-pub", "show-conntrack:\n{flows}");
 
     assert_eq!(
         engine.ok(&["port", "v-pub"]),

@@ -311,6 +311,7 @@ impl Executor {
                     .map_err(netconf_err(ifname))
             }
             Effect::PushSwitchConfig => self.push_config(config.ok_or(EffectError::NoConfig)?),
+            Effect::RenameSandbox { .. } => Ok(()),
             Effect::PublishPorts {
                 network,
                 container,
@@ -355,7 +356,7 @@ impl Executor {
             },
             // The configuration is pushed again by the caller after it
             // restores the controller.
-            Effect::PushSwitchConfig => Ok(()),
+            Effect::PushSwitchConfig | Effect::RenameSandbox { .. } => Ok(()),
             Effect::PublishPorts { ports, .. } => {
                 for &p in ports {
                     self.ports.detach(&p.into());
