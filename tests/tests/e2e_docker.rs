@@ -12,8 +12,10 @@
 //! outside namespace (behind a veth whose host end carries a host address)
 //! with the client address the container saw (a CGI of busybox's httpd
 //! reports it), its `docker port` lines (`vsctl port` on the vswitch side:
-//! dockerd never shows a remote driver's port map), and the error for a
-//! host port already taken.
+//! dockerd never shows a remote driver's port map), the error for a host
+//! port already taken, and egress: a container reaches a server in the
+//! outside namespace, which sees the host's address, and a container of an
+//! `--internal` network does not.
 //!
 //! Differences that are deliberate (and listed in the README): Docker
 //! prefixes a remote driver's errors with `remote: `; an automatic subnet
@@ -154,12 +156,69 @@ fn outside_addresses() -> (String, String) {
     (format!("10.236.{x}.1"), format!("10.236.{x}.2"))
 }
 
+/// The outside server's port (in the outside namespace only).
+const OUTSIDE_PORT: u16 = 18081;
+
 /// A namespace outside the host, behind a veth whose host end carries a
-/// host address, as a remote client: removed (with the veth) on drop.
+/// host address: a remote client of published ports, and a remote server
+/// (HTTP on [`OUTSIDE_PORT`], answering each client with the address it
+/// came from) for containers' egress. The server stops and the namespace
+/// goes (with the veth) on drop.
 struct Outside {
     ns: NamedNetns,
     host_ip: String,
     ip: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.server.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves, on a thread inside the namespace at `netns`, `GET` on
+/// `ip:OUTSIDE_PORT` with the client's address, until `stop`.
+fn outside_server(
+    netns: String,
+    ip: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let (bound, ready) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).expect("the outside namespace opens");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("setns into the outside namespace");
+        let listener =
+            std::net::TcpListener::bind((ip.as_str(), OUTSIDE_PORT)).expect("the outside server");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let _ = bound.send(());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, peer)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut request = [0u8; 1024];
+                    let _ = s.read(&mut request);
+                    let _ = write!(
+                        s,
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{}\n",
+                        peer.ip()
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the outside server listens");
+    server
 }
 
 impl Outside {
@@ -187,7 +246,19 @@ impl Outside {
             ],
         );
         run_ok("ip", &["-n", ns.name(), "link", "set", &b, "up"]);
-        Self { ns, host_ip, ip }
+        let stop = std::sync::Arc::default();
+        let server = outside_server(
+            format!("/run/netns/{}", ns.name()),
+            ip.clone(),
+            std::sync::Arc::clone(&stop),
+        );
+        Self {
+            ns,
+            host_ip,
+            ip,
+            stop,
+            server: Some(server),
+        }
     }
 }
 
@@ -317,7 +388,7 @@ impl Engine {
             .expect("busybox-static is installed");
         std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
         for tool in [
-            "sh", "ping", "sleep", "ip", "cat", "nslookup", "httpd", "printf",
+            "sh", "ping", "sleep", "ip", "cat", "nslookup", "httpd", "printf", "wget", "timeout",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("symlink");
         }
@@ -576,6 +647,19 @@ fn container(e: &Engine, name: &str, net: &str, extra: &[&str]) -> Result<(), St
     } else {
         let _ = e.docker(&["rm", "-f", name]);
         Err(error_line(&out))
+    }
+}
+
+/// What the outside server answered `c` (the address it saw the
+/// container's connection come from), or `unreachable`.
+fn egress(e: &Engine, c: &str, outside: &Outside) -> String {
+    let url = format!("http://{}:{OUTSIDE_PORT}/", outside.ip);
+    let out = exec(e, c, &["timeout", "3", "wget", "-q", "-O", "-", &url]);
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && !body.is_empty() {
+        body
+    } else {
+        "unreachable".to_owned()
     }
 }
 
@@ -839,6 +923,13 @@ fn scenario(e: &Engine, driver: &str, vs: Option<&Daemon>, outside: &Outside, ta
         "-p 18080:80 from outside to the host's address: the container sees",
         seen_client(e, &c("pub"), Some(outside), &outside.host_ip, 18080),
     );
+    // Egress: a container reaches a server outside, which sees the host's
+    // address (MASQUERADE on the bridge, the host connector's socket on
+    // vswitch).
+    seen.push(
+        "c1 -> outside server: the server sees",
+        egress(e, &c("c1"), outside),
+    );
     seen.push("docker port", port_lines(e, vs, &c("pub"), &[]));
     seen.push("docker port 80", port_lines(e, vs, &c("pub"), &["80"]));
     let taken = container(e, &c("pub2"), &n1, &["-p", "18080:80"])
@@ -855,6 +946,10 @@ fn scenario(e: &Engine, driver: &str, vs: Option<&Daemon>, outside: &Outside, ta
     container(e, &c("c5"), &n4, &[]).expect("c5");
     container(e, &c("c6"), &n4, &[]).expect("c6");
     seen.push("c5 inside", inside(e, &c("c5")));
+    seen.push(
+        "internal: c5 -> outside server",
+        egress(e, &c("c5"), outside),
+    );
     seen.push("internal: c5 -> c6", pings(e, &c("c5"), &c("c6")));
 
     network(
@@ -956,6 +1051,13 @@ fn docker_runs_on_vswitch_as_on_its_bridge() {
     );
     // The comparison is not of two failures: on the bridge the container
     // sees its gateway (docker-proxy) and the outside client's address.
+    assert!(
+        bridge.lines.contains(&format!(
+            "c1 -> outside server: the server sees: {}",
+            outside.host_ip
+        )),
+        "on the bridge, egress reaches the outside from the host's address"
+    );
     for (from, client) in [
         ("the host's 127.0.0.1", "10.232.0.1"),
         ("outside", outside.ip.as_str()),
