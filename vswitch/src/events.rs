@@ -131,6 +131,16 @@ pub fn of_change(
             .map(|(id, name)| Event::now("sandbox", "destroy", &id, &[("name", &name)]))
             .into_iter()
             .collect(),
+        // As Docker's container `rename` event: the new name, and the old.
+        (Request::RenameSandbox { name, new_name }, _) => match sandbox(before, name) {
+            Some((id, old)) if old != *new_name => vec![Event::now(
+                "sandbox",
+                "rename",
+                &id,
+                &[("name", new_name), ("oldName", &old)],
+            )],
+            _ => Vec::new(),
+        },
         (
             Request::Connect {
                 network: net,
@@ -182,7 +192,9 @@ pub fn subjects(request: &Request) -> (Option<&str>, Option<&str>) {
         Request::Connect { network, request } => (Some(&request.container), Some(network)),
         Request::Disconnect { network, request } => (Some(&request.container), Some(network)),
         Request::CreateSandbox(r) => (Some(&r.name), None),
-        Request::RemoveSandbox { name } | Request::InspectSandbox { name } => (Some(name), None),
+        Request::RemoveSandbox { name }
+        | Request::InspectSandbox { name }
+        | Request::RenameSandbox { name, .. } => (Some(name), None),
         Request::PublishPorts { sandbox, .. } => (Some(sandbox), None),
         Request::ListNetworks | Request::ListSandboxes => (None, None),
     }
@@ -203,6 +215,7 @@ pub const fn kind(request: &Request) -> &'static str {
         Request::InspectSandbox { .. } => "sandbox inspect",
         Request::ListSandboxes => "sandbox ls",
         Request::PublishPorts { .. } => "sandbox publish",
+        Request::RenameSandbox { .. } => "sandbox rename",
     }
 }
 

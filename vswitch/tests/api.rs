@@ -690,9 +690,9 @@ fn vsctl_errors_and_exit_codes() {
     let fdb = ok(&vsctl(s, &["show-fdb"]));
     assert_eq!(
         fdb,
-        "PORT      NETWORK   MAC                 AGE\n\
-         1         bridge    02:42:ac:11:00:02   static\n\
-         1         bridge    02:00:00:00:00:09   42\n"
+        "PORT      SANDBOX   NETWORK   MAC                 AGE\n\
+         1         c1        bridge    02:42:ac:11:00:02   static\n\
+         1         c1        bridge    02:00:00:00:00:09   42\n"
     );
     let ports = ok(&vsctl(s, &["show-ports"]));
     assert!(

@@ -943,3 +943,124 @@ fn a_start_reconciles_the_plugin_with_the_switch() {
     );
     assert_eq!(b.model(|m| m.endpoints.len()), 1);
 }
+
+/// A Docker engine that answers `GET /networks/<NID>`: first without the
+/// endpoint (the container is still starting), then with it as `web`.
+fn fake_engine(path: std::path::PathBuf, asked: Arc<Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            asked.lock().unwrap().push(line);
+            let containers = if n == 0 {
+                json!({})
+            } else {
+                json!({"c0ffee": {"Name": "web", "EndpointID": EID, "IPv4Address": "10.61.0.2/24"},
+                       "beef": {"Name": "other", "EndpointID": EID2}})
+            };
+            let body = json!({"Name": "n1", "Id": NID, "Containers": containers}).to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+#[test]
+fn a_joined_sandbox_takes_its_containers_name_from_the_engine() {
+    let dir = std::env::temp_dir().join(format!("vswitch-plugin-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("docker.sock");
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    fake_engine(socket.clone(), Arc::clone(&asked));
+    let b = Fake::new();
+    let backend: Arc<dyn Backend> = b.clone();
+    let namer = vswitch::docker::Namer::start(socket, Arc::clone(&backend)).unwrap();
+    let p = Plugin::new(backend, None).unwrap().with_namer(namer);
+    let (pool, _) = make_network(&p, "10.61.0.0/24", "", &json!({}));
+    ok(&p, "/IpamDriver.RequestAddress", &json!({"PoolID": pool}));
+    join(&p, EID, "10.61.0.2/24", KEY);
+    // The join answered at once, under the sandbox key's name.
+    let name = || b.model(|m| m.sandboxes[0].name.clone());
+    assert_eq!(name(), "cbe51ab38395");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while name() != "web" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox is not renamed: {}",
+            name()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let asked = asked.lock().unwrap().clone();
+    assert!(asked.len() >= 2, "asked again after a miss: {asked:?}");
+    assert_eq!(asked[0], format!("GET /networks/{NID} HTTP/1.0"));
+    // The tables read the new name.
+    let ports = b.ports().unwrap();
+    assert_eq!(ports[0].sandbox, "web");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn only_a_runtimes_sandbox_is_renamed_and_never_onto_a_taken_name() {
+    use vswitch::api::types::SandboxCreateRequest;
+    let b = Fake::new();
+    let rename = |name: &str, new_name: &str| {
+        b.apply(Request::RenameSandbox {
+            name: name.into(),
+            new_name: new_name.into(),
+        })
+    };
+    for (name, external) in [("mine", false), ("theirs", true), ("taken", true)] {
+        b.apply(Request::CreateSandbox(SandboxCreateRequest {
+            name: name.into(),
+            netns_path: external.then(|| format!("/var/run/docker/netns/{name}")),
+            external,
+            ..Default::default()
+        }))
+        .unwrap();
+    }
+    assert!(matches!(
+        rename("mine", "web"),
+        Err(ControlError::Unsupported(_))
+    ));
+    assert!(matches!(
+        rename("theirs", "taken"),
+        Err(ControlError::SandboxNameInUse { .. })
+    ));
+    assert!(matches!(
+        rename("theirs", "-bad"),
+        Err(ControlError::InvalidSandboxName(_))
+    ));
+    assert!(matches!(
+        rename("nobody", "web"),
+        Err(ControlError::SandboxNotFound(_))
+    ));
+    let Ok(Response::Sandbox(v)) = rename("theirs", "web") else {
+        panic!("renamed");
+    };
+    assert_eq!(v.name, "web");
+    assert!(
+        rename("web", "web").is_ok(),
+        "the same name again is no change"
+    );
+    let names = b.model(|m| {
+        let mut n: Vec<String> = m.sandboxes.iter().map(|s| s.name.clone()).collect();
+        n.sort();
+        n
+    });
+    assert_eq!(names, ["mine", "taken", "web"]);
+}

@@ -504,7 +504,7 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             }
             // The VTEP column only when an overlay network has remote MACs.
             let overlay = rows.iter().any(|r| r.vtep.is_some());
-            let mut head = row(["PORT", "NETWORK", "MAC", "AGE"]);
+            let mut head = row(["PORT", "SANDBOX", "NETWORK", "MAC", "AGE"]);
             if overlay {
                 head.push("VTEP".to_owned());
             }
@@ -512,6 +512,11 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
             table.extend(rows.iter().map(|r| {
                 let mut cells = vec![
                     r.port.to_string(),
+                    if r.sandbox.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        r.sandbox.clone()
+                    },
                     r.network.clone(),
                     r.mac_address.clone(),
                     r.age.map_or_else(|| "static".to_owned(), |a| a.to_string()),

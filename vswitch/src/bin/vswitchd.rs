@@ -131,6 +131,11 @@ struct Args {
     /// (`vswitch.sock` → `-d vswitch`).
     #[arg(long, default_value = vswitch::docker::DEFAULT_SOCKET)]
     docker_plugin_socket: PathBuf,
+    /// The Docker Engine API socket of the dockerd using the plugin, asked
+    /// (after each join, off the plugin's path) for the container's name,
+    /// which the sandbox then takes.
+    #[arg(long, default_value = vswitch::docker::DEFAULT_ENGINE_SOCKET, value_name = "PATH")]
+    docker_api_socket: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -466,7 +471,11 @@ fn start_plugin(
         .with_host_networks(Box::new(vswitch::docker::host_networks))
         .with_publisher(Arc::new(vswitch::docker::ControlPlane::new(Arc::clone(
             backend,
-        ))));
+        ))))
+        .with_namer(vswitch::docker::Namer::start(
+            args.docker_api_socket.clone(),
+            Arc::clone(backend),
+        )?);
     if let Err(e) = plugin.reconcile() {
         tracing::error!(error = %e, "docker plugin: state not reconciled with the switch");
     }

@@ -232,6 +232,7 @@ impl Controller {
             Request::Disconnect { network, request } => txn.disconnect(&network, &request)?,
             Request::CreateSandbox(r) => txn.create_sandbox(r)?,
             Request::RemoveSandbox { name } => txn.remove_sandbox(&name)?,
+            Request::RenameSandbox { name, new_name } => txn.rename_sandbox(&name, new_name)?,
             Request::PublishPorts {
                 sandbox,
                 endpoint,
@@ -717,6 +718,41 @@ impl Txn<'_, '_> {
             });
         }
         Ok(Response::Done)
+    }
+
+    fn rename_sandbox(&mut self, name: &str, new_name: String) -> Result<Response, ControlError> {
+        let i = sandbox_index(self.model, name)?;
+        if self.model.sandboxes[i].name == new_name {
+            return Ok(Response::Sandbox(sandbox_view(
+                self.model,
+                &self.model.sandboxes[i],
+            )));
+        }
+        if !self.model.sandboxes[i].external {
+            return Err(ControlError::Unsupported(format!(
+                "sandbox {}: only a sandbox another runtime owns (Docker's) can be renamed",
+                self.model.sandboxes[i].name
+            )));
+        }
+        if !valid_name(&new_name, 2) {
+            return Err(ControlError::InvalidSandboxName(new_name));
+        }
+        if let Some(s) = self.model.sandboxes.iter().find(|s| s.name == new_name) {
+            return Err(ControlError::SandboxNameInUse {
+                name: new_name,
+                id: s.id.clone(),
+            });
+        }
+        let sb = &mut self.model.sandboxes[i];
+        sb.name.clone_from(&new_name);
+        self.effects.push(Effect::RenameSandbox {
+            sandbox: sb.id.clone(),
+            name: new_name,
+        });
+        Ok(Response::Sandbox(sandbox_view(
+            self.model,
+            &self.model.sandboxes[i],
+        )))
     }
 
     fn connect(&mut self, network: &str, r: ConnectRequest) -> Result<Response, ControlError> {

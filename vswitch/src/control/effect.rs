@@ -98,6 +98,14 @@ pub enum Effect {
     /// Build [`super::Controller::switch_config`] and hand it to the
     /// datapath.
     PushSwitchConfig,
+    /// A sandbox was renamed: nothing on the host changes, but the sandbox
+    /// is stored again and the DNS records (named by sandbox) are rebuilt.
+    RenameSandbox {
+        /// The sandbox's id.
+        sandbox: String,
+        /// Its new name.
+        name: String,
+    },
     /// Hand the sockets bound while planning the request to whatever
     /// serves published ports ([`crate::publish::PublishedPortSink`]),
     /// once the endpoint they lead to exists. Ports a request gives up are
@@ -206,6 +214,11 @@ impl Touched {
                 Effect::PublishPorts { sandbox, .. } => {
                     sandbox_effect = true;
                     self.sandboxes.insert(sandbox.clone());
+                }
+                Effect::RenameSandbox { sandbox, .. } => {
+                    sandbox_effect = true;
+                    self.sandboxes.insert(sandbox.clone());
+                    self.networks = true;
                 }
                 Effect::PushSwitchConfig => {}
             }

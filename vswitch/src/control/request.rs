@@ -54,6 +54,17 @@ pub enum Request {
         /// The sandbox.
         name: String,
     },
+    /// Renames a sandbox another runtime owns (an external sandbox, named
+    /// after Docker's sandbox key until its container's name is known), as
+    /// `docker rename` does: the tables operators read (`show-ports`,
+    /// `show-fdb`, `show-conntrack`) then show the container's name. A
+    /// sandbox whose namespace the daemon named after it keeps its name.
+    RenameSandbox {
+        /// The sandbox.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
     /// Replaces a sandbox's port bindings and publishes them on one of its
     /// endpoints, for a runtime that programs external connectivity after
     /// the endpoint exists (Docker's `ProgramExternalConnectivity`); an

@@ -525,6 +525,11 @@ pub struct FdbView {
     /// The switch port.
     #[serde(rename = "Port")]
     pub port: u32,
+    /// The name of the sandbox on that port (for Docker's containers, the
+    /// container's name once learned); empty for a port of no sandbox (an
+    /// overlay network's tunnel).
+    #[serde(rename = "Sandbox", default)]
+    pub sandbox: String,
     /// The network's name.
     #[serde(rename = "Network")]
     pub network: String,

@@ -80,6 +80,13 @@ impl Controller {
             .filter(|r| only.is_none_or(|n| n == r.network))
             .map(|r| FdbView {
                 port: r.port.0,
+                sandbox: m
+                    .endpoints
+                    .iter()
+                    .find(|e| e.port == r.port)
+                    .and_then(|e| m.sandbox(&e.sandbox))
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
                 network: m
                     .network(r.network)
                     .map_or_else(|| r.network.to_string(), |n| n.name.clone()),

@@ -311,6 +311,7 @@ impl Executor {
                     .map_err(netconf_err(ifname))
             }
             Effect::PushSwitchConfig => self.push_config(config.ok_or(EffectError::NoConfig)?),
+            Effect::RenameSandbox { .. } => Ok(()),
             Effect::PublishPorts {
                 network,
                 container,
@@ -355,7 +356,7 @@ impl Executor {
             },
             // The configuration is pushed again by the caller after it
             // restores the controller.
-            Effect::PushSwitchConfig => Ok(()),
+            Effect::PushSwitchConfig | Effect::RenameSandbox { .. } => Ok(()),
             Effect::PublishPorts { ports, .. } => {
                 for &p in ports {
                     self.ports.detach(&p.into());
@@ -534,7 +535,18 @@ impl Executor {
                 })
             }
         };
-        if let Err(e) = result {
+        // A veth pair goes with either end: when the container's namespace
+        // went first (a Docker container that ended), both ends are gone.
+        let gone = matches!(
+            &result,
+            Err(EffectError::Netconf {
+                source: NetconfError::DeleteLink { source, .. },
+                ..
+            }) if a.kind != PortKind::Tap && source.raw_os_error() == Some(libc::ENODEV)
+        );
+        if gone {
+            tracing::debug!(endpoint = %a.endpoint, sandbox = %a.sandbox, "endpoint device already gone with its peer");
+        } else if let Err(e) = result {
             tracing::warn!(endpoint = %a.endpoint, sandbox = %a.sandbox, network = %a.network, error = %e, "endpoint device not deleted");
         }
     }

@@ -1531,6 +1531,7 @@ fn conflict_keys(effects: &[Effect]) -> Option<BTreeSet<String>> {
             // Changes that open or close host ports never share a wave:
             // the host ports are one resource.
             Effect::PublishPorts { .. } => publishes = true,
+            Effect::RenameSandbox { sandbox, .. } => sandboxes.push(sandbox),
             Effect::PushSwitchConfig => {}
         }
     }

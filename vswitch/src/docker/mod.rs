@@ -49,12 +49,14 @@ use serde::de::DeserializeOwned;
 use crate::api::{Backend, Reply};
 
 mod ipam_driver;
+pub mod names;
 mod network_driver;
 pub mod publish;
 pub mod server;
 pub mod state;
 pub mod wire;
 
+pub use names::{DEFAULT_ENGINE_SOCKET, Namer};
 pub use network_driver::NETWORK_ID_LABEL;
 pub use publish::{ControlPlane, PublishTarget, Publisher, Unsupported};
 pub use server::{ClaimError, PluginMode, PluginServer, PluginShutdown};
@@ -77,6 +79,7 @@ pub struct Plugin {
     path: Option<PathBuf>,
     publisher: Arc<dyn Publisher>,
     host_networks: HostNetworks,
+    namer: Option<Namer>,
 }
 
 impl core::fmt::Debug for Plugin {
@@ -104,7 +107,40 @@ impl Plugin {
             path,
             publisher: Arc::new(Unsupported),
             host_networks: Box::new(Vec::new),
+            namer: None,
         })
+    }
+
+    /// The same plugin naming joined sandboxes after their containers,
+    /// asked of Docker's Engine API by `namer` ([`names`]).
+    #[must_use]
+    pub fn with_namer(self, namer: Namer) -> Self {
+        Self {
+            namer: Some(namer),
+            ..self
+        }
+    }
+
+    /// Queues the question of the container name of a joined endpoint,
+    /// when the plugin has a namer; never waits.
+    fn learn_name(&self, network_id: &str, endpoint_id: &str) {
+        let Some(namer) = &self.namer else {
+            return;
+        };
+        let sandbox = self
+            .state
+            .lock()
+            .endpoints
+            .get(endpoint_id)
+            .and_then(|e| e.joined.as_ref())
+            .map(|j| j.sandbox.clone());
+        if let Some(sandbox) = sandbox {
+            namer.ask(names::Question {
+                network_id: network_id.to_owned(),
+                endpoint_id: endpoint_id.to_owned(),
+                sandbox,
+            });
+        }
     }
 
     /// The same plugin handing port maps to `publisher`.

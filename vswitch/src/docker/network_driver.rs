@@ -329,6 +329,13 @@ pub(super) fn join(p: &Plugin, r: wire::Join) -> Result<wire::JoinReply, String>
     if !key.starts_with('/') {
         return Err(format!("vswitch: invalid sandbox key {key:?}"));
     }
+    let reply = join_once(p, &nid, &eid, &key)?;
+    p.learn_name(&nid, &eid);
+    Ok(reply)
+}
+
+fn join_once(p: &Plugin, nid: &str, eid: &str, key: &str) -> Result<wire::JoinReply, String> {
+    let (nid, eid, key) = (nid.to_owned(), eid.to_owned(), key.to_owned());
     p.change(|p, st| {
         let ep = st
             .endpoints
