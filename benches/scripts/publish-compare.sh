@@ -24,9 +24,9 @@
 #   sudo benches/scripts/publish-compare.sh [seconds] [runs]
 #
 # For each congestion control in CCS (default "cubic bbr"; it is set on
-# the iperf3 sockets and as the default of every namespace of the script,
-# so docker-proxy's and the connector's own sockets use it too) and each
-# run, the two paths of each test are measured back to back, in turns that
+# the iperf3 sockets; docker-proxy's and the connector's own sockets keep
+# the host's default, which a namespace may not change to an algorithm
+# outside net.ipv4.tcp_allowed_congestion_control) and each run, the two paths of each test are measured back to back, in turns that
 # alternate which goes first, so a change of machine load falls on both.
 # The summary gives per test the medians over the runs, the ratio of the
 # medians (vswitch / Docker's path), the spread (lowest-highest of the
@@ -67,6 +67,9 @@ cleanup() {
   set +e
   for p in "${proxy_pids[@]}" "${cps_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   if [ -n "$daemon_pid" ]; then
+    # An iperf3 server a failed measurement left in the container goes
+    # before the container's namespace does.
+    ip netns pids ${tag}vc 2>/dev/null | xargs -r kill 2>/dev/null
     "$bin/vsctl" --socket "$sock" sandbox rm ${tag}vc >/dev/null 2>&1
     kill "$daemon_pid" 2>/dev/null; wait "$daemon_pid" 2>/dev/null
   fi
@@ -204,9 +207,6 @@ echo "$runs run(s); iperf3 ${secs}s per figure, connrate ${cps_threads} threads 
 echo "docker-proxy: $proxy; host CC: $(sysctl -n net.ipv4.tcp_congestion_control); load before: $load_before"
 results=()
 for cc in $ccs; do
-  for ns in kh kc ko vh vo vc; do
-    ip netns exec ${tag}$ns sysctl -qw net.ipv4.tcp_congestion_control=$cc
-  done
   for run in $(seq "$runs"); do
     if [ $((run % 2)) = 1 ]; then order="kernel vswitch"; else order="vswitch kernel"; fi
     for test in out1 out4 lo1 lo4 cps; do
