@@ -213,6 +213,14 @@ fn egress_reaches_the_outside_from_the_hosts_address() {
         tcp["Reply"]["Dst"], HOST_IP,
         "translated to the host's address"
     );
+    let icmp = json
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["Protocol"] == "icmp"))
+        .expect("an ICMP flow");
+    assert_eq!(
+        icmp["Reply"]["Dst"], HOST_IP,
+        "an echo's reply tuple names the host's address"
+    );
 
     // Removing the endpoint purges its flows.
     d.vsctl_ok(&["network", "disconnect", &net, &sb]);

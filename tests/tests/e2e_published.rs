@@ -115,6 +115,32 @@ while True:
             c.close()
 ";
 
+/// The host's own services: TCP 18090 on every address and 18092 on
+/// loopback only, each answering "<client address> <port>", and UDP 18091
+/// on every address answering with the client's address.
+const HOST_SERVERS: &str = r"
+import select, socket
+ls = []
+for a, p in (('0.0.0.0', 18090), ('127.0.0.1', 18092)):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a, p))
+    s.listen(64)
+    ls.append(s)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(('0.0.0.0', 18091))
+while True:
+    r, _, _ = select.select(ls + [u], [], [])
+    for s in r:
+        if s is u:
+            d, a = u.recvfrom(2048)
+            u.sendto(a[0].encode(), a)
+        else:
+            c, a = s.accept()
+            c.sendall(('%s %d' % (a[0], s.getsockname()[1])).encode())
+            c.close()
+";
+
 /// One TCP exchange with a server of [`SERVERS`]: what it answered.
 fn tcp_client(dst: &str, port: u16) -> String {
     format!(
@@ -190,14 +216,15 @@ fn published_ports_carry_the_clients_address_on_every_path() {
     d.sandbox(&client, &[&other]);
     w.spawn_in(&web, SERVERS);
     w.spawn_in(&quiet, SERVERS);
+    let host = w.host.name().to_owned();
+    w.spawn_in(&host, HOST_SERVERS);
     wait_for(
         Duration::from_secs(10),
-        || listens(&web, 84) && listens(&quiet, 84),
-        "the container servers",
+        || listens(&web, 84) && listens(&quiet, 84) && listens(&host, 18092),
+        "the container and host servers",
     );
 
     let outside = w.outside.name().to_owned();
-    let host = w.host.name().to_owned();
 
     // A remote client: the container sees its address.
     assert_eq!(
@@ -234,6 +261,49 @@ fn published_ports_carry_the_clients_address_on_every_path() {
         ask(&web, &tcp_client(HOST_IP, 18080)).as_deref(),
         Some(&*format!("{HOST_IP} 80")),
         "from the container itself"
+    );
+
+    // A gateway's address is the host's, as on Docker: a port published
+    // on every address is reached through it and seen from the published
+    // network's gateway (docker-proxy's view) ...
+    assert_eq!(
+        ask(&quiet, &tcp_client(WEB_GATEWAY, 18080)).as_deref(),
+        Some(&*format!("{WEB_GATEWAY} 80")),
+        "a published port through the gateway's address"
+    );
+    assert_eq!(
+        ask(&client, &tcp_client("10.233.2.1", 18080)).as_deref(),
+        Some(&*format!("{WEB_GATEWAY} 80")),
+        "a published port through another network's own gateway"
+    );
+    assert_eq!(
+        ask(&quiet, &udp_client(WEB_GATEWAY, 18081)).as_deref(),
+        Some(WEB_GATEWAY),
+        "a published UDP port through the gateway's address"
+    );
+    // ... and the host's own services bound to every address answer it,
+    // from the host's address; one bound to loopback only does not.
+    assert_eq!(
+        ask(&quiet, &tcp_client(WEB_GATEWAY, 18090)).as_deref(),
+        Some(&*format!("{HOST_IP} 18090")),
+        "the host's service through the gateway's address"
+    );
+    assert_eq!(
+        ask(&quiet, &udp_client(WEB_GATEWAY, 18091)).as_deref(),
+        Some(HOST_IP),
+        "the host's UDP service through the gateway's address"
+    );
+    assert_eq!(
+        ask(&quiet, &tcp_client(WEB_GATEWAY, 18092)),
+        None,
+        "a loopback-only service was reached through the gateway"
+    );
+    let ct = d.vsctl_ok(&["show-conntrack", "--sandbox", &quiet]);
+    assert!(
+        ct.lines().any(|l| l.starts_with("tcp")
+            && l.contains(&format!("{WEB_GATEWAY}:18090"))
+            && l.contains(&format!("{HOST_IP}:18090"))),
+        "the flow to the gateway listed with the host's tuple:\n{ct}"
     );
 
     // UDP, from the outside and from 127.0.0.1.

@@ -164,6 +164,7 @@ enum KindArg {
 }
 
 fn main() -> ExitCode {
+    fixed_mmap_threshold();
     let args = Args::parse();
     let filter = match EnvFilter::try_new(&args.log_level) {
         Ok(f) => f,
@@ -185,6 +186,28 @@ fn main() -> ExitCode {
             eprintln!("vswitchd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Serves every allocation of 1 MiB or more with its own mapping, for the
+/// life of the process.
+///
+/// The host connector gives each TCP connection 4 MiB buffers each way,
+/// zeroed. glibc serves an allocation that large with a fresh mapping
+/// (already zero, its pages faulted in only where data is written), until
+/// the first such block is freed: it then raises its threshold (up to
+/// 32 MiB) and serves the next ones from the heap, which it must clear
+/// byte by byte. Measured with `benches/scripts/publish-compare.sh`, that
+/// clearing (8 MiB per connection) was most of the connector's time and
+/// held published ports to a few hundred connections per second, and the
+/// freed blocks kept the heap at gigabytes. A fixed threshold keeps the
+/// first behaviour.
+fn fixed_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only changes the allocator's tuning; it is called
+        // before any other thread exists.
+        let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     }
 }
 

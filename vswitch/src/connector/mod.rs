@@ -37,9 +37,9 @@ mod stack;
 mod tcp;
 mod udp;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -319,8 +319,12 @@ pub(crate) struct View {
     /// container reaches them even from an `--internal` network.
     host_addrs: Vec<Ipv4Addr>,
     host_addrs_at: Option<Instant>,
-    /// Treats loopback destinations as outside addresses: only for the
-    /// packet-level tests, whose "outside" is a socket on loopback.
+    /// Host ports published on every IPv4 address (`0.0.0.0`), the ones a
+    /// container reaches through its gateway's address.
+    published_any: BTreeSet<nat::alloc::PublishedPort>,
+    /// Treats loopback destinations as outside addresses, and loopback as
+    /// the host's own address: only for the packet-level tests, whose
+    /// "outside" and host are sockets on loopback.
     loopback_is_outside: bool,
 }
 
@@ -373,6 +377,78 @@ impl View {
         }
     }
 
+    /// Records a published port the connector serves.
+    fn publish(&mut self, port: nat::alloc::PublishedPort) {
+        if port.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+            self.published_any.insert(port);
+        }
+    }
+
+    fn unpublish(&mut self, port: &nat::alloc::PublishedPort) {
+        self.published_any.remove(port);
+    }
+
+    /// Where a container's packet to `dst` (of protocol `proto`) goes on
+    /// the host, under [`Self::verdict`]'s policy: to `dst` itself, except
+    /// for a gateway's address, which on Docker is an address of the
+    /// host's own (§3.3, §4.4: a container reaches the host's services
+    /// and the published ports through it, `host.docker.internal`). Here
+    /// the gateway is no host address, so it stands for the host:
+    ///
+    /// - a port published on every IPv4 address is reached through the
+    ///   host's loopback, so the published container sees its network's
+    ///   gateway as the client, as docker-proxy shows it; from an
+    ///   `--internal` network it is dropped (`internal`), as Docker's DNAT
+    ///   hands it to the isolation rules;
+    /// - any other port goes to the host's own (first non-loopback)
+    ///   address, where a socket bound to every address answers and one
+    ///   bound to loopback only does not, as on Docker; `--internal` and
+    ///   masquerade-off networks included (INPUT is not filtered).
+    ///
+    /// # Errors
+    /// The drop reason of a packet that goes nowhere.
+    pub(crate) fn target(
+        &self,
+        port: PortId,
+        dst: SocketAddrV4,
+        proto: nat::spec::Proto,
+    ) -> Result<SocketAddrV4, DropReason> {
+        let Some((_, ep)) = self.by_port.get(&port) else {
+            return Err(DropReason::UnknownPort);
+        };
+        let Some(ext) = self.config.network(ep.network).and_then(|n| n.external) else {
+            return Err(DropReason::NoRoute);
+        };
+        let gateway = *dst.ip() == ep.gateway.ip
+            || self
+                .config
+                .networks()
+                .any(|n| n.gateway.is_some_and(|g| g.ip == *dst.ip()));
+        if !gateway {
+            return match self.verdict(port, *dst.ip()) {
+                Verdict::Allow => Ok(dst),
+                Verdict::Drop(reason) => Err(reason),
+            };
+        }
+        let published = self
+            .published_any
+            .iter()
+            .any(|p| p.proto == proto && p.host_port == dst.port());
+        if published {
+            if ext.internal {
+                return Err(DropReason::Internal);
+            }
+            return Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, dst.port()));
+        }
+        let host = if self.loopback_is_outside {
+            Some(Ipv4Addr::LOCALHOST)
+        } else {
+            self.host_addrs.first().copied()
+        };
+        host.map(|h| SocketAddrV4::new(h, dst.port()))
+            .ok_or(DropReason::NoRoute)
+    }
+
     /// Docker's policy (§3.2, §3.3, §5) for a packet from the endpoint on
     /// `port` to `dst`.
     pub(crate) fn verdict(&self, port: PortId, dst: Ipv4Addr) -> Verdict {
@@ -382,9 +458,9 @@ impl View {
         let Some(ext) = self.config.network(ep.network).and_then(|n| n.external) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ext.contains(dst) || dst == ep.gateway.ip {
-            // Its own network is switched, not routed; the gateway answers
-            // only ARP and ping.
+        if ext.contains(dst) {
+            // Its own network is switched, not routed; its gateway's
+            // address is the host's business ([`Self::target`]).
             return Verdict::Drop(DropReason::NoRoute);
         }
         if (dst.is_loopback() && !self.loopback_is_outside)
@@ -704,14 +780,18 @@ impl Connector {
                         HostSocket::Tcp(l) => self.tcp.attach(registry, publication, l),
                         HostSocket::Udp(s) => self.udp.attach(registry, publication, s),
                     };
-                    if let Err(e) = result {
-                        tracing::error!(port = %publication.port, error = %e, "cannot serve a published port");
+                    match result {
+                        Ok(()) => self.view.publish(publication.port),
+                        Err(e) => {
+                            tracing::error!(port = %publication.port, error = %e, "cannot serve a published port");
+                        }
                     }
                 }
                 Command::Detach(port, ack) => {
                     let registry = self.poll.registry();
                     self.tcp.detach(registry, &port);
                     self.udp.detach(registry, &port);
+                    self.view.unpublish(&port);
                     let _ = ack.send(());
                 }
                 Command::PortStats(reply) => {

@@ -34,7 +34,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpEndpoint, IpListenEndpoint, Ip
 
 use super::frame::{self, ETH, IP};
 use super::stack::{IP_MTU, Stack};
-use super::{Ctx, Endpoint, HOST_NETWORK, Verdict, flow_network};
+use super::{Ctx, Endpoint, HOST_NETWORK, flow_network};
 use crate::buf::BufPool;
 use crate::publish::Publication;
 use crate::switch::DropReason;
@@ -63,6 +63,12 @@ struct Flow {
     sock: Option<SocketHandle>,
     /// The container's SYN, held while the host connection is made.
     syn: Option<Vec<u8>>,
+    /// Where the host connection goes: the container's destination, or
+    /// the host for a gateway's address ([`super::View::target`]).
+    target: SocketAddrV4,
+    /// The published port an accepted connection came through: it ends
+    /// when that port is released.
+    published: Option<nat::alloc::PublishedPort>,
     /// GSO size of super-frames to the container.
     mss: u16,
     conn: Option<ConnId>,
@@ -188,14 +194,27 @@ impl Tcp {
                 // A retransmitted SYN while the host connection is made.
                 return Ok(());
             }
+            if meta.tcp_flags.contains(TcpFlags::SYN) && meta.tcp_flags.contains(TcpFlags::ACK) {
+                // A published connection's SYN-ACK: as with an egress SYN,
+                // the endpoint is told it may send 64 KiB segments, written
+                // as super-frames cut at the MSS the container asked for.
+                let theirs = data
+                    .get_mut(range.clone())
+                    .and_then(|p| rewrite_mss(p, meta.l4_offset));
+                if let Some(theirs) = theirs {
+                    flow.mss = theirs.min(flow.ep.mss).max(536);
+                }
+            }
             cx.flows.track(cx.now, &flow.from_key, meta.info());
             // The worker's copy goes to the endpoint as it is.
             self.dev.push_owned(std::mem::take(data), range);
             return Ok(());
         }
-        if let Verdict::Drop(reason) = cx.view.verdict(ep.port, meta.dst) {
-            return Err(reason);
-        }
+        let target = cx.view.target(
+            ep.port,
+            SocketAddrV4::new(meta.dst, meta.dst_port),
+            nat::spec::Proto::Tcp,
+        )?;
         let flags = meta.tcp_flags;
         if flags.contains(TcpFlags::RST) {
             return Ok(());
@@ -205,7 +224,7 @@ impl Tcp {
             self.dev.push_rx(packet);
             return Ok(());
         }
-        self.connect(cx, ep, meta, packet)
+        self.connect(cx, ep, meta, packet, target)
     }
 
     /// Starts the host connection for a container's SYN.
@@ -215,8 +234,8 @@ impl Tcp {
         ep: Endpoint,
         meta: &Ipv4Meta,
         packet: &[u8],
+        dst: SocketAddrV4,
     ) -> Result<(), DropReason> {
-        let dst = SocketAddrV4::new(meta.dst, meta.dst_port);
         let socket = match open_host(meta.src_port, dst) {
             Ok(s) => s,
             Err(e) => {
@@ -235,6 +254,8 @@ impl Tcp {
             host: socket,
             sock: None,
             syn: Some(syn),
+            target: dst,
+            published: None,
             mss: their_mss.min(ep.mss).max(536),
             conn: None,
             from_key,
@@ -325,8 +346,8 @@ impl Tcp {
         let reply = FlowKey::new(
             HOST_NETWORK,
             FlowProto::Tcp,
-            IpAddr::V4(p_ip),
-            p_port,
+            IpAddr::V4(*flow.target.ip()),
+            flow.target.port(),
             IpAddr::V4(*local.ip()),
             local.port(),
         );
@@ -370,7 +391,12 @@ impl Tcp {
                     return;
                 }
             };
-            let host_addr = listener.socket.local_addr().ok();
+            // The address the client reached (a wildcard listener's own
+            // says only 0.0.0.0), shown as the flow's original destination.
+            let host_addr = stream
+                .local_addr()
+                .or_else(|_| listener.socket.local_addr())
+                .ok();
             self.serve(cx, publication, stream, client, host_addr);
         }
     }
@@ -411,6 +437,15 @@ impl Tcp {
         };
         let _ = stream.set_nodelay(true);
         let mut sock = new_socket();
+        // The client's address and port are kept, so a busy client reuses
+        // a pair the container still holds in TIME_WAIT (its server closed
+        // first). The kernel takes the new SYN only if its sequence number
+        // or its timestamp is later than the old connection's; the
+        // endpoint's sequence numbers are random, so without timestamps
+        // half the reuses met a challenge ACK and waited a second for the
+        // SYN's retransmission (connections/s through a published port,
+        // `benches/scripts/publish-compare.sh`).
+        sock.set_tsval_generator(Some(tsval));
         let remote = IpEndpoint::new(IpAddress::Ipv4(*container.ip()), container.port());
         let local = IpEndpoint::new(IpAddress::Ipv4(seen.0), seen.1);
         if sock.connect(self.iface.context(), remote, local).is_err() {
@@ -448,6 +483,11 @@ impl Tcp {
             host: stream,
             sock: Some(self.sockets.add(sock)),
             syn: None,
+            target: match client {
+                SocketAddr::V4(a) => a,
+                SocketAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, client.port()),
+            },
+            published: Some(publication.port),
             mss: ep.mss,
             conn,
             from_key: reply,
@@ -504,12 +544,42 @@ impl Tcp {
         Ok(())
     }
 
+    /// Closes a published port's listener and resets the connections
+    /// accepted on it: a released port leaves nothing reaching the
+    /// container (Docker's proxy and conntrack entries go with it).
     pub(crate) fn detach(&mut self, registry: &Registry, port: &nat::alloc::PublishedPort) {
         for slot in &mut self.listeners {
             if slot.as_ref().is_some_and(|l| l.publication.port == *port)
                 && let Some(mut l) = slot.take()
             {
                 let _ = registry.deregister(&mut l.socket);
+            }
+        }
+        let doomed: Vec<usize> = self
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.as_ref().is_some_and(|f| f.published == Some(*port)))
+            .map(|(i, _)| i)
+            .collect();
+        for i in doomed {
+            let Some(f) = self.flows[i].as_mut() else {
+                continue;
+            };
+            match f.sock {
+                Some(h) => {
+                    // The endpoint's next poll sends the container a RST;
+                    // the connection is then reaped as closed, and its
+                    // host socket closed with a RST.
+                    self.sockets.get_mut::<Socket>(h).abort();
+                    f.host_eof = true;
+                    f.shut_wr = true;
+                    reset_on_close(&f.host);
+                }
+                None => {
+                    reset_on_close(&f.host);
+                    self.remove(registry, i);
+                }
             }
         }
     }
@@ -734,6 +804,19 @@ fn create_flow(
 /// reset, or its endpoint is gone).
 fn reset_on_close(stream: &mio::net::TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// TCP timestamps of the connections the endpoint opens: milliseconds of
+/// one clock shared by all of them, so a new connection's are later than
+/// any earlier one's on the same addresses and ports.
+fn tsval() -> u32 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let ms = EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis();
+    // Wraps as RFC 7323 timestamps do; a random start is not needed here.
+    u32::try_from(ms % (1 << 32)).unwrap_or(0).wrapping_add(1)
 }
 
 fn new_socket() -> Socket<'static> {

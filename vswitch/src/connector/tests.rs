@@ -90,6 +90,8 @@ struct Wire {
     peer: UnixDatagram,
     /// Frames the connector wrote, with their headers, for inspection.
     seen: Vec<(VnetHdr, Vec<u8>)>,
+    /// The container's MTU: its SYN's (and SYN-ACK's) MSS is this less 40.
+    mtu: usize,
 }
 
 struct RxTok(Vec<u8>);
@@ -143,7 +145,7 @@ impl Device for Wire {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = 65_000;
+        caps.max_transmission_unit = self.mtu;
         let mut sums = ChecksumCapabilities::default();
         // Every checksum the connector wrote is verified.
         sums.tcp = Checksum::Both;
@@ -164,10 +166,15 @@ struct Container {
 
 impl Container {
     fn new(handle: &HostConnector, peer: UnixDatagram) -> Self {
+        Self::with_mtu(handle, peer, 65_000)
+    }
+
+    fn with_mtu(handle: &HostConnector, peer: UnixDatagram, mtu: usize) -> Self {
         let mut wire = Wire {
             link: handle.link(),
             peer,
             seen: Vec::new(),
+            mtu,
         };
         let mut iface = Interface::new(
             Config::new(HardwareAddress::Ip),
@@ -520,6 +527,86 @@ fn published_tcp_from_loopback_is_carried_from_the_gateway() {
     handle.shutdown();
 }
 
+/// A container that asks for the usual MSS (MTU 1500) still gets a
+/// published connection's data as super-frames cut at that MSS, as an
+/// egress connection's: the endpoint is not held to 1460-byte segments.
+#[test]
+fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
+    let (handle, peer) = connector(false, true);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = Publication {
+        network: NET,
+        container: SocketAddrV4::new(C_IP, 80),
+        gateway: GW,
+        port: nat::alloc::PublishedPort {
+            container_port: 80,
+            proto: nat::spec::Proto::Tcp,
+            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_port,
+        },
+    };
+    handle.attach(publication, HostSocket::Tcp(listener));
+    let mut c = Container::with_mtu(&handle, peer, 1500);
+    let h = c.sockets.add(Container::socket());
+    c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+    const LEN: usize = 256 << 10;
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+        let data: Vec<u8> = (0..LEN).map(|i| pattern(i, 251)).collect();
+        s.write_all(&data).unwrap();
+        s
+    });
+    let mut got = Vec::new();
+    c.until("the client's data", |c| {
+        let s = c.sockets.get_mut::<tcp::Socket>(h);
+        if s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() >= LEN
+    });
+    assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i, 251)));
+    // The SYN carries a timestamp, so the container's kernel takes it
+    // even on a pair it holds in TIME_WAIT.
+    let syn = c
+        .wire
+        .seen
+        .iter()
+        .find_map(|(_, f)| {
+            let (_, rest) = etherparse::Ethernet2Header::from_slice(f).ok()?;
+            let ip = etherparse::Ipv4Slice::from_slice(rest).ok()?;
+            let tcp = etherparse::TcpSlice::from_slice(ip.payload().payload).ok()?;
+            (tcp.syn() && !tcp.ack()).then(|| tcp.to_header())
+        })
+        .expect("the connector's SYN to the container");
+    assert!(
+        syn.options_iterator().any(|o| matches!(
+            o,
+            Ok(etherparse::TcpOptionElement::Timestamp(v, _)) if v != 0
+        )),
+        "no timestamp in the SYN: {:?}",
+        syn.options
+    );
+    let supers: Vec<_> = c
+        .wire
+        .seen
+        .iter()
+        .filter(|(_, f)| f.len() > 14 + 1500)
+        .collect();
+    assert!(!supers.is_empty(), "no frame larger than the MTU");
+    for (vnet, f) in supers {
+        assert!(vnet.is_gso(), "a {}-byte frame without GSO", f.len());
+        assert_eq!(vnet.gso_size, 1460, "cut at the container's MSS");
+    }
+    drop(client.join().unwrap());
+    handle.detach(&publication.port);
+    handle.shutdown();
+}
+
 #[test]
 fn published_udp_reaches_the_container_and_its_answer_the_client() {
     let (handle, peer) = connector(false, true);
@@ -712,5 +799,253 @@ fn hairpin_a_container_reaches_its_own_published_port_through_the_host() {
     assert_eq!(got, b"hairpin");
     // One flow out (container → host socket), one in (published → container).
     assert_eq!(handle.flows().len(), 2);
+    handle.shutdown();
+}
+
+/// A publication of container port 80 on `host_ip:host_port`.
+fn publication_on(host_ip: Ipv4Addr, host_port: u16) -> Publication {
+    Publication {
+        network: NET,
+        container: SocketAddrV4::new(C_IP, 80),
+        gateway: GW,
+        port: nat::alloc::PublishedPort {
+            container_port: 80,
+            proto: nat::spec::Proto::Tcp,
+            host_ip: std::net::IpAddr::V4(host_ip),
+            host_port,
+        },
+    }
+}
+
+/// The container opens a connection to its gateway's `port` from
+/// `sport`; returns the socket's handle.
+fn connect_to_gateway(c: &mut Container, port: u16, sport: u16) -> smoltcp::iface::SocketHandle {
+    let h = c.sockets.add(Container::socket());
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(
+            c.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(GW), port),
+            sport,
+        )
+        .unwrap();
+    h
+}
+
+#[test]
+fn the_gateway_address_reaches_a_port_published_on_every_address() {
+    let (handle, peer) = connector(false, true);
+    // Bound on every address as `-p P:80` binds; only loopback carries
+    // the test's traffic.
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = publication_on(Ipv4Addr::UNSPECIFIED, host_port);
+    handle.attach(publication, HostSocket::Tcp(listener));
+    let mut c = Container::new(&handle, peer);
+    let server = c.sockets.add(Container::socket());
+    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
+    let client = connect_to_gateway(&mut c, host_port, 45_001);
+    c.until("both ends up", |c| {
+        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
+            && c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
+    });
+    let seen = c
+        .sockets
+        .get::<tcp::Socket>(server)
+        .remote_endpoint()
+        .unwrap();
+    assert_eq!(
+        seen.addr,
+        IpAddress::Ipv4(GW),
+        "seen from the gateway, as docker-proxy"
+    );
+    c.sockets
+        .get_mut::<tcp::Socket>(client)
+        .send_slice(b"via gw")
+        .unwrap();
+    let mut got = Vec::new();
+    c.until("data through the gateway's address", |c| {
+        let s = c.sockets.get_mut::<tcp::Socket>(server);
+        if s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() >= 6
+    });
+    assert_eq!(got, b"via gw");
+    let flows = handle.flows().snapshot(Instant::now(), |_| true);
+    let out = flows
+        .iter()
+        .find(|f| f.original.src_port == 45_001)
+        .expect("the container's flow to its gateway");
+    assert_eq!(out.original.dst, std::net::IpAddr::V4(GW));
+    assert_eq!(out.original.dst_port, host_port);
+    assert_eq!(
+        (out.reply.src, out.reply.src_port),
+        (std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), host_port),
+        "carried through the host's loopback"
+    );
+    assert!(
+        flows.iter().any(|f| f.original.dst_port == host_port
+            && f.original.dst == std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "and accepted on the published port, with the address it reached"
+    );
+    handle.detach(&publication.port);
+    handle.shutdown();
+}
+
+#[test]
+fn the_gateway_address_reaches_the_hosts_own_service() {
+    let (handle, peer) = connector(false, true);
+    // The packet-level tests' host address is loopback.
+    let service = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = service.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, from) = service.accept().unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(b"world").unwrap();
+        (b, from)
+    });
+    let mut c = Container::new(&handle, peer);
+    let client = connect_to_gateway(&mut c, port, 45_002);
+    c.until("connected", |c| {
+        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
+    });
+    c.sockets
+        .get_mut::<tcp::Socket>(client)
+        .send_slice(b"hello")
+        .unwrap();
+    let mut got = Vec::new();
+    c.until("the service's answer", |c| {
+        let s = c.sockets.get_mut::<tcp::Socket>(client);
+        if s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() >= 5
+    });
+    assert_eq!(got, b"world");
+    let (asked, from) = server.join().unwrap();
+    assert_eq!(&asked, b"hello");
+    assert_eq!(from.port(), 45_002, "the container's source port kept");
+    let flows = handle.flows().snapshot(Instant::now(), |_| true);
+    let f = flows
+        .iter()
+        .find(|f| f.original.src_port == 45_002)
+        .unwrap();
+    assert_eq!(f.original.dst, std::net::IpAddr::V4(GW));
+    assert_eq!(f.reply.src_port, port);
+    handle.shutdown();
+}
+
+#[test]
+fn udp_to_the_gateway_address_reaches_the_host_and_answers_from_the_gateway() {
+    let (handle, peer) = connector(false, true);
+    let service = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = service.local_addr().unwrap().port();
+    handle
+        .link()
+        .offer(
+            PORT,
+            &udp_frame(SocketAddrV4::new(GW, port), 43_999, b"ask"),
+        )
+        .unwrap();
+    service
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    let (n, from) = service.recv_from(&mut b).unwrap();
+    assert_eq!(&b[..n], b"ask");
+    service.send_to(b"answer", from).unwrap();
+    let (_, f) = next_frame(&peer);
+    let (_, rest) = etherparse::Ethernet2Header::from_slice(&f).unwrap();
+    let ip = etherparse::Ipv4Slice::from_slice(rest).unwrap();
+    assert_eq!(
+        ip.header().source_addr(),
+        GW,
+        "the answer comes from the gateway"
+    );
+    let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).unwrap();
+    assert_eq!(udp.source_port(), port);
+    assert_eq!(udp.destination_port(), 43_999);
+    assert_eq!(udp.payload(), b"answer");
+    handle.shutdown();
+}
+
+#[test]
+fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_port() {
+    let (handle, _peer) = connector(true, true);
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = publication_on(Ipv4Addr::UNSPECIFIED, host_port);
+    handle.attach(publication, HostSocket::Tcp(listener));
+    handle
+        .link()
+        .offer(PORT, &syn_frame(GW, host_port))
+        .unwrap();
+    wait_drops(&handle, DropReason::Internal, 1);
+    assert!(handle.flows().is_empty(), "no flow for a dropped SYN");
+    // The host's own service (not published) is reached, as Docker's
+    // INPUT lets an internal network reach its gateway.
+    let service = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = service.local_addr().unwrap().port();
+    handle.link().offer(PORT, &syn_frame(GW, port)).unwrap();
+    service.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let from = loop {
+        match service.accept() {
+            Ok((_, from)) => break from,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the host's service was not reached"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(from.port(), 42_000, "the SYN's source port");
+    assert_eq!(drops(&handle, DropReason::Internal), 1);
+    handle.detach(&publication.port);
+    handle.shutdown();
+}
+
+#[test]
+fn releasing_a_published_port_resets_its_accepted_connections() {
+    let (handle, peer) = connector(false, true);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = publication_on(Ipv4Addr::LOCALHOST, host_port);
+    handle.attach(publication, HostSocket::Tcp(listener));
+    let mut c = Container::new(&handle, peer);
+    let server = c.sockets.add(Container::socket());
+    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
+    let mut client = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+    client.write_all(b"x").unwrap();
+    c.until("accepted", |c| {
+        c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
+    });
+    handle.detach(&publication.port);
+    c.until("reset toward the container", |c| {
+        c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Listen
+            || c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Closed
+    });
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 8];
+    let read = client.read(&mut b);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the client's connection is reset: {read:?}"
+    );
     handle.shutdown();
 }

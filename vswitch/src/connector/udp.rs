@@ -146,10 +146,12 @@ impl Udp {
         let (i, created) = match self.by_quad.get(&quad) {
             Some(&i) => (i, false),
             None => {
-                if let Verdict::Drop(reason) = cx.view.verdict(ep.port, meta.dst) {
-                    return Err(reason);
-                }
-                (self.open(cx, ep, meta)?, true)
+                let target = cx.view.target(
+                    ep.port,
+                    SocketAddrV4::new(meta.dst, meta.dst_port),
+                    nat::spec::Proto::Udp,
+                )?;
+                (self.open(cx, ep, meta, target)?, true)
             }
         };
         let Some(flow) = self.flows.get(i).and_then(Option::as_ref) else {
@@ -180,8 +182,8 @@ impl Udp {
         cx: &mut Ctx<'_>,
         ep: Endpoint,
         meta: &Ipv4Meta,
+        dst: SocketAddrV4,
     ) -> Result<usize, DropReason> {
-        let dst = SocketAddrV4::new(meta.dst, meta.dst_port);
         let socket = open_host(meta.src_port, dst).map_err(|e| {
             tracing::debug!(%dst, error = %e, "cannot open a host UDP socket");
             DropReason::HostUnsupported
@@ -194,8 +196,8 @@ impl Udp {
         let to_key = FlowKey::new(
             HOST_NETWORK,
             FlowProto::Udp,
-            IpAddr::V4(meta.dst),
-            meta.dst_port,
+            IpAddr::V4(*dst.ip()),
+            dst.port(),
             IpAddr::V4(*local.ip()),
             local.port(),
         );
@@ -250,7 +252,7 @@ impl Udp {
                 let to_key = FlowKey::icmp(
                     HOST_NETWORK,
                     IpAddr::V4(meta.dst),
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V4(source_toward(meta.dst)),
                     w,
                 );
                 let conn = create(cx.flows, cx.now, from_key, to_key, meta.info()).ok();
@@ -666,4 +668,19 @@ fn open_host(sport: u16, dst: SocketAddrV4) -> io::Result<mio::net::UdpSocket> {
     s.connect(dst)?;
     let _ = s.as_raw_fd();
     Ok(mio::net::UdpSocket::from_std(s))
+}
+
+/// The host's address that a packet to `dst` leaves from (the kernel's
+/// route lookup, through an unconnected-then-connected UDP socket that
+/// sends nothing): the raw ICMP socket's sends are unbound, so an echo
+/// flow's reply tuple would otherwise name no address. `0.0.0.0` when the
+/// host has no route.
+fn source_toward(dst: Ipv4Addr) -> Ipv4Addr {
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect((dst, 9)).map(|()| s))
+        .and_then(|s| s.local_addr());
+    match probe {
+        Ok(SocketAddr::V4(a)) => *a.ip(),
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
 }
