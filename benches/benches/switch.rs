@@ -13,21 +13,22 @@
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use vswitch::buf::PacketBuf;
-use vswitch::datapath::{BATCH, Executor, TxSink};
-use vswitch::ids::{MacAddr, NetworkId, PortId};
-use vswitch::port::{RxBatch, SendOutcome};
+use vswitch::datapath::BATCH;
+use vswitch::ids::{MacAddr, PortId};
 use vswitch::switch::{
-    Action, FdbConfig, Gateway, NetworkConfig, PortConfig, PortRole, Switch, SwitchConfig,
+    Action, FdbConfig, Gateway, NetworkConfig, PortConfig, PortRole, SwitchConfig,
 };
 
-const NET: NetworkId = NetworkId(0);
+mod common;
+
+use common::{FRAMES, NET, frame64, host_mac, known_unicast_setup, switch_with};
 
 /// The calling thread's CPU time, as a criterion measurement.
 struct CpuTime;
@@ -72,9 +73,6 @@ impl Measurement for CpuTime {
 
 type Bench = Criterion<CpuTime>;
 
-/// Distinct frames per bench, stored back to back (about 250 KB).
-const FRAMES: usize = 4096;
-
 /// The datapath's receive buffers: a batch of pooled buffers, reused.
 struct Ring {
     bufs: Vec<PacketBuf>,
@@ -98,30 +96,6 @@ impl Ring {
         buf.set_received(frame.len());
         buf
     }
-}
-
-fn host_mac(i: u32) -> MacAddr {
-    let b = i.to_be_bytes();
-    MacAddr([0x02, 0x01, b[0], b[1], b[2], b[3]])
-}
-
-/// A 64-byte frame (60 plus the FCS the wire adds): UDP between two hosts.
-fn frame64(src: MacAddr, dst: MacAddr, sip: Ipv4Addr, dip: Ipv4Addr) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src.0, dst.0)
-        .ipv4(sip.octets(), dip.octets(), 64)
-        .udp(1024, 1024);
-    let mut out = Vec::new();
-    b.write(&mut out, &[0u8; 18])
-        .expect("writing to a Vec cannot fail");
-    assert_eq!(out.len(), 60);
-    out
-}
-
-fn switch_with(config: SwitchConfig, fdb: FdbConfig) -> (Switch, Instant) {
-    let now = Instant::now();
-    let mut sw = Switch::new(fdb);
-    sw.apply_config(now, Arc::new(config));
-    (sw, now)
 }
 
 /// Known unicast: 65,536 learned MACs spread over 1,024 uplink ports, each
@@ -163,117 +137,24 @@ fn known_unicast(c: &mut Bench) {
     g.finish();
 }
 
-/// Discards what the executor sends, as a device that takes everything.
-struct NullSink;
-
-impl TxSink for NullSink {
-    fn send(&mut self, _port: PortId, frames: &[&PacketBuf]) -> SendOutcome {
-        black_box(frames);
-        SendOutcome {
-            sent: frames.len(),
-            error: None,
-        }
-    }
-}
-
-/// Known unicast as the datapath runs it, per batch of 64: receive into the
-/// batch's pooled buffers, load each frame's FDB entries, decide each
-/// frame, queue it with the executor, publish the batch's FDB changes,
-/// flush the queues (to a device that takes everything, so no system call
-/// is counted). Also without the loading pass, for the record.
+/// Known unicast as the datapath runs it, per batch of 64 (see
+/// [`common::BatchPath::round`]): receive into the batch's pooled buffers,
+/// decide each frame, queue it with the executor, publish the batch's FDB
+/// changes, flush the queues (to a device that takes everything, so no
+/// system call is counted). Also with a pass that loads every frame's FDB
+/// entries first (`Switch::prefetch`), which the datapath no longer runs,
+/// for the record.
 fn known_unicast_batch(c: &mut Bench) {
-    let (mut sw, now, frames) = known_unicast_setup();
-    sw.share_learning(true);
-    let mut batch = RxBatch::new(BATCH);
-    let mut exec = Executor::new();
-    let mut sink = NullSink;
+    let mut path = common::BatchPath::new(BATCH);
     let mut g = c.benchmark_group("switch");
     g.throughput(Throughput::Elements(BATCH as u64));
-    let mut i = 0;
     for (name, prefetch) in [
-        ("known_unicast_64B_64k_macs_batch_path", true),
-        ("known_unicast_64B_64k_macs_batch_path_no_prefetch", false),
+        ("known_unicast_64B_64k_macs_batch_path", false),
+        ("known_unicast_64B_64k_macs_batch_path_prefetch", true),
     ] {
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                batch.clear();
-                while let Some(buf) = batch.next_slot() {
-                    let (port, frame) = &frames[i % FRAMES];
-                    i += 1;
-                    buf.rx_space()[..frame.len()].copy_from_slice(frame);
-                    buf.set_received(frame.len());
-                    batch.commit(*port);
-                }
-                let (bufs, ingress) = batch.frames_mut();
-                if prefetch {
-                    for (buf, &port) in bufs.iter().zip(ingress) {
-                        sw.prefetch(port, buf);
-                    }
-                }
-                for k in 0..bufs.len() {
-                    let action = sw.process(now, ingress[k], &mut bufs[k]);
-                    exec.execute(&mut sw, action, ingress[k], k, bufs, &mut sink);
-                }
-                black_box(sw.drain_updates().count());
-                exec.flush(&mut sw, batch.frames(), &mut sink);
-            });
-        });
+        g.bench_function(name, |b| b.iter(|| path.round(prefetch)));
     }
     g.finish();
-}
-
-fn known_unicast_setup() -> (Switch, Instant, Vec<(PortId, Vec<u8>)>) {
-    const PORTS: u32 = 1024;
-    const MACS: u32 = 65_536;
-    let ports = (0..PORTS).map(|p| PortConfig {
-        id: PortId(p),
-        network: NET,
-        role: PortRole::Uplink,
-    });
-    let config = SwitchConfig::new(1, [NetworkConfig::new(NET)], ports).unwrap();
-    let fdb = FdbConfig {
-        max_entries: MACS as usize,
-        max_per_port: 1024,
-        ..FdbConfig::default()
-    };
-    let (mut sw, now) = switch_with(config, fdb);
-    for m in 0..MACS {
-        let mut buf = PacketBuf::from_frame(&frame64(
-            host_mac(m),
-            MacAddr::BROADCAST,
-            Ipv4Addr::from(m),
-            Ipv4Addr::BROADCAST,
-        ))
-        .unwrap();
-        let _ = sw.process(now, PortId(m % PORTS), &mut buf);
-    }
-    assert_eq!(sw.fdb().learned_len(), MACS as usize);
-
-    // A pseudo-random walk over pairs, so lookups miss the CPU caches as
-    // they would with real traffic across 64k hosts.
-    let mut x: u32 = 0x9e37_79b9;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        x % MACS
-    };
-    let frames: Vec<(PortId, Vec<u8>)> = (0..FRAMES)
-        .map(|_| {
-            let (s, mut d) = (next(), next());
-            if d % PORTS == s % PORTS {
-                d = (d + 1) % MACS;
-            }
-            let f = frame64(
-                host_mac(s),
-                host_mac(d),
-                Ipv4Addr::from(s),
-                Ipv4Addr::from(d),
-            );
-            (PortId(s % PORTS), f)
-        })
-        .collect();
-    (sw, now, frames)
 }
 
 /// Known unicast between container ports: the anti-spoofing checks (source

@@ -96,9 +96,6 @@ impl SwitchHarness {
     pub fn inject_batch(&mut self, frames: &[(PortId, Vec<u8>)]) -> Vec<(PortId, Vec<u8>)> {
         let mut bufs: Vec<PacketBuf> = frames.iter().map(|(_, f)| Self::buf(f)).collect();
         let mut sink = Recorder::default();
-        for ((port, _), buf) in frames.iter().zip(&bufs) {
-            self.switch.prefetch(*port, buf);
-        }
         for (i, (port, _)) in frames.iter().enumerate() {
             let action = self.switch.process(self.now, *port, &mut bufs[i]);
             self.executor

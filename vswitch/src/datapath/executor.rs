@@ -168,12 +168,12 @@ impl Executor {
         // A frame with no offload pending goes out as it is to any port:
         // no capability to look up.
         let plain = !buf.vnet.is_gso() && !buf.vnet.needs_csum();
+        if plain && let Action::Output(p) | Action::Reply(p) = action {
+            self.enqueue(p, Tx::Batch(frame));
+            return;
+        }
         self.targets.clear();
         match action {
-            Action::Output(p) | Action::Reply(p) if plain => {
-                self.enqueue(p, Tx::Batch(frame));
-                return;
-            }
             Action::Output(p) | Action::Reply(p) => self.targets.push(p),
             Action::Flood {
                 network,
@@ -323,8 +323,22 @@ impl Executor {
             let Some(queue) = queues.get_mut(port.index()) else {
                 continue;
             };
-            let mut next = queue.head;
+            let (head, tail) = (queue.head, queue.tail);
             *queue = Queue::EMPTY;
+            let buf_of = |entry: &Entry| match entry.tx {
+                Tx::Batch(i) => bufs.get(i),
+                Tx::Own(i) => owned.get(i),
+            };
+            if head == tail {
+                // One frame for this port, the common case when a batch
+                // spreads over many ports: no reference array to fill.
+                if let Some(b) = entries.get(head as usize).and_then(buf_of) {
+                    let out = sink.send(port, core::slice::from_ref(&b));
+                    count(switch, port, &[b], out.sent);
+                }
+                continue;
+            }
+            let mut next = head;
             let mut refused = false;
             while next != NIL {
                 let mut refs: [&PacketBuf; SEND_CHUNK] = [&*blank; SEND_CHUNK];
@@ -333,11 +347,7 @@ impl Executor {
                     && let Some(entry) = entries.get(next as usize)
                 {
                     next = entry.next;
-                    let buf = match entry.tx {
-                        Tx::Batch(i) => bufs.get(i),
-                        Tx::Own(i) => owned.get(i),
-                    };
-                    if let Some(b) = buf {
+                    if let Some(b) = buf_of(entry) {
                         refs[n] = b;
                         n += 1;
                     }
@@ -348,18 +358,11 @@ impl Executor {
                 if refused {
                     // The device refused a frame of this batch already:
                     // the rest would be refused too.
-                    for _ in 0..n {
-                        switch.record_tx_dropped(port);
-                    }
+                    switch.record_tx_dropped_batch(port, n);
                     continue;
                 }
                 let out = sink.send(port, &refs[..n]);
-                for b in &refs[..out.sent.min(n)] {
-                    switch.record_tx(port, b.len());
-                }
-                for _ in out.sent.min(n)..n {
-                    switch.record_tx_dropped(port);
-                }
+                count(switch, port, &refs[..n], out.sent);
                 refused = out.error.is_some();
             }
         }
@@ -368,6 +371,18 @@ impl Executor {
         for b in owned.drain(..) {
             pool.give(b);
         }
+    }
+}
+
+/// Counts the first `sent` of `frames` as sent to `port` and the rest as
+/// refused, once per call rather than per frame.
+#[inline]
+fn count(switch: &mut Switch, port: PortId, frames: &[&PacketBuf], sent: usize) {
+    let sent = sent.min(frames.len());
+    let bytes = frames[..sent].iter().map(|b| b.len()).sum();
+    switch.record_tx_batch(port, sent, bytes);
+    if sent < frames.len() {
+        switch.record_tx_dropped_batch(port, frames.len() - sent);
     }
 }
 

@@ -7,10 +7,11 @@
 //! 2. receive: visit the ready ports in turn, each filling the free slots
 //!    of one [`RxBatch`] of [`BATCH`] pooled buffers (`recvmmsg` where the
 //!    device has it), every frame tagged with its logical ingress port;
-//! 3. load every frame's FDB entries ([`Switch::prefetch`]), so their
-//!    cache misses overlap; then decide each frame with [`Switch::process`]
-//!    and hand the decision to the [`Executor`], which queues it per
-//!    egress port;
+//! 3. decide each frame with [`Switch::process`] and hand the decision to
+//!    the [`Executor`], which queues it per egress port (a separate pass
+//!    loading every frame's FDB entries first, [`Switch::prefetch`], is
+//!    slower now that a decision is short enough for the core to overlap
+//!    the misses of consecutive frames itself: see the README's figures);
 //! 4. publish this batch's FDB changes to the other workers;
 //! 5. flush: one batch send per egress port (`sendmmsg` where the device
 //!    has it).
@@ -418,9 +419,6 @@ impl Worker {
             host: host.as_ref(),
         };
         let (bufs, ingress) = batch.frames_mut();
-        for (buf, &port) in bufs.iter().zip(ingress) {
-            switch.prefetch(port, buf);
-        }
         for i in 0..bufs.len() {
             // Copied before the switch may rewrite it (a gateway reply).
             let tapped = (!sink.taps.is_empty() && sink.taps.watches(ingress[i]))

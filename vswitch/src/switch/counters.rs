@@ -121,16 +121,26 @@ impl Stats {
 
     #[inline]
     pub(crate) fn tx(&mut self, port: PortId, bytes: usize) {
+        self.tx_n(port, 1, bytes as u64);
+    }
+
+    #[inline]
+    pub(crate) fn tx_n(&mut self, port: PortId, packets: u64, bytes: u64) {
         if let Some(s) = self.ports.get_mut(port.index()) {
-            s.tx_packets += 1;
-            s.tx_bytes += bytes as u64;
+            s.tx_packets += packets;
+            s.tx_bytes += bytes;
         }
     }
 
     #[inline]
     pub(crate) fn tx_dropped(&mut self, port: PortId) {
+        self.tx_dropped_n(port, 1);
+    }
+
+    #[inline]
+    pub(crate) fn tx_dropped_n(&mut self, port: PortId, packets: u64) {
         if let Some(s) = self.ports.get_mut(port.index()) {
-            s.tx_dropped += 1;
+            s.tx_dropped += packets;
         }
     }
 

@@ -16,7 +16,7 @@ use crate::ids::MacAddr;
 /// fits the network's largest frame. `max_frame_len` is the MTU plus the
 /// Ethernet header.
 pub(crate) fn fits_mtu(frame: &ParsedFrame, max_frame_len: usize) -> bool {
-    let limit = if frame.l3 == L3::Vlan {
+    let limit = if frame.is_vlan() {
         max_frame_len + VLAN_TAG_LEN
     } else {
         max_frame_len
@@ -33,7 +33,8 @@ pub(crate) fn fits_mtu(frame: &ParsedFrame, max_frame_len: usize) -> bool {
 }
 
 /// Checks a frame from a container port assigned `mac` and `ipv4`. The
-/// Ethernet source has been compared with `mac` already.
+/// Ethernet source has been compared with `mac` already, and the network
+/// layer parsed ([`ParsedFrame::ensure_l3`]).
 pub(crate) fn check_container(
     frame: &ParsedFrame,
     mac: MacAddr,
