@@ -12,9 +12,9 @@
 //! answer it, from the network's gateway otherwise (loopback clients).
 //!
 //! ```text
-//!  container ──TAP──► datapath-N ──Action::Host──► HostLink::offer (copy into a
-//!      ▲                                           recycled buffer, bounded queue,
-//!      │                                           one wake per sleep)
+//!  container ──TAP──► datapath-N ──Action::Host──► HostLink::offer (the frame's
+//!      ▲                                           buffer by ownership, bounded
+//!      │                                           queue, one wake per sleep)
 //!      │                                                  ▼
 //!      │               host-connector thread ─ policy (internal, masquerade off,
 //!      │                                       other networks) ─ FlowTable
@@ -82,12 +82,11 @@ pub const fn flow_network(network: NetworkId) -> nat::flow::NetworkId {
     nat::flow::NetworkId(network.0)
 }
 
-/// A frame for the connector, copied out of the worker's batch.
+/// A frame for the connector, in the buffer the worker received it in.
 #[derive(Debug)]
 struct HostFrame {
     port: PortId,
-    vnet: VnetHdr,
-    data: Vec<u8>,
+    buf: PacketBuf,
 }
 
 #[derive(Debug)]
@@ -100,35 +99,41 @@ struct Wake {
 #[derive(Clone, Debug)]
 pub struct HostLink {
     frames: Sender<HostFrame>,
-    recycle: Receiver<Vec<u8>>,
+    recycle: Receiver<PacketBuf>,
     wake: Arc<Wake>,
 }
 
 impl HostLink {
-    /// Copies `frame`, received on `ingress`, to the connector's queue. The
-    /// copy goes into a buffer the connector gave back, so the steady state
-    /// allocates nothing; the connector is woken only if it sleeps.
+    /// Hands `frame`, received on `ingress`, to the connector's queue by
+    /// ownership: the buffer goes to the connector and one the connector
+    /// gave back takes its place in the worker's batch, so the frame is
+    /// not copied. Only until the connector has given back enough buffers
+    /// is a new one allocated; the connector is woken only if it sleeps.
     ///
     /// # Errors
     /// [`DropReason::HostBusy`] when the queue is full or the connector is
-    /// gone.
-    pub fn offer(&self, ingress: PortId, frame: &PacketBuf) -> Result<(), DropReason> {
-        let mut data = self.recycle.try_recv().unwrap_or_default();
-        data.clear();
-        data.extend_from_slice(frame.frame());
-        let item = HostFrame {
-            port: ingress,
-            vnet: frame.vnet,
-            data,
-        };
-        match self.frames.try_send(item) {
+    /// gone (the frame stays where it was).
+    pub fn offer(&self, ingress: PortId, frame: &mut PacketBuf) -> Result<(), DropReason> {
+        if self.frames.is_full() {
+            return Err(DropReason::HostBusy);
+        }
+        let mut buf = self.recycle.try_recv().unwrap_or_default();
+        buf.clear();
+        std::mem::swap(frame, &mut buf);
+        match self.frames.try_send(HostFrame { port: ingress, buf }) {
             Ok(()) => {
                 if self.wake.sleeping.swap(false, Ordering::SeqCst) {
                     let _ = self.wake.waker.wake();
                 }
                 Ok(())
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(DropReason::HostBusy),
+            Err(TrySendError::Full(item) | TrySendError::Disconnected(item)) => {
+                // Another worker filled the queue meanwhile: the frame
+                // goes back into its slot, dropped there.
+                let mut item = item;
+                std::mem::swap(frame, &mut item.buf);
+                Err(DropReason::HostBusy)
+            }
         }
     }
 }
@@ -533,7 +538,7 @@ struct Connector {
     poll: Poll,
     commands: Receiver<Command>,
     frames: Receiver<HostFrame>,
-    recycle: Sender<Vec<u8>>,
+    recycle: Sender<PacketBuf>,
     wake: Arc<Wake>,
     flows: Arc<FlowTable>,
     view: View,
@@ -564,7 +569,7 @@ impl Connector {
         poll: Poll,
         commands: Receiver<Command>,
         frames: Receiver<HostFrame>,
-        recycle: Sender<Vec<u8>>,
+        recycle: Sender<PacketBuf>,
         wake: Arc<Wake>,
         flows: Arc<FlowTable>,
     ) -> Self {
@@ -749,7 +754,7 @@ impl Connector {
 
     fn drain_frames(&mut self, now: Instant) -> bool {
         let mut any = false;
-        while let Ok(mut frame) = self.frames.try_recv() {
+        while let Ok(frame) = self.frames.try_recv() {
             any = true;
             let Self {
                 poll,
@@ -767,11 +772,13 @@ impl Connector {
                 out,
                 registry: poll.registry(),
             };
-            if let Err(reason) = handle_frame(&mut cx, tcp, udp, &mut frame) {
-                cx.out.drop_reason(frame.port, reason);
+            let port = frame.port;
+            let mut buf = Some(frame.buf);
+            if let Err(reason) = handle_frame(&mut cx, tcp, udp, port, &mut buf) {
+                cx.out.drop_reason(port, reason);
             }
-            if frame.data.capacity() > 0 {
-                let _ = self.recycle.try_send(frame.data);
+            if let Some(buf) = buf {
+                let _ = self.recycle.try_send(buf);
             }
         }
         let _ = self.started;
@@ -779,17 +786,24 @@ impl Connector {
     }
 }
 
-/// One frame from a container: to the engine of its protocol.
+/// One frame from a container: to the engine of its protocol. The TCP
+/// engine may keep the buffer (taking it out of `buf`).
 fn handle_frame(
     cx: &mut Ctx<'_>,
     tcp: &mut tcp::Tcp,
     udp: &mut udp::Udp,
-    frame: &mut HostFrame,
+    port: PortId,
+    buf: &mut Option<PacketBuf>,
 ) -> Result<(), DropReason> {
-    let Ok((offset, meta)) = nat::wire::parse_frame(&frame.data) else {
+    let Some(frame) = buf.as_ref() else {
+        return Ok(());
+    };
+    let gso = frame.vnet.is_gso();
+    let data = frame.frame();
+    let Ok((offset, meta)) = nat::wire::parse_frame(data) else {
         return Err(DropReason::HostUnsupported);
     };
-    let Some(&(ip, ep)) = cx.view.by_port.get(&frame.port) else {
+    let Some(&(ip, ep)) = cx.view.by_port.get(&port) else {
         return Err(DropReason::UnknownPort);
     };
     if meta.src != ip {
@@ -797,15 +811,15 @@ fn handle_frame(
     }
     let end = offset + usize::from(meta.total_len);
     if meta.proto == nat::flow::FlowProto::Tcp {
-        return tcp.on_container(cx, ep, &meta, &mut frame.data, offset..end);
+        return tcp.on_container(cx, ep, &meta, buf, offset..end);
     }
-    let Some(packet) = frame.data.get(offset..end) else {
+    let Some(packet) = data.get(offset..end) else {
         return Err(DropReason::Malformed);
     };
     match meta.proto {
         nat::flow::FlowProto::Tcp => Ok(()),
         nat::flow::FlowProto::Udp => {
-            if frame.vnet.is_gso() {
+            if gso {
                 return Err(DropReason::HostUnsupported);
             }
             udp.on_container(cx, ep, &meta, packet)
