@@ -65,14 +65,15 @@ pub const QUEUE: usize = 1024;
 /// Buffers the connector keeps for frames it writes to containers.
 const OUT_BUFFERS: usize = 256;
 
-/// How long the thread keeps polling after it last moved a frame, as the
-/// datapath workers do (see [`crate::datapath::BUSY_POLL`]), but longer:
+/// How long the thread keeps polling after it last moved a frame by
+/// default (`vswitchd --connector-busy-poll`), as the datapath workers do
+/// (see [`crate::datapath::BUSY_POLL`]), but longer:
 /// a TCP flow's super-frames reach it about 100 µs apart at 5 Gbit/s, and
 /// each sleep between two costs a wake-up from the worker (measured with
 /// `nat-compare.sh` on the loaded machine, one stream: 4.1 Gbit/s under
 /// CUBIC and 4.3 under BBR with 50 µs and a 1 MiB window; 4.4–6.0 and 5.7
 /// with 200 µs and 4 MiB).
-const BUSY_POLL: Duration = Duration::from_micros(200);
+pub const BUSY_POLL: Duration = Duration::from_micros(200);
 
 const WAKER: Token = Token(0);
 
@@ -161,12 +162,17 @@ pub struct HostConnector {
 }
 
 impl HostConnector {
-    /// Starts the `host-connector` thread.
+    /// Starts the `host-connector` thread, which keeps polling for
+    /// `busy_poll` after it last moved a frame before it sleeps.
     ///
     /// # Errors
     /// When the poll instance, its waker or the thread cannot be made.
-    pub fn spawn(flow_config: FlowConfig) -> io::Result<(Self, JoinHandle<io::Result<()>>)> {
-        let (connector, handle) = Self::new(flow_config)?;
+    pub fn spawn(
+        flow_config: FlowConfig,
+        busy_poll: Duration,
+    ) -> io::Result<(Self, JoinHandle<io::Result<()>>)> {
+        let (mut connector, handle) = Self::new(flow_config)?;
+        connector.busy_poll = busy_poll;
         let thread = std::thread::Builder::new()
             .name("host-connector".to_owned())
             .spawn(move || connector.run())?;
@@ -547,6 +553,7 @@ struct Connector {
     udp: udp::Udp,
     started: Instant,
     next_sweep: Instant,
+    busy_poll: Duration,
 }
 
 impl core::fmt::Debug for Connector {
@@ -589,6 +596,7 @@ impl Connector {
             udp: udp::Udp::new(),
             started: now,
             next_sweep: now,
+            busy_poll: BUSY_POLL,
         }
     }
 
@@ -597,7 +605,7 @@ impl Connector {
         let mut busy_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let polling = busy_since.is_some_and(|at| now.duration_since(at) < BUSY_POLL);
+            let polling = busy_since.is_some_and(|at| now.duration_since(at) < self.busy_poll);
             let mut timeout = if polling {
                 Some(Duration::ZERO)
             } else {
