@@ -14,8 +14,11 @@
 #
 #   sudo benches/scripts/nat-compare.sh [seconds] [runs]
 #
-# For each congestion control in CCS (default "cubic bbr") and each run,
-# the paths are measured back to back in turn (1 and 4 streams each), so
+# For each congestion control in CCS (default "cubic bbr"; iperf3 -C, which
+# sets it on the client's and the server's sockets, so on the sender's in
+# both directions) and each run, the paths are measured back to back in turn
+# (1 and 4 streams each, in each direction of DIRS: "up", container →
+# outside, and "down", outside → container with iperf3 -R; default both), so
 # a change of machine load falls on all of them. The summary gives the
 # median over the runs, the ratio of the medians to the kernel path, and
 # the spread (lowest-highest of the per-run ratios), with the load average
@@ -29,6 +32,7 @@ set -euo pipefail
 secs=${1:-5}
 runs=${2:-5}
 ccs=${CCS:-cubic bbr}
+dirs=${DIRS:-up down}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${VSWITCH_BIN:-$here/target/release}
 tag=vsn$$
@@ -113,23 +117,26 @@ client_ns() { case $1 in kernel) echo ${tag}kc;; vswitch) echo ${tag}vc;; pasta)
 server_ns() { case $1 in kernel) echo ${tag}ko;; vswitch) echo ${tag}vo;; pasta) echo ${tag}po;; esac; }
 server_ip() { case $1 in kernel) echo 10.240.1.2;; vswitch) echo 10.240.2.2;; pasta) echo 10.240.3.2;; esac; }
 
-iperf() { # path cc streams → bits per second received
-  local c s dst
+iperf() { # path cc streams dir → bits per second received
+  local c s dst rev=
   c=$(client_ns $1); s=$(server_ns $1); dst=$(server_ip $1)
+  [ "$4" = down ] && rev=-R
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-  ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P $3 -C $2 -J 2>/dev/null |
+  ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P $3 -C $2 $rev -J 2>/dev/null |
     jq '.end.sum_received.bits_per_second // 0'
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "paths: $paths; ${runs} run(s) of ${secs}s per figure; MTU 1500; load before: $load_before"
+echo "paths: $paths; directions: $dirs; ${runs} run(s) of ${secs}s per figure; MTU 1500; load before: $load_before"
 results=()
 for cc in $ccs; do
   for run in $(seq "$runs"); do
-    for p in $paths; do
-      for n in 1 4; do
-        v=$(iperf $p $cc $n)
-        results+=("$cc $n $p $run $v")
+    for d in $dirs; do
+      for p in $paths; do
+        for n in 1 4; do
+          v=$(iperf $p $cc $n $d)
+          results+=("$cc/$d $n $p $run $v")
+        done
       done
     done
     echo "  $cc run $run done (load $(cut -d' ' -f1 /proc/loadavg))" >&2
@@ -145,7 +152,7 @@ printf '%s\n' "${results[@]}" | awk -v paths="$paths" '
   { v[$1, $2, $3, $4] = $5; runs[$1] = ($4 > runs[$1] ? $4 : runs[$1]); seen[$1] = 1 }
   END {
     np = split(paths, P, " ")
-    printf "%-6s %-8s %-8s %10s %7s %11s\n", "cc", "streams", "path", "Gbit/s", "ratio", "spread"
+    printf "%-10s %-8s %-8s %10s %7s %11s\n", "cc/dir", "streams", "path", "Gbit/s", "ratio", "spread"
     for (cc in seen) for (n = 1; n <= 4; n += 3) for (k = 1; k <= np; k++) {
       p = P[k]; m = runs[cc]
       for (r = 1; r <= m; r++) { x[r] = v[cc, n, p, r]; y[r] = v[cc, n, "kernel", r] }
@@ -153,7 +160,7 @@ printf '%s\n' "${results[@]}" | awk -v paths="$paths" '
       lo = 1e18; hi = 0
       for (r = 1; r <= m; r++) if (v[cc, n, "kernel", r] > 0) {
         q = v[cc, n, p, r] / v[cc, n, "kernel", r]; if (q < lo) lo = q; if (q > hi) hi = q }
-      printf "%-6s %-8s %-8s %10.2f %7.2f %5.2f-%-5.2f\n", cc, n, p, mx / 1e9, (my > 0 ? mx / my : 0), lo, hi
+      printf "%-10s %-8s %-8s %10.2f %7.2f %5.2f-%-5.2f\n", cc, n, p, mx / 1e9, (my > 0 ? mx / my : 0), lo, hi
     }
   }'
 echo "load average before: $load_before; after: $load_after ($(nproc) cores)"

@@ -99,7 +99,7 @@ impl SwitchHarness {
         for (i, (port, _)) in frames.iter().enumerate() {
             let action = self.switch.process(self.now, *port, &mut bufs[i]);
             self.executor
-                .execute(&mut self.switch, action, *port, i, &bufs, &mut sink);
+                .execute(&mut self.switch, action, *port, i, &mut bufs, &mut sink);
         }
         self.executor.flush(&mut self.switch, &bufs, &mut sink);
         sink.out
@@ -153,10 +153,10 @@ impl SwitchHarness {
     }
 
     fn deliver(&mut self, action: Action, ingress: PortId, buf: PacketBuf) -> Delivery {
-        let bufs = [buf];
+        let mut bufs = [buf];
         let mut sink = Recorder::default();
         self.executor
-            .execute(&mut self.switch, action, ingress, 0, &bufs, &mut sink);
+            .execute(&mut self.switch, action, ingress, 0, &mut bufs, &mut sink);
         self.executor.flush(&mut self.switch, &bufs, &mut sink);
         Delivery {
             action,

@@ -12,9 +12,9 @@
 //! answer it, from the network's gateway otherwise (loopback clients).
 //!
 //! ```text
-//!  container ──TAP──► datapath-N ──Action::Host──► HostLink::offer (copy into a
-//!      ▲                                           recycled buffer, bounded queue,
-//!      │                                           one wake per sleep)
+//!  container ──TAP──► datapath-N ──Action::Host──► HostLink::offer (the frame's
+//!      ▲                                           buffer by ownership, bounded
+//!      │                                           queue, one wake per sleep)
 //!      │                                                  ▼
 //!      │               host-connector thread ─ policy (internal, masquerade off,
 //!      │                                       other networks) ─ FlowTable
@@ -65,14 +65,15 @@ pub const QUEUE: usize = 1024;
 /// Buffers the connector keeps for frames it writes to containers.
 const OUT_BUFFERS: usize = 256;
 
-/// How long the thread keeps polling after it last moved a frame, as the
-/// datapath workers do (see [`crate::datapath::BUSY_POLL`]), but longer:
+/// How long the thread keeps polling after it last moved a frame by
+/// default (`vswitchd --connector-busy-poll`), as the datapath workers do
+/// (see [`crate::datapath::BUSY_POLL`]), but longer:
 /// a TCP flow's super-frames reach it about 100 µs apart at 5 Gbit/s, and
 /// each sleep between two costs a wake-up from the worker (measured with
 /// `nat-compare.sh` on the loaded machine, one stream: 4.1 Gbit/s under
 /// CUBIC and 4.3 under BBR with 50 µs and a 1 MiB window; 4.4–6.0 and 5.7
 /// with 200 µs and 4 MiB).
-const BUSY_POLL: Duration = Duration::from_micros(200);
+pub const BUSY_POLL: Duration = Duration::from_micros(200);
 
 const WAKER: Token = Token(0);
 
@@ -82,12 +83,11 @@ pub const fn flow_network(network: NetworkId) -> nat::flow::NetworkId {
     nat::flow::NetworkId(network.0)
 }
 
-/// A frame for the connector, copied out of the worker's batch.
+/// A frame for the connector, in the buffer the worker received it in.
 #[derive(Debug)]
 struct HostFrame {
     port: PortId,
-    vnet: VnetHdr,
-    data: Vec<u8>,
+    buf: PacketBuf,
 }
 
 #[derive(Debug)]
@@ -100,35 +100,41 @@ struct Wake {
 #[derive(Clone, Debug)]
 pub struct HostLink {
     frames: Sender<HostFrame>,
-    recycle: Receiver<Vec<u8>>,
+    recycle: Receiver<PacketBuf>,
     wake: Arc<Wake>,
 }
 
 impl HostLink {
-    /// Copies `frame`, received on `ingress`, to the connector's queue. The
-    /// copy goes into a buffer the connector gave back, so the steady state
-    /// allocates nothing; the connector is woken only if it sleeps.
+    /// Hands `frame`, received on `ingress`, to the connector's queue by
+    /// ownership: the buffer goes to the connector and one the connector
+    /// gave back takes its place in the worker's batch, so the frame is
+    /// not copied. Only until the connector has given back enough buffers
+    /// is a new one allocated; the connector is woken only if it sleeps.
     ///
     /// # Errors
     /// [`DropReason::HostBusy`] when the queue is full or the connector is
-    /// gone.
-    pub fn offer(&self, ingress: PortId, frame: &PacketBuf) -> Result<(), DropReason> {
-        let mut data = self.recycle.try_recv().unwrap_or_default();
-        data.clear();
-        data.extend_from_slice(frame.frame());
-        let item = HostFrame {
-            port: ingress,
-            vnet: frame.vnet,
-            data,
-        };
-        match self.frames.try_send(item) {
+    /// gone (the frame stays where it was).
+    pub fn offer(&self, ingress: PortId, frame: &mut PacketBuf) -> Result<(), DropReason> {
+        if self.frames.is_full() {
+            return Err(DropReason::HostBusy);
+        }
+        let mut buf = self.recycle.try_recv().unwrap_or_default();
+        buf.clear();
+        std::mem::swap(frame, &mut buf);
+        match self.frames.try_send(HostFrame { port: ingress, buf }) {
             Ok(()) => {
                 if self.wake.sleeping.swap(false, Ordering::SeqCst) {
                     let _ = self.wake.waker.wake();
                 }
                 Ok(())
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(DropReason::HostBusy),
+            Err(TrySendError::Full(item) | TrySendError::Disconnected(item)) => {
+                // Another worker filled the queue meanwhile: the frame
+                // goes back into its slot, dropped there.
+                let mut item = item;
+                std::mem::swap(frame, &mut item.buf);
+                Err(DropReason::HostBusy)
+            }
         }
     }
 }
@@ -156,12 +162,17 @@ pub struct HostConnector {
 }
 
 impl HostConnector {
-    /// Starts the `host-connector` thread.
+    /// Starts the `host-connector` thread, which keeps polling for
+    /// `busy_poll` after it last moved a frame before it sleeps.
     ///
     /// # Errors
     /// When the poll instance, its waker or the thread cannot be made.
-    pub fn spawn(flow_config: FlowConfig) -> io::Result<(Self, JoinHandle<io::Result<()>>)> {
-        let (connector, handle) = Self::new(flow_config)?;
+    pub fn spawn(
+        flow_config: FlowConfig,
+        busy_poll: Duration,
+    ) -> io::Result<(Self, JoinHandle<io::Result<()>>)> {
+        let (mut connector, handle) = Self::new(flow_config)?;
+        connector.busy_poll = busy_poll;
         let thread = std::thread::Builder::new()
             .name("host-connector".to_owned())
             .spawn(move || connector.run())?;
@@ -609,7 +620,7 @@ struct Connector {
     poll: Poll,
     commands: Receiver<Command>,
     frames: Receiver<HostFrame>,
-    recycle: Sender<Vec<u8>>,
+    recycle: Sender<PacketBuf>,
     wake: Arc<Wake>,
     flows: Arc<FlowTable>,
     view: View,
@@ -618,6 +629,7 @@ struct Connector {
     udp: udp::Udp,
     started: Instant,
     next_sweep: Instant,
+    busy_poll: Duration,
 }
 
 impl core::fmt::Debug for Connector {
@@ -640,7 +652,7 @@ impl Connector {
         poll: Poll,
         commands: Receiver<Command>,
         frames: Receiver<HostFrame>,
-        recycle: Sender<Vec<u8>>,
+        recycle: Sender<PacketBuf>,
         wake: Arc<Wake>,
         flows: Arc<FlowTable>,
     ) -> Self {
@@ -660,6 +672,7 @@ impl Connector {
             udp: udp::Udp::new(),
             started: now,
             next_sweep: now,
+            busy_poll: BUSY_POLL,
         }
     }
 
@@ -668,7 +681,7 @@ impl Connector {
         let mut busy_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let polling = busy_since.is_some_and(|at| now.duration_since(at) < BUSY_POLL);
+            let polling = busy_since.is_some_and(|at| now.duration_since(at) < self.busy_poll);
             let mut timeout = if polling {
                 Some(Duration::ZERO)
             } else {
@@ -829,7 +842,7 @@ impl Connector {
 
     fn drain_frames(&mut self, now: Instant) -> bool {
         let mut any = false;
-        while let Ok(mut frame) = self.frames.try_recv() {
+        while let Ok(frame) = self.frames.try_recv() {
             any = true;
             let Self {
                 poll,
@@ -847,11 +860,13 @@ impl Connector {
                 out,
                 registry: poll.registry(),
             };
-            if let Err(reason) = handle_frame(&mut cx, tcp, udp, &mut frame) {
-                cx.out.drop_reason(frame.port, reason);
+            let port = frame.port;
+            let mut buf = Some(frame.buf);
+            if let Err(reason) = handle_frame(&mut cx, tcp, udp, port, &mut buf) {
+                cx.out.drop_reason(port, reason);
             }
-            if frame.data.capacity() > 0 {
-                let _ = self.recycle.try_send(frame.data);
+            if let Some(buf) = buf {
+                let _ = self.recycle.try_send(buf);
             }
         }
         let _ = self.started;
@@ -859,17 +874,24 @@ impl Connector {
     }
 }
 
-/// One frame from a container: to the engine of its protocol.
+/// One frame from a container: to the engine of its protocol. The TCP
+/// engine may keep the buffer (taking it out of `buf`).
 fn handle_frame(
     cx: &mut Ctx<'_>,
     tcp: &mut tcp::Tcp,
     udp: &mut udp::Udp,
-    frame: &mut HostFrame,
+    port: PortId,
+    buf: &mut Option<PacketBuf>,
 ) -> Result<(), DropReason> {
-    let Ok((offset, meta)) = nat::wire::parse_frame(&frame.data) else {
+    let Some(frame) = buf.as_ref() else {
+        return Ok(());
+    };
+    let gso = frame.vnet.is_gso();
+    let data = frame.frame();
+    let Ok((offset, meta)) = nat::wire::parse_frame(data) else {
         return Err(DropReason::HostUnsupported);
     };
-    let Some(&(ip, ep)) = cx.view.by_port.get(&frame.port) else {
+    let Some(&(ip, ep)) = cx.view.by_port.get(&port) else {
         return Err(DropReason::UnknownPort);
     };
     if meta.src != ip {
@@ -877,15 +899,15 @@ fn handle_frame(
     }
     let end = offset + usize::from(meta.total_len);
     if meta.proto == nat::flow::FlowProto::Tcp {
-        return tcp.on_container(cx, ep, &meta, &mut frame.data, offset..end);
+        return tcp.on_container(cx, ep, &meta, buf, offset..end);
     }
-    let Some(packet) = frame.data.get(offset..end) else {
+    let Some(packet) = data.get(offset..end) else {
         return Err(DropReason::Malformed);
     };
     match meta.proto {
         nat::flow::FlowProto::Tcp => Ok(()),
         nat::flow::FlowProto::Udp => {
-            if frame.vnet.is_gso() {
+            if gso {
                 return Err(DropReason::HostUnsupported);
             }
             udp.on_container(cx, ep, &meta, packet)

@@ -16,15 +16,23 @@ use crate::buf::{BufPool, MAX_FRAME_LEN, PacketBuf};
 /// virtio-net super-frame may be.
 pub(crate) const IP_MTU: usize = 65_535 - ETH;
 
+/// An IP packet from a container, not yet read by the stack.
+#[derive(Debug)]
+pub(crate) enum Packet {
+    /// In the frame buffer a worker handed over, at this range of the
+    /// frame.
+    Frame(PacketBuf, Range<usize>),
+    /// A copy (a held SYN, a segment answered with a RST).
+    Copy(Vec<u8>),
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
-    /// IP packets from containers (a buffer and where the packet is in
-    /// it), not yet read by the stack.
-    pub(crate) rx: VecDeque<(Vec<u8>, Range<usize>)>,
-    /// Spent receive buffers.
+    pub(crate) rx: VecDeque<Packet>,
+    /// Spent buffers of copies.
     pub(crate) spare: Vec<Vec<u8>>,
-    /// Where spent buffers of frames the workers copied go back to.
-    pub(crate) recycle: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    /// Where spent frame buffers go back to the workers.
+    pub(crate) recycle: Option<crossbeam_channel::Sender<PacketBuf>>,
     /// Frames the stack wrote (IP packet after [`ETH`] bytes).
     pub(crate) tx: Vec<PacketBuf>,
     pub(crate) pool: Option<BufPool>,
@@ -43,20 +51,21 @@ impl Stack {
         let mut b = q.spare.pop().unwrap_or_default();
         b.clear();
         b.extend_from_slice(packet);
-        let len = b.len();
-        q.rx.push_back((b, 0..len));
+        q.rx.push_back(Packet::Copy(b));
     }
 
-    /// Queues the packet at `range` of `buffer` without copying it; the
-    /// buffer goes back to the workers once the stack has read it.
-    pub(crate) fn push_owned(&self, buffer: Vec<u8>, range: Range<usize>) {
-        self.q.borrow_mut().rx.push_back((buffer, range));
+    /// Queues the packet at `range` of `frame`'s frame without copying
+    /// it; the buffer goes back to the workers once the stack has read it.
+    pub(crate) fn push_owned(&self, frame: PacketBuf, range: Range<usize>) {
+        self.q
+            .borrow_mut()
+            .rx
+            .push_back(Packet::Frame(frame, range));
     }
 }
 
 pub(crate) struct Rx<'a> {
-    packet: Vec<u8>,
-    range: Range<usize>,
+    packet: Packet,
     q: &'a RefCell<Queues>,
 }
 
@@ -69,14 +78,19 @@ impl smoltcp::phy::RxToken for Rx<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        let r = f(self.packet.get(self.range).unwrap_or_default());
+        let r = match &self.packet {
+            Packet::Frame(b, range) => f(b.frame().get(range.clone()).unwrap_or_default()),
+            Packet::Copy(v) => f(v),
+        };
         let mut q = self.q.borrow_mut();
-        match &q.recycle {
-            Some(tx) if self.packet.capacity() >= 2048 => {
-                let _ = tx.try_send(self.packet);
+        match self.packet {
+            Packet::Frame(b, _) => {
+                if let Some(tx) = &q.recycle {
+                    let _ = tx.try_send(b);
+                }
             }
-            _ if q.spare.len() < 64 => q.spare.push(self.packet),
-            _ => {}
+            Packet::Copy(v) if q.spare.len() < 64 => q.spare.push(v),
+            Packet::Copy(_) => {}
         }
         r
     }
@@ -106,15 +120,8 @@ impl Device for Stack {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let (packet, range) = self.q.get_mut().rx.pop_front()?;
-        Some((
-            Rx {
-                packet,
-                range,
-                q: &self.q,
-            },
-            Tx { q: &self.q },
-        ))
+        let packet = self.q.get_mut().rx.pop_front()?;
+        Some((Rx { packet, q: &self.q }, Tx { q: &self.q }))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {

@@ -136,7 +136,10 @@ impl Tcp {
     }
 
     /// Sends the buffers of consumed packets back to the workers.
-    pub(crate) fn set_recycle(&mut self, recycle: crossbeam_channel::Sender<Vec<u8>>) {
+    pub(crate) fn set_recycle(
+        &mut self,
+        recycle: crossbeam_channel::Sender<crate::buf::PacketBuf>,
+    ) {
         self.dev.q.get_mut().recycle = Some(recycle);
     }
 
@@ -179,10 +182,10 @@ impl Tcp {
         cx: &mut Ctx<'_>,
         ep: Endpoint,
         meta: &Ipv4Meta,
-        data: &mut Vec<u8>,
+        buf: &mut Option<crate::buf::PacketBuf>,
         range: core::ops::Range<usize>,
     ) -> Result<(), DropReason> {
-        let Some(packet) = data.get(range.clone()) else {
+        let Some(packet) = buf.as_ref().and_then(|b| b.frame().get(range.clone())) else {
             return Err(DropReason::Malformed);
         };
         let quad = (meta.src, meta.src_port, meta.dst, meta.dst_port);
@@ -206,8 +209,10 @@ impl Tcp {
                 }
             }
             cx.flows.track(cx.now, &flow.from_key, meta.info());
-            // The worker's copy goes to the endpoint as it is.
-            self.dev.push_owned(std::mem::take(data), range);
+            // The worker's buffer goes to the endpoint as it is.
+            if let Some(b) = buf.take() {
+                self.dev.push_owned(b, range);
+            }
             return Ok(());
         }
         let target = cx.view.target(

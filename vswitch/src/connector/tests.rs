@@ -110,9 +110,9 @@ impl smoltcp::phy::TxToken for TxTok<'_> {
         frame[6..12].copy_from_slice(&C_MAC.0);
         frame[12..14].copy_from_slice(&[0x08, 0x00]);
         let r = f(&mut frame[14..]);
-        let buf = PacketBuf::from_frame(&frame).unwrap();
+        let mut buf = PacketBuf::from_frame(&frame).unwrap();
         // What the switch does for a frame to the gateway's MAC.
-        let _ = self.0.offer(PORT, &buf);
+        let _ = self.0.offer(PORT, &mut buf);
         r
     }
 }
@@ -359,11 +359,11 @@ fn policy_drops_are_counted_per_reason() {
     // --internal: nothing beyond the host.
     let (handle, _peer) = connector(true, true);
     let link = handle.link();
-    link.offer(PORT, &syn_frame(Ipv4Addr::LOCALHOST, 9))
+    link.offer(PORT, &mut syn_frame(Ipv4Addr::LOCALHOST, 9))
         .unwrap();
     wait_drops(&handle, DropReason::Internal, 1);
     // Another network's container.
-    link.offer(PORT, &syn_frame(Ipv4Addr::new(172, 31, 0, 9), 80))
+    link.offer(PORT, &mut syn_frame(Ipv4Addr::new(172, 31, 0, 9), 80))
         .unwrap();
     wait_drops(&handle, DropReason::InterNetwork, 1);
     assert!(handle.flows().is_empty(), "no flow made for a dropped SYN");
@@ -373,7 +373,7 @@ fn policy_drops_are_counted_per_reason() {
     let (handle, _peer) = connector(false, false);
     handle
         .link()
-        .offer(PORT, &syn_frame(Ipv4Addr::LOCALHOST, 9))
+        .offer(PORT, &mut syn_frame(Ipv4Addr::LOCALHOST, 9))
         .unwrap();
     wait_drops(&handle, DropReason::MasqueradeDisabled, 1);
     handle.shutdown();
@@ -385,12 +385,12 @@ fn malformed_frames_are_counted_not_fatal() {
     let link = handle.link();
     let mut f = syn_frame(Ipv4Addr::LOCALHOST, 9).frame().to_vec();
     f.truncate(30);
-    link.offer(PORT, &PacketBuf::from_frame(&f).unwrap())
+    link.offer(PORT, &mut PacketBuf::from_frame(&f).unwrap())
         .unwrap();
     // Spoofed source: another address than the port's.
     let mut spoof = syn_frame(Ipv4Addr::LOCALHOST, 9).frame().to_vec();
     spoof[14 + 15] = 99;
-    link.offer(PORT, &PacketBuf::from_frame(&spoof).unwrap())
+    link.offer(PORT, &mut PacketBuf::from_frame(&spoof).unwrap())
         .unwrap();
     wait_drops(&handle, DropReason::HostUnsupported, 1);
     wait_drops(&handle, DropReason::SrcIpSpoofed, 1);
@@ -434,7 +434,7 @@ fn udp_egress_round_trip_keeps_the_port_and_tracks_the_flow() {
     let sport = 43_000 + u16::try_from(std::process::id() % 20_000).unwrap();
     handle
         .link()
-        .offer(PORT, &udp_frame(dst, sport, b"hello"))
+        .offer(PORT, &mut udp_frame(dst, sport, b"hello"))
         .unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -640,7 +640,7 @@ fn published_udp_reaches_the_container_and_its_answer_the_client() {
     assert_eq!(udp.destination_port(), 81);
     assert_eq!(udp.payload(), b"q");
     // The container answers the address it saw.
-    let answer = {
+    let mut answer = {
         let b = etherparse::PacketBuilder::ethernet2(C_MAC.0, GW_MAC.0)
             .ipv4(C_IP.octets(), GW.octets(), 64)
             .udp(81, udp.source_port());
@@ -648,7 +648,7 @@ fn published_udp_reaches_the_container_and_its_answer_the_client() {
         b.write(&mut v, b"a").unwrap();
         PacketBuf::from_frame(&v).unwrap()
     };
-    handle.link().offer(PORT, &answer).unwrap();
+    handle.link().offer(PORT, &mut answer).unwrap();
     let mut b = [0u8; 8];
     let (n, from) = client.recv_from(&mut b).unwrap();
     assert_eq!(&b[..n], b"a");
@@ -670,7 +670,7 @@ fn removing_the_port_purges_its_flows() {
     };
     handle
         .link()
-        .offer(PORT, &udp_frame(dst, 44_444, b"x"))
+        .offer(PORT, &mut udp_frame(dst, 44_444, b"x"))
         .unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -1048,4 +1048,33 @@ fn releasing_a_published_port_resets_its_accepted_connections() {
         "the client's connection is reset: {read:?}"
     );
     handle.shutdown();
+#[test]
+fn frames_are_handed_over_by_ownership_and_kept_when_the_queue_is_full() {
+    // A connector that never runs: its queue only fills.
+    let (inner, handle) = HostConnector::new(nat::conntrack::Config::default()).unwrap();
+    let link = handle.link();
+    let mut slot = syn_frame(Ipv4Addr::LOCALHOST, 9);
+    let sent = slot.frame().to_vec();
+    link.offer(PORT, &mut slot).unwrap();
+    assert!(slot.is_empty(), "the worker's slot holds an empty buffer");
+    let got = inner.frames.try_recv().unwrap();
+    assert_eq!(got.port, PORT);
+    assert_eq!(got.buf.frame(), &sent[..], "the frame moved, unchanged");
+    // A buffer the connector gave back is the one the next offer leaves.
+    inner.recycle.send(got.buf).unwrap();
+    let mut slot = syn_frame(Ipv4Addr::LOCALHOST, 10);
+    link.offer(PORT, &mut slot).unwrap();
+    assert!(slot.is_empty());
+    assert!(inner.frames.len() == 1 && handle.link().recycle.is_empty());
+    for _ in 1..super::QUEUE {
+        link.offer(PORT, &mut syn_frame(Ipv4Addr::LOCALHOST, 11))
+            .unwrap();
+    }
+    let mut slot = syn_frame(Ipv4Addr::LOCALHOST, 12);
+    assert_eq!(link.offer(PORT, &mut slot), Err(DropReason::HostBusy));
+    assert_eq!(
+        slot.frame(),
+        syn_frame(Ipv4Addr::LOCALHOST, 12).frame(),
+        "a refused frame stays in its slot"
+    );
 }

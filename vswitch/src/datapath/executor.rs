@@ -43,11 +43,13 @@ pub trait TxSink {
 
     /// Hands a frame received on `ingress` to the host connector
     /// ([`Action::Host`]); `Err` with the reason when it cannot take it.
-    /// By default there is no connector: the frame has no route.
+    /// The connector may take the buffer itself and leave an empty one of
+    /// its own in its place, so the frame is not copied. By default there
+    /// is no connector: the frame has no route.
     ///
     /// # Errors
     /// The drop reason to count on `ingress`.
-    fn to_host(&mut self, ingress: PortId, frame: &PacketBuf) -> Result<(), DropReason> {
+    fn to_host(&mut self, ingress: PortId, frame: &mut PacketBuf) -> Result<(), DropReason> {
         let _ = (ingress, frame);
         Err(DropReason::NoRoute)
     }
@@ -159,9 +161,20 @@ impl Executor {
         action: Action,
         ingress: PortId,
         frame: usize,
-        bufs: &[PacketBuf],
+        bufs: &mut [PacketBuf],
         sink: &mut S,
     ) {
+        if let Action::Host(from) = action {
+            // Handed over whole (nothing else refers to this slot); the
+            // slot may now hold an empty buffer.
+            if let Some(buf) = bufs.get_mut(frame)
+                && let Err(reason) = sink.to_host(from, buf)
+            {
+                switch.record_drop(from, reason);
+            }
+            return;
+        }
+        let bufs: &[PacketBuf] = bufs;
         let Some(buf) = bufs.get(frame) else {
             return;
         };
@@ -182,15 +195,7 @@ impl Executor {
             } => self
                 .targets
                 .extend(switch.flood_targets(network, except, scope)),
-            Action::Host(from) => {
-                if let Some(buf) = bufs.get(frame)
-                    && let Err(reason) = sink.to_host(from, buf)
-                {
-                    switch.record_drop(from, reason);
-                }
-                return;
-            }
-            Action::Drop(_) => return,
+            Action::Host(_) | Action::Drop(_) => return,
         }
         for t in 0..self.targets.len() {
             let port = self.targets[t];

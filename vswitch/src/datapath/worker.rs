@@ -164,7 +164,7 @@ impl TxSink for PortSink<'_> {
         out
     }
 
-    fn to_host(&mut self, ingress: PortId, frame: &PacketBuf) -> Result<(), DropReason> {
+    fn to_host(&mut self, ingress: PortId, frame: &mut PacketBuf) -> Result<(), DropReason> {
         match self.host {
             Some(link) => link.offer(ingress, frame),
             None => Err(DropReason::NoRoute),
