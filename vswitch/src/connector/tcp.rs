@@ -201,8 +201,9 @@ impl Tcp {
                 // A published connection's SYN-ACK: as with an egress SYN,
                 // the endpoint is told it may send 64 KiB segments, written
                 // as super-frames cut at the MSS the container asked for.
-                let theirs = data
-                    .get_mut(range.clone())
+                let theirs = buf
+                    .as_mut()
+                    .and_then(|b| b.frame_mut().get_mut(range.clone()))
                     .and_then(|p| rewrite_mss(p, meta.l4_offset));
                 if let Some(theirs) = theirs {
                     flow.mss = theirs.min(flow.ep.mss).max(536);

@@ -954,7 +954,7 @@ fn udp_to_the_gateway_address_reaches_the_host_and_answers_from_the_gateway() {
         .link()
         .offer(
             PORT,
-            &udp_frame(SocketAddrV4::new(GW, port), 43_999, b"ask"),
+            &mut udp_frame(SocketAddrV4::new(GW, port), 43_999, b"ask"),
         )
         .unwrap();
     service
@@ -988,7 +988,7 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
     handle.attach(publication, HostSocket::Tcp(listener));
     handle
         .link()
-        .offer(PORT, &syn_frame(GW, host_port))
+        .offer(PORT, &mut syn_frame(GW, host_port))
         .unwrap();
     wait_drops(&handle, DropReason::Internal, 1);
     assert!(handle.flows().is_empty(), "no flow for a dropped SYN");
@@ -996,7 +996,7 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
     // INPUT lets an internal network reach its gateway.
     let service = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = service.local_addr().unwrap().port();
-    handle.link().offer(PORT, &syn_frame(GW, port)).unwrap();
+    handle.link().offer(PORT, &mut syn_frame(GW, port)).unwrap();
     service.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let from = loop {
@@ -1048,6 +1048,8 @@ fn releasing_a_published_port_resets_its_accepted_connections() {
         "the client's connection is reset: {read:?}"
     );
     handle.shutdown();
+}
+
 #[test]
 fn frames_are_handed_over_by_ownership_and_kept_when_the_queue_is_full() {
     // A connector that never runs: its queue only fills.
