@@ -21,28 +21,32 @@
 //! replicates the frame to every VTEP of the network (head-end
 //! replication, no multicast in the underlay).
 //!
-//! **Why a UDP socket, not a raw or packet socket.** The kernel routes,
+//! **Why UDP sockets, not a raw or packet socket.** The kernel routes,
 //! resolves the next hop, fills and checksums the outer IPv4 and UDP
 //! headers, and the datagram needs no privilege beyond the bind; the outer
 //! header is then the kernel's, not ours, and `fabric`'s prebuilt outer
-//! templates go unused here. The cost: every datagram leaves from the
-//! socket's own port (4789), where RFC 7348 asks for a source port hashed
-//! from the inner flow so that the underlay's ECMP spreads flows. On an
-//! underlay without ECMP (one link between hosts, the usual container host)
-//! that spreading buys nothing; where it matters, an `AF_PACKET` transmit
-//! path that writes `fabric::OuterTemplate`s into the buffers' headroom is
-//! the way (not built). Receivers do not care: the kernel's vxlan accepts
-//! any source port.
+//! templates go unused here. A UDP socket sends from its own port, where
+//! RFC 7348 asks for a source port hashed from the inner flow (so the
+//! underlay's ECMP and the receiver's NIC queues spread flows): so the
+//! datagrams leave from [`TX_SOCKETS`] sockets bound to ports the kernel
+//! picks, the one the inner flow hashes to, and the socket on the VXLAN
+//! port only receives (and carries the ARP replies below). Eight ports
+//! spread less than the kernel's vxlan, which hashes into the whole
+//! ephemeral range; that would take an `AF_PACKET` path writing
+//! `fabric::OuterTemplate`s into the headroom (not built). Receivers do
+//! not care: the kernel's vxlan accepts any source port.
 //!
-//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call, and
-//! arrive with `recvmmsg` into the receive batch's buffers. Consecutive
-//! frames to one VTEP of one size (the segments the executor cut from a TCP
-//! super-frame) leave in one `sendmsg` with `UDP_SEGMENT`: the kernel
-//! builds one large datagram and cuts it late (on the device, or on
-//! receipt on a veth underlay), so a 64 KiB super-frame costs one trip
-//! through the stack instead of 45. If the kernel refuses it, it is turned
-//! off and datagrams are sent one by one. A run holds one inner flow, so
-//! that the receiver can merge it back.
+//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call, one
+//! call per sending socket. A super-frame from a container is cut by the
+//! port ([`VniPort`] takes them whole): each segment's headers are written
+//! apart (`gso::Segmenter::next_headers`) and the datagrams leave as
+//! `[VXLAN | headers | payload]` iovecs, the payload where it lies, in one
+//! `sendmsg` with `UDP_SEGMENT` per 64 KiB of datagrams: the kernel builds
+//! one large datagram and cuts it late (on the device, or on receipt), so
+//! a 64 KiB super-frame costs one or two trips through the stack instead
+//! of 45, and one copy. Consecutive frames of one flow to one VTEP of one
+//! size leave the same way. If the kernel refuses it, it is turned off and
+//! datagrams are sent one by one.
 //!
 //! **Receive: trains and super-frames.** The socket has `UDP_GRO`: the
 //! kernel hands over a train of datagrams from one sender as one read
@@ -58,8 +62,7 @@
 //! payloads moved behind the first segment's headers) and swapped into
 //! the receive batch, the others are copied into the batch's buffers;
 //! frames the batch has no room for wait, in order, for the next call.
-//! A merged frame leaving through another overlay port is segmented again
-//! by the executor.
+//! A merged frame leaving through another overlay port is cut again.
 //!
 //! **Why one lock per batch.** [`fabric::VtepTable`] learns on receive and
 //! counts on transmit, so it is behind one mutex, taken once per received
