@@ -427,31 +427,8 @@ impl<'a> Segmenter<'a> {
     /// headroom and `VnetHdr::default()`), or returns `false` when all have
     /// been written.
     pub fn next_into(&mut self, out: &mut PacketBuf) -> bool {
-        let hlen = self.layout.payload;
-        // The headers and the payload fit in the receive space: `new`
-        // checked the frame against `MAX_FRAME_LEN`, its size.
-        let space = out.rx_space();
-        let Some(payload) = space.get_mut(..hlen).and_then(|h| self.next_headers(h)) else {
-            return false;
-        };
-        let total = hlen + payload.len();
-        space[hlen..total].copy_from_slice(&self.frame[payload]);
-        out.set_received(total);
-        out.vnet = VnetHdr::default();
-        true
-    }
-
-    /// Writes the next segment's headers into `hdrs` (its first
-    /// [`Segmenter::header_len`] bytes) and returns where that segment's
-    /// payload lies in the super-frame, or `None` when all have been
-    /// written (or `hdrs` is too short). The headers carry the segment's
-    /// lengths, identification, sequence number and flags and a complete
-    /// L4 checksum over them and that payload, so the headers and the
-    /// payload, sent one after the other (two iovecs), are the segment:
-    /// the payload is never copied.
-    pub fn next_headers(&mut self, hdrs: &mut [u8]) -> Option<core::ops::Range<usize>> {
         if self.done == self.count {
-            return None;
+            return false;
         }
         let Layout {
             l3,
@@ -461,7 +438,6 @@ impl<'a> Segmenter<'a> {
             ipv4,
             transport,
         } = self.layout;
-        let buf = hdrs.get_mut(..hlen)?;
         let first = self.done == 0;
         self.done += 1;
         let last = self.done == self.count;
@@ -470,8 +446,11 @@ impl<'a> Segmenter<'a> {
         let seg = u16::try_from(end - self.next).map_or(self.mss, |left| left.min(self.mss));
         let seg_len = usize::from(seg);
         let total = hlen + seg_len;
-        buf.copy_from_slice(&self.frame[..hlen]);
-        let payload = self.next..self.next + seg_len;
+        // `total` is at most the frame length, which `new` checked against
+        // `MAX_FRAME_LEN`, the size of the receive space.
+        let buf = &mut out.rx_space()[..total];
+        buf[..hlen].copy_from_slice(&self.frame[..hlen]);
+        buf[hlen..].copy_from_slice(&self.frame[self.next..self.next + seg_len]);
         self.next += seg_len;
 
         // Every length below is bounded by the 16-bit IP length field.
@@ -513,19 +492,15 @@ impl<'a> Segmenter<'a> {
             &buf[l3 + 8..l3 + IPV6_LEN]
         };
         let pseudo = checksum::combine(&[checksum::data(addrs), u16::from(proto), l4_len]);
-        // The L4 header is of even length (TCP: 4 × data offset; UDP: 8),
-        // so the sums of the header and of the payload add up to the sum
-        // of the segment.
-        let mut sum = !checksum::combine(&[
-            pseudo,
-            checksum::data(&buf[l4..]),
-            checksum::data(&self.frame[payload.clone()]),
-        ]);
+        let mut sum = !checksum::combine(&[pseudo, checksum::data(&buf[l4..])]);
         if sum == 0 && transport == Transport::Udp {
             sum = 0xffff;
         }
         put16(buf, csum_at, sum);
-        Some(payload)
+
+        out.set_received(total);
+        out.vnet = VnetHdr::default();
+        true
     }
 }
 

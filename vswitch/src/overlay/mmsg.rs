@@ -313,69 +313,49 @@ pub(crate) fn send_gso(
     seg: usize,
 ) -> io::Result<()> {
     let n = frames.len().min(MAX_GSO_SEGMENTS);
-    let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
-    for (i, f) in frames.iter().take(n).enumerate() {
-        parts[2 * i] = hdr;
-        parts[2 * i + 1] = f;
-    }
-    let seg = u16::try_from(8 + seg).map_err(|_| io::ErrorKind::InvalidInput)?;
-    send_parts(fd, to, &parts[..2 * n], Some(seg))
-}
-
-/// Slices one [`send_parts`] call takes: three per datagram (VXLAN
-/// header, the segment's headers, its payload) for the most datagrams.
-pub(crate) const MAX_PARTS: usize = 3 * MAX_GSO_SEGMENTS;
-
-/// Sends the concatenation of `parts` (at most [`MAX_PARTS`]) to `to` in
-/// one `sendmsg`: with `seg`, `UDP_SEGMENT` cuts it into datagrams of
-/// `seg` bytes (the last at most); without, it is one datagram.
-///
-/// # Errors
-/// As [`send_gso`].
-pub(crate) fn send_parts(
-    fd: RawFd,
-    to: SocketAddrV4,
-    parts: &[&[u8]],
-    seg: Option<u16>,
-) -> io::Result<()> {
-    let n = parts.len().min(MAX_PARTS);
     // SAFETY: plain C structs, valid when zeroed.
-    let mut iovs: [libc::iovec; MAX_PARTS] = unsafe { std::mem::zeroed() };
-    for (iov, p) in iovs.iter_mut().zip(&parts[..n]) {
-        *iov = libc::iovec {
+    let mut iovs: [libc::iovec; 2 * MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
+    for (i, f) in frames.iter().take(n).enumerate() {
+        iovs[2 * i] = libc::iovec {
             // The kernel only reads through a send's iovecs.
-            iov_base: p.as_ptr().cast_mut().cast(),
-            iov_len: p.len(),
+            iov_base: hdr.as_ptr().cast_mut().cast(),
+            iov_len: 8,
+        };
+        iovs[2 * i + 1] = libc::iovec {
+            iov_base: f.as_ptr().cast_mut().cast(),
+            iov_len: f.len(),
         };
     }
     let mut name = to_sockaddr(to);
+    let seg_size = u16::try_from(8 + seg).map_err(|_| io::ErrorKind::InvalidInput)?;
     // One cmsghdr with a u16, aligned as the kernel reads it.
+    #[repr(C, align(8))]
+    struct Control([u8; 32]);
     let mut control = Control([0; 32]);
     // SAFETY: msghdr is a plain C struct, valid when zeroed.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&raw mut name).cast();
     msg.msg_namelen = NAME_LEN;
     msg.msg_iov = iovs.as_mut_ptr();
-    msg.msg_iovlen = n;
-    if let Some(seg_size) = seg {
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(2) } as usize;
-        msg.msg_controllen = space.min(control.0.len());
-        // SAFETY: `msg` points at `control`, which has room for one
-        // cmsghdr with a u16 (CMSG_SPACE(2) <= 32), so CMSG_FIRSTHDR is
-        // non-null and CMSG_DATA points inside `control`.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&raw const msg);
-            (*c).cmsg_level = libc::SOL_UDP;
-            (*c).cmsg_type = UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg_size);
-        }
+    msg.msg_iovlen = 2 * n;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(2) } as usize;
+    msg.msg_controllen = space.min(control.0.len());
+    // SAFETY: `msg` points at `control`, which has room for one cmsghdr
+    // with a u16 (CMSG_SPACE(2) <= 32), so CMSG_FIRSTHDR is non-null and
+    // CMSG_DATA points inside `control`.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg_size);
     }
     loop {
-        // SAFETY: `msg` points at `name`, `iovs` (over `parts`) and
-        // `control`, all alive for the call; the kernel only reads them.
+        // SAFETY: `msg` points at `name`, `iovs` (over `hdr` and the
+        // frames) and `control`, all alive for the call; the kernel only
+        // reads them.
         let rc = unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT) };
         if rc >= 0 {
             return Ok(());

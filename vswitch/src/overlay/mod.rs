@@ -99,9 +99,9 @@ use parking_lot::Mutex;
 
 use crate::buf::PacketBuf;
 use crate::datapath::Datapath;
+use crate::gro;
 use crate::ids::PortId;
 use crate::port::{PortCaps, PortIo, RxBatch, SendOutcome};
-use crate::{gro, gso};
 use mmsg::{MAX_MSGS, SendQueue};
 
 /// The port id the underlay socket is polled under. Frames it receives are
@@ -174,8 +174,6 @@ pub struct UnderlayStats {
     pub tx_no_vtep: u64,
     /// `UDP_SEGMENT` sends (each several datagrams).
     pub tx_gso_sends: u64,
-    /// Super-frames that could not be cut into segments (malformed).
-    pub tx_unsegmentable: u64,
     /// Trains of datagrams the kernel coalesced (`UDP_GRO`) into one read.
     pub rx_trains: u64,
     /// Trains of more than 128 datagrams, dropped whole.
@@ -523,39 +521,6 @@ impl Underlay {
             };
             let State { table, stats, .. } = &mut *st;
             let flow = self.flows.hash(data);
-            if frame.vnet.is_gso() {
-                // A super-frame: cut here, its segments' headers written
-                // apart and its payload sent from where it is.
-                if let Some(r) = run.take()
-                    && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
-                {
-                    out.error = Some(e);
-                    return out;
-                }
-                let f = queue.flush();
-                count(stats, &f);
-                if f.unsent > 0 {
-                    out.error = f.error;
-                    return out;
-                }
-                let targets = unicast.map_or_else(|| table.flood_list(vni).len(), |_| 1);
-                if targets == 0 {
-                    stats.tx_no_vtep += 1;
-                }
-                for i in 0..targets {
-                    let Some(vtep) = unicast.or_else(|| table.flood_list(vni).get(i).copied())
-                    else {
-                        break;
-                    };
-                    if let Err(e) = self.send_super(frame, flow, vtep, &hdr, stats) {
-                        out.error = Some(e);
-                        return out;
-                    }
-                    table.record_tx(vtep, data.len());
-                }
-                out.sent += 1;
-                continue;
-            }
             if let (true, Some(vtep)) = (gso, unicast) {
                 if let Some(r) = &mut run
                     && r.extends(vtep, flow, data.len())
@@ -674,91 +639,6 @@ impl Underlay {
                 }
             }
             queue.push(fd, to, *hdr, f.frame());
-        }
-        Ok(())
-    }
-
-    /// Sends super-frame `frame` of inner flow `flow` to `vtep`, cut into
-    /// wire-sized segments: each segment's headers (lengths, sequence,
-    /// checksums) are written into a small array and its payload is sent
-    /// from where it lies in the super-frame, `[VXLAN | headers | payload]`
-    /// as three iovecs per datagram, in one `UDP_SEGMENT` call per 64 KiB
-    /// of datagrams: the payload is copied once, by the kernel. A frame
-    /// that cannot be cut is counted and dropped. `WouldBlock` stops the
-    /// frame (its datagrams not yet sent are lost, as on a full queue).
-    fn send_super(
-        &self,
-        frame: &PacketBuf,
-        flow: u32,
-        vtep: Ipv4Addr,
-        hdr: &[u8; 8],
-        stats: &mut UnderlayStats,
-    ) -> io::Result<()> {
-        let data = frame.frame();
-        let mut segs = match gso::Segmenter::new(data, &frame.vnet) {
-            Ok(s) if s.header_len() <= MAX_SEG_HEADERS => s,
-            _ => {
-                stats.tx_unsegmentable += 1;
-                return Ok(());
-            }
-        };
-        let hlen = segs.header_len();
-        let fd = self.tx_fd(flow);
-        let to = SocketAddrV4::new(vtep, self.config.port);
-        let seg = 8 + hlen + usize::from(frame.vnet.gso_size);
-        let per_call = (mmsg::MAX_GSO_BYTES / seg).clamp(1, mmsg::MAX_GSO_SEGMENTS);
-        let mut hdrs = [[0u8; MAX_SEG_HEADERS]; mmsg::MAX_GSO_SEGMENTS];
-        let mut payloads: [Range<usize>; mmsg::MAX_GSO_SEGMENTS] = std::array::from_fn(|_| 0..0);
-        while segs.remaining() > 0 {
-            let mut n = 0;
-            while n < per_call {
-                let Some(r) = segs.next_headers(&mut hdrs[n]) else {
-                    break;
-                };
-                payloads[n] = r;
-                n += 1;
-            }
-            if n == 0 {
-                break;
-            }
-            let mut parts: [&[u8]; mmsg::MAX_PARTS] = [&[]; mmsg::MAX_PARTS];
-            for k in 0..n {
-                parts[3 * k] = hdr;
-                parts[3 * k + 1] = &hdrs[k][..hlen];
-                parts[3 * k + 2] = data.get(payloads[k].clone()).unwrap_or_default();
-            }
-            if n >= 2
-                && self.gso.load(Ordering::Relaxed)
-                && let Ok(seg16) = u16::try_from(seg)
-            {
-                match mmsg::send_parts(fd, to, &parts[..3 * n], Some(seg16)) {
-                    Ok(()) => {
-                        stats.tx_datagrams += n as u64;
-                        stats.tx_gso_sends += 1;
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        stats.tx_full += n as u64;
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        if e.raw_os_error() == Some(libc::EIO) {
-                            self.gso.store(false, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "UDP segmentation offload refused; sending one datagram per frame from now on");
-                        }
-                    }
-                }
-            }
-            for k in 0..n {
-                match mmsg::send_parts(fd, to, &parts[3 * k..3 * k + 3], None) {
-                    Ok(()) => stats.tx_datagrams += 1,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        stats.tx_full += (n - k) as u64;
-                        return Err(e);
-                    }
-                    Err(_) => stats.tx_failed += 1,
-                }
-            }
         }
         Ok(())
     }
@@ -1104,10 +984,6 @@ fn count(stats: &mut UnderlayStats, f: &mmsg::Flushed) {
     stats.tx_full += f.unsent as u64;
 }
 
-/// Room for one segment's headers: Ethernet with a VLAN tag, IPv4 with
-/// options or IPv6, TCP with options (18 + 60 + 60 = 138).
-const MAX_SEG_HEADERS: usize = 160;
-
 /// Sending sockets: the outer source ports a host's flows spread over.
 /// Eight ports give an underlay's ECMP and a receiving NIC's queues eight
 /// ways to spread (the kernel's vxlan hashes into the whole ephemeral
@@ -1225,14 +1101,10 @@ impl PortIo for VniPort {
         self.underlay.transmit(self.vni, frames)
     }
 
-    /// Super-frames, which the port cuts itself without copying their
-    /// payload (`Underlay::send_super`); but complete checksums on
-    /// single frames, which the executor finishes (the receiving host has
-    /// no virtio-net header to carry a partial one).
+    /// Plain frames only: the executor segments super-frames and completes
+    /// checksums before they are encapsulated (the receiving host has no
+    /// virtio-net header to carry them).
     fn caps(&self) -> PortCaps {
-        PortCaps {
-            gso: true,
-            partial_csum: false,
-        }
+        PortCaps::NONE
     }
 }
