@@ -37,16 +37,14 @@
 //! not care: the kernel's vxlan accepts any source port.
 //!
 //! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call, one
-//! call per sending socket. A super-frame from a container is cut by the
-//! port ([`VniPort`] takes them whole): each segment's headers are written
-//! apart (`gso::Segmenter::next_headers`) and the datagrams leave as
-//! `[VXLAN | headers | payload]` iovecs, the payload where it lies, in one
-//! `sendmsg` with `UDP_SEGMENT` per 64 KiB of datagrams: the kernel builds
-//! one large datagram and cuts it late (on the device, or on receipt), so
-//! a 64 KiB super-frame costs one or two trips through the stack instead
-//! of 45, and one copy. Consecutive frames of one flow to one VTEP of one
-//! size leave the same way. If the kernel refuses it, it is turned off and
-//! datagrams are sent one by one.
+//! call per sending socket. Consecutive frames of one inner flow to one
+//! VTEP of one size (the segments the executor cut from a TCP super-frame)
+//! leave in one `sendmsg` with `UDP_SEGMENT`: the kernel builds one large
+//! datagram and cuts it late (on the device, or on receipt on a veth
+//! underlay), so a 64 KiB super-frame costs one or two trips through the
+//! stack instead of 45. If the kernel refuses it, it is turned off and
+//! datagrams are sent one by one. A run holds one inner flow, so that the
+//! receiver can merge it back.
 //!
 //! **Receive: trains and super-frames.** The socket has `UDP_GRO`: the
 //! kernel hands over a train of datagrams from one sender as one read
@@ -62,7 +60,8 @@
 //! payloads moved behind the first segment's headers) and swapped into
 //! the receive batch, the others are copied into the batch's buffers;
 //! frames the batch has no room for wait, in order, for the next call.
-//! A merged frame leaving through another overlay port is cut again.
+//! A merged frame leaving through another overlay port is segmented again
+//! by the executor.
 //!
 //! **Why one lock per batch.** [`fabric::VtepTable`] learns on receive and
 //! counts on transmit, so it is behind one mutex, taken once per received
