@@ -159,17 +159,16 @@ fn gro_size(msg: &libc::msghdr) -> usize {
 }
 
 /// Datagrams waiting to be sent: each an 8-byte VXLAN header and an inner
-/// frame, from one socket (its source port) to one VTEP. Filled to
-/// [`MAX_MSGS`], then flushed.
+/// frame, to one VTEP. Filled to [`MAX_MSGS`], then flushed.
 pub(crate) struct SendQueue<'a> {
-    items: [(RawFd, SocketAddrV4, [u8; 8], &'a [u8]); MAX_MSGS],
+    items: [(SocketAddrV4, [u8; 8], &'a [u8]); MAX_MSGS],
     len: usize,
 }
 
 impl<'a> SendQueue<'a> {
     pub(crate) const fn new() -> Self {
         Self {
-            items: [(-1, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), [0; 8], &[]); MAX_MSGS],
+            items: [(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), [0; 8], &[]); MAX_MSGS],
             len: 0,
         }
     }
@@ -182,19 +181,18 @@ impl<'a> SendQueue<'a> {
         self.len == 0
     }
 
-    pub(crate) fn push(&mut self, fd: RawFd, to: SocketAddrV4, hdr: [u8; 8], frame: &'a [u8]) {
+    pub(crate) fn push(&mut self, to: SocketAddrV4, hdr: [u8; 8], frame: &'a [u8]) {
         if self.len < MAX_MSGS {
-            self.items[self.len] = (fd, to, hdr, frame);
+            self.items[self.len] = (to, hdr, frame);
             self.len += 1;
         }
     }
 
-    /// Sends every queued datagram in order, one `sendmmsg` per run of
-    /// datagrams from one socket. A datagram the socket refuses for its
-    /// destination (no route, say) is skipped and counted, so one
+    /// Sends every queued datagram in order. A datagram the socket refuses
+    /// for its destination (no route, say) is skipped and counted, so one
     /// unreachable VTEP does not hold back the others; a full socket
     /// buffer (`WouldBlock`) ends the flush. The queue is empty afterwards.
-    pub(crate) fn flush(&mut self) -> Flushed {
+    pub(crate) fn flush(&mut self, fd: RawFd) -> Flushed {
         let n = self.len;
         self.len = 0;
         let mut result = Flushed::default();
@@ -208,12 +206,12 @@ impl<'a> SendQueue<'a> {
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { std::mem::zeroed() };
         for i in 0..n {
-            let (_, to, _, frame) = self.items[i];
+            let (to, _, frame) = self.items[i];
             names[i] = to_sockaddr(to);
             iovs[i] = [
                 libc::iovec {
                     // The kernel only reads through a send's iovecs.
-                    iov_base: self.items[i].2.as_ptr().cast_mut().cast(),
+                    iov_base: self.items[i].1.as_ptr().cast_mut().cast(),
                     iov_len: 8,
                 },
                 libc::iovec {
@@ -228,12 +226,7 @@ impl<'a> SendQueue<'a> {
         }
         let mut done = 0;
         while done < n {
-            let fd = self.items[done].0;
-            let same = self.items[done..n]
-                .iter()
-                .take_while(|item| item.0 == fd)
-                .count();
-            let want = u32::try_from(same).unwrap_or(1);
+            let want = u32::try_from(n - done).unwrap_or(1);
             // SAFETY: `msgs[done..n]` point at iovecs over the headers and
             // frames of `self.items` and at `names`, which outlive the
             // call; the kernel only reads them.

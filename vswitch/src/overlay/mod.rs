@@ -21,23 +21,25 @@
 //! replicates the frame to every VTEP of the network (head-end
 //! replication, no multicast in the underlay).
 //!
-//! **Why UDP sockets, not a raw or packet socket.** The kernel routes,
+//! **Why a UDP socket, not a raw or packet socket.** The kernel routes,
 //! resolves the next hop, fills and checksums the outer IPv4 and UDP
 //! headers, and the datagram needs no privilege beyond the bind; the outer
 //! header is then the kernel's, not ours, and `fabric`'s prebuilt outer
-//! templates go unused here. A UDP socket sends from its own port, where
-//! RFC 7348 asks for a source port hashed from the inner flow (so the
-//! underlay's ECMP and the receiver's NIC queues spread flows): so the
-//! datagrams leave from [`TX_SOCKETS`] sockets bound to ports the kernel
-//! picks, the one the inner flow hashes to, and the socket on the VXLAN
-//! port only receives (and carries the ARP replies below). Eight ports
-//! spread less than the kernel's vxlan, which hashes into the whole
-//! ephemeral range; that would take an `AF_PACKET` path writing
-//! `fabric::OuterTemplate`s into the headroom (not built). Receivers do
-//! not care: the kernel's vxlan accepts any source port.
+//! templates go unused here. The cost: every datagram leaves from the
+//! socket's own port (4789), where RFC 7348 asks for a source port hashed
+//! from the inner flow so that the underlay's ECMP spreads flows. On an
+//! underlay without ECMP (one link between hosts, the usual container host)
+//! that spreading buys nothing; where it matters, an `AF_PACKET` transmit
+//! path that writes `fabric::OuterTemplate`s into the buffers' headroom is
+//! the way (not built). A few sending sockets bound to ephemeral ports,
+//! picked by the inner flow's hash, were tried: a kernel `vxlan` receiver
+//! on a veth underlay then lost most of a TCP stream's `UDP_SEGMENT`
+//! trains (the end-to-end interop test moved 30–60 KB in 2 s), for a
+//! reason not found yet, so they were taken out. Receivers do not care
+//! about the source port otherwise: the kernel's vxlan accepts any.
 //!
-//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call, one
-//! call per sending socket. Consecutive frames of one inner flow to one
+//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call.
+//! Consecutive frames of one inner flow to one
 //! VTEP of one size (the segments the executor cut from a TCP super-frame)
 //! leave in one `sendmsg` with `UDP_SEGMENT`: the kernel builds one large
 //! datagram and cuts it late (on the device, or on receipt on a veth
@@ -206,11 +208,8 @@ pub struct Underlay {
     /// The receive side's buffers and plan; only the worker that polls the
     /// socket takes it.
     rx: Mutex<Rx>,
-    /// Inner flows, so a `UDP_SEGMENT` run holds one and a flow's
-    /// datagrams leave from one source port.
+    /// Inner flows, so a `UDP_SEGMENT` run holds one.
     flows: FlowHasher,
-    /// The sending sockets, one per outer source port (empty: `socket`).
-    tx: Vec<UdpSocket>,
 }
 
 impl Underlay {
@@ -252,16 +251,6 @@ impl Underlay {
         if !gro {
             tracing::info!("UDP_GRO refused by the kernel; one datagram per read");
         }
-        let tx = match (0..TX_SOCKETS)
-            .map(|_| bind_tx(config.local))
-            .collect::<io::Result<Vec<_>>>()
-        {
-            Ok(tx) => tx,
-            Err(e) => {
-                tracing::warn!(error = %e, "no sending sockets of their own; every datagram leaves from the VXLAN port");
-                Vec::new()
-            }
-        };
         Ok(Arc::new(Self {
             socket,
             local,
@@ -278,7 +267,6 @@ impl Underlay {
             }),
             gso: AtomicBool::new(true),
             rx: Mutex::new(Rx::new()),
-            tx,
             flows: FlowHasher::new(
                 std::hash::BuildHasher::hash_one(
                     &std::collections::hash_map::RandomState::new(),
@@ -463,33 +451,13 @@ impl Underlay {
         (st.stats, drops)
     }
 
-    /// The socket that sends the datagrams of inner flow `flow`: one of
-    /// [`TX_SOCKETS`], each bound to its own source port, so the outer
-    /// source port follows the inner flow (RFC 7348 §5) and a flow always
-    /// leaves from one.
-    fn tx_fd(&self, flow: u32) -> RawFd {
-        let n = self.tx.len() as u64;
-        // (flow * n) >> 32 < n: the index is in bounds and fits a usize.
-        let i = usize::try_from((u64::from(flow) * n) >> 32).unwrap_or(0);
-        self.tx.get(i).unwrap_or(&self.socket).as_raw_fd()
-    }
-
-    /// The outer source ports datagrams leave from.
-    #[must_use]
-    pub fn source_ports(&self) -> Vec<u16> {
-        self.tx
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .map(|a| a.port())
-            .collect()
-    }
-
     /// Sends `frames` of network `vni`: each known unicast frame to its
     /// VTEP, each other frame to every VTEP of the network; ARP requests
     /// the table can answer are answered instead.
     fn transmit(&self, vni: Vni, frames: &[&PacketBuf]) -> SendOutcome {
         let now = Instant::now();
         let hdr = vxlan_header(vni);
+        let fd = self.socket.as_raw_fd();
         let gso = self.gso.load(Ordering::Relaxed);
         let mut st = self.state.lock();
         let mut queue = SendQueue::new();
@@ -519,8 +487,8 @@ impl Underlay {
                 None
             };
             let State { table, stats, .. } = &mut *st;
-            let flow = self.flows.hash(data);
             if let (true, Some(vtep)) = (gso, unicast) {
+                let flow = self.flows.hash(data);
                 if let Some(r) = &mut run
                     && r.extends(vtep, flow, data.len())
                 {
@@ -553,15 +521,14 @@ impl Underlay {
                     break;
                 };
                 if queue.is_full() {
-                    let f = queue.flush();
+                    let f = queue.flush(fd);
                     count(stats, &f);
                     if f.unsent > 0 {
                         out.error = f.error;
                         return out;
                     }
                 }
-                let to = SocketAddrV4::new(vtep, self.config.port);
-                queue.push(self.tx_fd(flow), to, hdr, data);
+                queue.push(SocketAddrV4::new(vtep, self.config.port), hdr, data);
                 table.record_tx(vtep, data.len());
             }
             out.sent += 1;
@@ -574,7 +541,7 @@ impl Underlay {
             return out;
         }
         if !queue.is_empty() {
-            let f = queue.flush();
+            let f = queue.flush(fd);
             count(stats, &f);
             if f.unsent > 0 {
                 out.error = f.error;
@@ -597,11 +564,11 @@ impl Underlay {
         stats: &mut UnderlayStats,
         out: &mut SendOutcome,
     ) -> io::Result<()> {
-        let fd = self.tx_fd(r.flow);
+        let fd = self.socket.as_raw_fd();
         let to = SocketAddrV4::new(r.vtep, self.config.port);
         let run = frames.get(r.start..r.start + r.count).unwrap_or(&[]);
         if run.len() >= 2 {
-            let f = queue.flush();
+            let f = queue.flush(fd);
             count(stats, &f);
             if f.unsent > 0 {
                 out.sent = r.start;
@@ -630,14 +597,14 @@ impl Underlay {
         }
         for f in run {
             if queue.is_full() {
-                let fl = queue.flush();
+                let fl = queue.flush(fd);
                 count(stats, &fl);
                 if fl.unsent > 0 {
                     out.sent = r.start;
                     return Err(fl.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
                 }
             }
-            queue.push(fd, to, *hdr, f.frame());
+            queue.push(to, *hdr, f.frame());
         }
         Ok(())
     }
@@ -981,31 +948,6 @@ fn count(stats: &mut UnderlayStats, f: &mmsg::Flushed) {
     stats.tx_datagrams += f.sent as u64;
     stats.tx_failed += f.failed as u64;
     stats.tx_full += f.unsent as u64;
-}
-
-/// Sending sockets: the outer source ports a host's flows spread over.
-/// Eight ports give an underlay's ECMP and a receiving NIC's queues eight
-/// ways to spread (the kernel's vxlan hashes into the whole ephemeral
-/// range; a raw or packet socket would be needed for that, and root).
-pub const TX_SOCKETS: usize = 8;
-
-/// A sending socket: bound to `local` and a port the kernel picks from
-/// its ephemeral range, large send buffer, and the smallest receive
-/// buffer, since nothing is read from it (datagrams the VTEPs send go to
-/// the VXLAN port).
-fn bind_tx(local: Ipv4Addr) -> io::Result<UdpSocket> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::DGRAM.nonblocking().cloexec(),
-        Some(socket2::Protocol::UDP),
-    )?;
-    if setsockopt(&s, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
-        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-    }
-    let _ = s.set_recv_buffer_size(0);
-    s.bind(&SocketAddrV4::new(local, 0).into())?;
-    Ok(s.into())
 }
 
 /// The underlay socket's buffers: a window of a few fast TCP flows in
