@@ -27,6 +27,7 @@ pub mod datapath;
 pub mod dnsd;
 pub mod docker;
 pub mod events;
+pub mod gro;
 pub mod gso;
 pub mod ids;
 pub mod metrics;

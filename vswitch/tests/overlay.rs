@@ -205,3 +205,155 @@ fn two_vteps_replicate_learn_answer_arp_and_refuse_strangers() {
     assert!(receive(&a).is_empty());
     dp.shutdown();
 }
+
+/// TCP/IPv4 segments of one flow, `n` of `mss` payload bytes from `seq`,
+/// from M2 to M1, cut from one super-frame by the datapath's segmentation.
+fn tcp_segments(sport: u16, seq: u32, n: usize, mss: u16) -> Vec<Vec<u8>> {
+    use vswitch::buf::VnetHdr;
+    let data: Vec<u8> = (0..n * usize::from(mss))
+        .map(|i| u8::try_from(i % 253).unwrap())
+        .collect();
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(M2, M1)
+        .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+        .tcp(sport, 80, seq, 500)
+        .ack(1)
+        .write(&mut frame, &data)
+        .unwrap();
+    let mut src = PacketBuf::from_frame(&frame).unwrap();
+    src.vnet = VnetHdr {
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: mss,
+        hdr_len: 54,
+        ..VnetHdr::default()
+    };
+    let mut out = PacketBuf::new();
+    let mut segs = Vec::new();
+    vswitch::gso::segment(&src, &mut out, |b| segs.push(b.frame().to_vec())).unwrap();
+    segs
+}
+
+const M2: [u8; 6] = [0x02, 0x42, 10, 0, 0, 2];
+
+/// Sends `frames` from `from` in one batch, all taken.
+fn send_all(from: &Arc<Underlay>, frames: &[Vec<u8>]) {
+    let bufs: Vec<PacketBuf> = frames
+        .iter()
+        .map(|f| PacketBuf::from_frame(f).unwrap())
+        .collect();
+    let refs: Vec<&PacketBuf> = bufs.iter().collect();
+    let out = from.vni_port(vni()).send_batch(&refs);
+    assert_eq!(out.sent, frames.len(), "{:?}", out.error);
+}
+
+/// Receives until `want` frames arrived or half a second passes, with
+/// their virtio-net headers.
+fn receive_n(u: &Underlay, want: usize) -> Vec<(vswitch::buf::VnetHdr, Vec<u8>)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while got.len() < want && Instant::now() < deadline {
+        // A small batch: a train that does not fit waits for the next.
+        let mut batch = RxBatch::new(2);
+        let _ = u.recv_batch(UNDERLAY_PORT, &mut batch);
+        got.extend(batch.frames().iter().map(|b| (b.vnet, b.frame().to_vec())));
+        if batch.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    got
+}
+
+#[test]
+fn a_train_of_tcp_segments_arrives_as_one_super_frame() {
+    use vswitch::buf::VnetHdr;
+    let port = port().wrapping_add(1);
+    let (a, b) = (open(A, port, "a"), open(B, port, "b"));
+    let (dp, _threads) = Datapath::spawn(1, FdbConfig::default()).unwrap();
+    a.sync(&dp, &[(vni(), PortId(7))]).unwrap();
+    b.sync(&dp, &[(vni(), PortId(9))]).unwrap();
+    // B learns M1 behind A, so the segments are known unicast.
+    send(&a, &frame([0xff; 6], M1, 1));
+    assert_eq!(receive(&b).len(), 1);
+
+    // One super-frame's segments: one UDP_SEGMENT send, one train on
+    // receipt (UDP_GRO), one frame for the container, which cuts back
+    // into the same segments.
+    let segs = tcp_segments(40_000, 5000, 20, 1400);
+    send_all(&b, &segs);
+    let got = receive_n(&a, 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "{:?}",
+        got.iter().map(|g| g.1.len()).collect::<Vec<_>>()
+    );
+    let (vnet, merged) = &got[0];
+    assert_eq!(vnet.gso_type, VnetHdr::GSO_TCPV4);
+    assert_eq!(vnet.gso_size, 1400);
+    assert!(vnet.needs_csum());
+    let mut buf = PacketBuf::from_frame(merged).unwrap();
+    buf.vnet = *vnet;
+    let mut out = PacketBuf::new();
+    let mut again = Vec::new();
+    vswitch::gso::segment(&buf, &mut out, |s| again.push(s.frame().to_vec())).unwrap();
+    assert_eq!(again, segs);
+    let stats = a.stats().0;
+    assert_eq!(
+        (stats.rx_trains, stats.rx_merged, stats.rx_merged_segments),
+        (1, 1, 20)
+    );
+
+    // Two flows in one batch: two runs, two trains, two super-frames, each
+    // flow's bytes in order; a train longer than the receive batch (2
+    // frames) waits for the next call.
+    let f1 = tcp_segments(40_001, 1, 6, 1400);
+    let f2 = tcp_segments(40_002, 1, 6, 1400);
+    let mixed: Vec<Vec<u8>> = f1.iter().chain(&f2).cloned().collect();
+    send_all(&b, &mixed);
+    let got = receive_n(&a, 2);
+    assert_eq!(got.len(), 2);
+    for ((vnet, f), want) in got.iter().zip([&f1, &f2]) {
+        assert_eq!(vnet.gso_type, VnetHdr::GSO_TCPV4);
+        // Addresses and ports: the flow, in order.
+        assert_eq!(&f[26..38], &want[0][26..38]);
+        assert_eq!(f.len(), 54 + 6 * 1400);
+    }
+
+    // A train whose middle segment was damaged on the way (sent here from
+    // a plain socket as B's address) splits around it: the damaged one
+    // travels alone, untouched.
+    let mut bad = tcp_segments(40_003, 1, 5, 1400);
+    bad[2][200] ^= 0x10;
+    let raw = UdpSocket::bind((B, 0)).unwrap();
+    let mut gso_payload = Vec::new();
+    for f in &bad {
+        gso_payload.extend_from_slice(&[0x08, 0, 0, 0, 0, 0x10, 0x04, 0]);
+        gso_payload.extend_from_slice(f);
+    }
+    send_segmented(&raw, &gso_payload, 8 + bad[0].len(), (A, port));
+    let got = receive_n(&a, 3);
+    let lens: Vec<usize> = got.iter().map(|g| g.1.len()).collect();
+    assert_eq!(got.len(), 3, "{lens:?}");
+    assert_eq!(got[1].1, bad[2]);
+    assert_eq!(got[1].0, VnetHdr::default());
+    assert_eq!(got[0].0.gso_type, VnetHdr::GSO_TCPV4);
+    assert_eq!(got[2].0.gso_type, VnetHdr::GSO_TCPV4);
+    dp.shutdown();
+}
+
+/// One `sendmsg` with `UDP_SEGMENT` of `payload` cut every `seg` bytes.
+fn send_segmented(s: &UdpSocket, payload: &[u8], seg: usize, to: (Ipv4Addr, u16)) {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, sendmsg};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let seg = u16::try_from(seg).unwrap();
+    let addr = SockaddrIn::from(std::net::SocketAddrV4::new(to.0, to.1));
+    sendmsg(
+        s.as_raw_fd(),
+        &[IoSlice::new(payload)],
+        &[ControlMessage::UdpGsoSegments(&seg)],
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .unwrap();
+}

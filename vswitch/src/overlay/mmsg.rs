@@ -41,13 +41,32 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> Option<SocketAddrV4> {
     })
 }
 
-/// One received datagram: where it came from, or `None` when it was
-/// truncated (longer than a buffer) or had no IPv4 source.
-pub(crate) type Received = Option<SocketAddrV4>;
+/// One received datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Where it came from; `None` when it was truncated (longer than a
+    /// buffer) or had no IPv4 source.
+    pub(crate) from: Option<SocketAddrV4>,
+    /// With `UDP_GRO`: the length of each datagram the kernel coalesced
+    /// into this one (the last may be shorter); 0 for a single datagram.
+    pub(crate) seg: usize,
+}
+
+/// `UDP_GRO`: as a socket option, lets the kernel hand over a train of
+/// datagrams of one sender as one; as a control message, the length of
+/// each.
+const UDP_GRO: libc::c_int = libc::UDP_GRO;
+
+/// Room for one control message with an `int`, aligned as the kernel
+/// writes it.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 32]);
 
 /// Reads up to `bufs.len()` (at most [`MAX_MSGS`]) datagrams, each whole
 /// into one buffer's receive space, and records each buffer's length.
-/// Returns, per datagram read, its source.
+/// Returns, per datagram read, its source and, for a coalesced train, the
+/// length of its datagrams.
 ///
 /// # Errors
 /// The call's error (`WouldBlock` when nothing is queued).
@@ -67,6 +86,7 @@ pub(crate) fn recv(
     let mut names: [libc::sockaddr_in; MAX_MSGS] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { std::mem::zeroed() };
+    let mut controls = [Control([0; 32]); MAX_MSGS];
     for i in 0..n {
         let rx = bufs[i].rx_space();
         iovs[i] = libc::iovec {
@@ -77,11 +97,13 @@ pub(crate) fn recv(
         msgs[i].msg_hdr.msg_iovlen = 1;
         msgs[i].msg_hdr.msg_name = (&raw mut names[i]).cast();
         msgs[i].msg_hdr.msg_namelen = NAME_LEN;
+        msgs[i].msg_hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+        msgs[i].msg_hdr.msg_controllen = controls[i].0.len();
     }
     let want = u32::try_from(n).unwrap_or(1);
     // SAFETY: `msgs[..n]` point at one iovec over the receive space of
-    // `bufs[i]` and at `names[i]`; all outlive the call and nothing else
-    // touches them during it.
+    // `bufs[i]`, at `names[i]` and at `controls[i]`; all outlive the call
+    // and nothing else touches them during it.
     let rc = unsafe {
         libc::recvmmsg(
             fd,
@@ -96,16 +118,44 @@ pub(crate) fn recv(
         let truncated = msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         if truncated {
             bufs[i].set_received(0);
-            out[i] = None;
+            out[i] = Received::default();
         } else {
             bufs[i].set_received(msgs[i].msg_len as usize);
-            out[i] = from_sockaddr(&names[i]);
+            out[i] = Received {
+                from: from_sockaddr(&names[i]),
+                seg: gro_size(&msgs[i].msg_hdr),
+            };
         }
         // A datagram carries a plain, checksummed frame: no offload state
         // from the buffer's previous frame may stay with it.
         bufs[i].vnet = VnetHdr::default();
     }
     Ok(got.min(n))
+}
+
+/// The `UDP_GRO` segment size among a received message's control
+/// messages, or 0.
+fn gro_size(msg: &libc::msghdr) -> usize {
+    let mut seg = 0;
+    // SAFETY: `msg` is a message the kernel filled: its control pointer
+    // and length describe the control buffer, within which the CMSG
+    // macros walk (they return null past its end); each header the kernel
+    // wrote is followed by `cmsg_len - CMSG_LEN(0)` bytes of data, and an
+    // `int` is read only when the header says that many are there.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP
+                && (*c).cmsg_type == UDP_GRO
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(4) as usize
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                seg = usize::try_from(v).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    seg
 }
 
 /// Datagrams waiting to be sent: each an 8-byte VXLAN header and an inner

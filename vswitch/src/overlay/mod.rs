@@ -7,9 +7,10 @@
 //!     ▼
 //!   Underlay: one UDP socket bound to --vtep ADDR:4789
 //!     sendmmsg: [8-byte VXLAN header | inner frame] per datagram, to each VTEP
-//!     recvmmsg: into the receive batch's buffers; VXLAN checks and the
-//!               table's verdict (fabric::Decapsulator); the frame is tagged
-//!               with its network's uplink port and switched
+//!     recvmmsg (UDP_GRO: a train per read): VXLAN checks and the table's
+//!               verdict per datagram (fabric::Decapsulator); a flow's TCP
+//!               segments merged into one super-frame (crate::gro); each
+//!               frame tagged with its network's uplink port and switched
 //! ```
 //!
 //! A remote VTEP is reached through a port like any other: each overlay
@@ -30,18 +31,39 @@
 //! underlay without ECMP (one link between hosts, the usual container host)
 //! that spreading buys nothing; where it matters, an `AF_PACKET` transmit
 //! path that writes `fabric::OuterTemplate`s into the buffers' headroom is
-//! the way (not built). Receivers do not care: the kernel's vxlan accepts
-//! any source port.
+//! the way (not built). A few sending sockets bound to ephemeral ports,
+//! picked by the inner flow's hash, were tried: a kernel `vxlan` receiver
+//! on a veth underlay then lost most of a TCP stream's `UDP_SEGMENT`
+//! trains (the end-to-end interop test moved 30–60 KB in 2 s), for a
+//! reason not found yet, so they were taken out. Receivers do not care
+//! about the source port otherwise: the kernel's vxlan accepts any.
 //!
-//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call, and
-//! arrive with `recvmmsg` into the receive batch's buffers. Consecutive
-//! frames to one VTEP of one size (the segments the executor cut from a TCP
-//! super-frame) leave in one `sendmsg` with `UDP_SEGMENT`: the kernel
-//! builds one large datagram and cuts it late (on the device, or on
-//! receipt on a veth underlay), so a 64 KiB super-frame costs one trip
-//! through the stack instead of 45. If the kernel refuses it, it is turned
-//! off and datagrams are sent one by one. `UDP_GRO` on receive is not used:
-//! a coalesced datagram would have to be cut back into frames by copying.
+//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call.
+//! Consecutive frames of one inner flow to one
+//! VTEP of one size (the segments the executor cut from a TCP super-frame)
+//! leave in one `sendmsg` with `UDP_SEGMENT`: the kernel builds one large
+//! datagram and cuts it late (on the device, or on receipt on a veth
+//! underlay), so a 64 KiB super-frame costs one or two trips through the
+//! stack instead of 45. If the kernel refuses it, it is turned off and
+//! datagrams are sent one by one. A run holds one inner flow, so that the
+//! receiver can merge it back.
+//!
+//! **Receive: trains and super-frames.** The socket has `UDP_GRO`: the
+//! kernel hands over a train of datagrams from one sender as one read
+//! (a `UDP_SEGMENT` send arrives whole over a veth or loopback underlay;
+//! a NIC's GRO coalesces a flow's datagrams), with the length of each.
+//! Datagrams are read with `recvmmsg` into the underlay's own buffers, and
+//! each train is planned: every datagram is decapsulated and checked, and
+//! consecutive TCP segments of one flow with the same VNI are merged
+//! ([`crate::gro`]) into one super-frame with a virtio-net header (TCP
+//! segmentation at the MSS, partial checksum), so the container's TAP
+//! takes one write, and its stack one trip, per train instead of one per
+//! 1,400 bytes. The train's last frame is built in its own buffer (the
+//! payloads moved behind the first segment's headers) and swapped into
+//! the receive batch, the others are copied into the batch's buffers;
+//! frames the batch has no room for wait, in order, for the next call.
+//! A merged frame leaving through another overlay port is segmented again
+//! by the executor.
 //!
 //! **Why one lock per batch.** [`fabric::VtepTable`] learns on receive and
 //! counts on transmit, so it is behind one mutex, taken once per received
@@ -63,12 +85,14 @@ mod mmsg;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fabric::decap::DecapConfig;
+use fabric::flow::{FlowHasher, PortRange};
 use fabric::peer_file::PeerFile;
 use fabric::vtep::{NetworkConfig, TableConfig, VtepSnapshot};
 use fabric::{Decapsulator, EthernetAddress, PeerEvent, Vni, VtepTable};
@@ -76,6 +100,7 @@ use parking_lot::Mutex;
 
 use crate::buf::PacketBuf;
 use crate::datapath::Datapath;
+use crate::gro;
 use crate::ids::PortId;
 use crate::port::{PortCaps, PortIo, RxBatch, SendOutcome};
 use mmsg::{MAX_MSGS, SendQueue};
@@ -163,6 +188,14 @@ pub struct UnderlayStats {
     pub tx_no_vtep: u64,
     /// `UDP_SEGMENT` sends (each several datagrams).
     pub tx_gso_sends: u64,
+    /// Trains of datagrams the kernel coalesced (`UDP_GRO`) into one read.
+    pub rx_trains: u64,
+    /// Trains of more than 128 datagrams, dropped whole.
+    pub rx_train_too_long: u64,
+    /// Super-frames built from TCP segments of one flow.
+    pub rx_merged: u64,
+    /// Segments that went into them.
+    pub rx_merged_segments: u64,
 }
 
 #[derive(Debug)]
@@ -185,6 +218,11 @@ pub struct Underlay {
     state: Mutex<State>,
     /// Whether `UDP_SEGMENT` is used (until the kernel refuses it).
     gso: AtomicBool,
+    /// The receive side's buffers and plan; only the worker that polls the
+    /// socket takes it.
+    rx: Mutex<Rx>,
+    /// Inner flows, so a `UDP_SEGMENT` run holds one.
+    flows: FlowHasher,
 }
 
 impl Underlay {
@@ -219,10 +257,13 @@ impl Underlay {
                 );
             }
         }
-        let socket = bind(local).map_err(|source| OverlayError::Bind {
+        let (socket, gro) = bind(local).map_err(|source| OverlayError::Bind {
             addr: local,
             source,
         })?;
+        if !gro {
+            tracing::info!("UDP_GRO refused by the kernel; one datagram per read");
+        }
         Ok(Arc::new(Self {
             socket,
             local,
@@ -238,6 +279,14 @@ impl Underlay {
                 last_expire: Instant::now(),
             }),
             gso: AtomicBool::new(true),
+            rx: Mutex::new(Rx::new()),
+            flows: FlowHasher::new(
+                std::hash::BuildHasher::hash_one(
+                    &std::collections::hash_map::RandomState::new(),
+                    0u8,
+                ),
+                PortRange::KERNEL_DEFAULT,
+            ),
             config,
         }))
     }
@@ -482,8 +531,9 @@ impl Underlay {
             };
             let State { table, stats, .. } = &mut *st;
             if let (true, Some(vtep)) = (gso, unicast) {
+                let flow = self.flows.hash(data);
                 if let Some(r) = &mut run
-                    && r.extends(vtep, data.len())
+                    && r.extends(vtep, flow, data.len())
                 {
                     r.add(data.len());
                 } else {
@@ -493,7 +543,7 @@ impl Underlay {
                         out.error = Some(e);
                         return out;
                     }
-                    run = Some(Run::new(vtep, idx, data.len()));
+                    run = Some(Run::new(vtep, flow, idx, data.len()));
                 }
                 table.record_tx(vtep, data.len());
                 out.sent += 1;
@@ -624,82 +674,266 @@ impl Underlay {
         }
     }
 
-    /// Reads datagrams into the free slots of `batch`; each accepted
-    /// frame is committed as received on its network's port.
+    /// Fills the free slots of `batch`: frames planned from datagrams
+    /// already read first (in order), then more datagrams. Each accepted
+    /// frame is committed as received on its network's port; a train of
+    /// TCP segments of one flow becomes one super-frame.
     fn receive(&self, batch: &mut RxBatch) -> io::Result<()> {
         let fd = self.socket.as_raw_fd();
+        let mut rx = self.rx.lock();
+        let rx = &mut *rx;
+        let mut drained = false;
+        loop {
+            while rx.emitted < rx.plan.len() {
+                let Some(slot) = batch.next_slot() else {
+                    return Ok(());
+                };
+                let group = &rx.plan[rx.emitted];
+                let last = rx.emitted + 1 == rx.plan.len();
+                let input = &mut rx.bufs[rx.current];
+                let ranges = group.ranges(input.len(), rx.seg_len);
+                let merge = group.merge.as_ref().filter(|m| m.count() > 1);
+                if merge.is_some() {
+                    let mut st = self.state.lock();
+                    st.stats.rx_merged += 1;
+                    st.stats.rx_merged_segments += group.segs.len() as u64;
+                }
+                if last {
+                    // The train's last frame is built where it arrived and
+                    // the buffers are swapped: no copy.
+                    gro::merge_in_place(input, &ranges, merge);
+                    std::mem::swap(slot, input);
+                } else {
+                    gro::merge_into(slot, input.frame(), &ranges, merge);
+                }
+                let port = group.port;
+                let empty = slot.is_empty();
+                rx.emitted += 1;
+                if !empty {
+                    batch.commit(port);
+                }
+            }
+            if rx.next < rx.got {
+                rx.current = rx.next;
+                rx.next += 1;
+                self.plan(rx);
+                continue;
+            }
+            if drained {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = batch.spare().len().min(MAX_MSGS);
+            if n == 0 {
+                return Ok(());
+            }
+            let got = mmsg::recv(fd, &mut rx.bufs[..n], &mut rx.meta)?;
+            drained = got < n;
+            rx.got = got;
+            rx.next = 0;
+        }
+    }
+
+    /// Checks the datagrams of input `rx.current` (one, or a train the
+    /// kernel coalesced) and plans the frames they become: runs of TCP
+    /// segments of one flow merge, every other datagram is a frame of its
+    /// own, refused ones are counted and left out.
+    fn plan(&self, rx: &mut Rx) {
+        let Rx {
+            bufs,
+            meta,
+            plan,
+            current,
+            seg_len,
+            emitted,
+            ..
+        } = rx;
+        plan.clear();
+        *emitted = 0;
         let now = Instant::now();
         let mut st = self.state.lock();
         if now.saturating_duration_since(st.last_expire) >= EXPIRE_EVERY {
             st.last_expire = now;
             st.table.expire(now);
         }
-        let base = batch.len();
-        let mut from = [None; MAX_MSGS];
-        let (n, got) = {
-            let spare = batch.spare();
-            let n = spare.len().min(MAX_MSGS);
-            if n == 0 {
-                return Ok(());
-            }
-            (n, mmsg::recv(fd, &mut spare[..n], &mut from)?)
+        let State {
+            table,
+            decap,
+            ports: by_vni,
+            stats,
+            ..
+        } = &mut *st;
+        let frame = bufs[*current].frame();
+        let m = meta[*current];
+        let Some(src) = m.from else {
+            stats.rx_datagrams += 1;
+            stats.rx_truncated += 1;
+            return;
         };
-        let mut ports = [None; MAX_MSGS];
-        {
-            let State {
-                table,
-                decap,
-                ports: by_vni,
-                stats,
-                ..
-            } = &mut *st;
-            let spare = batch.spare();
-            for i in 0..got {
-                stats.rx_datagrams += 1;
-                let Some(src) = from[i] else {
-                    stats.rx_truncated += 1;
+        let len = frame.len();
+        *seg_len = if m.seg == 0 || m.seg >= len {
+            len.max(1)
+        } else {
+            m.seg
+        };
+        let count = len.div_ceil(*seg_len);
+        stats.rx_datagrams += count as u64;
+        if count > MAX_TRAIN {
+            stats.rx_train_too_long += 1;
+            return;
+        }
+        if m.seg != 0 && count > 1 {
+            stats.rx_trains += 1;
+        }
+        let mut open: Option<Group> = None;
+        for k in 0..count {
+            let at = k * *seg_len;
+            let payload = &frame[at..(at + *seg_len).min(len)];
+            let vni = if src == self.local {
+                // An ARP reply this host built (see the module
+                // documentation): no VTEP to check.
+                local_vni(payload)
+            } else {
+                decap
+                    .decap_datagram(table, now, *src.ip(), payload)
+                    .ok()
+                    .map(|d| d.vni)
+            };
+            let Some(port) = vni.and_then(|v| by_vni.get(&v).copied()) else {
+                plan.extend(open.take());
+                continue;
+            };
+            let inner = payload.get(8..).unwrap_or_default();
+            if let Some(g) = &mut open
+                && g.port == port
+                && let Some(merge) = &mut g.merge
+            {
+                let first = g.segs.start * *seg_len + 8;
+                let first = &frame[first..(g.segs.start * *seg_len + *seg_len).min(len)];
+                if merge.push(first, inner) {
+                    g.segs.end = k + 1;
                     continue;
-                };
-                let buf = &mut spare[i];
-                let vni = if src == self.local {
-                    // An ARP reply this host built (see the module
-                    // documentation): no VTEP to check.
-                    local_vni(buf.frame())
-                } else {
-                    decap
-                        .decap_datagram(table, now, *src.ip(), buf.frame())
-                        .ok()
-                        .map(|d| d.vni)
-                };
-                let Some(port) = vni.and_then(|v| by_vni.get(&v).copied()) else {
-                    continue;
-                };
-                if buf.pull_front(8).is_some() {
-                    ports[i] = Some(port);
                 }
             }
+            plan.extend(open.take());
+            open = Some(Group {
+                segs: k..k + 1,
+                port,
+                // Checksums are verified only where a merge may follow.
+                merge: if k + 1 < count {
+                    gro::Merge::start(inner)
+                } else {
+                    None
+                },
+            });
         }
-        drop(st);
-        for (i, port) in ports.iter().enumerate().take(got) {
-            if let Some(port) = port {
-                batch.commit_spare(i, *port, base);
-            }
+        plan.extend(open);
+    }
+}
+
+/// Datagrams read from the socket and the frames planned from them, kept
+/// between calls when the batch fills first.
+#[derive(Debug)]
+struct Rx {
+    /// Receive buffers, [`MAX_MSGS`] of them, allocated once.
+    bufs: Vec<PacketBuf>,
+    meta: [mmsg::Received; MAX_MSGS],
+    /// Datagrams (or trains) read by the last `recvmmsg`.
+    got: usize,
+    /// The next of them to plan.
+    next: usize,
+    /// The one planned.
+    current: usize,
+    /// Its datagrams' length.
+    seg_len: usize,
+    /// Its frames.
+    plan: Vec<Group>,
+    /// Frames of `plan` already in a batch.
+    emitted: usize,
+}
+
+impl Rx {
+    fn new() -> Self {
+        Self {
+            bufs: (0..MAX_MSGS).map(|_| PacketBuf::new()).collect(),
+            meta: [mmsg::Received::default(); MAX_MSGS],
+            got: 0,
+            next: 0,
+            current: 0,
+            seg_len: 1,
+            plan: Vec::with_capacity(MAX_TRAIN),
+            emitted: 0,
         }
-        if got < n {
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(())
+    }
+}
+
+/// Datagrams in one coalesced train at most: `UDP_GRO` stops at 64, a
+/// local sender's `UDP_SEGMENT` at 128.
+const MAX_TRAIN: usize = 128;
+
+/// One frame planned from a train: datagrams `segs` of it, to `port`.
+#[derive(Debug)]
+struct Group {
+    segs: Range<usize>,
+    port: PortId,
+    merge: Option<gro::Merge>,
+}
+
+impl Group {
+    /// The inner frames of the group's datagrams in a train of `len`
+    /// bytes cut every `seg_len`.
+    fn ranges(&self, len: usize, seg_len: usize) -> ArrayRanges {
+        let mut out = ArrayRanges::default();
+        for k in self.segs.clone() {
+            let start = k * seg_len;
+            out.push(start + 8..(start + seg_len).min(len));
         }
+        out
+    }
+}
+
+/// Up to [`gro::MAX_SEGMENTS`] ranges, on the stack.
+#[derive(Debug)]
+struct ArrayRanges {
+    items: [Range<usize>; gro::MAX_SEGMENTS],
+    len: usize,
+}
+
+impl Default for ArrayRanges {
+    fn default() -> Self {
+        Self {
+            items: std::array::from_fn(|_| 0..0),
+            len: 0,
+        }
+    }
+}
+
+impl ArrayRanges {
+    fn push(&mut self, r: Range<usize>) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = r;
+            self.len += 1;
+        }
+    }
+}
+
+impl std::ops::Deref for ArrayRanges {
+    type Target = [Range<usize>];
+    fn deref(&self) -> &[Range<usize>] {
+        &self.items[..self.len]
     }
 }
 
 const ARP_BUF: usize = 8 + 64;
 
-/// Frames `start..start + count` of a transmit batch, all to `vtep`, each
-/// `seg` bytes long but the last, which may be shorter.
+/// Frames `start..start + count` of a transmit batch, all to `vtep` and of
+/// one inner flow, each `seg` bytes long but the last, which may be
+/// shorter. One flow per run: the receiver gets the run as one train
+/// (`UDP_GRO`), which merges back into one super-frame only when it holds
+/// one flow.
 #[derive(Debug)]
 struct Run {
     vtep: Ipv4Addr,
+    flow: u32,
     start: usize,
     count: usize,
     seg: usize,
@@ -708,9 +942,10 @@ struct Run {
 }
 
 impl Run {
-    const fn new(vtep: Ipv4Addr, start: usize, len: usize) -> Self {
+    const fn new(vtep: Ipv4Addr, flow: u32, start: usize, len: usize) -> Self {
         Self {
             vtep,
+            flow,
             start,
             count: 1,
             seg: len,
@@ -719,11 +954,12 @@ impl Run {
         }
     }
 
-    /// Whether a frame of `len` bytes to `vtep` may join: same VTEP, no
-    /// shorter frame before it, no longer than the first, and within the
-    /// kernel's limits for one call.
-    const fn extends(&self, vtep: Ipv4Addr, len: usize) -> bool {
+    /// Whether a frame of `len` bytes of `flow` to `vtep` may join: same
+    /// VTEP and flow, no shorter frame before it, no longer than the first,
+    /// and within the kernel's limits for one call.
+    const fn extends(&self, vtep: Ipv4Addr, flow: u32, len: usize) -> bool {
         self.vtep.to_bits() == vtep.to_bits()
+            && self.flow == flow
             && self.last == self.seg
             && len <= self.seg
             && self.count < mmsg::MAX_GSO_SEGMENTS
@@ -757,19 +993,31 @@ fn count(stats: &mut UnderlayStats, f: &mmsg::Flushed) {
     stats.tx_full += f.unsent as u64;
 }
 
-/// Binds the non-blocking UDP socket, with large buffers: a burst of
-/// segments from one GSO super-frame is 45 datagrams.
-fn bind(addr: SocketAddrV4) -> io::Result<UdpSocket> {
+/// The underlay socket's buffers: a window of a few fast TCP flows in
+/// datagrams, as the packet sockets of the ports get.
+const SOCKET_BUFFER: usize = 16 << 20;
+
+/// Binds the non-blocking UDP socket, with large buffers (beyond
+/// `net.core.{r,w}mem_max` when the daemon may: `SO_*BUFFORCE`), and asks
+/// for trains of datagrams (`UDP_GRO`). Returns whether the kernel took
+/// `UDP_GRO`.
+fn bind(addr: SocketAddrV4) -> io::Result<(UdpSocket, bool)> {
+    use nix::sys::socket::{setsockopt, sockopt};
     let s = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM.nonblocking().cloexec(),
         Some(socket2::Protocol::UDP),
     )?;
-    // Best effort: capped by net.core.{r,w}mem_max.
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
+    // Best effort: without CAP_NET_ADMIN, capped by the sysctls.
+    if setsockopt(&s, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    }
+    if setsockopt(&s, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    }
+    let gro = setsockopt(&s, sockopt::UdpGroSegment, &true).is_ok();
     s.bind(&addr.into())?;
-    Ok(s.into())
+    Ok((s.into(), gro))
 }
 
 /// One remote MAC, for `show-fdb`.
