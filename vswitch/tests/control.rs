@@ -1083,7 +1083,7 @@ fn fdb_and_port_views_name_ports_and_networks() {
     assert_eq!(all.len(), 2);
     assert_eq!(
         serde_json::to_string(&all[1]).unwrap(),
-        r#"{"Port":2,"Network":"n1","MacAddress":"02:00:00:00:00:09","Age":12}"#
+        r#"{"Port":2,"Sandbox":"c1","Network":"n1","MacAddress":"02:00:00:00:00:09","Age":12}"#
     );
     let n1 = t.c.fdb_views(&rows, Some("n1")).unwrap();
     assert_eq!(n1.len(), 1);
