@@ -148,6 +148,9 @@ enum Command {
     Attach(Publication, HostSocket),
     Detach(nat::alloc::PublishedPort, Sender<()>),
     PortStats(Sender<Vec<(PortId, PortStats)>>),
+    /// How many frame buffers the thread holds (free or queued).
+    #[cfg(test)]
+    Buffers(Sender<usize>),
     Shutdown,
 }
 
@@ -269,6 +272,16 @@ impl HostConnector {
     pub fn port_stats(&self) -> io::Result<Vec<(PortId, PortStats)>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Command::PortStats(tx))?;
+        rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
+        })
+    }
+
+    /// How many frame buffers the thread holds, free or queued.
+    #[cfg(test)]
+    fn buffers(&self) -> io::Result<usize> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Buffers(tx))?;
         rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
             io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
         })
@@ -522,7 +535,13 @@ impl Out {
         }
     }
 
+    /// A free buffer. With none left, what is queued is written out first
+    /// to free its buffers, so the pool is the bound rather than an
+    /// allocation per frame.
     pub(crate) fn buf(&mut self) -> PacketBuf {
+        if self.pool.available() == 0 {
+            self.flush();
+        }
         self.pool.take().unwrap_or_default()
     }
 
@@ -574,7 +593,7 @@ impl Out {
         self.queues.entry(port).or_default().push(buf);
     }
 
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         let Self {
             ports,
             queues,
@@ -815,6 +834,12 @@ impl Connector {
                         .map(|p| (p.id, self.out.stats.port(p.id)))
                         .collect();
                     let _ = reply.send(stats);
+                }
+                #[cfg(test)]
+                Command::Buffers(reply) => {
+                    let queued: usize = self.out.queues.values().map(Vec::len).sum();
+                    let held = self.out.pool.available() + queued + self.tcp.buffers();
+                    let _ = reply.send(held);
                 }
                 Command::Shutdown => return false,
             }

@@ -35,7 +35,16 @@ pub(crate) struct Queues {
     pub(crate) recycle: Option<crossbeam_channel::Sender<PacketBuf>>,
     /// Frames the stack wrote (IP packet after [`ETH`] bytes).
     pub(crate) tx: Vec<PacketBuf>,
+    /// The buffers the stack writes into. It never allocates one: with
+    /// none left it refuses to transmit (the data waits in the socket, as
+    /// behind a full device queue) and [`Queues::starved`] asks for more.
     pub(crate) pool: Option<BufPool>,
+    /// The stack wanted to send and had no buffer since this was cleared.
+    pub(crate) starved: bool,
+    /// What a token consumed with no buffer left writes into, to be
+    /// dropped as a full device queue drops (TCP sends it again); made
+    /// once. `receive` and `transmit` keep it unused.
+    scratch: Option<PacketBuf>,
 }
 
 /// The device smoltcp drives: shared queues behind a `RefCell`, so the
@@ -102,8 +111,16 @@ impl smoltcp::phy::TxToken for Tx<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         let mut q = self.q.borrow_mut();
-        let mut buf = q.pool.as_mut().and_then(BufPool::take).unwrap_or_default();
         let total = (ETH + len).min(MAX_FRAME_LEN);
+        let Some(mut buf) = q.pool.as_mut().and_then(BufPool::take) else {
+            // Not reached: `receive` and `transmit` hand out a token only
+            // while a buffer is left. Should it be, the frame is dropped.
+            q.starved = true;
+            let scratch = q.scratch.get_or_insert_with(PacketBuf::new);
+            let space = scratch.rx_space();
+            let end = total.min(space.len());
+            return f(&mut space[ETH..end]);
+        };
         let r = {
             let space = buf.rx_space();
             let end = total.min(space.len());
@@ -120,11 +137,25 @@ impl Device for Stack {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let packet = self.q.get_mut().rx.pop_front()?;
+        let q = self.q.get_mut();
+        if q.rx.is_empty() {
+            return None;
+        }
+        if q.pool.as_ref().is_some_and(|p| p.available() == 0) {
+            // No buffer for an answer: the packet waits for the next round.
+            q.starved = true;
+            return None;
+        }
+        let packet = q.rx.pop_front()?;
         Some((Rx { packet, q: &self.q }, Tx { q: &self.q }))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        let q = self.q.get_mut();
+        if q.pool.as_ref().is_some_and(|p| p.available() == 0) {
+            q.starved = true;
+            return None;
+        }
         Some(Tx { q: &self.q })
     }
 

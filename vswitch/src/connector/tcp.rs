@@ -49,7 +49,10 @@ pub(crate) const FLOW_TOKEN: usize = 1 << 40;
 /// Tokens of published listeners: this plus the listener's slot.
 pub(crate) const LISTEN_TOKEN: usize = 2 << 40;
 /// Buffers kept for the endpoint's output.
-const STACK_BUFFERS: usize = 64;
+pub(crate) const STACK_BUFFERS: usize = 64;
+/// Polls of the endpoint per turn at most, each sending up to the buffers
+/// it holds ([`STACK_BUFFERS`], refilled from the connector's).
+const POLL_ROUNDS: usize = 32;
 
 /// (container address, container port, peer address, peer port): a
 /// connection as the container sees it.
@@ -143,8 +146,19 @@ impl Tcp {
         self.dev.q.get_mut().recycle = Some(recycle);
     }
 
+    /// Frame buffers the endpoint holds (free or written).
+    #[cfg(test)]
+    pub(crate) fn buffers(&mut self) -> usize {
+        let q = self.dev.q.get_mut();
+        q.tx.len() + q.pool.as_ref().map_or(0, BufPool::available)
+    }
+
     /// When the endpoint's timers next need a poll.
     pub(crate) fn poll_at(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        if !self.dev.q.get_mut().rx.is_empty() {
+            // Packets left for want of buffers.
+            return Some(now);
+        }
         let t = smol_now(self.epoch, now);
         self.iface
             .poll_delay(t, &self.sockets)
@@ -620,8 +634,22 @@ impl Tcp {
         self.reap(cx);
     }
 
-    /// One poll of the endpoint and its output to the containers.
+    /// Polls the endpoint until it has sent what it may. The endpoint
+    /// writes into a bounded set of buffers; when it runs out, what it
+    /// wrote goes out to the ports (which frees them) and it goes on.
     fn poll(&mut self, cx: &mut Ctx<'_>) {
+        for _ in 0..POLL_ROUNDS {
+            self.dev.q.get_mut().starved = false;
+            self.poll_once(cx);
+            if !self.dev.q.get_mut().starved {
+                break;
+            }
+            cx.out.flush();
+        }
+    }
+
+    /// One poll of the endpoint and its output to the containers.
+    fn poll_once(&mut self, cx: &mut Ctx<'_>) {
         {
             let q = self.dev.q.get_mut();
             if let Some(pool) = q.pool.as_mut() {

@@ -608,6 +608,86 @@ fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
 }
 
 #[test]
+fn published_tcp_bulk_uses_super_frames_and_a_bounded_set_of_buffers() {
+    let (handle, peer) = connector(false, true);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = Publication {
+        network: NET,
+        container: SocketAddrV4::new(C_IP, 5201),
+        gateway: GW,
+        port: nat::alloc::PublishedPort {
+            container_port: 5201,
+            proto: nat::spec::Proto::Tcp,
+            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_port,
+        },
+    };
+    handle.attach(publication, HostSocket::Tcp(listener));
+    // A container on a 1500-byte MTU: its SYN-ACK says MSS 1460.
+    let mut c = Container::with_mtu(&handle, peer, 1500);
+    // A 128 KiB window: what the connector may send at once fits in the
+    // datagram socket standing for the port (a TAP queues 1,000 frames).
+    let h = c.sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 128 << 10]),
+        tcp::SocketBuffer::new(vec![0; 4 << 10]),
+    ));
+    c.sockets.get_mut::<tcp::Socket>(h).listen(5201).unwrap();
+    const LEN: usize = 6 << 20;
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+        let data: Vec<u8> = (0..LEN).map(|i| pattern(i, 239)).collect();
+        s.write_all(&data).unwrap();
+    });
+    let mut got = 0usize;
+    let mut in_order = true;
+    c.until("the client's bytes", |c| {
+        let s = c.sockets.get_mut::<tcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                in_order &= b
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &x)| x == pattern(got + i, 239));
+                got += b.len();
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got >= LEN
+    });
+    client.join().unwrap();
+    assert!(in_order, "the container got the client's bytes in order");
+    // Bulk toward the container goes as super-frames cut at its MSS, as on
+    // the egress path, not as one frame per MSS.
+    let big = c
+        .wire
+        .seen
+        .iter()
+        .filter(|(v, f)| v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514)
+        .count();
+    assert!(
+        big > 0,
+        "no GSO super-frame was written on the published path"
+    );
+    assert!(
+        c.wire.seen.len() < LEN / 1460 / 4,
+        "{} frames for {LEN} bytes",
+        c.wire.seen.len()
+    );
+    // Every buffer the connector wrote with is back in its pools, and
+    // there are no more of them than it started with.
+    let held = handle.buffers().unwrap();
+    assert!(
+        held <= super::OUT_BUFFERS + super::tcp::STACK_BUFFERS,
+        "the connector holds {held} frame buffers after {} frames",
+        c.wire.seen.len()
+    );
+    handle.detach(&publication.port);
+    handle.shutdown();
+}
+
+#[test]
 fn published_udp_reaches_the_container_and_its_answer_the_client() {
     let (handle, peer) = connector(false, true);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
