@@ -483,3 +483,70 @@ impl Drop for NamedNetns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// The underlay of a multi-host test: a hub namespace with a bridge, and
+/// hosts as namespaces each with one veth `u0` on it, addressed
+/// `192.168.NET.(i+1)/24`. Removed on drop, after the daemons declared
+/// later (and so dropped first).
+#[derive(Debug)]
+pub struct Underlay {
+    prefix: String,
+    net: u8,
+    names: Vec<String>,
+}
+
+impl Underlay {
+    /// `hosts` hosts on `192.168.net.0/24`, namespaces named after `tag`.
+    pub fn new(tag: &str, net: u8, hosts: usize) -> Self {
+        let prefix = unique(tag);
+        let hub = format!("{prefix}hub");
+        let mut u = Self {
+            prefix: prefix.clone(),
+            net,
+            names: vec![hub.clone()],
+        };
+        run_ok("ip", &["netns", "add", &hub]);
+        run_ok("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        run_ok("ip", &["-n", &hub, "link", "set", "br0", "up"]);
+        for i in 0..hosts {
+            let ns = u.host(i);
+            run_ok("ip", &["netns", "add", &ns]);
+            u.names.push(ns.clone());
+            let end = format!("{prefix}v{i}");
+            run_ok(
+                "ip",
+                &[
+                    "link", "add", &end, "type", "veth", "peer", "name", "u0", "netns", &ns,
+                ],
+            );
+            run_ok("ip", &["link", "set", &end, "netns", &hub]);
+            run_ok(
+                "ip",
+                &["-n", &hub, "link", "set", &end, "master", "br0", "up"],
+            );
+            let addr = format!("{}/24", u.addr(i));
+            run_ok("ip", &["-n", &ns, "addr", "add", &addr, "dev", "u0"]);
+            run_ok("ip", &["-n", &ns, "link", "set", "u0", "up"]);
+            run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        u
+    }
+
+    /// Host `i`'s namespace.
+    pub fn host(&self, i: usize) -> String {
+        format!("{}h{i}", self.prefix)
+    }
+
+    /// Host `i`'s underlay address.
+    pub fn addr(&self, i: usize) -> String {
+        format!("192.168.{}.{}", self.net, i + 1)
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        for ns in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}

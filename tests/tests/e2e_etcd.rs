@@ -10,69 +10,10 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vswitch_tests::{Daemon, dig, prerequisites, run, run_ok, unique, wait_for};
+use vswitch_tests::{Daemon, Underlay, dig, prerequisites, run, unique, wait_for};
 
 /// The lease's time to live the hosts run with: short, so the test is.
 const TTL: u64 = 3;
-
-/// The underlay: namespaces and the hub bridge, removed on drop (after the
-/// daemons and etcd, which are declared later and so dropped first).
-struct Underlay {
-    prefix: String,
-    names: Vec<String>,
-}
-
-impl Underlay {
-    fn new(hosts: usize) -> Self {
-        let prefix = unique("ed");
-        let hub = format!("{prefix}hub");
-        let mut u = Self {
-            prefix: prefix.clone(),
-            names: vec![hub.clone()],
-        };
-        run_ok("ip", &["netns", "add", &hub]);
-        run_ok("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"]);
-        run_ok("ip", &["-n", &hub, "link", "set", "br0", "up"]);
-        for i in 0..hosts {
-            let ns = u.host(i);
-            run_ok("ip", &["netns", "add", &ns]);
-            u.names.push(ns.clone());
-            let end = format!("{prefix}v{i}");
-            run_ok(
-                "ip",
-                &[
-                    "link", "add", &end, "type", "veth", "peer", "name", "u0", "netns", &ns,
-                ],
-            );
-            run_ok("ip", &["link", "set", &end, "netns", &hub]);
-            run_ok(
-                "ip",
-                &["-n", &hub, "link", "set", &end, "master", "br0", "up"],
-            );
-            let addr = format!("{}/24", Self::addr(i));
-            run_ok("ip", &["-n", &ns, "addr", "add", &addr, "dev", "u0"]);
-            run_ok("ip", &["-n", &ns, "link", "set", "u0", "up"]);
-            run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        u
-    }
-
-    fn host(&self, i: usize) -> String {
-        format!("{}h{i}", self.prefix)
-    }
-
-    fn addr(i: usize) -> String {
-        format!("192.168.78.{}", i + 1)
-    }
-}
-
-impl Drop for Underlay {
-    fn drop(&mut self) {
-        for ns in self.names.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 /// The test's etcd, in its own namespace of the underlay; stopped by pid
 /// and its data directory removed on drop.
@@ -151,7 +92,7 @@ impl Drop for Etcd {
 }
 
 fn host_daemon(u: &Underlay, i: usize, etcd: &str) -> Daemon {
-    let vtep = Underlay::addr(i);
+    let vtep = u.addr(i);
     let name = format!("host{i}");
     let ttl = TTL.to_string();
     Daemon::start_in(
@@ -210,8 +151,8 @@ fn three_hosts_share_overlays_through_etcd() {
         return;
     }
     let started = Instant::now();
-    let u = Underlay::new(4);
-    let mut etcd = Etcd::start(&u.host(3), &Underlay::addr(3));
+    let u = Underlay::new("ed", 78, 4);
+    let mut etcd = Etcd::start(&u.host(3), &u.addr(3));
     let url = etcd.url();
     let mut hosts: Vec<Daemon> = (0..3).map(|i| host_daemon(&u, i, &url)).collect();
 
@@ -337,7 +278,7 @@ fn three_hosts_share_overlays_through_etcd() {
     for (i, d) in hosts.iter().enumerate() {
         let want: BTreeSet<(String, String, u64)> = (0..3)
             .filter(|j| *j != i)
-            .map(|j| (Underlay::addr(j), format!("host{j}"), 3))
+            .map(|j| (u.addr(j), format!("host{j}"), 3))
             .collect();
         wait_for(
             Duration::from_secs(10),
@@ -376,9 +317,8 @@ fn three_hosts_share_overlays_through_etcd() {
             )
         })
         .collect();
-    let want: BTreeSet<(String, String)> = (0..3)
-        .map(|j| (format!("host{j}"), Underlay::addr(j)))
-        .collect();
+    let want: BTreeSet<(String, String)> =
+        (0..3).map(|j| (format!("host{j}"), u.addr(j))).collect();
     assert_eq!(peers, want);
     // The remote container's MAC (02:42 and its address) is forwarded to
     // its host's VTEP.
@@ -393,7 +333,7 @@ fn three_hosts_share_overlays_through_etcd() {
         .flatten()
         .find(|r| r["MacAddress"].as_str() == Some(mac.as_str()))
         .unwrap_or_else(|| panic!("{mac} not in show-fdb: {fdb}"));
-    assert_eq!(row["Vtep"].as_str(), Some(Underlay::addr(1).as_str()));
+    assert_eq!(row["Vtep"].as_str(), Some(u.addr(1).as_str()));
 
     // A host that dies: its endpoints leave the others within the TTL.
     hosts[1].kill9();
@@ -401,7 +341,7 @@ fn three_hosts_share_overlays_through_etcd() {
     for d in [&hosts[0], &hosts[2]] {
         wait_for(
             Duration::from_secs(TTL + 5),
-            || !vteps(d, &net).iter().any(|v| v.0 == Underlay::addr(1)),
+            || !vteps(d, &net).iter().any(|v| v.0 == u.addr(1)),
             "host1's VTEP gone",
         );
     }
@@ -450,7 +390,7 @@ fn three_hosts_share_overlays_through_etcd() {
     );
     wait_for(
         Duration::from_secs(10),
-        || vteps(&hosts[0], &net).contains(&(Underlay::addr(2), "host2".to_owned(), 4)),
+        || vteps(&hosts[0], &net).contains(&(u.addr(2), "host2".to_owned(), 4)),
         "host0 sees host2's fourth endpoint",
     );
     assert!(

@@ -11,70 +11,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vswitch_tests::{Daemon, prerequisites, run, run_ok, unique, wait_for};
+use vswitch_tests::{Daemon, Underlay, prerequisites, run, run_ok, unique, wait_for};
 
 const VNI: u32 = 4242;
-
-/// The underlay: namespaces and the hub bridge, removed on drop (after the
-/// daemons, which are declared later and so dropped first).
-struct Underlay {
-    prefix: String,
-    names: Vec<String>,
-}
-
-impl Underlay {
-    /// A hub namespace with a bridge, and `hosts` namespaces each with one
-    /// veth `u0` on it, addressed 192.168.77.(i+1)/24.
-    fn new(hosts: usize) -> Self {
-        let prefix = unique("ov");
-        let hub = format!("{prefix}hub");
-        let mut u = Self {
-            prefix: prefix.clone(),
-            names: vec![hub.clone()],
-        };
-        run_ok("ip", &["netns", "add", &hub]);
-        run_ok("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"]);
-        run_ok("ip", &["-n", &hub, "link", "set", "br0", "up"]);
-        for i in 0..hosts {
-            let ns = u.host(i);
-            run_ok("ip", &["netns", "add", &ns]);
-            u.names.push(ns.clone());
-            let end = format!("{prefix}v{i}");
-            run_ok(
-                "ip",
-                &[
-                    "link", "add", &end, "type", "veth", "peer", "name", "u0", "netns", &ns,
-                ],
-            );
-            run_ok("ip", &["link", "set", &end, "netns", &hub]);
-            run_ok(
-                "ip",
-                &["-n", &hub, "link", "set", &end, "master", "br0", "up"],
-            );
-            let addr = format!("{}/24", Self::addr(i));
-            run_ok("ip", &["-n", &ns, "addr", "add", &addr, "dev", "u0"]);
-            run_ok("ip", &["-n", &ns, "link", "set", "u0", "up"]);
-            run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        u
-    }
-
-    fn host(&self, i: usize) -> String {
-        format!("{}h{i}", self.prefix)
-    }
-
-    fn addr(i: usize) -> String {
-        format!("192.168.77.{}", i + 1)
-    }
-}
-
-impl Drop for Underlay {
-    fn drop(&mut self) {
-        for ns in self.names.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 /// A file removed on drop, however the test ends.
 struct Removed(std::path::PathBuf);
@@ -120,12 +59,12 @@ fn ping_from_ns(ns: &str, addr: &str) -> bool {
 
 /// The peer file every host reads: the three vswitch hosts and the kernel
 /// VTEP, and the network's VNI by name.
-fn peer_file(network: &str, hosts: usize) -> vswitch_tests::TempFile {
+fn peer_file(u: &Underlay, network: &str, hosts: usize) -> vswitch_tests::TempFile {
     let mut text = String::from("# written by e2e_overlay\n");
     for i in 0..hosts {
         text.push_str(&format!(
             "[[vtep]]\nname = \"host{i}\"\naddress = \"{}\"\n\n",
-            Underlay::addr(i)
+            u.addr(i)
         ));
     }
     text.push_str(&format!("[[network]]\nvni = {VNI}\nname = \"{network}\"\n"));
@@ -135,7 +74,7 @@ fn peer_file(network: &str, hosts: usize) -> vswitch_tests::TempFile {
 /// Starts `vswitchd` on host `i` with the peer file, and creates the
 /// overlay network there with that host's slice of the subnet.
 fn host_daemon(u: &Underlay, i: usize, peers: &str, network: &str) -> Daemon {
-    let vtep = Underlay::addr(i);
+    let vtep = u.addr(i);
     let name = format!("host{i}");
     let mut d = Daemon::start_in(
         Some(&u.host(i)),
@@ -178,9 +117,9 @@ fn containers_on_three_hosts_and_a_kernel_vtep_share_one_overlay() {
         return;
     }
     // Host 3 is the kernel's VTEP.
-    let u = Underlay::new(4);
+    let u = Underlay::new("ov", 77, 4);
     let network = unique("ovn");
-    let peers = peer_file(&network, 4);
+    let peers = peer_file(&u, &network, 4);
     let mut hosts: Vec<Daemon> = (0..3)
         .map(|i| host_daemon(&u, i, peers.path(), &network))
         .collect();
@@ -280,7 +219,7 @@ fn containers_on_three_hosts_and_a_kernel_vtep_share_one_overlay() {
             "dstport",
             "4789",
             "local",
-            &Underlay::addr(3),
+            &u.addr(3),
             "dev",
             "u0",
         ],
@@ -297,7 +236,7 @@ fn containers_on_three_hosts_and_a_kernel_vtep_share_one_overlay() {
                 "dev",
                 "vx0",
                 "dst",
-                &Underlay::addr(i),
+                &u.addr(i),
             ],
         );
     }
