@@ -203,6 +203,25 @@ impl Executor {
         Netlink::in_netns(&self.port_netns).map_err(netconf_err(device))
     }
 
+    /// Readies a veth's host end in the ports namespace and opens the
+    /// packet socket the switch reads it with. The host end carries the
+    /// containers' frames only, so no stack answers ARP on it.
+    fn open_host_end(
+        &self,
+        host: &mut Netlink,
+        a: &Attachment,
+    ) -> Result<PacketSocketPort, EffectError> {
+        host.set_arp(&a.host_ifname, false)
+            .map_err(netconf_err(&a.host_ifname))?;
+        host.set_txqueuelen(&a.host_ifname, a.txqueuelen)
+            .map_err(netconf_err(&a.host_ifname))?;
+        host.set_mtu(&a.host_ifname, u32::from(a.mtu))
+            .map_err(netconf_err(&a.host_ifname))?;
+        host.set_up(&a.host_ifname, true)
+            .map_err(netconf_err(&a.host_ifname))?;
+        self.open_packet_socket(&a.host_ifname)
+    }
+
     /// Opens the packet socket of a veth host end, inside its namespace.
     fn open_packet_socket(&self, host_ifname: &str) -> Result<PacketSocketPort, EffectError> {
         run_in(&self.port_netns, || PacketSocketPort::open(host_ifname))
@@ -434,17 +453,7 @@ impl Executor {
                 let opened = (|| {
                     host.configure_endpoint(&ns, &peer, &config)
                         .map_err(netconf_err(&peer))?;
-                    // The host end carries the containers' frames only; no
-                    // stack answers ARP on it.
-                    host.set_arp(&a.host_ifname, false)
-                        .map_err(netconf_err(&a.host_ifname))?;
-                    host.set_txqueuelen(&a.host_ifname, a.txqueuelen)
-                        .map_err(netconf_err(&a.host_ifname))?;
-                    host.set_mtu(&a.host_ifname, u32::from(a.mtu))
-                        .map_err(netconf_err(&a.host_ifname))?;
-                    host.set_up(&a.host_ifname, true)
-                        .map_err(netconf_err(&a.host_ifname))?;
-                    self.open_packet_socket(&a.host_ifname)
+                    self.open_host_end(&mut host, a)
                 })();
                 match opened {
                     Ok(port) => {
@@ -487,15 +496,7 @@ impl Executor {
                 .map_err(netconf_err(&peer))?;
             host.move_to_netns(&peer, &own)
                 .map_err(netconf_err(&peer))?;
-            host.set_arp(&a.host_ifname, false)
-                .map_err(netconf_err(&a.host_ifname))?;
-            host.set_txqueuelen(&a.host_ifname, a.txqueuelen)
-                .map_err(netconf_err(&a.host_ifname))?;
-            host.set_mtu(&a.host_ifname, u32::from(a.mtu))
-                .map_err(netconf_err(&a.host_ifname))?;
-            host.set_up(&a.host_ifname, true)
-                .map_err(netconf_err(&a.host_ifname))?;
-            self.open_packet_socket(&a.host_ifname)
+            self.open_host_end(&mut host, a)
         })();
         match opened {
             Ok(port) => {
