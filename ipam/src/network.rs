@@ -503,6 +503,30 @@ impl Ipam {
         }
     }
 
+    /// Gives an endpoint `address`, chosen by an allocator above this one
+    /// (a cluster-wide one, for networks shared by many hosts): the
+    /// address is dynamic, as one picked here is, so none of the checks
+    /// that guard a user's `--ip` apply; it must fall in one of the
+    /// network's pools and be free.
+    ///
+    /// # Errors
+    ///
+    /// [`IpamError::NotInNetworkSubnets`], [`IpamError::AddressInUse`],
+    /// [`IpamError::UnknownPool`] for a stale [`NetworkIpam`].
+    pub fn assign_endpoint_address(
+        &mut self,
+        network: &NetworkIpam,
+        address: Ipv4Addr,
+    ) -> Result<EndpointAddress, IpamError> {
+        let id = self.network_pool_containing(network, address)?.ok_or(
+            IpamError::NotInNetworkSubnets {
+                address: IpAddr::V4(address),
+            },
+        )?;
+        self.request_address(id, Some(address))?;
+        self.endpoint_address(id, address)
+    }
+
     /// The first pool of `network` containing `address`.
     fn network_pool_containing(
         &self,

@@ -158,6 +158,7 @@ fn connect(net: &str, sb: &str, ip: Option<&str>, aliases: &[&str]) -> Request {
                 aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
             }),
             port_kind: None,
+            assigned_ipv4: None,
         },
     }
 }
@@ -481,6 +482,55 @@ fn static_addresses_on_user_subnets() {
         t.c.model().endpoints[0].requested_ip.as_deref(),
         Some("10.66.0.9")
     );
+}
+
+#[test]
+fn an_address_the_cluster_picked_is_dynamic_and_a_given_one_static() {
+    // On an overlay with etcd the daemon hands the controller the address
+    // the cluster's transaction took: it is used as is, but it is not the
+    // user's `--ip`, so Docker's `IPAMConfig` stays null for it.
+    let mut t = T::new();
+    t.create_net(net_with("ov", IpamConfigEntry::subnet("10.67.0.0/24")));
+    t.sandbox("picked");
+    t.sandbox("given");
+    let mut r = connect("ov", "picked", None, &[]);
+    if let Request::Connect { request, .. } = &mut r {
+        request.assigned_ipv4 = Some(Ipv4Addr::new(10, 67, 0, 7));
+    }
+    let Response::Connected(ep) = t.ok(r).response else {
+        panic!()
+    };
+    assert_eq!(ep.ipv4_address, "10.67.0.7/24");
+    assert_eq!(ep.ipam_config, None);
+    let json = serde_json::to_value(&ep).unwrap();
+    assert_eq!(json.get("IPAMConfig"), Some(&serde_json::Value::Null));
+    let Response::Connected(ep) = t
+        .ok(connect("ov", "given", Some("10.67.0.9"), &[]))
+        .response
+    else {
+        panic!()
+    };
+    assert_eq!(
+        ep.ipam_config,
+        Some(EndpointIpamConfig {
+            ipv4_address: "10.67.0.9".to_owned()
+        })
+    );
+    let m = t.c.model();
+    let requested: Vec<Option<&str>> = m
+        .endpoints
+        .iter()
+        .map(|e| e.requested_ip.as_deref())
+        .collect();
+    assert_eq!(requested, [None, Some("10.67.0.9")]);
+    // The picked address is taken in the local IPAM like any other.
+    t.sandbox("third");
+    let mut r = connect("ov", "third", None, &[]);
+    if let Request::Connect { request, .. } = &mut r {
+        request.assigned_ipv4 = Some(Ipv4Addr::new(10, 67, 0, 7));
+    }
+    let err = t.apply(r).unwrap_err().to_string();
+    assert!(err.contains("in use"), "{err}");
 }
 
 #[test]

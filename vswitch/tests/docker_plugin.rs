@@ -898,6 +898,7 @@ fn a_start_reconciles_the_plugin_with_the_switch() {
                 aliases: Vec::new(),
             }),
             port_kind: Some(PortKind::Handoff),
+            assigned_ipv4: None,
         },
     };
     b.apply(Request::CreateSandbox(SandboxCreateRequest {

@@ -1125,6 +1125,7 @@ fn connect_request(
             aliases,
         }),
         port_kind: kind.map(PortKind::from),
+        assigned_ipv4: None,
     }
 }
 

@@ -795,10 +795,13 @@ impl Txn<'_, '_> {
         if let Some(bad) = settings.aliases.iter().find(|a| !valid_alias(a)) {
             return Err(ControlError::InvalidAlias(bad.clone()));
         }
-        let addr = self
-            .model
-            .ipam
-            .allocate_endpoint_address(&net.ipam, requested.as_deref())?;
+        let addr = match (requested.as_deref(), r.assigned_ipv4) {
+            (None, Some(ip)) => self.model.ipam.assign_endpoint_address(&net.ipam, ip)?,
+            _ => self
+                .model
+                .ipam
+                .allocate_endpoint_address(&net.ipam, requested.as_deref())?,
+        };
         let port = free_port(self.model)?;
         let id = self.model.new_id(self.ctx.entropy, IdKind::Endpoint)?;
         let kind = r.port_kind.unwrap_or(self.config.default_port_kind);
@@ -976,6 +979,7 @@ impl Txn<'_, '_> {
             gateway: String::new(),
             default_route: false,
             aliases: None,
+            ipam_config: None,
         }))
     }
 

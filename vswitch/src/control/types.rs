@@ -131,6 +131,12 @@ pub struct ConnectRequest {
     /// TAP (default) or veth. Not a Docker field.
     #[serde(rename = "PortKind", default, skip_serializing_if = "Option::is_none")]
     pub port_kind: Option<PortKind>,
+    /// The address the cluster's allocator took for this endpoint (an
+    /// overlay network with etcd) when the request names none: dynamic,
+    /// as one the local IPAM picks, so not shown as a `--ip`. Set by the
+    /// daemon, never read from the API.
+    #[serde(skip)]
+    pub assigned_ipv4: Option<core::net::Ipv4Addr>,
 }
 
 /// The endpoint settings of a connect request.
@@ -380,6 +386,10 @@ pub struct EndpointView {
     /// DNS aliases; `null` on the default bridge.
     #[serde(rename = "Aliases")]
     pub aliases: Option<Vec<String>>,
+    /// What the connect asked for, as Docker's endpoint settings show it:
+    /// the `--ip` given, `null` for an address the IPAM picked.
+    #[serde(rename = "IPAMConfig", default)]
+    pub ipam_config: Option<EndpointIpamConfig>,
 }
 
 /// A network as `docker network inspect` shows it (docker-reference §8),

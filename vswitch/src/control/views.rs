@@ -8,8 +8,8 @@ use super::error::ControlError;
 use super::model::{Endpoint, Model, Network, PredefinedNetwork, Sandbox};
 use super::types::{
     ConfigFrom, ConntrackTuple, ConntrackView, DnsEndpointView, DnsNameView, DnsNetworkView,
-    DnsPtrView, EndpointResource, EndpointView, FdbView, IpamView, NetworkInspect, PortView,
-    SandboxView,
+    DnsPtrView, EndpointIpamConfig, EndpointResource, EndpointView, FdbView, IpamView,
+    NetworkInspect, PortView, SandboxView,
 };
 use crate::ids::{NetworkId, PortId};
 use crate::switch::{FdbRow, PortStats};
@@ -374,6 +374,10 @@ pub(super) fn endpoint_view(net: &Network, e: &Endpoint) -> EndpointView {
         gateway: net.gateway.to_string(),
         default_route: e.default_route,
         aliases: e.aliases.clone(),
+        ipam_config: e
+            .requested_ip
+            .clone()
+            .map(|ipv4_address| EndpointIpamConfig { ipv4_address }),
     }
 }
 

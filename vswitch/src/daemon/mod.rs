@@ -569,11 +569,15 @@ impl Daemon {
                 else {
                     return Ok(Claim::None);
                 };
-                let settings = request.endpoint_config.get_or_insert_with(Default::default);
-                let ipam = settings.ipam_config.get_or_insert_with(Default::default);
-                let requested = match ipam.ipv4_address.as_str() {
-                    "" => None,
-                    text => Some(text.parse().map_err(|_| {
+                let typed = request
+                    .endpoint_config
+                    .as_ref()
+                    .and_then(|s| s.ipam_config.as_ref())
+                    .map(|c| c.ipv4_address.as_str())
+                    .filter(|a| !a.is_empty());
+                let requested = match typed {
+                    None => None,
+                    Some(text) => Some(text.parse().map_err(|_| {
                         ControlError::from(ipam::IpamError::InvalidIpv4Address {
                             value: text.to_owned(),
                         })
@@ -591,7 +595,11 @@ impl Daemon {
                         local_taken: model.network_endpoints(net.num).map(|e| e.ipv4).collect(),
                     })
                     .map_err(cluster_err)?;
-                ipam.ipv4_address = ip.to_string();
+                // A `--ip` stays the user's; an address the cluster picked
+                // is dynamic (Docker shows `IPAMConfig` only for the first).
+                if requested.is_none() {
+                    request.assigned_ipv4 = Some(ip);
+                }
                 Ok(Claim::Address(net.name.clone(), ip))
             }
             Request::RemoveNetwork { name, .. } => {

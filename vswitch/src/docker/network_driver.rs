@@ -368,6 +368,7 @@ fn join_once(p: &Plugin, nid: &str, eid: &str, key: &str) -> Result<wire::JoinRe
                     aliases: Vec::new(),
                 }),
                 port_kind: Some(PortKind::Handoff),
+                assigned_ipv4: None,
             },
         };
         let view = match p.backend.apply(connect) {
