@@ -75,6 +75,17 @@ impl Etcd {
         );
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) etcd: requests sent while
+    /// it is frozen are all answered once it thaws, so two hosts' claims
+    /// then run side by side.
+    fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("etcd runs").id();
+        // `ip netns exec` runs etcd in its own process (exec'd).
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let out = run("kill", &[signal, &pid.to_string()]);
+        assert!(out.status.success(), "kill {signal} {pid}: {out:?}");
+    }
+
     /// Stops etcd (SIGKILL, as a crash); its data stays for a restart.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -138,6 +149,15 @@ fn vteps(d: &Daemon, network: &str) -> BTreeSet<(String, String, u64)> {
         .collect()
 }
 
+/// The `IPAMConfig` of `sandbox`'s first endpoint, as `sandbox inspect`
+/// shows it (Docker's: `null` unless `--ip` was given).
+fn ipam_config(d: &Daemon, sandbox: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&d.vsctl_ok(&["sandbox", "inspect", sandbox])).unwrap();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["Endpoints"][0].get("IPAMConfig").cloned()
+}
+
 fn inspect(d: &Daemon, network: &str) -> serde_json::Value {
     let v: serde_json::Value =
         serde_json::from_str(&d.vsctl_ok(&["network", "inspect", network])).unwrap();
@@ -162,6 +182,55 @@ fn three_hosts_share_overlays_through_etcd() {
     // networks created at once on two hosts: different VNIs and subnets.
     let net = unique("edn");
     let (other_a, other_b) = (unique("eda"), unique("edb"));
+    // First, pairs of overlapping subnets (a /16 on host0, a /24 inside
+    // it on host1) sent while etcd is frozen, so each pair's claims read
+    // the cluster before either commits: one of each pair is refused all
+    // the same. Each has a VNI of its own (creates that pick theirs take
+    // the same lowest free one and conflict on it anyway).
+    let overlapping: Vec<[(String, String, String); 2]> = (1..=4)
+        .map(|k| {
+            [
+                (
+                    unique("edw"),
+                    format!("10.{}.0.0/16", 90 + k),
+                    format!("{}", 6000 + 2 * k),
+                ),
+                (
+                    unique("edn"),
+                    format!("10.{}.1.0/24", 90 + k),
+                    format!("{}", 6001 + 2 * k),
+                ),
+            ]
+        })
+        .collect();
+    let create = |d: &Daemon, name: &str, subnet: &str, vni: &str| {
+        let vni = format!("com.docker.network.driver.overlay.vxlanid_list={vni}");
+        d.vsctl(&[
+            "network", "create", "-d", "overlay", "--subnet", subnet, "-o", &vni, name,
+        ])
+    };
+    let overlap_outcomes: Vec<[std::process::Output; 2]> = std::thread::scope(|s| {
+        etcd.freeze(true);
+        let pairs: Vec<_> = overlapping
+            .iter()
+            .map(
+                |[(wide, wide_net, wide_vni), (narrow, narrow_net, narrow_vni)]| {
+                    let (h0, h1) = (&hosts[0], &hosts[1]);
+                    let w = s.spawn(move || create(h0, wide, wide_net, wide_vni));
+                    let n = s.spawn(move || create(h1, narrow, narrow_net, narrow_vni));
+                    (w, n)
+                },
+            )
+            .collect();
+        // Every claim is waiting for etcd (each host's client sends one
+        // at a time, and the first is sent at once).
+        std::thread::sleep(Duration::from_millis(500));
+        etcd.freeze(false);
+        pairs
+            .into_iter()
+            .map(|(w, n)| [w.join().unwrap(), n.join().unwrap()])
+            .collect()
+    });
     let outcomes: Vec<std::process::Output> = std::thread::scope(|s| {
         let creates: Vec<_> = hosts
             .iter()
@@ -179,18 +248,27 @@ fn three_hosts_share_overlays_through_etcd() {
         s.spawn(move || h1.vsctl_ok(&["network", "create", "-d", "overlay", &b]));
         creates.into_iter().map(|c| c.join().unwrap()).collect()
     });
+    let mut overlap_winners = Vec::new();
+    for (pair, outcome) in overlapping.iter().zip(&overlap_outcomes) {
+        let won: Vec<usize> = (0..2).filter(|i| outcome[*i].status.success()).collect();
+        assert_eq!(won.len(), 1, "one of {pair:?} is refused: {outcome:?}");
+        let lost = 1 - won[0];
+        let err = String::from_utf8_lossy(&outcome[lost].stderr);
+        assert!(err.contains("overlaps"), "{err}");
+        overlap_winners.push((won[0], pair[won[0]].0.clone()));
+    }
     let won = outcomes.iter().filter(|o| o.status.success()).count();
     assert_eq!(won, 1, "one create wins: {outcomes:?}");
     for o in outcomes.iter().filter(|o| !o.status.success()) {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("already exists"), "{err}");
     }
-    for d in &hosts {
+    for (i, d) in hosts.iter().enumerate() {
         for n in [&net, &other_a, &other_b] {
             wait_for(
                 Duration::from_secs(10),
                 || d.vsctl(&["network", "inspect", n]).status.success(),
-                "the network on every host",
+                &format!("network {n} on host{i}"),
             );
         }
     }
@@ -228,8 +306,15 @@ fn three_hosts_share_overlays_through_etcd() {
     // Removed on one host, removed everywhere.
     hosts[1].vsctl_ok(&["network", "rm", &other_a]);
     hosts[0].vsctl_ok(&["network", "rm", &other_b]);
+    for (host, name) in &overlap_winners {
+        hosts[*host].vsctl_ok(&["network", "rm", name]);
+    }
+    let removed: Vec<&String> = [&other_a, &other_b]
+        .into_iter()
+        .chain(overlap_winners.iter().map(|(_, n)| n))
+        .collect();
     for d in &hosts {
-        for n in [&other_a, &other_b] {
+        for n in &removed {
             wait_for(
                 Duration::from_secs(10),
                 || !d.vsctl(&["network", "inspect", n]).status.success(),
@@ -358,6 +443,26 @@ fn three_hosts_share_overlays_through_etcd() {
         !out.contains(&addrs[1][0]),
         "a dead host's names go too: {out}"
     );
+    // And its addresses: they were held under its lease, so another host
+    // may take one at once, here as a `--ip`; the others reach it there.
+    let reuse = unique("edr");
+    hosts[0].vsctl_ok(&["sandbox", "create", &reuse]);
+    hosts[0].adopt_sandboxes(&[&reuse]);
+    hosts[0].vsctl_ok(&["network", "connect", "--ip", &addrs[1][0], &net, &reuse]);
+    assert_eq!(eth0_addr(&hosts[0], &reuse), addrs[1][0]);
+    assert!(
+        hosts[2].ping(c2, &addrs[1][0], 3),
+        "host2 → the dead host's address, now on host0"
+    );
+    // Docker's IPAMConfig: the given `--ip`, null for an address the
+    // cluster picked.
+    assert_eq!(
+        ipam_config(&hosts[0], &reuse),
+        Some(serde_json::json!({ "IPv4Address": addrs[1][0] }))
+    );
+    assert_eq!(ipam_config(&hosts[0], c0), Some(serde_json::Value::Null));
+    let mut live: BTreeSet<String> = addrs[0].iter().chain(&addrs[2]).cloned().collect();
+    live.insert(addrs[1][0].clone());
 
     // etcd gone: traffic flows, cluster changes fail cleanly.
     etcd.stop();
@@ -385,9 +490,10 @@ fn three_hosts_share_overlays_through_etcd() {
     );
     let late_addr = eth0_addr(&hosts[2], &late);
     assert!(
-        !unique_addrs.contains(&late_addr) && !late_addr.is_empty(),
+        !live.contains(&late_addr) && !late_addr.is_empty(),
         "{late_addr} is new"
     );
+    live.insert(late_addr.clone());
     wait_for(
         Duration::from_secs(10),
         || vteps(&hosts[0], &net).contains(&(u.addr(2), "host2".to_owned(), 4)),
@@ -396,6 +502,19 @@ fn three_hosts_share_overlays_through_etcd() {
     assert!(
         hosts[0].ping(c0, &late_addr, 3),
         "host0 → the new container"
+    );
+    // The hosts' address claims moved to their new leases: once the
+    // leases of before etcd's restart have expired, the addresses in use
+    // are still taken.
+    std::thread::sleep(Duration::from_secs(TTL + 2));
+    let later = unique("edm");
+    hosts[0].vsctl_ok(&["sandbox", "create", &later]);
+    hosts[0].adopt_sandboxes(&[&later]);
+    hosts[0].vsctl_ok(&["network", "connect", &net, &later]);
+    let later_addr = eth0_addr(&hosts[0], &later);
+    assert!(
+        !live.contains(&later_addr) && !later_addr.is_empty(),
+        "{later_addr} is not one in use: {live:?}"
     );
     eprintln!("e2e_etcd took {:?}", started.elapsed());
 }

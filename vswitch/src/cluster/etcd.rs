@@ -288,6 +288,13 @@ impl Cluster {
         let r = self.ask(|r| Command::Network(claim.clone(), r));
         if !matches!(r, Ok((_, true))) {
             self.shared.pending.lock().remove(&claim.name);
+            // Another host's record of the name may have come while it
+            // was pending, and was left to this request then: the
+            // control thread follows it now, or no later change of the
+            // cluster may come to tell it.
+            if let Some(notify) = self.shared.notify.lock().as_ref() {
+                (notify.0)();
+            }
         }
         r
     }
@@ -378,6 +385,8 @@ struct Agent {
     claimed: BTreeSet<(String, Ipv4Addr)>,
     /// What this session has put under its lease, key → value.
     published: BTreeMap<String, Vec<u8>>,
+    /// The addresses this session has put under its lease.
+    leased: BTreeSet<(String, Ipv4Addr)>,
     lease: i64,
 }
 
@@ -478,6 +487,7 @@ async fn session(
     let (mut keeper, mut alive) = call(shared, client.lease_keep_alive(lease)).await?;
     agent.lease = lease;
     agent.published.clear();
+    agent.leased.clear();
 
     // Everything, then what this host publishes, then the watch from the
     // read's revision on: the watch brings this host's own puts back too.
@@ -650,14 +660,40 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// Brings etcd in line with the desired state: this host's record and
-/// endpoints under the lease, and the addresses it holds.
+/// Brings etcd in line with the desired state: the addresses this host's
+/// endpoints hold under its lease, then its record and those endpoints,
+/// then the release of what it no longer holds.
 async fn reconcile(
     client: &mut Client,
     agent: &mut Agent,
     shared: &Shared,
 ) -> Result<(), ClusterError> {
     let local = shared.config.vtep;
+    let held: BTreeSet<(String, Ipv4Addr)> = agent
+        .desired
+        .endpoints
+        .iter()
+        .map(|e| (e.network.clone(), e.ip))
+        .collect();
+    // Held locally but not under this session's lease: first published,
+    // left under the lease of an earlier session (or of the process
+    // before a restart), or lost by etcd. Taken (back) under this lease
+    // unless another host holds it: after this host was gone for longer
+    // than the TTL, its addresses were free to take. An endpoint whose
+    // address is another host's is not published, so the cluster never
+    // sees two holders of one address.
+    let mut lost = BTreeSet::new();
+    let unleased: Vec<(String, Ipv4Addr)> = held.difference(&agent.leased).cloned().collect();
+    for (network, ip) in unleased {
+        if lease_address(client, agent, shared, &network, ip).await? {
+            agent.claimed.insert((network.clone(), ip));
+            agent.leased.insert((network, ip));
+        } else {
+            tracing::error!(network = %network, ip = %ip, "an address this host's container holds was taken by another host while this host was away; its endpoint is not published");
+            lost.insert((network, ip));
+        }
+    }
+
     let lease = Some(PutOptions::new().with_lease(agent.lease));
     let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     wanted.insert(
@@ -669,6 +705,9 @@ async fn reconcile(
         }),
     );
     for e in &agent.desired.endpoints {
+        if lost.contains(&(e.network.clone(), e.ip)) {
+            continue;
+        }
         let key = Key::Endpoint {
             network: e.network.clone(),
             id: e.id.clone(),
@@ -717,12 +756,13 @@ async fn reconcile(
         agent.published.remove(&key);
     }
 
-    let held: BTreeSet<(String, Ipv4Addr)> = agent
-        .desired
-        .endpoints
-        .iter()
-        .map(|e| (e.network.clone(), e.ip))
-        .collect();
+    // Released after the endpoints that held them are gone, and only
+    // while this host's record is the one there: once an expired lease
+    // has let another host take an address, it is that host's.
+    let record = json(&AddressRecord {
+        vtep: local,
+        host: shared.config.name.clone(),
+    });
     let mine: BTreeSet<(String, Ipv4Addr)> = own_addresses.union(&agent.claimed).cloned().collect();
     for (network, ip) in mine.difference(&held) {
         if agent.in_flight.contains(&(network.clone(), *ip)) {
@@ -731,36 +771,96 @@ async fn reconcile(
         let key = Key::Address {
             network: network.clone(),
             ip: *ip,
-        };
-        call(shared, client.delete(key.to_string(), None)).await?;
-        agent.claimed.remove(&(network.clone(), *ip));
-    }
-    for (network, ip) in held.difference(&mine) {
-        // Held locally but not in etcd (re-put after etcd lost it, or
-        // first published): taken back unless another host has it.
-        let key = Key::Address {
-            network: network.clone(),
-            ip: *ip,
         }
         .to_string();
-        let record = json(&AddressRecord {
-            vtep: local,
-            host: shared.config.name.clone(),
-        });
+        let txn = Txn::new()
+            .when(vec![Compare::value(
+                key.as_str(),
+                CompareOp::Equal,
+                record.clone(),
+            )])
+            .and_then(vec![TxnOp::delete(key.as_str(), None)]);
+        call(shared, client.txn(txn)).await?;
+        agent.claimed.remove(&(network.clone(), *ip));
+        agent.leased.remove(&(network.clone(), *ip));
+    }
+    Ok(())
+}
+
+/// Puts address `ip` of `network` under this session's lease if it is
+/// free or already this host's (under an older lease); `false` when
+/// another host holds it.
+async fn lease_address(
+    client: &mut Client,
+    agent: &Agent,
+    shared: &Shared,
+    network: &str,
+    ip: Ipv4Addr,
+) -> Result<bool, ClusterError> {
+    let key = Key::Address {
+        network: network.to_owned(),
+        ip,
+    }
+    .to_string();
+    let record = json(&AddressRecord {
+        vtep: shared.config.vtep,
+        host: shared.config.name.clone(),
+    });
+    let lease = Some(PutOptions::new().with_lease(agent.lease));
+    for _ in 0..TXN_ATTEMPTS {
         let txn = Txn::new()
             .when(vec![Compare::create_revision(
                 key.as_str(),
                 CompareOp::Equal,
                 0,
             )])
-            .and_then(vec![TxnOp::put(key.as_str(), record, None)]);
+            .and_then(vec![TxnOp::put(
+                key.as_str(),
+                record.clone(),
+                lease.clone(),
+            )])
+            .or_else(vec![TxnOp::get(key.as_str(), None)]);
+        let r = call(shared, client.txn(txn)).await?;
+        if r.succeeded() {
+            return Ok(true);
+        }
+        let holder = r.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (kv.mod_revision(), kv.lease(), kv.value().to_vec())),
+            _ => None,
+        });
+        let Some((revision, held_under, value)) = holder else {
+            // Gone between the compare and the read: try again.
+            continue;
+        };
+        let ours = serde_json::from_slice::<AddressRecord>(&value)
+            .is_ok_and(|a| a.vtep == shared.config.vtep);
+        if !ours {
+            return Ok(false);
+        }
+        if held_under == agent.lease {
+            return Ok(true);
+        }
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then(vec![TxnOp::put(
+                key.as_str(),
+                record.clone(),
+                lease.clone(),
+            )]);
         if call(shared, client.txn(txn)).await?.succeeded() {
-            agent.claimed.insert((network.clone(), *ip));
-        } else {
-            tracing::error!(network = %network, ip = %ip, "an address this host holds is held by another host in the cluster");
+            return Ok(true);
         }
     }
-    Ok(())
+    Err(ClusterError::Conflict(format!(
+        "address {ip} on network {network}: the cluster kept changing under the transaction; try again"
+    )))
 }
 
 async fn keys_under(
@@ -768,6 +868,15 @@ async fn keys_under(
     shared: &Shared,
     prefix: &str,
 ) -> Result<Vec<Key>, ClusterError> {
+    Ok(keys_and_revision(client, shared, prefix).await?.0)
+}
+
+/// The keys under `prefix`, and the store's revision they were read at.
+async fn keys_and_revision(
+    client: &mut Client,
+    shared: &Shared,
+    prefix: &str,
+) -> Result<(Vec<Key>, i64), ClusterError> {
     let r = call(
         shared,
         client.get(
@@ -776,10 +885,13 @@ async fn keys_under(
         ),
     )
     .await?;
-    Ok(r.kvs()
+    let revision = r.header().map_or(0, etcd_client::ResponseHeader::revision);
+    let keys = r
+        .kvs()
         .iter()
         .filter_map(|kv| Key::parse(kv.key_str().ok()?))
-        .collect())
+        .collect();
+    Ok((keys, revision))
 }
 
 async fn claim_network(
@@ -813,8 +925,9 @@ async fn claim_network(
                 _ => None,
             })
             .collect();
-        let subnets: Vec<Ipv4Net> = keys_under(client, shared, &Key::prefix("subnets"))
-            .await?
+        let subnets_prefix = Key::prefix("subnets");
+        let (subnet_keys, read_at) = keys_and_revision(client, shared, &subnets_prefix).await?;
+        let subnets: Vec<Ipv4Net> = subnet_keys
             .into_iter()
             .filter_map(|k| match k {
                 Key::Subnet(s) => Some(s),
@@ -869,11 +982,17 @@ async fn claim_network(
         };
         let vni_key = Key::Vni(vni).to_string();
         let subnet_key = Key::Subnet(subnet).to_string();
+        // Overlap is not equality: a /16 taken by another host since the
+        // read has another key than this /24. No subnet key may have been
+        // written since the read, so the overlap check above still holds
+        // when the transaction commits (a removal since is harmless).
         let txn = Txn::new()
             .when(vec![
                 Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
                 Compare::create_revision(vni_key.as_str(), CompareOp::Equal, 0),
                 Compare::create_revision(subnet_key.as_str(), CompareOp::Equal, 0),
+                Compare::mod_revision(subnets_prefix.as_str(), CompareOp::Less, read_at + 1)
+                    .with_prefix(),
             ])
             .and_then(vec![
                 TxnOp::put(key.as_str(), json(&rec), None),
@@ -940,10 +1059,15 @@ async fn claim_address(
                 CompareOp::Equal,
                 0,
             )])
-            .and_then(vec![TxnOp::put(key.as_str(), record.clone(), None)]);
+            .and_then(vec![TxnOp::put(
+                key.as_str(),
+                record.clone(),
+                Some(PutOptions::new().with_lease(agent.lease)),
+            )]);
         if call(shared, client.txn(txn)).await?.succeeded() {
             agent.in_flight.insert((claim.network.clone(), ip));
             agent.claimed.insert((claim.network.clone(), ip));
+            agent.leased.insert((claim.network.clone(), ip));
             return Ok(ip);
         }
         if claim.requested.is_some() {

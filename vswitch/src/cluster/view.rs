@@ -12,12 +12,15 @@
 //! | `/vswitch/networks/<network>` | [`NetworkRecord`]: VNI, subnet, gateway | none |
 //! | `/vswitch/vnis/<vni>` | the network's name | none |
 //! | `/vswitch/subnets/<a.b.c.d-len>` | the network's name | none |
-//! | `/vswitch/ipam/<network>/<ip>` | [`AddressRecord`]: the VTEP and host holding it | none |
+//! | `/vswitch/ipam/<network>/<ip>` | [`AddressRecord`]: the VTEP and host holding it | the holder's |
 //!
-//! What lives under a host's lease is what must vanish with the host (its
-//! presence and its endpoints); what is taken with transactions (networks,
-//! their VNI and subnet, addresses) stays until released, so a host that
-//! restarts keeps its containers' addresses.
+//! What lives under a host's lease is what must vanish with the host: its
+//! presence, its endpoints and the addresses they hold (taken with a
+//! transaction under the lease), so a dead host's addresses go back to
+//! the pool within the TTL instead of leaking. A host that comes back
+//! puts the addresses its containers still hold under its new lease, each
+//! unless another host took it meanwhile. Networks, their VNI and subnet
+//! belong to no host: they stay until removed.
 //!
 //! **From records to events.** The VTEP table's part of the view (remote
 //! VTEPs with their names, which networks each takes part in, remote
