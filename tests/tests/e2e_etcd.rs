@@ -468,6 +468,21 @@ fn three_hosts_share_overlays_through_etcd() {
     assert_eq!(ipam_config(&hosts[0], c0), Some(serde_json::Value::Null));
     let mut live: BTreeSet<String> = addrs[0].iter().chain(&addrs[2]).cloned().collect();
     live.insert(addrs[1][0].clone());
+    // host1 comes back after its lease expired: the addresses nobody took
+    // are its own again; the one host0 took stays host0's, and host1's
+    // container that still holds it is not published.
+    hosts[1].spawn();
+    wait_for(
+        Duration::from_secs(15),
+        || vteps(&hosts[0], &net).contains(&(u.addr(1), "host1".to_owned(), 2)),
+        "host1 back with two endpoints",
+    );
+    assert!(hosts[2].ping(c2, &addrs[1][1], 3), "host2 → host1 again");
+    assert!(
+        hosts[2].ping(c2, &addrs[1][0], 2),
+        "the address host0 took still leads there"
+    );
+    live.extend(addrs[1][1..].iter().cloned());
 
     // etcd gone: traffic flows, cluster changes fail cleanly.
     etcd.stop();
