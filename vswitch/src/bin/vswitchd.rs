@@ -59,6 +59,13 @@ struct Args {
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     connector_busy_poll: u64,
+    /// Host connector threads (shards). Each TCP connection lives on one,
+    /// chosen by a symmetric hash of its addresses and ports; UDP and ICMP
+    /// are the first's. More than one lets several connections use more
+    /// than one core; the datapath workers need cores too.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    connector_threads: u16,
     /// Device kind of endpoints whose connect request names none.
     #[arg(long, value_enum, default_value = "tap")]
     port_kind: KindArg,
@@ -326,9 +333,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             busy_poll: std::time::Duration::from_micros(args.busy_poll),
         },
     })?;
-    let (connector, connector_thread) = vswitch::connector::HostConnector::spawn(
+    let (connector, connector_threads) = vswitch::connector::HostConnector::spawn(
         nat::conntrack::Config::default(),
         std::time::Duration::from_micros(args.connector_busy_poll),
+        usize::from(args.connector_threads),
     )?;
     datapath.attach_host(connector.clone())?;
 
@@ -406,8 +414,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Watched::new("vswitch-control", control_thread),
         Watched::new("vswitch-api", api_thread),
         Watched::new("dns", dns_thread),
-        Watched::new("host-connector", connector_thread),
     ];
+    for (i, t) in connector_threads.into_iter().enumerate() {
+        let name = if i == 0 {
+            "host-connector".to_owned()
+        } else {
+            format!("host-connector-{i}")
+        };
+        watched.push(Watched::new(name, t));
+    }
     let metrics_server = metrics.map(|(server, thread)| {
         watched.push(Watched::new("vswitch-metrics", thread));
         server
