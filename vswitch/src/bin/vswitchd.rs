@@ -62,10 +62,13 @@ struct Args {
     /// Host connector threads (shards). Each TCP connection lives on one,
     /// chosen by a symmetric hash of its addresses and ports; UDP and ICMP
     /// are the first's. More than one lets several connections use more
-    /// than one core; the datapath workers need cores too.
-    #[arg(long, value_name = "N", default_value_t = 2,
+    /// than one core, which only pays where cores are left over: the
+    /// datapath workers (one per core) and the applications need them too.
+    /// By default half the available cores, at least one (one on 2 cores,
+    /// where a second shard measured no gain).
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
-    connector_threads: u16,
+    connector_threads: Option<u16>,
     /// Device kind of endpoints whose connect request names none.
     #[arg(long, value_enum, default_value = "tap")]
     port_kind: KindArg,
@@ -336,7 +339,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (connector, connector_threads) = vswitch::connector::HostConnector::spawn(
         nat::conntrack::Config::default(),
         std::time::Duration::from_micros(args.connector_busy_poll),
-        usize::from(args.connector_threads),
+        args.connector_threads.map_or_else(
+            || thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            usize::from,
+        ),
     )?;
     datapath.attach_host(connector.clone())?;
 
