@@ -14,10 +14,11 @@
 //! ```text
 //!  container ──TAP──► datapath-N ──Action::Host──► HostLink::offer (the frame's
 //!      ▲                                           buffer by ownership, bounded
-//!      │                                           queue, one wake per sleep)
+//!      │                                           queue of the flow's shard,
+//!      │                                           one wake per sleep)
 //!      │                                                  ▼
-//!      │               host-connector thread ─ policy (internal, masquerade off,
-//!      │                                       other networks) ─ FlowTable
+//!      │               host-connector shard ── policy (internal, masquerade off,
+//!      │                                       other networks) ─ FlowTable (shared)
 //!      │   TCP:  smoltcp endpoint (any address)  ◄──►  host TcpStream (connect / accept)
 //!      │   UDP:  parsed here                     ◄──►  host UdpSocket per flow / published
 //!      │   ICMP echo: parsed here                ◄──►  one raw ICMP socket
@@ -28,9 +29,18 @@
 //! Every flow is entered in the shared [`nat::conntrack::FlowTable`] with
 //! both tuples (container side on its network, host side on
 //! [`HOST_NETWORK`]), so `vsctl show-conntrack` lists it with its state and
-//! counters. The table's shard lock is taken by this thread only (and by a
-//! listing), never by a datapath worker: the workers' hot path takes no
-//! lock.
+//! counters. The table's shard locks are taken by the connector's threads
+//! only (and by a listing), never by a datapath worker: the workers' hot
+//! path takes no lock.
+//!
+//! The connector runs as one or more shards, each a thread with its own
+//! endpoint, host sockets and poll instance (`vswitchd
+//! --connector-threads`). A TCP connection belongs to the shard its two
+//! addresses and ports hash to, in either order (`shard_of_quad`): the
+//! worker picks the queue by the segment's header, and the shard that
+//! opened a host socket is the one that polls it. UDP, ICMP and the
+//! published UDP ports are the first shard's; a published TCP port is
+//! accepted on one shard and handed to the connection's.
 
 mod frame;
 mod stack;
