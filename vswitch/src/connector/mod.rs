@@ -14,10 +14,11 @@
 //! ```text
 //!  container ──TAP──► datapath-N ──Action::Host──► HostLink::offer (the frame's
 //!      ▲                                           buffer by ownership, bounded
-//!      │                                           queue, one wake per sleep)
+//!      │                                           queue of the flow's shard,
+//!      │                                           one wake per sleep)
 //!      │                                                  ▼
-//!      │               host-connector thread ─ policy (internal, masquerade off,
-//!      │                                       other networks) ─ FlowTable
+//!      │               host-connector shard ── policy (internal, masquerade off,
+//!      │                                       other networks) ─ FlowTable (shared)
 //!      │   TCP:  smoltcp endpoint (any address)  ◄──►  host TcpStream (connect / accept)
 //!      │   UDP:  parsed here                     ◄──►  host UdpSocket per flow / published
 //!      │   ICMP echo: parsed here                ◄──►  one raw ICMP socket
@@ -28,9 +29,18 @@
 //! Every flow is entered in the shared [`nat::conntrack::FlowTable`] with
 //! both tuples (container side on its network, host side on
 //! [`HOST_NETWORK`]), so `vsctl show-conntrack` lists it with its state and
-//! counters. The table's shard lock is taken by this thread only (and by a
-//! listing), never by a datapath worker: the workers' hot path takes no
-//! lock.
+//! counters. The table's shard locks are taken by the connector's threads
+//! only (and by a listing), never by a datapath worker: the workers' hot
+//! path takes no lock.
+//!
+//! The connector runs as one or more shards, each a thread with its own
+//! endpoint, host sockets and poll instance (`vswitchd
+//! --connector-threads`). A TCP connection belongs to the shard its two
+//! addresses and ports hash to, in either order (`shard_of_quad`): the
+//! worker picks the queue by the segment's header, and the shard that
+//! opened a host socket is the one that polls it. UDP, ICMP and the
+//! published UDP ports are the first shard's; a published TCP port is
+//! accepted on one shard and handed to the connection's.
 
 mod frame;
 mod stack;
@@ -96,35 +106,47 @@ struct Wake {
     waker: Waker,
 }
 
-/// A datapath worker's way into the connector.
-#[derive(Clone, Debug)]
-pub struct HostLink {
+/// One shard's queue, as a datapath worker holds it.
+#[derive(Debug)]
+struct LinkShard {
     frames: Sender<HostFrame>,
     recycle: Receiver<PacketBuf>,
     wake: Arc<Wake>,
 }
 
+/// A datapath worker's way into the connector: one queue per shard.
+#[derive(Clone, Debug)]
+pub struct HostLink {
+    shards: Arc<[LinkShard]>,
+}
+
 impl HostLink {
-    /// Hands `frame`, received on `ingress`, to the connector's queue by
-    /// ownership: the buffer goes to the connector and one the connector
-    /// gave back takes its place in the worker's batch, so the frame is
-    /// not copied. Only until the connector has given back enough buffers
-    /// is a new one allocated; the connector is woken only if it sleeps.
+    /// Hands `frame`, received on `ingress`, to the queue of the shard
+    /// that owns its flow (a TCP segment's by a symmetric hash of its
+    /// addresses and ports, anything else the first's) by ownership: the buffer
+    /// goes to the connector and one the shard gave back takes its place
+    /// in the worker's batch, so the frame is not copied. Only until the
+    /// shard has given back enough buffers is a new one allocated; the
+    /// shard is woken only if it sleeps.
     ///
     /// # Errors
     /// [`DropReason::HostBusy`] when the queue is full or the connector is
     /// gone (the frame stays where it was).
     pub fn offer(&self, ingress: PortId, frame: &mut PacketBuf) -> Result<(), DropReason> {
-        if self.frames.is_full() {
+        let shard = shard_of_frame(frame.frame(), self.shards.len());
+        let Some(link) = self.shards.get(shard) else {
+            return Err(DropReason::HostBusy);
+        };
+        if link.frames.is_full() {
             return Err(DropReason::HostBusy);
         }
-        let mut buf = self.recycle.try_recv().unwrap_or_default();
+        let mut buf = link.recycle.try_recv().unwrap_or_default();
         buf.clear();
         std::mem::swap(frame, &mut buf);
-        match self.frames.try_send(HostFrame { port: ingress, buf }) {
+        match link.frames.try_send(HostFrame { port: ingress, buf }) {
             Ok(()) => {
-                if self.wake.sleeping.swap(false, Ordering::SeqCst) {
-                    let _ = self.wake.waker.wake();
+                if link.wake.sleeping.swap(false, Ordering::SeqCst) {
+                    let _ = link.wake.waker.wake();
                 }
                 Ok(())
             }
@@ -139,6 +161,72 @@ impl HostLink {
     }
 }
 
+/// The shard of a TCP connection, from its two ends in either order: the
+/// container's segments and the shard's own choice of a published
+/// connection's addresses meet on the same shard.
+#[must_use]
+pub(crate) fn shard_of_quad(
+    a: Ipv4Addr,
+    a_port: u16,
+    b: Ipv4Addr,
+    b_port: u16,
+    shards: usize,
+) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let x = (u64::from(u32::from(a)) << 16) | u64::from(a_port);
+    let y = (u64::from(u32::from(b)) << 16) | u64::from(b_port);
+    let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+    let h = (lo ^ hi.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // The high half is the well-mixed one.
+    usize::try_from((h >> 32) % shards as u64).unwrap_or(0)
+}
+
+/// The shard a container's frame goes to: a TCP segment's by its
+/// connection ([`shard_of_quad`]); everything else (UDP, ICMP, fragments,
+/// what does not parse) to shard 0, which holds the UDP flows, the ICMP
+/// socket and the published UDP ports, and counts the drops. Reads only
+/// the headers' fixed fields, with checked accessors.
+#[must_use]
+pub(crate) fn shard_of_frame(frame: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let tcp = || -> Option<usize> {
+        let ip = frame::ETH;
+        if frame.get(12..14)? != [0x08, 0x00] {
+            return None;
+        }
+        let h = frame.get(ip..ip + 20)?;
+        // TCP, and the first (or only) fragment: no offset.
+        if h[0] >> 4 != 4 || h[9] != 6 || u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+            return None;
+        }
+        let l4 = ip + usize::from(h[0] & 0x0f) * 4;
+        let p = frame.get(l4..l4 + 4)?;
+        Some(shard_of_quad(
+            Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+            u16::from_be_bytes([p[0], p[1]]),
+            Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            u16::from_be_bytes([p[2], p[3]]),
+            shards,
+        ))
+    };
+    tcp().unwrap_or(0)
+}
+
+/// The shard that listens on a published port: TCP listeners are spread
+/// over the shards by host port (each hands what it accepts to the
+/// connection's shard); UDP ports are shard 0's, where the containers'
+/// answers arrive.
+fn listener_shard(port: &nat::alloc::PublishedPort, shards: usize) -> usize {
+    match port.proto {
+        nat::spec::Proto::Tcp if shards > 1 => usize::from(port.host_port) % shards,
+        _ => 0,
+    }
+}
+
 /// What the control side asks of the connector.
 #[derive(Debug)]
 enum Command {
@@ -147,6 +235,12 @@ enum Command {
     RemovePort(PortId, Sender<()>),
     Attach(Publication, HostSocket),
     Detach(nat::alloc::PublishedPort, Sender<()>),
+    /// A connection another shard accepted on a published port, for this
+    /// shard to carry to the container.
+    Serve(tcp::Accepted),
+    /// A port published on another shard: a container reaching it
+    /// through its gateway's address is sent to the host's loopback.
+    Published(nat::alloc::PublishedPort),
     PortStats(Sender<Vec<(PortId, PortStats)>>),
     /// How many frame buffers the thread holds (free or queued).
     #[cfg(test)]
@@ -154,66 +248,138 @@ enum Command {
     Shutdown,
 }
 
-/// The handle on the connector thread, held by the datapath handle and the
-/// control plane.
-#[derive(Clone, Debug)]
-pub struct HostConnector {
+/// One shard's mailbox, as the handle and the other shards hold it.
+#[derive(Debug)]
+pub(crate) struct ShardHandle {
     commands: Sender<Command>,
     wake: Arc<Wake>,
+}
+
+impl ShardHandle {
+    fn send(&self, command: Command) -> io::Result<()> {
+        self.commands.send(command).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the host connector has stopped")
+        })?;
+        self.wake.waker.wake()
+    }
+}
+
+/// The handle on the connector's threads (its shards), held by the
+/// datapath handle and the control plane.
+#[derive(Clone, Debug)]
+pub struct HostConnector {
+    shards: Arc<[ShardHandle]>,
     link: HostLink,
     flows: Arc<FlowTable>,
 }
 
 impl HostConnector {
-    /// Starts the `host-connector` thread, which keeps polling for
-    /// `busy_poll` after it last moved a frame before it sleeps.
+    /// Starts `threads` connector threads (`host-connector`, then
+    /// `host-connector-1`, …; at least one), each of which keeps polling
+    /// for `busy_poll` after it last moved a frame before it sleeps.
     ///
     /// # Errors
-    /// When the poll instance, its waker or the thread cannot be made.
+    /// When a poll instance, its waker or a thread cannot be made.
     pub fn spawn(
         flow_config: FlowConfig,
         busy_poll: Duration,
-    ) -> io::Result<(Self, JoinHandle<io::Result<()>>)> {
-        let (mut connector, handle) = Self::new(flow_config)?;
-        connector.busy_poll = busy_poll;
-        let thread = std::thread::Builder::new()
-            .name("host-connector".to_owned())
-            .spawn(move || connector.run())?;
-        Ok((handle, thread))
+        threads: usize,
+    ) -> io::Result<(Self, Vec<JoinHandle<io::Result<()>>>)> {
+        let (connectors, handle) = Self::sharded(flow_config, threads)?;
+        let mut joins = Vec::with_capacity(connectors.len());
+        for (i, mut connector) in connectors.into_iter().enumerate() {
+            connector.busy_poll = busy_poll;
+            let name = if i == 0 {
+                "host-connector".to_owned()
+            } else {
+                format!("host-connector-{i}")
+            };
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || connector.run())
+            {
+                Ok(j) => joins.push(j),
+                Err(e) => {
+                    handle.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        Ok((handle, joins))
     }
 
+    /// One shard, not started (the packet-level tests run it).
+    #[cfg(test)]
     fn new(flow_config: FlowConfig) -> io::Result<(Connector, Self)> {
-        let poll = Poll::new()?;
-        let wake = Arc::new(Wake {
-            sleeping: AtomicBool::new(false),
-            waker: Waker::new(poll.registry(), WAKER)?,
-        });
-        let (frames_tx, frames_rx) = crossbeam_channel::bounded(QUEUE);
-        let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(QUEUE);
-        let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+        let (mut connectors, handle) = Self::sharded(flow_config, 1)?;
+        let connector = connectors
+            .pop()
+            .ok_or_else(|| io::Error::other("no shard"))?;
+        Ok((connector, handle))
+    }
+
+    /// `shards` connectors (at least one), not started, and their handle.
+    fn sharded(flow_config: FlowConfig, shards: usize) -> io::Result<(Vec<Connector>, Self)> {
+        let shards = shards.max(1);
         let flows = Arc::new(FlowTable::new(flow_config));
-        let link = HostLink {
-            frames: frames_tx,
-            recycle: recycle_rx,
-            wake: Arc::clone(&wake),
-        };
-        let connector = Connector::new(
-            poll,
-            commands_rx,
-            frames_rx,
-            recycle_tx,
-            Arc::clone(&wake),
-            Arc::clone(&flows),
-        );
-        Ok((
-            connector,
-            Self {
+        let mut parts = Vec::with_capacity(shards);
+        let mut handles = Vec::with_capacity(shards);
+        let mut links = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let poll = Poll::new()?;
+            let wake = Arc::new(Wake {
+                sleeping: AtomicBool::new(false),
+                waker: Waker::new(poll.registry(), WAKER)?,
+            });
+            let (frames_tx, frames_rx) = crossbeam_channel::bounded(QUEUE);
+            let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(QUEUE);
+            let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+            links.push(LinkShard {
+                frames: frames_tx,
+                recycle: recycle_rx,
+                wake: Arc::clone(&wake),
+            });
+            handles.push(ShardHandle {
                 commands: commands_tx,
-                wake,
-                link,
+                wake: Arc::clone(&wake),
+            });
+            parts.push((poll, commands_rx, frames_rx, recycle_tx, wake));
+        }
+        let handles: Arc<[ShardHandle]> = handles.into();
+        let connectors = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (poll, commands, frames, recycle, wake))| {
+                Connector::new(
+                    poll,
+                    commands,
+                    frames,
+                    recycle,
+                    wake,
+                    Arc::clone(&flows),
+                    tcp::Shards {
+                        me: i,
+                        peers: Arc::clone(&handles),
+                    },
+                )
+            })
+            .collect();
+        Ok((
+            connectors,
+            Self {
+                shards: handles,
+                link: HostLink {
+                    shards: links.into(),
+                },
                 flows,
             },
         ))
+    }
+
+    /// How many shards (threads) the connector runs.
+    #[must_use]
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
     /// The link the datapath workers hand frames through.
@@ -228,86 +394,121 @@ impl HostConnector {
         &self.flows
     }
 
-    fn send(&self, command: Command) -> io::Result<()> {
-        self.commands.send(command).map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the host connector has stopped")
-        })?;
-        self.wake.waker.wake()
+    /// Sends every shard the command `make` builds for it.
+    fn broadcast(&self, mut make: impl FnMut() -> Command) -> io::Result<()> {
+        for s in self.shards.iter() {
+            s.send(make())?;
+        }
+        Ok(())
+    }
+
+    /// Asks every shard, one after another, and waits for its answer.
+    fn ask_each<T>(&self, mut make: impl FnMut(Sender<T>) -> Command) -> io::Result<Vec<T>> {
+        let mut answers = Vec::with_capacity(self.shards.len());
+        for s in self.shards.iter() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            s.send(make(tx))?;
+            answers.push(rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
+            })?);
+        }
+        Ok(answers)
     }
 
     /// Hands the connector a new configuration.
     ///
     /// # Errors
-    /// When the thread has stopped.
+    /// When a thread has stopped.
     pub fn set_config(&self, config: &Arc<SwitchConfig>) -> io::Result<()> {
-        self.send(Command::Config(Arc::clone(config)))
+        self.broadcast(|| Command::Config(Arc::clone(config)))
     }
 
     /// Lets the connector write to a port.
     ///
     /// # Errors
-    /// When the thread has stopped.
+    /// When a thread has stopped.
     pub fn add_port(&self, id: PortId, port: Arc<dyn PortIo>) -> io::Result<()> {
-        self.send(Command::AddPort(id, port))
+        self.broadcast(|| Command::AddPort(id, Arc::clone(&port)))
     }
 
     /// Takes a port from the connector, ends the flows of its endpoint and
-    /// purges them from the flow table, then waits until it is done.
+    /// purges them from the flow table, then waits until every shard is
+    /// done.
     ///
     /// # Errors
-    /// When the thread has stopped or does not answer.
+    /// When a thread has stopped or does not answer.
     pub fn remove_port(&self, id: PortId) -> io::Result<()> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::RemovePort(id, tx))?;
-        rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
-        })
+        self.ask_each(|tx| Command::RemovePort(id, tx)).map(drop)
     }
 
     /// The counters of the frames the connector wrote to ports and of the
-    /// packets it dropped, per port.
+    /// packets it dropped, per port, summed over the shards.
     ///
     /// # Errors
-    /// When the thread has stopped or does not answer.
+    /// When a thread has stopped or does not answer.
     pub fn port_stats(&self) -> io::Result<Vec<(PortId, PortStats)>> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::PortStats(tx))?;
-        rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
-        })
+        let mut sum: Vec<(PortId, PortStats)> = Vec::new();
+        for shard in self.ask_each(Command::PortStats)? {
+            for (id, stats) in shard {
+                match sum.iter_mut().find(|(p, _)| *p == id) {
+                    Some((_, s)) => s.merge(&stats),
+                    None => sum.push((id, stats)),
+                }
+            }
+        }
+        Ok(sum)
     }
 
-    /// How many frame buffers the thread holds, free or queued.
+    /// How many frame buffers the threads hold, free or queued.
     #[cfg(test)]
     fn buffers(&self) -> io::Result<usize> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::Buffers(tx))?;
-        rx.recv_timeout(crate::datapath::ASK_TIMEOUT).map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "the host connector did not answer")
-        })
+        Ok(self.ask_each(Command::Buffers)?.into_iter().sum())
     }
 
-    /// Asks the thread to stop.
+    /// Asks the threads to stop.
     pub fn shutdown(&self) {
-        let _ = self.send(Command::Shutdown);
+        for s in self.shards.iter() {
+            let _ = s.send(Command::Shutdown);
+        }
     }
 }
 
 impl PublishedPortSink for HostConnector {
     fn attach(&self, publication: Publication, socket: HostSocket) {
-        if let Err(e) = self.send(Command::Attach(publication, socket)) {
+        let shard = listener_shard(&publication.port, self.shards.len());
+        for (i, s) in self.shards.iter().enumerate() {
+            if i != shard {
+                let _ = s.send(Command::Published(publication.port));
+            }
+        }
+        let sent = self
+            .shards
+            .get(shard)
+            .ok_or_else(|| io::Error::other("no shard"))
+            .and_then(|s| s.send(Command::Attach(publication, socket)));
+        if let Err(e) = sent {
             tracing::error!(port = %publication.port, error = %e, "cannot serve a published port");
         }
     }
 
     /// Waits until the socket is closed: the control plane may bind the
-    /// same port again in the same request (a rollback, a reconnect).
+    /// same port again in the same request (a rollback, a reconnect). The
+    /// listening shard is told first: once it has answered it hands no
+    /// more connections of the port to the others, so every connection it
+    /// handed over is in their mailboxes ahead of the detach.
     fn detach(&self, port: &nat::alloc::PublishedPort) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.send(Command::Detach(*port, tx)).is_ok()
-            && rx.recv_timeout(crate::datapath::ASK_TIMEOUT).is_err()
-        {
-            tracing::warn!(port = %port, "the host connector did not confirm closing a published port");
+        let first = listener_shard(port, self.shards.len());
+        let order = std::iter::once(first).chain((0..self.shards.len()).filter(|&i| i != first));
+        for i in order {
+            let Some(s) = self.shards.get(i) else {
+                continue;
+            };
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if s.send(Command::Detach(*port, tx)).is_ok()
+                && rx.recv_timeout(crate::datapath::ASK_TIMEOUT).is_err()
+            {
+                tracing::warn!(port = %port, "the host connector did not confirm closing a published port");
+            }
         }
     }
 }
@@ -646,7 +847,6 @@ struct Connector {
     out: Out,
     tcp: tcp::Tcp,
     udp: udp::Udp,
-    started: Instant,
     next_sweep: Instant,
     busy_poll: Duration,
 }
@@ -674,10 +874,12 @@ impl Connector {
         recycle: Sender<PacketBuf>,
         wake: Arc<Wake>,
         flows: Arc<FlowTable>,
+        shards: tcp::Shards,
     ) -> Self {
         let now = Instant::now();
         let mut tcp = tcp::Tcp::new(now);
         tcp.set_recycle(recycle.clone());
+        tcp.set_shards(shards);
         Self {
             poll,
             commands,
@@ -689,7 +891,6 @@ impl Connector {
             out: Out::new(),
             tcp,
             udp: udp::Udp::new(),
-            started: now,
             next_sweep: now,
             busy_poll: BUSY_POLL,
         }
@@ -819,12 +1020,31 @@ impl Connector {
                         }
                     }
                 }
+                Command::Published(port) => self.view.publish(port),
                 Command::Detach(port, ack) => {
                     let registry = self.poll.registry();
                     self.tcp.detach(registry, &port);
                     self.udp.detach(registry, &port);
                     self.view.unpublish(&port);
                     let _ = ack.send(());
+                }
+                Command::Serve(accepted) => {
+                    let Self {
+                        poll,
+                        flows,
+                        view,
+                        out,
+                        tcp,
+                        ..
+                    } = self;
+                    let mut cx = Ctx {
+                        now: Instant::now(),
+                        flows,
+                        view,
+                        out,
+                        registry: poll.registry(),
+                    };
+                    tcp.serve(&mut cx, accepted);
                 }
                 Command::PortStats(reply) => {
                     let stats = self
@@ -894,7 +1114,6 @@ impl Connector {
                 let _ = self.recycle.try_send(buf);
             }
         }
-        let _ = self.started;
         any
     }
 }

@@ -85,6 +85,34 @@ struct Flow {
     shut_wr: bool,
 }
 
+/// The shards of the connector, as one of them sees them.
+#[derive(Debug, Clone)]
+pub(crate) struct Shards {
+    /// This shard's index.
+    pub(crate) me: usize,
+    /// Every shard's mailbox, this one's included.
+    pub(crate) peers: std::sync::Arc<[super::ShardHandle]>,
+}
+
+impl Shards {
+    fn count(&self) -> usize {
+        self.peers.len().max(1)
+    }
+}
+
+/// A connection accepted on a published port, on its way to the shard
+/// that carries it to the container.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    publication: Publication,
+    stream: mio::net::TcpStream,
+    client: SocketAddr,
+    host_addr: Option<SocketAddr>,
+    /// The client's own address and port are what the container sees:
+    /// the shard was chosen by them ([`super::shard_of_quad`]).
+    as_client: bool,
+}
+
 #[derive(Debug)]
 struct Listener {
     publication: Publication,
@@ -102,6 +130,9 @@ pub(crate) struct Tcp {
     by_quad: HashMap<Quad, usize>,
     listeners: Vec<Option<Listener>>,
     next_port: u16,
+    shards: Shards,
+    /// The shard the next connection from a loopback client goes to.
+    next_shard: usize,
 }
 
 impl core::fmt::Debug for Tcp {
@@ -135,7 +166,18 @@ impl Tcp {
             by_quad: HashMap::new(),
             listeners: Vec::new(),
             next_port: 32_768,
+            shards: Shards {
+                me: 0,
+                peers: std::sync::Arc::from(Vec::new()),
+            },
+            next_shard: 0,
         }
+    }
+
+    /// Tells the engine which shard it is, and of the others.
+    pub(crate) fn set_shards(&mut self, shards: Shards) {
+        self.next_shard = shards.me;
+        self.shards = shards;
     }
 
     /// Sends the buffers of consumed packets back to the workers.
@@ -417,36 +459,77 @@ impl Tcp {
                 .local_addr()
                 .or_else(|_| listener.socket.local_addr())
                 .ok();
-            self.serve(cx, publication, stream, client, host_addr);
+            let container = publication.container;
+            let routable = routable(client);
+            // The connection's shard: by the addresses the container will
+            // see, the client's own when it can answer them; a loopback
+            // client's connections (seen from the gateway, from a port
+            // the shard picks) are dealt out in turn.
+            let (shard, as_client) = match routable {
+                Some((ip, port)) => (
+                    super::shard_of_quad(
+                        *container.ip(),
+                        container.port(),
+                        ip,
+                        port,
+                        self.shards.count(),
+                    ),
+                    true,
+                ),
+                None => {
+                    let s = self.next_shard % self.shards.count();
+                    self.next_shard = s + 1;
+                    (s, false)
+                }
+            };
+            let accepted = Accepted {
+                publication,
+                stream,
+                client,
+                host_addr,
+                as_client,
+            };
+            if shard == self.shards.me {
+                self.serve(cx, accepted);
+                continue;
+            }
+            match self.shards.peers.get(shard) {
+                Some(peer) => {
+                    if let Err(e) = peer.send(super::Command::Serve(accepted)) {
+                        tracing::debug!(error = %e, "a connector shard is gone");
+                    }
+                }
+                None => self.serve(cx, accepted),
+            }
         }
     }
 
-    /// Carries an accepted connection to the container.
-    fn serve(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        publication: Publication,
-        stream: mio::net::TcpStream,
-        client: SocketAddr,
-        host_addr: Option<SocketAddr>,
-    ) {
+    /// Carries an accepted connection to the container: one this shard
+    /// accepted, or one another shard handed over (a release of its port
+    /// reaches this shard after it, and resets it).
+    pub(crate) fn serve(&mut self, cx: &mut Ctx<'_>, accepted: Accepted) {
+        let Accepted {
+            publication,
+            stream,
+            client,
+            host_addr,
+            as_client,
+        } = accepted;
         let container = publication.container;
         let Some(ep) = cx.view.by_ip.get(container.ip()).copied() else {
             // The endpoint is not (or no longer) attached: refuse.
             reset_on_close(&stream);
             return;
         };
-        let routable = match client {
-            SocketAddr::V4(a) if !a.ip().is_loopback() && !a.ip().is_unspecified() => {
-                Some((*a.ip(), a.port()))
-            }
-            _ => None,
-        };
-        let seen = match routable {
+        let seen = match routable(client) {
             Some(s)
-                if !self
-                    .by_quad
-                    .contains_key(&(*container.ip(), container.port(), s.0, s.1)) =>
+                if as_client
+                    && !self.by_quad.contains_key(&(
+                        *container.ip(),
+                        container.port(),
+                        s.0,
+                        s.1,
+                    )) =>
             {
                 s
             }
@@ -531,16 +614,26 @@ impl Tcp {
     }
 
     /// A source port on the gateway's address for a connection to the
-    /// container that no live connection uses.
+    /// container that no live connection uses, among those whose
+    /// connection falls on this shard ([`super::shard_of_quad`]): the
+    /// container's segments come back here, and no other shard can hold
+    /// the same addresses.
     fn free_port(&mut self, c_ip: Ipv4Addr, c_port: u16, gw: Ipv4Addr) -> u16 {
+        let shards = self.shards.count();
+        let me = self.shards.me;
+        let mut fallback = None;
         for _ in 0..28_232 {
             let p = self.next_port;
             self.next_port = if p >= 60_999 { 32_768 } else { p + 1 };
-            if !self.by_quad.contains_key(&(c_ip, c_port, gw, p)) {
+            if self.by_quad.contains_key(&(c_ip, c_port, gw, p)) {
+                continue;
+            }
+            if super::shard_of_quad(c_ip, c_port, gw, p, shards) == me {
                 return p;
             }
+            fallback.get_or_insert(p);
         }
-        self.next_port
+        fallback.unwrap_or(self.next_port)
     }
 
     pub(crate) fn attach(
@@ -806,6 +899,17 @@ impl Tcp {
         for i in done {
             self.remove(cx.registry, i);
         }
+    }
+}
+
+/// A client's address and port as a container can answer them: not
+/// loopback (nor IPv6, which the containers' networks do not carry here).
+fn routable(client: SocketAddr) -> Option<(Ipv4Addr, u16)> {
+    match client {
+        SocketAddr::V4(a) if !a.ip().is_loopback() && !a.ip().is_unspecified() => {
+            Some((*a.ip(), a.port()))
+        }
+        _ => None,
     }
 }
 

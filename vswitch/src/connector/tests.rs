@@ -83,6 +83,23 @@ fn connector(internal: bool, masquerade: bool) -> (HostConnector, UnixDatagram) 
     (handle, peer)
 }
 
+/// A connector of `shards` threads with one container port; loopback
+/// counts as outside.
+fn sharded(shards: usize) -> (HostConnector, UnixDatagram) {
+    let (inners, handle) =
+        HostConnector::sharded(nat::conntrack::Config::default(), shards).unwrap();
+    for mut inner in inners {
+        inner.view.loopback_is_outside = true;
+        std::thread::spawn(move || inner.run());
+    }
+    let (port, peer) = DatagramPort::pair().unwrap();
+    handle.add_port(PORT, Arc::new(port)).unwrap();
+    handle.set_config(&config(false, true)).unwrap();
+    handle.port_stats().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    (handle, peer)
+}
+
 /// The container's side of the wire: frames to the connector through its
 /// link, frames from it through the datagram socket.
 struct Wire {
@@ -1147,7 +1164,7 @@ fn frames_are_handed_over_by_ownership_and_kept_when_the_queue_is_full() {
     let mut slot = syn_frame(Ipv4Addr::LOCALHOST, 10);
     link.offer(PORT, &mut slot).unwrap();
     assert!(slot.is_empty());
-    assert!(inner.frames.len() == 1 && handle.link().recycle.is_empty());
+    assert!(inner.frames.len() == 1 && handle.link().shards[0].recycle.is_empty());
     for _ in 1..super::QUEUE {
         link.offer(PORT, &mut syn_frame(Ipv4Addr::LOCALHOST, 11))
             .unwrap();
@@ -1159,4 +1176,254 @@ fn frames_are_handed_over_by_ownership_and_kept_when_the_queue_is_full() {
         syn_frame(Ipv4Addr::LOCALHOST, 12).frame(),
         "a refused frame stays in its slot"
     );
+}
+
+/// A TCP frame from `src:sport` to `dst:dport` (headers only).
+fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20];
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&src.octets());
+    f[30..34].copy_from_slice(&dst.octets());
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_connections_segments_both_ways_pick_the_same_shard_and_connections_spread() {
+    let a = Ipv4Addr::new(172, 30, 0, 2);
+    let b = Ipv4Addr::new(10, 1, 2, 3);
+    let mut used = [0usize; 3];
+    for sport in 40_000..40_300u16 {
+        let out = super::shard_of_frame(&tcp_frame(a, sport, b, 80), 3);
+        let back = super::shard_of_frame(&tcp_frame(b, 80, a, sport), 3);
+        assert_eq!(out, back, "both directions of {sport} on one shard");
+        assert_eq!(out, super::shard_of_quad(b, 80, a, sport, 3));
+        used[out] += 1;
+    }
+    assert!(
+        used.iter().all(|&n| n > 50),
+        "300 connections spread over 3 shards: {used:?}"
+    );
+    // One shard: no parsing, always 0.
+    assert_eq!(super::shard_of_frame(&tcp_frame(a, 1, b, 2), 1), 0);
+}
+
+#[test]
+fn what_is_not_a_first_tcp_fragment_goes_to_the_first_shard() {
+    let a = Ipv4Addr::new(172, 30, 0, 2);
+    let b = Ipv4Addr::new(10, 1, 2, 3);
+    // A port pair whose connection is not shard 0's.
+    let sport = (1..u16::MAX)
+        .find(|&p| super::shard_of_quad(a, p, b, 53, 4) != 0)
+        .unwrap();
+    let tcp = tcp_frame(a, sport, b, 53);
+    assert_ne!(super::shard_of_frame(&tcp, 4), 0);
+    let mut udp = tcp.clone();
+    udp[23] = 17;
+    assert_eq!(super::shard_of_frame(&udp, 4), 0, "UDP");
+    let mut icmp = tcp.clone();
+    icmp[23] = 1;
+    assert_eq!(super::shard_of_frame(&icmp, 4), 0, "ICMP");
+    let mut frag = tcp.clone();
+    frag[21] = 0x10;
+    assert_eq!(super::shard_of_frame(&frag, 4), 0, "a later fragment");
+    let mut arp = tcp.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(super::shard_of_frame(&arp, 4), 0, "not IPv4");
+    for cut in 0..tcp.len() {
+        let _ = super::shard_of_frame(&tcp[..cut], 4);
+    }
+    assert_eq!(super::shard_of_frame(&tcp[..37], 4), 0, "truncated ports");
+}
+
+/// Source ports whose connections to `server` fall on each of `shards`.
+fn ports_per_shard(server: std::net::SocketAddr, shards: usize, per: usize) -> Vec<u16> {
+    let ip = Ipv4Addr::LOCALHOST;
+    // Below the ephemeral range and apart from the other tests' fixed
+    // ports (40,000–63,000), which run at the same time on the same host.
+    let base = 20_000 + u16::try_from(std::process::id() % 8_000).unwrap();
+    let mut ports = Vec::new();
+    for shard in 0..shards {
+        let mut n = 0;
+        for p in base..base + 2_000 {
+            if n < per && super::shard_of_quad(C_IP, p, ip, server.port(), shards) == shard {
+                ports.push(p);
+                n += 1;
+            }
+        }
+    }
+    ports
+}
+
+#[test]
+fn with_two_shards_egress_connections_on_each_carry_data_and_are_all_listed() {
+    let (handle, peer) = sharded(2);
+    assert_eq!(handle.shards(), 2);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let sports = ports_per_shard(server_addr, 2, 2);
+    assert_eq!(sports.len(), 4);
+    let n = sports.len();
+    // The outside: echoes 100 KB on each connection.
+    let outside = std::thread::spawn(move || {
+        let mut from = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..n {
+            let (mut s, peer) = server.accept().unwrap();
+            from.push(peer.port());
+            threads.push(std::thread::spawn(move || {
+                let mut got = vec![0u8; 100_000];
+                s.read_exact(&mut got).unwrap();
+                s.write_all(&got).unwrap();
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        from
+    });
+    let mut c = Container::new(&handle, peer);
+    let mut socks = Vec::new();
+    for &sport in &sports {
+        let h = c.sockets.add(Container::socket());
+        c.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(
+                c.iface.context(),
+                IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), server_addr.port()),
+                sport,
+            )
+            .unwrap();
+        socks.push(h);
+    }
+    let sent: Vec<u8> = (0..100_000).map(|i| pattern(i, 239)).collect();
+    let mut at = vec![0usize; n];
+    let mut got = vec![Vec::new(); n];
+    c.until("every echo back", |c| {
+        for (k, &h) in socks.iter().enumerate() {
+            let s = c.sockets.get_mut::<tcp::Socket>(h);
+            if at[k] < sent.len() && s.can_send() {
+                at[k] += s.send_slice(&sent[at[k]..]).unwrap();
+            }
+            while s.can_recv() {
+                s.recv(|b| {
+                    got[k].extend_from_slice(b);
+                    (b.len(), ())
+                })
+                .unwrap();
+            }
+        }
+        got.iter().all(|g| g.len() >= sent.len())
+    });
+    for g in &got {
+        assert_eq!(g, &sent, "each connection's bytes came back in order");
+    }
+    let mut from = outside.join().unwrap();
+    from.sort_unstable();
+    let mut want = sports.clone();
+    want.sort_unstable();
+    assert_eq!(from, want, "every source port kept");
+    // Every connection, whatever its shard, in the one flow table.
+    let flows = handle.flows().snapshot(Instant::now(), |_| true);
+    for sport in &sports {
+        assert!(
+            flows
+                .iter()
+                .any(|f| f.original.src_port == *sport && f.assured),
+            "flow from {sport} listed"
+        );
+    }
+    // The counters are the sum of both shards': every frame the container
+    // read is counted once.
+    c.until("the counters account for every frame", |c| {
+        let tx = handle
+            .port_stats()
+            .unwrap()
+            .into_iter()
+            .find(|(p, _)| *p == PORT)
+            .map_or(0, |(_, s)| s.tx_packets);
+        tx == u64::try_from(c.wire.seen.len()).unwrap()
+    });
+    handle.shutdown();
+}
+
+#[test]
+fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all() {
+    let (handle, peer) = sharded(2);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = publication_on(Ipv4Addr::LOCALHOST, host_port);
+    handle.attach(publication, HostSocket::Tcp(listener));
+    let mut c = Container::new(&handle, peer);
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for k in 0..4u8 {
+        let h = c.sockets.add(Container::socket());
+        c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+        servers.push(h);
+        let mut client = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+        client.write_all(&[k]).unwrap();
+        clients.push(client);
+        c.until("accepted", |c| {
+            c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
+        });
+    }
+    // Seen from the gateway, from ports on both shards.
+    let mut shards = std::collections::BTreeSet::new();
+    for &h in &servers {
+        let remote = c.sockets.get::<tcp::Socket>(h).remote_endpoint().unwrap();
+        assert_eq!(remote.addr, IpAddress::Ipv4(GW));
+        shards.insert(super::shard_of_quad(C_IP, 80, GW, remote.port, 2));
+    }
+    assert_eq!(shards.len(), 2, "connections on both shards");
+    // Each connection carries its own byte both ways.
+    for (k, &h) in servers.iter().enumerate() {
+        let mut b = Vec::new();
+        c.until("request", |c| {
+            let s = c.sockets.get_mut::<tcp::Socket>(h);
+            if s.can_recv() {
+                s.recv(|d| {
+                    b.extend_from_slice(d);
+                    (d.len(), ())
+                })
+                .unwrap();
+            }
+            !b.is_empty()
+        });
+        assert_eq!(b, [u8::try_from(k).unwrap()]);
+    }
+    assert!(
+        handle
+            .flows()
+            .snapshot(Instant::now(), |_| true)
+            .iter()
+            .filter(|f| f.original.dst_port == host_port)
+            .count()
+            == 4,
+        "every published connection listed"
+    );
+    handle.detach(&publication.port);
+    c.until("every connection reset toward the container", |c| {
+        servers.iter().all(|&h| {
+            matches!(
+                c.sockets.get::<tcp::Socket>(h).state(),
+                tcp::State::Listen | tcp::State::Closed
+            )
+        })
+    });
+    for mut client in clients {
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 8];
+        let read = client.read(&mut b);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the client's connection is reset: {read:?}"
+        );
+    }
+    handle.shutdown();
 }
