@@ -72,6 +72,12 @@ struct Args {
     /// Device kind of endpoints whose connect request names none.
     #[arg(long, value_enum, default_value = "tap")]
     port_kind: KindArg,
+    /// How TAP ports move frames: `uring` reads a batch, and writes a
+    /// port's queue, with one io_uring call (falling back to `syscalls`
+    /// where io_uring is unavailable); `syscalls` makes one read or write
+    /// system call per frame.
+    #[arg(long, value_enum, default_value = "uring")]
+    tap_io: TapIoArg,
     /// The host resolv.conf: its IPv4 nameservers are the embedded DNS's
     /// upstreams, and sandboxes' resolv.conf files are derived from it.
     #[arg(long, default_value = HOST_RESOLV_CONF)]
@@ -173,6 +179,26 @@ const DOCKER_PLUGIN_DIR: &str = "/run/docker/plugins";
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TapIoArg {
+    Uring,
+    Syscalls,
+}
+
+/// The TAP I/O asked for, or system calls when io_uring cannot be used.
+fn tap_io(arg: TapIoArg) -> vswitch::port::TapIo {
+    match arg {
+        TapIoArg::Syscalls => vswitch::port::TapIo::Syscalls,
+        TapIoArg::Uring => match vswitch::port::uring::probe() {
+            Ok(()) => vswitch::port::TapIo::Uring,
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable; TAP ports use one system call per frame");
+                vswitch::port::TapIo::Syscalls
+            }
+        },
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -375,6 +401,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         cluster: cluster.clone(),
         // The connector serves the published ports the control plane binds.
         port_sink: Arc::new(connector),
+        tap_io: tap_io(args.tap_io),
     };
     let (dnsd, dns_thread) = Dnsd::spawn(DnsdConfig::default())?;
     let dns = DnsSync::new(

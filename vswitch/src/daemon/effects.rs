@@ -21,7 +21,7 @@ use crate::control::{Attachment, Effect, Model, PortKind};
 use crate::datapath::Datapath;
 use crate::netconf::{EndpointConfig, NetconfError, Netlink};
 use crate::netns::{Netns, NetnsError, run_in};
-use crate::port::{PacketSocketPort, PortError, PortIo, TapPort};
+use crate::port::{PacketSocketPort, PortError, PortIo, TapIo, TapPort};
 use crate::publish::{HostPorts, Publication};
 use crate::switch::SwitchConfig;
 
@@ -140,6 +140,8 @@ pub struct Executor {
     port_netns: Netns,
     /// Published ports' sockets and their sink.
     ports: Arc<HostPorts>,
+    /// How TAP ports move frames (`vswitchd --tap-io`).
+    tap_io: TapIo,
 }
 
 impl Executor {
@@ -160,7 +162,15 @@ impl Executor {
             allow_host_netns,
             port_netns,
             ports,
+            tap_io: TapIo::Uring,
         }
+    }
+
+    /// Opens TAP ports that move frames as `io` says.
+    #[must_use]
+    pub const fn with_tap_io(mut self, io: TapIo) -> Self {
+        self.tap_io = io;
+        self
     }
 
     /// The published ports' sockets.
@@ -438,7 +448,7 @@ impl Executor {
                     });
                 }
                 self.hooks.reached(Point::DeviceConfigured);
-                Arc::new(watch_tap(tap, &a.netns, &a.ifname))
+                Arc::new(watch_tap(tap, &a.netns, &a.ifname).with_io(self.tap_io))
             }
             PortKind::Veth => {
                 // The pair is made in the ports namespace; its peer moves
@@ -711,7 +721,7 @@ impl Executor {
                     run_in(&ns, || TapPort::open(&a.ifname))
                         .map_err(netns_err(&a.sandbox))?
                         .map_err(EffectError::from)
-                        .map(|tap| watch_tap(tap, &a.netns, &a.ifname))
+                        .map(|tap| watch_tap(tap, &a.netns, &a.ifname).with_io(self.tap_io))
                 })
                 .map(|t| Arc::new(t) as Arc<dyn PortIo>),
             PortKind::Veth | PortKind::Handoff => {

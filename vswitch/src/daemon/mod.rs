@@ -103,6 +103,8 @@ pub struct DaemonConfig {
     /// [`crate::publish::HoldSink`] keeps their sockets open and carries no
     /// traffic (tests of the control plane alone).
     pub port_sink: Arc<dyn crate::publish::PublishedPortSink>,
+    /// How TAP ports move frames (`vswitchd --tap-io`).
+    pub tap_io: crate::port::TapIo,
 }
 
 impl core::fmt::Debug for DaemonConfig {
@@ -112,6 +114,7 @@ impl core::fmt::Debug for DaemonConfig {
             .field("controller", &self.controller)
             .field("allow_host_netns", &self.allow_host_netns)
             .field("hooks", &self.hooks)
+            .field("tap_io", &self.tap_io)
             .finish_non_exhaustive()
     }
 }
@@ -233,7 +236,8 @@ impl Daemon {
             config.allow_host_netns,
             port_netns,
             ports,
-        );
+        )
+        .with_tap_io(config.tap_io);
         let controller = if let Some(model) = store.load()? {
             tracing::info!(
                 networks = model.networks.len(),

@@ -58,6 +58,14 @@ impl RxBatch {
         self.len == 0
     }
 
+    /// Bytes still to be received before the byte budget ends the batch
+    /// (all but unbounded without a budget): a device that reads several
+    /// frames per call asks for no more than fit.
+    #[must_use]
+    pub const fn byte_room(&self) -> usize {
+        self.byte_budget.saturating_sub(self.bytes)
+    }
+
     /// Whether every slot holds a committed frame.
     #[must_use]
     pub fn is_full(&self) -> bool {

@@ -13,11 +13,12 @@
 //! with its logical ingress port, so one descriptor (a VXLAN socket, an
 //! uplink) can carry many ports; [`PortIo::send_batch`] takes a port's
 //! queue at once. Packet sockets (and the test datagram ports) do both with
-//! one `recvmmsg`/`sendmmsg` per batch; a TAP has no batch call and reads
-//! and writes one frame per system call. Not built yet, and so without
+//! one `recvmmsg`/`sendmmsg` per batch; a TAP has no batch call, and reads
+//! and writes a batch with one `io_uring_enter` ([`uring`], `vswitchd
+//! --tap-io uring`), or one frame per system call (`--tap-io syscalls`, and
+//! wherever io_uring is unavailable). Not built yet, and so without
 //! figures: `PACKET_MMAP` (TPACKET_V3) rings or AF_XDP sockets for veth
-//! ends, and io_uring with many reads and writes in flight or a
-//! multiqueue TAP with a queue per worker for TAPs. Opening a device can fail in many ways,
+//! ends. Opening a device can fail in many ways,
 //! each a [`PortError`] variant naming the device; moving frames fails only
 //! with the `io::Error` of the read or write, which the datapath counts.
 
@@ -32,11 +33,12 @@ pub mod datagram;
 mod mmsg;
 pub mod packet_socket;
 pub mod tap;
+pub mod uring;
 
 pub use batch::RxBatch;
 
 pub use packet_socket::PacketSocketPort;
-pub use tap::TapPort;
+pub use tap::{TapIo, TapPort};
 
 /// Opening or configuring a device port failed. One variant per failing
 /// operation, each naming the device it was about.
@@ -242,31 +244,13 @@ pub trait PortIo: Send + Sync + core::fmt::Debug {
     /// # Errors
     /// `WouldBlock` when drained; any other error from the device.
     fn recv_batch(&self, id: PortId, batch: &mut RxBatch) -> io::Result<()> {
-        while let Some(buf) = batch.next_slot() {
-            match self.recv(buf) {
-                Ok(()) => batch.commit(id),
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => batch.rx_error(id),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        recv_each(self, id, batch)
     }
 
     /// Writes `frames` in order, stopping at the first the device refuses.
     /// The default writes one frame at a time with [`PortIo::send`].
     fn send_batch(&self, frames: &[&PacketBuf]) -> SendOutcome {
-        let mut out = SendOutcome::default();
-        for frame in frames {
-            match self.send(frame) {
-                Ok(()) => out.sent += 1,
-                Err(e) => {
-                    out.error = Some(e);
-                    break;
-                }
-            }
-        }
-        out
+        send_each(self, frames)
     }
 
     /// What the device accepts (by default, what a virtio-net header
@@ -281,6 +265,41 @@ pub trait PortIo: Send + Sync + core::fmt::Debug {
     fn kernel_dropped(&self) -> u64 {
         0
     }
+}
+
+/// [`PortIo::recv_batch`] one frame at a time, with [`PortIo::recv`].
+///
+/// # Errors
+/// As [`PortIo::recv_batch`].
+pub(crate) fn recv_each<P: PortIo + ?Sized>(
+    port: &P,
+    id: PortId,
+    batch: &mut RxBatch,
+) -> io::Result<()> {
+    while let Some(buf) = batch.next_slot() {
+        match port.recv(buf) {
+            Ok(()) => batch.commit(id),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => batch.rx_error(id),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// [`PortIo::send_batch`] one frame at a time, with [`PortIo::send`].
+pub(crate) fn send_each<P: PortIo + ?Sized>(port: &P, frames: &[&PacketBuf]) -> SendOutcome {
+    let mut out = SendOutcome::default();
+    for frame in frames {
+        match port.send(frame) {
+            Ok(()) => out.sent += 1,
+            Err(e) => {
+                out.error = Some(e);
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Completes a receive of `n` bytes into a virtio-net header and

@@ -24,8 +24,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use libc::{c_char, c_int, c_short};
 use nix::errno::Errno;
 
-use super::{PortError, PortIo, check_ifname, check_sent, finish_recv};
+use super::{
+    PortError, PortIo, RxBatch, SendOutcome, check_ifname, check_sent, finish_recv, recv_each,
+    send_each, uring,
+};
 use crate::buf::{PacketBuf, VnetHdr};
+use crate::ids::PortId;
 use crate::netconf::Netlink;
 use crate::netns::Netns;
 
@@ -55,6 +59,22 @@ pub struct TapPort {
     /// device's name there. A path, not an open handle: an endpoint costs
     /// one descriptor (its TAP), and counters are read rarely.
     drops: Option<(std::path::PathBuf, String)>,
+    /// How frames are moved ([`TapPort::with_io`]).
+    io: TapIo,
+    /// How many reads the next io_uring receive asks for.
+    pace: uring::Pace,
+}
+
+/// How a TAP port's frames cross between the switch and the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TapIo {
+    /// A batch of reads, or a queue of writes, in one `io_uring_enter`
+    /// on the calling thread's ring ([`super::uring`]); a thread without
+    /// io_uring uses system calls.
+    #[default]
+    Uring,
+    /// One `readv` or `writev` per frame.
+    Syscalls,
 }
 
 impl TapPort {
@@ -89,6 +109,8 @@ impl TapPort {
             name: ifr_name(&ifr),
             file,
             drops: None,
+            io: TapIo::default(),
+            pace: uring::Pace::default(),
         };
         port.set_vnet_hdr_size()?;
         port.set_offloads()?;
@@ -142,6 +164,8 @@ impl TapPort {
             name: ifr_name(&ifr),
             file,
             drops: None,
+            io: TapIo::default(),
+            pace: uring::Pace::default(),
         };
         port.set_vnet_hdr_size()?;
         port.set_offloads()?;
@@ -157,6 +181,19 @@ impl TapPort {
     pub fn watch_kernel_drops(mut self, netns: &std::path::Path, ifname: &str) -> Self {
         self.drops = Some((netns.to_path_buf(), ifname.to_owned()));
         self
+    }
+
+    /// Moves frames as `io` says (by default [`TapIo::Uring`]).
+    #[must_use]
+    pub fn with_io(mut self, io: TapIo) -> Self {
+        self.io = io;
+        self
+    }
+
+    /// How the port moves frames.
+    #[must_use]
+    pub const fn io(&self) -> TapIo {
+        self.io
     }
 
     /// Clears persistence and closes the device, which makes the kernel
@@ -263,6 +300,24 @@ impl PortIo for TapPort {
         let frame = buf.frame();
         let n = nix::sys::uio::writev(&self.file, &[IoSlice::new(&hdr), IoSlice::new(frame)])?;
         check_sent(n, hdr.len() + frame.len())
+    }
+
+    fn recv_batch(&self, id: PortId, batch: &mut RxBatch) -> io::Result<()> {
+        if self.io == TapIo::Uring
+            && let Some(done) = uring::recv_batch(self.file.as_raw_fd(), id, batch, &self.pace)
+        {
+            return done;
+        }
+        recv_each(self, id, batch)
+    }
+
+    fn send_batch(&self, frames: &[&PacketBuf]) -> SendOutcome {
+        if self.io == TapIo::Uring
+            && let Some(out) = uring::send_batch(self.file.as_raw_fd(), frames)
+        {
+            return out;
+        }
+        send_each(self, frames)
     }
 
     fn raw_fd(&self) -> RawFd {
