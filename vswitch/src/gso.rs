@@ -226,7 +226,7 @@ pub fn partial_checksum(frame: &[u8], vnet: &VnetHdr) -> Result<Option<(usize, u
     if at + 2 > len {
         return Err(GsoError::CsumFieldBeyondFrame { at, len });
     }
-    let mut sum = !checksum::data(covered);
+    let mut sum = !crate::csum::data(covered);
     if sum == 0 && vnet.csum_offset == UDP_CSUM_OFFSET {
         sum = 0xffff;
     }
@@ -506,7 +506,7 @@ impl<'a> Segmenter<'a> {
             put16(buf, l3 + 4, self.ip_id);
             self.ip_id = self.ip_id.wrapping_add(1);
             put16(buf, l3 + 10, 0);
-            put16(buf, l3 + 10, !checksum::data(&buf[l3..l4]));
+            put16(buf, l3 + 10, !crate::csum::data(&buf[l3..l4]));
         } else {
             put16(buf, l3 + 4, l4_len);
         }
@@ -539,9 +539,12 @@ impl<'a> Segmenter<'a> {
         // The L4 header is a whole number of 16-bit words (TCP: of 32-bit
         // words; UDP: 8 bytes), so the sum of the header and the sum of the
         // payload combine into the sum of the segment.
-        let pseudo = checksum::combine(&[checksum::data(addrs), u16::from(proto), l4_len]);
-        let mut sum =
-            !checksum::combine(&[pseudo, checksum::data(&buf[l4..hlen]), checksum::data(body)]);
+        let pseudo = checksum::combine(&[crate::csum::data(addrs), u16::from(proto), l4_len]);
+        let mut sum = !checksum::combine(&[
+            pseudo,
+            crate::csum::data(&buf[l4..hlen]),
+            crate::csum::data(body),
+        ]);
         if sum == 0 && transport == Transport::Udp {
             sum = 0xffff;
         }
