@@ -331,6 +331,24 @@ fn containers_on_three_hosts_and_a_kernel_vtep_share_one_overlay() {
     drop(server);
     drop(capture);
 
+    // The stream left host0 as super-frames, cut while encapsulated, and
+    // none was refused.
+    let underlay: serde_json::Value =
+        serde_json::from_str(&hosts[0].vsctl_ok(&["--format", "json", "show-underlay"])).unwrap();
+    let counter = |name: &str| {
+        underlay["Counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} missing from show-underlay: {underlay}"))
+    };
+    assert!(counter("tx_segmented") > 0, "{underlay}");
+    assert!(
+        counter("tx_segments") > counter("tx_segmented"),
+        "{underlay}"
+    );
+    assert!(counter("tx_gso_sends") > 0, "{underlay}");
+    assert_eq!(counter("tx_bad_offload"), 0, "{underlay}");
+    assert!(underlay["Drops"].is_object(), "{underlay}");
+
     // Decoded as VXLAN with the network's VNI.
     let decoded = run_ok(
         "tshark",

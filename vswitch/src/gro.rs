@@ -103,7 +103,7 @@ fn segment(frame: &[u8]) -> Option<Segment> {
     if total != ip.len() {
         return None;
     }
-    if !cfg!(fuzzing) && checksum::data(ip.get(..IP_LEN)?) != 0xffff {
+    if !cfg!(fuzzing) && crate::csum::data(ip.get(..IP_LEN)?) != 0xffff {
         return None;
     }
     let tcp = ip.get(IP_LEN..)?;
@@ -116,8 +116,8 @@ fn segment(frame: &[u8]) -> Option<Segment> {
         return None;
     }
     let l4_len = u16::try_from(tcp.len()).ok()?;
-    let pseudo = checksum::combine(&[checksum::data(ip.get(12..20)?), 6, l4_len]);
-    if !cfg!(fuzzing) && checksum::combine(&[pseudo, checksum::data(tcp)]) != 0xffff {
+    let pseudo = checksum::combine(&[crate::csum::data(ip.get(12..20)?), 6, l4_len]);
+    if !cfg!(fuzzing) && checksum::combine(&[pseudo, crate::csum::data(tcp)]) != 0xffff {
         return None;
     }
     Some(Segment {
@@ -252,12 +252,12 @@ impl Merge {
         let l4_len16 = u16::try_from(l4_len).unwrap_or(u16::MAX);
         frame[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&ip_len16.to_be_bytes());
         frame[ETH_LEN + 10..ETH_LEN + 12].fill(0);
-        let ip_sum = !checksum::data(&frame[ETH_LEN..L4]);
+        let ip_sum = !crate::csum::data(&frame[ETH_LEN..L4]);
         frame[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&ip_sum.to_be_bytes());
         if self.last.psh {
             frame[L4 + 13] |= PSH;
         }
-        let pseudo = checksum::combine(&[checksum::data(&frame[ETH_LEN + 12..L4]), 6, l4_len16]);
+        let pseudo = checksum::combine(&[crate::csum::data(&frame[ETH_LEN + 12..L4]), 6, l4_len16]);
         frame[L4 + 16..L4 + 18].copy_from_slice(&pseudo.to_be_bytes());
         VnetHdr {
             flags: VnetHdr::F_NEEDS_CSUM,

@@ -51,6 +51,8 @@
 //!   the 64 KiB divided by `gso_size` (a 1-byte `gso_size` yields some 65 000
 //!   tiny segments, as it would in the kernel).
 
+use core::ops::Range;
+
 use smoltcp::wire::{self, EthernetProtocol, IpProtocol, checksum};
 
 use crate::buf::{MAX_FRAME_LEN, PacketBuf, VnetHdr};
@@ -194,8 +196,23 @@ pub enum GsoError {
 /// [`GsoError::CsumStartBeyondFrame`] or [`GsoError::CsumFieldBeyondFrame`]
 /// when the offsets point outside the frame. The frame is unchanged then.
 pub fn complete_checksum(frame: &mut [u8], vnet: &VnetHdr) -> Result<(), GsoError> {
+    if let Some((at, sum)) = partial_checksum(frame, vnet)? {
+        frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// What [`complete_checksum`] would store, and where, without touching the
+/// frame: for a sender that cannot write into it (a frame shared by a
+/// flood) and writes the checksum into its own copy of the headers, the
+/// payload sent from where it lies. `None` when the header does not ask
+/// for a checksum.
+///
+/// # Errors
+/// As [`complete_checksum`].
+pub fn partial_checksum(frame: &[u8], vnet: &VnetHdr) -> Result<Option<(usize, u16)>, GsoError> {
     if !vnet.needs_csum() {
-        return Ok(());
+        return Ok(None);
     }
     if vnet.is_gso() {
         return Err(GsoError::SuperFrame);
@@ -209,12 +226,11 @@ pub fn complete_checksum(frame: &mut [u8], vnet: &VnetHdr) -> Result<(), GsoErro
     if at + 2 > len {
         return Err(GsoError::CsumFieldBeyondFrame { at, len });
     }
-    let mut sum = !checksum::data(covered);
+    let mut sum = !crate::csum::data(covered);
     if sum == 0 && vnet.csum_offset == UDP_CSUM_OFFSET {
         sum = 0xffff;
     }
-    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
-    Ok(())
+    Ok(Some((at, sum)))
 }
 
 /// Cuts the GSO super-frame in `src` into frames of at most
@@ -423,13 +439,40 @@ impl<'a> Segmenter<'a> {
         self.layout.payload
     }
 
+    /// The payload bytes of every segment but the last (`gso_size`).
+    #[must_use]
+    pub const fn mss(&self) -> usize {
+        self.mss as usize
+    }
+
     /// Writes the next segment into `out` (replacing its content, with full
     /// headroom and `VnetHdr::default()`), or returns `false` when all have
     /// been written.
     pub fn next_into(&mut self, out: &mut PacketBuf) -> bool {
-        if self.done == self.count {
+        let hlen = self.layout.payload;
+        let frame = self.frame;
+        // The headers are at most the frame, which `new` checked against
+        // `MAX_FRAME_LEN`, the size of the receive space.
+        let buf = out.rx_space();
+        let Some(payload) = self.next_headers_into(&mut buf[..hlen]) else {
             return false;
-        }
+        };
+        let total = hlen + payload.len();
+        buf[hlen..total].copy_from_slice(&frame[payload]);
+        out.set_received(total);
+        out.vnet = VnetHdr::default();
+        true
+    }
+
+    /// Writes the headers of the next segment into `head` (its first
+    /// [`Segmenter::header_len`] bytes) and returns where the segment's
+    /// payload lies in the super-frame: the segment is those headers
+    /// followed by that slice, checksums complete. A sender with
+    /// scatter-gather I/O sends the two as they are, so the payload is
+    /// read once, by the checksum, and copied once, by the kernel.
+    /// Returns `None` when all segments have been written, or when `head`
+    /// is shorter than the headers (nothing is consumed then).
+    pub fn next_headers_into(&mut self, head: &mut [u8]) -> Option<Range<usize>> {
         let Layout {
             l3,
             l4,
@@ -438,6 +481,9 @@ impl<'a> Segmenter<'a> {
             ipv4,
             transport,
         } = self.layout;
+        if self.done == self.count || head.len() < hlen {
+            return None;
+        }
         let first = self.done == 0;
         self.done += 1;
         let last = self.done == self.count;
@@ -446,11 +492,10 @@ impl<'a> Segmenter<'a> {
         let seg = u16::try_from(end - self.next).map_or(self.mss, |left| left.min(self.mss));
         let seg_len = usize::from(seg);
         let total = hlen + seg_len;
-        // `total` is at most the frame length, which `new` checked against
-        // `MAX_FRAME_LEN`, the size of the receive space.
-        let buf = &mut out.rx_space()[..total];
-        buf[..hlen].copy_from_slice(&self.frame[..hlen]);
-        buf[hlen..].copy_from_slice(&self.frame[self.next..self.next + seg_len]);
+        let range = self.next..self.next + seg_len;
+        let body = &self.frame[range.clone()];
+        let buf = &mut head[..hlen];
+        buf.copy_from_slice(&self.frame[..hlen]);
         self.next += seg_len;
 
         // Every length below is bounded by the 16-bit IP length field.
@@ -461,7 +506,7 @@ impl<'a> Segmenter<'a> {
             put16(buf, l3 + 4, self.ip_id);
             self.ip_id = self.ip_id.wrapping_add(1);
             put16(buf, l3 + 10, 0);
-            put16(buf, l3 + 10, !checksum::data(&buf[l3..l4]));
+            put16(buf, l3 + 10, !crate::csum::data(&buf[l3..l4]));
         } else {
             put16(buf, l3 + 4, l4_len);
         }
@@ -491,16 +536,20 @@ impl<'a> Segmenter<'a> {
         } else {
             &buf[l3 + 8..l3 + IPV6_LEN]
         };
-        let pseudo = checksum::combine(&[checksum::data(addrs), u16::from(proto), l4_len]);
-        let mut sum = !checksum::combine(&[pseudo, checksum::data(&buf[l4..])]);
+        // The L4 header is a whole number of 16-bit words (TCP: of 32-bit
+        // words; UDP: 8 bytes), so the sum of the header and the sum of the
+        // payload combine into the sum of the segment.
+        let pseudo = checksum::combine(&[crate::csum::data(addrs), u16::from(proto), l4_len]);
+        let mut sum = !checksum::combine(&[
+            pseudo,
+            crate::csum::data(&buf[l4..hlen]),
+            crate::csum::data(body),
+        ]);
         if sum == 0 && transport == Transport::Udp {
             sum = 0xffff;
         }
         put16(buf, csum_at, sum);
-
-        out.set_received(total);
-        out.vnet = VnetHdr::default();
-        true
+        Some(range)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod buf;
 pub mod cluster;
 pub mod connector;
 pub mod control;
+pub mod csum;
 pub mod daemon;
 pub mod datapath;
 pub mod dnsd;

@@ -8,7 +8,9 @@ use etherparse::{
 };
 use proptest::prelude::*;
 use vswitch::buf::{HEADROOM, PacketBuf, VnetHdr};
-use vswitch::gso::{GsoError, Segmenter, UDP_MAX_SEGMENTS, complete_checksum, segment};
+use vswitch::gso::{
+    GsoError, Segmenter, UDP_MAX_SEGMENTS, complete_checksum, partial_checksum, segment,
+};
 
 const SRC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const DST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -466,6 +468,49 @@ fn segmenter_hands_out_segments_into_any_buffer_and_can_stop() {
     assert!(b.push_front(50).is_some());
     assert!(s.next_into(&mut b));
     assert_eq!(b.headroom(), HEADROOM);
+}
+
+#[test]
+fn headers_apart_and_payload_in_place_make_the_same_segments() {
+    for spec in [TCP4, TCP6, UDP4, UDP6] {
+        for (len, mss) in [(5000, 1000), (4999, 999), (3, 1), (0, 1448), (9001, 1448)] {
+            let frame = super_frame(spec, &payload(len));
+            let vnet = spec.vnet(mss);
+            let want = run(&frame, vnet).unwrap();
+            let mut s = Segmenter::new(&frame, &vnet).unwrap();
+            let hlen = s.header_len();
+            assert_eq!(s.mss(), usize::from(mss));
+            // Too short a head: nothing written, nothing consumed.
+            let mut short = vec![0u8; hlen - 1];
+            assert!(s.next_headers_into(&mut short).is_none());
+            let mut got = Vec::new();
+            let mut head = vec![0u8; hlen + 7];
+            while let Some(body) = s.next_headers_into(&mut head) {
+                let mut seg = head[..hlen].to_vec();
+                seg.extend_from_slice(&frame[body]);
+                got.push(seg);
+            }
+            assert_eq!(got, want, "{spec:?} len {len} mss {mss}");
+        }
+    }
+}
+
+#[test]
+fn partial_checksum_names_what_complete_checksum_stores() {
+    for spec in [TCP4, TCP6, UDP4, UDP6] {
+        for len in [0, 1, 101, 1448] {
+            let want = build(spec, &payload(len));
+            let mut frame = want.clone();
+            make_partial(&mut frame, spec);
+            let mut vnet = spec.vnet(0);
+            vnet.gso_type = VnetHdr::GSO_NONE;
+            let (at, sum) = partial_checksum(&frame, &vnet).unwrap().unwrap();
+            assert_eq!(at, spec.l4() + spec.csum_offset());
+            assert_eq!(&want[at..at + 2], &sum.to_be_bytes(), "{spec:?} len {len}");
+            vnet.flags = 0;
+            assert_eq!(partial_checksum(&frame, &vnet), Ok(None));
+        }
+    }
 }
 
 #[test]

@@ -357,3 +357,174 @@ fn send_segmented(s: &UdpSocket, payload: &[u8], seg: usize, to: (Ipv4Addr, u16)
     )
     .unwrap();
 }
+
+/// A TCP/IPv4 super-frame of `n` segments of `mss` bytes from M2 to `dst`,
+/// as a TAP hands it over: GSO pending, and the TCP checksum field holding
+/// only the pseudo-header sum (`F_NEEDS_CSUM`); with the segments the
+/// datapath's own segmentation cuts from it.
+fn super_frame(dst: [u8; 6], n: usize, mss: u16) -> (PacketBuf, Vec<Vec<u8>>) {
+    use vswitch::buf::VnetHdr;
+    let data: Vec<u8> = (0..n * usize::from(mss))
+        .map(|i| u8::try_from((i * 7) % 251).unwrap())
+        .collect();
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(M2, dst)
+        .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+        .tcp(40_100, 80, 77, 500)
+        .ack(1)
+        .psh()
+        .write(&mut frame, &data)
+        .unwrap();
+    let pseudo = pseudo_sum(&frame);
+    frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
+    let mut src = PacketBuf::from_frame(&frame).unwrap();
+    src.vnet = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: mss,
+        hdr_len: 54,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    let mut out = PacketBuf::new();
+    let mut segs = Vec::new();
+    vswitch::gso::segment(&src, &mut out, |b| segs.push(b.frame().to_vec())).unwrap();
+    (src, segs)
+}
+
+/// The TCP pseudo-header sum of an IPv4/TCP frame whose IP header starts
+/// at 14: what a sender that offloads the checksum leaves in its field.
+fn pseudo_sum(frame: &[u8]) -> u16 {
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]).unwrap();
+    let l4_len = u32::from(ip.total_len()) - u32::from(ip.ihl()) * 4;
+    let mut sum: u32 = 0;
+    for w in frame[26..34].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    sum += 6 + l4_len;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    u16::try_from(sum).unwrap()
+}
+
+/// Reads datagrams from a plain socket (no `UDP_GRO`: one per read) until
+/// `want` arrived or half a second passes.
+fn read_datagrams(s: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while got.len() < want {
+        let Ok(n) = s.recv(&mut buf) else { break };
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn super_frames_are_cut_while_encapsulated_byte_exact_and_merged_back() {
+    use vswitch::buf::VnetHdr;
+    use vswitch::port::PortCaps;
+    let port = port().wrapping_add(2);
+    let (a, b) = (open(A, port, "a"), open(B, port, "b"));
+    // C is a plain socket: what B sends it is read datagram by datagram.
+    let c = UdpSocket::bind((C, port)).unwrap();
+    let (dp, _threads) = Datapath::spawn(1, FdbConfig::default()).unwrap();
+    a.sync(&dp, &[(vni(), PortId(7))]).unwrap();
+    b.sync(&dp, &[(vni(), PortId(9))]).unwrap();
+    // The port takes super-frames and partial checksums whole.
+    assert_eq!(b.vni_port(vni()).caps(), PortCaps::OFFLOADS);
+
+    // Unknown unicast: flooded to A and C. C gets each segment as its own
+    // datagram, byte for byte what the datapath's segmentation makes
+    // (headers, sequence numbers, IP ids, flags, checksums), behind the
+    // VXLAN header; the super-frame itself is left as it was.
+    let (sf, segs) = super_frame(M1, 46, 1400);
+    let before = sf.frame().to_vec();
+    let out = b.vni_port(vni()).send_batch(&[&sf]);
+    assert_eq!(out.sent, 1, "{:?}", out.error);
+    assert_eq!(sf.frame(), &before[..]);
+    let got = read_datagrams(&c, segs.len() + 1);
+    let want: Vec<Vec<u8>> = segs
+        .iter()
+        .map(|s| {
+            let mut d = vec![0x08, 0, 0, 0, 0, 0x10, 0x04, 0];
+            d.extend_from_slice(s);
+            d
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "datagrams differ from the reference segments");
+    for s in &segs {
+        let p = etherparse::SlicedPacket::from_ethernet(s).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+            panic!("not IPv4")
+        };
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
+            panic!("not TCP")
+        };
+        let want = tcp
+            .to_header()
+            .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+            .unwrap();
+        assert_eq!(tcp.checksum(), want, "an independent TCP checksum");
+    }
+    let stats = b.stats().0;
+    // 46 segments of 1,462-byte datagrams do not fit one send (65,507
+    // bytes): two sends per VTEP, of 23 each.
+    assert_eq!((stats.tx_segmented, stats.tx_segments), (1, 46));
+    assert_eq!(stats.tx_gso_sends, 4);
+    assert_eq!(stats.tx_datagrams, 92);
+
+    // A received the same as trains and merged them back: two
+    // super-frames that cut into the same segments.
+    let merged = receive_n(&a, 2);
+    assert_eq!(merged.len(), 2);
+    let mut again = Vec::new();
+    for (vnet, f) in &merged {
+        assert_eq!(vnet.gso_type, VnetHdr::GSO_TCPV4);
+        let mut buf = PacketBuf::from_frame(f).unwrap();
+        buf.vnet = *vnet;
+        let mut out = PacketBuf::new();
+        vswitch::gso::segment(&buf, &mut out, |s| again.push(s.frame().to_vec())).unwrap();
+    }
+    assert!(again == segs, "merged frames differ from the segments");
+
+    // A frame with only a partial checksum leaves complete; the frame
+    // itself is not written to.
+    let mut small = PacketBuf::from_frame(&segs[45]).unwrap();
+    let field = pseudo_sum(small.frame());
+    small.frame_mut()[50..52].copy_from_slice(&field.to_be_bytes());
+    small.vnet = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    };
+    let before = small.frame().to_vec();
+    assert_eq!(b.vni_port(vni()).send_batch(&[&small]).sent, 1);
+    let got = read_datagrams(&c, 1);
+    assert_eq!(got, [want[45].clone()]);
+    assert_eq!(small.frame(), &before[..]);
+
+    // Offloads that cannot be carried out are dropped and counted: UFO,
+    // and a checksum field beyond the frame.
+    let mut ufo = PacketBuf::from_frame(&segs[0]).unwrap();
+    ufo.vnet = VnetHdr {
+        gso_type: VnetHdr::GSO_UDP,
+        gso_size: 100,
+        ..VnetHdr::default()
+    };
+    let mut beyond = PacketBuf::from_frame(&segs[0][..60]).unwrap();
+    beyond.vnet = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 30,
+        ..VnetHdr::default()
+    };
+    assert_eq!(b.vni_port(vni()).send_batch(&[&ufo, &beyond]).sent, 2);
+    assert_eq!(b.stats().0.tx_bad_offload, 2);
+    assert!(read_datagrams(&c, 1).is_empty());
+    dp.shutdown();
+}

@@ -235,6 +235,14 @@ impl Client {
         self.call::<(), _>("GET", &path, None)
     }
 
+    /// `GET /v1/underlay`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn underlay(&self) -> Result<crate::control::types::UnderlayView, ClientError> {
+        self.call::<(), _>("GET", "/v1/underlay", None)
+    }
+
     /// `GET /v1/conntrack[?network=NAME][&sandbox=NAME]`.
     ///
     /// # Errors

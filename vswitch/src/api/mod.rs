@@ -121,6 +121,16 @@ pub trait Backend: Send + Sync {
         ))
     }
 
+    /// This host's underlay counters.
+    ///
+    /// # Errors
+    /// A 400 on a host without a VTEP.
+    fn underlay(&self) -> Result<types::UnderlayView, ControlError> {
+        Err(ControlError::Unsupported(
+            "this daemon has no VTEP (vswitchd --vtep)".to_owned(),
+        ))
+    }
+
     /// Runs a frame through the pipeline in trace mode ([`crate::trace`]).
     ///
     /// # Errors

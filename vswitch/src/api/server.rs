@@ -259,6 +259,10 @@ pub fn route<B: Backend + ?Sized>(backend: &B, method: &str, url: &str, body: &[
                 Err(e) => Reply::from_error(&e),
             }
         }
+        (["v1", "underlay"], "GET") => match backend.underlay() {
+            Ok(view) => Reply::json(200, &view),
+            Err(e) => Reply::from_error(&e),
+        },
         (["v1", "conntrack"], "GET") => {
             let network = match query_param(query, "network") {
                 Ok(n) => n.filter(|n| !n.is_empty()),
@@ -273,7 +277,13 @@ pub fn route<B: Backend + ?Sized>(backend: &B, method: &str, url: &str, body: &[
                 Err(e) => Reply::from_error(&e),
             }
         }
-        (["v1", "fdb" | "ports" | "dns" | "vteps" | "conntrack"], _) => not_allowed(),
+        (
+            [
+                "v1",
+                "fdb" | "ports" | "dns" | "vteps" | "underlay" | "conntrack",
+            ],
+            _,
+        ) => not_allowed(),
         (["v1", "trace"], "POST") => match parse::<crate::trace::TraceRequest>(body) {
             Ok(r) => match backend.trace(&r) {
                 Ok(report) => Reply::json(200, &report),

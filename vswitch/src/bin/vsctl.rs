@@ -69,6 +69,9 @@ enum Cmd {
         /// Only this overlay network.
         network: Option<String>,
     },
+    /// Show this host's underlay socket: datagrams sent and received,
+    /// super-frames cut and merged, and drops by reason.
+    ShowUnderlay,
     /// List a sandbox's published ports, as `docker port` does
     /// (`80/tcp -> 0.0.0.0:18080`), or the host addresses of one port.
     Port {
@@ -557,6 +560,27 @@ fn run(client: &Client, cmd: Cmd, json: bool) -> Result<u8, Failure> {
                 ]
             }));
             print_text(&mut out, &tabwrite(&table))
+        }
+        Cmd::ShowUnderlay => {
+            let view = client.underlay()?;
+            if json {
+                return print_json(&mut out, &view);
+            }
+            let mut table = vec![row(["COUNTER", "VALUE"])];
+            table.extend(
+                view.counters
+                    .iter()
+                    .map(|(k, v)| vec![k.clone(), v.to_string()]),
+            );
+            table.extend(
+                view.drops
+                    .iter()
+                    .map(|(k, v)| vec![format!("drop_{k}"), v.to_string()]),
+            );
+            print_text(
+                &mut out,
+                &format!("VTEP {}\n{}", view.vtep, tabwrite(&table)),
+            )
         }
         Cmd::Dns(DnsCmd::Show { network }) => {
             let views = client.dns(network.as_deref())?;

@@ -487,6 +487,22 @@ pub struct VtepView {
     pub drops: u64,
 }
 
+/// This host's underlay socket (`GET /v1/underlay`, `vsctl
+/// show-underlay`): what it sent and received, how it cut and merged
+/// super-frames, and every reason it dropped something.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnderlayView {
+    /// The socket's address, `ADDR:PORT`.
+    #[serde(rename = "Vtep")]
+    pub vtep: String,
+    /// Counters by name (`tx_datagrams`, `tx_segmented`, `rx_merged`, …).
+    #[serde(rename = "Counters")]
+    pub counters: BTreeMap<String, u64>,
+    /// Received datagrams dropped, by the reason the VXLAN checks gave.
+    #[serde(rename = "Drops")]
+    pub drops: BTreeMap<String, u64>,
+}
+
 /// `IPAM` in inspect.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpamView {

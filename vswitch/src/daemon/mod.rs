@@ -771,6 +771,20 @@ impl Backend for Daemon {
             .collect())
     }
 
+    fn underlay(&self) -> Result<crate::control::types::UnderlayView, ControlError> {
+        let Some(underlay) = &self.overlay else {
+            return Err(ControlError::Unsupported(
+                "this host has no VTEP: start vswitchd with --vtep ADDR".to_owned(),
+            ));
+        };
+        let (stats, drops) = underlay.stats();
+        Ok(crate::control::types::UnderlayView {
+            vtep: underlay.local().to_string(),
+            counters: stats.named(),
+            drops: drops.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        })
+    }
+
     fn conntrack(
         &self,
         network: Option<&str>,

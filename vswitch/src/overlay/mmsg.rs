@@ -158,17 +158,103 @@ fn gro_size(msg: &libc::msghdr) -> usize {
     seg
 }
 
-/// Datagrams waiting to be sent: each an 8-byte VXLAN header and an inner
-/// frame, to one VTEP. Filled to [`MAX_MSGS`], then flushed.
+/// The longest head a datagram may have: the VXLAN header and an inner
+/// frame's Ethernet (with a VLAN tag), IP and L4 headers at their largest
+/// (18 + 60 + 60 bytes for IPv4 and TCP with options).
+pub(crate) const HEAD_MAX: usize = 8 + 18 + 60 + 60;
+
+/// One VXLAN datagram to send, in two pieces: a head written here (the
+/// VXLAN header, and for a segment of a super-frame or a frame whose
+/// checksum this host completes, the inner headers as they leave) and a
+/// body that stays where it lies in the frame it came from. The kernel
+/// gathers both (two iovecs), so the inner payload is never copied in
+/// userspace.
+#[derive(Clone, Copy)]
+pub(crate) struct Datagram<'a> {
+    head: [u8; HEAD_MAX],
+    head_len: usize,
+    body: &'a [u8],
+}
+
+impl<'a> Datagram<'a> {
+    pub(crate) const EMPTY: Self = Self {
+        head: [0; HEAD_MAX],
+        head_len: 0,
+        body: &[],
+    };
+
+    /// `[vxlan | frame]`, the frame sent as it is.
+    pub(crate) fn whole(vxlan: &[u8; 8], frame: &'a [u8]) -> Self {
+        let mut d = Self::EMPTY;
+        d.head[..8].copy_from_slice(vxlan);
+        d.head_len = 8;
+        d.body = frame;
+        d
+    }
+
+    /// `[vxlan | inner head | body]` with an inner head of `len` bytes
+    /// that `fill` writes; `None` when `len` does not fit, or when `fill`
+    /// returns `None` (then it gives the body).
+    pub(crate) fn with_head(
+        vxlan: &[u8; 8],
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<&'a [u8]>,
+    ) -> Option<Self> {
+        if 8 + len > HEAD_MAX {
+            return None;
+        }
+        let mut d = Self::EMPTY;
+        d.head[..8].copy_from_slice(vxlan);
+        d.body = fill(&mut d.head[8..8 + len])?;
+        d.head_len = 8 + len;
+        Some(d)
+    }
+
+    /// The datagram's length.
+    pub(crate) const fn len(&self) -> usize {
+        self.head_len + self.body.len()
+    }
+
+    /// The inner frame's length.
+    pub(crate) const fn inner_len(&self) -> usize {
+        self.len() - 8
+    }
+
+    /// The two iovecs; the kernel only reads through a send's iovecs.
+    fn iovecs(&self) -> [libc::iovec; 2] {
+        [
+            libc::iovec {
+                iov_base: self.head.as_ptr().cast_mut().cast(),
+                iov_len: self.head_len,
+            },
+            libc::iovec {
+                iov_base: self.body.as_ptr().cast_mut().cast(),
+                iov_len: self.body.len(),
+            },
+        ]
+    }
+}
+
+impl core::fmt::Debug for Datagram<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Datagram")
+            .field("head_len", &self.head_len)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// Datagrams waiting to be sent, each to one VTEP. Filled to
+/// [`MAX_MSGS`], then flushed with one `sendmmsg`.
 pub(crate) struct SendQueue<'a> {
-    items: [(SocketAddrV4, [u8; 8], &'a [u8]); MAX_MSGS],
+    items: [(SocketAddrV4, Datagram<'a>); MAX_MSGS],
     len: usize,
 }
 
 impl<'a> SendQueue<'a> {
     pub(crate) const fn new() -> Self {
         Self {
-            items: [(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), [0; 8], &[]); MAX_MSGS],
+            items: [(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), Datagram::EMPTY); MAX_MSGS],
             len: 0,
         }
     }
@@ -181,9 +267,9 @@ impl<'a> SendQueue<'a> {
         self.len == 0
     }
 
-    pub(crate) fn push(&mut self, to: SocketAddrV4, hdr: [u8; 8], frame: &'a [u8]) {
+    pub(crate) fn push(&mut self, to: SocketAddrV4, datagram: &Datagram<'a>) {
         if self.len < MAX_MSGS {
-            self.items[self.len] = (to, hdr, frame);
+            self.items[self.len] = (to, *datagram);
             self.len += 1;
         }
     }
@@ -206,19 +292,9 @@ impl<'a> SendQueue<'a> {
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { std::mem::zeroed() };
         for i in 0..n {
-            let (to, _, frame) = self.items[i];
+            let (to, ref datagram) = self.items[i];
             names[i] = to_sockaddr(to);
-            iovs[i] = [
-                libc::iovec {
-                    // The kernel only reads through a send's iovecs.
-                    iov_base: self.items[i].1.as_ptr().cast_mut().cast(),
-                    iov_len: 8,
-                },
-                libc::iovec {
-                    iov_base: frame.as_ptr().cast_mut().cast(),
-                    iov_len: frame.len(),
-                },
-            ];
+            iovs[i] = datagram.iovecs();
             msgs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
             msgs[i].msg_hdr.msg_iovlen = 2;
             msgs[i].msg_hdr.msg_name = (&raw mut names[i]).cast();
@@ -227,8 +303,8 @@ impl<'a> SendQueue<'a> {
         let mut done = 0;
         while done < n {
             let want = u32::try_from(n - done).unwrap_or(1);
-            // SAFETY: `msgs[done..n]` point at iovecs over the headers and
-            // frames of `self.items` and at `names`, which outlive the
+            // SAFETY: `msgs[done..n]` point at iovecs over the heads and
+            // bodies of `self.items` and at `names`, which outlive the
             // call; the kernel only reads them.
             let rc =
                 unsafe { libc::sendmmsg(fd, msgs[done..].as_mut_ptr(), want, libc::MSG_DONTWAIT) };
@@ -288,12 +364,12 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 /// and UDP headers).
 pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 
-/// Sends `frames` to `to` as one `sendmsg` with `UDP_SEGMENT`: the kernel
-/// cuts the payload, `[hdr | frame]` repeated, into one datagram per frame
-/// (every frame but the last exactly `seg` bytes long, the last at most),
-/// so a TCP super-frame's segments cost one system call and one trip
-/// through the stack. At most [`MAX_GSO_SEGMENTS`] frames and
-/// [`MAX_GSO_BYTES`] in all.
+/// Sends `datagrams` to `to` as one `sendmsg` with `UDP_SEGMENT`: the
+/// kernel gathers their heads and bodies into one payload and cuts it into
+/// one datagram per item (every item but the last exactly `seg` bytes
+/// long, the last at most), so a TCP super-frame's segments cost one
+/// system call and one trip through the stack. At most
+/// [`MAX_GSO_SEGMENTS`] datagrams and [`MAX_GSO_BYTES`] in all.
 ///
 /// # Errors
 /// The call's error (`WouldBlock` when the socket's buffer is full;
@@ -301,26 +377,17 @@ pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 pub(crate) fn send_gso(
     fd: RawFd,
     to: SocketAddrV4,
-    hdr: &[u8; 8],
-    frames: &[&[u8]],
+    datagrams: &[Datagram<'_>],
     seg: usize,
 ) -> io::Result<()> {
-    let n = frames.len().min(MAX_GSO_SEGMENTS);
+    let n = datagrams.len().min(MAX_GSO_SEGMENTS);
     // SAFETY: plain C structs, valid when zeroed.
-    let mut iovs: [libc::iovec; 2 * MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
-    for (i, f) in frames.iter().take(n).enumerate() {
-        iovs[2 * i] = libc::iovec {
-            // The kernel only reads through a send's iovecs.
-            iov_base: hdr.as_ptr().cast_mut().cast(),
-            iov_len: 8,
-        };
-        iovs[2 * i + 1] = libc::iovec {
-            iov_base: f.as_ptr().cast_mut().cast(),
-            iov_len: f.len(),
-        };
+    let mut iovs: [[libc::iovec; 2]; MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
+    for (slot, d) in iovs.iter_mut().zip(&datagrams[..n]) {
+        *slot = d.iovecs();
     }
     let mut name = to_sockaddr(to);
-    let seg_size = u16::try_from(8 + seg).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let seg_size = u16::try_from(seg).map_err(|_| io::ErrorKind::InvalidInput)?;
     // One cmsghdr with a u16, aligned as the kernel reads it.
     #[repr(C, align(8))]
     struct Control([u8; 32]);
@@ -329,7 +396,7 @@ pub(crate) fn send_gso(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&raw mut name).cast();
     msg.msg_namelen = NAME_LEN;
-    msg.msg_iov = iovs.as_mut_ptr();
+    msg.msg_iov = iovs.as_mut_ptr().cast();
     msg.msg_iovlen = 2 * n;
     msg.msg_control = control.0.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE only computes a size.
@@ -346,8 +413,8 @@ pub(crate) fn send_gso(
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg_size);
     }
     loop {
-        // SAFETY: `msg` points at `name`, `iovs` (over `hdr` and the
-        // frames) and `control`, all alive for the call; the kernel only
+        // SAFETY: `msg` points at `name`, `iovs` (over the heads and
+        // bodies of `datagrams`, two per item, contiguous) and `control`, all alive for the call; the kernel only
         // reads them.
         let rc = unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT) };
         if rc >= 0 {

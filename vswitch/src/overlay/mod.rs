@@ -6,7 +6,8 @@
 //!     │ send_batch: dst MAC → VTEP (fabric::VtepTable), else the flood list
 //!     ▼
 //!   Underlay: one UDP socket bound to --vtep ADDR:4789
-//!     sendmmsg: [8-byte VXLAN header | inner frame] per datagram, to each VTEP
+//!     [VXLAN header (+ a segment's inner headers) | payload where it lies]
+//!     per datagram: sendmsg + UDP_SEGMENT per super-frame, else sendmmsg
 //!     recvmmsg (UDP_GRO: a train per read): VXLAN checks and the table's
 //!               verdict per datagram (fabric::Decapsulator); a flow's TCP
 //!               segments merged into one super-frame (crate::gro); each
@@ -38,15 +39,31 @@
 //! reason not found yet, so they were taken out. Receivers do not care
 //! about the source port otherwise: the kernel's vxlan accepts any.
 //!
-//! **Batches.** Datagrams leave with `sendmmsg`, up to 64 per call.
-//! Consecutive frames of one inner flow to one
-//! VTEP of one size (the segments the executor cut from a TCP super-frame)
-//! leave in one `sendmsg` with `UDP_SEGMENT`: the kernel builds one large
-//! datagram and cuts it late (on the device, or on receipt on a veth
-//! underlay), so a 64 KiB super-frame costs one or two trips through the
-//! stack instead of 45. If the kernel refuses it, it is turned off and
-//! datagrams are sent one by one. A run holds one inner flow, so that the
-//! receiver can merge it back.
+//! **Transmit: no copy of the inner frame.** The port takes what a TAP
+//! gives (GSO super-frames, partial checksums) and each datagram is sent as
+//! two iovecs, a head written here and a body left where it lies
+//! (`mmsg::Datagram`): a plain frame is the VXLAN header and the frame; a
+//! super-frame is cut while it is encapsulated, each segment the VXLAN
+//! header with the segment's inner headers (written by
+//! [`gso::Segmenter::next_headers_into`], checksums complete: the payload
+//! is summed where it lies) and the segment's payload slice of the
+//! super-frame; a frame with a partial checksum is its headers up to the
+//! checksum field, completed, and the rest. The kernel's copy into the
+//! socket buffer is the only copy of the payload on this side, and the
+//! frame itself is never written to (a flood may be sending it elsewhere).
+//! A super-frame or partial checksum that cannot be carried out (UFO,
+//! offsets beyond the frame) is dropped and counted (`tx_bad_offload`).
+//!
+//! **Batches.** A super-frame's segments to one VTEP leave in one
+//! `sendmsg` with `UDP_SEGMENT`, or two, split evenly, when they pass the
+//! 65,507 bytes one send may carry: the kernel builds one large datagram
+//! and cuts it late (on the device, or on receipt on a veth underlay), so
+//! a 64 KiB super-frame costs one or two trips through the stack instead
+//! of 45. Consecutive plain frames of one inner flow to one VTEP of one
+//! size leave the same way; other datagrams with `sendmmsg`, up to 64 per
+//! call. If the kernel refuses `UDP_SEGMENT`, it is turned off and
+//! datagrams are sent with `sendmmsg`. A run holds one inner flow, so
+//! that the receiver can merge it back.
 //!
 //! **Receive: trains and super-frames.** The socket has `UDP_GRO`: the
 //! kernel hands over a train of datagrams from one sender as one read
@@ -100,10 +117,10 @@ use parking_lot::Mutex;
 
 use crate::buf::PacketBuf;
 use crate::datapath::Datapath;
-use crate::gro;
 use crate::ids::PortId;
 use crate::port::{PortCaps, PortIo, RxBatch, SendOutcome};
-use mmsg::{MAX_MSGS, SendQueue};
+use crate::{gro, gso};
+use mmsg::{Datagram, MAX_MSGS, SendQueue};
 
 /// The port id the underlay socket is polled under. Frames it receives are
 /// tagged with their network's uplink port, never with this one; it is
@@ -188,6 +205,15 @@ pub struct UnderlayStats {
     pub tx_no_vtep: u64,
     /// `UDP_SEGMENT` sends (each several datagrams).
     pub tx_gso_sends: u64,
+    /// GSO super-frames cut into segments here.
+    pub tx_segmented: u64,
+    /// Segments cut from them.
+    pub tx_segments: u64,
+    /// Frames dropped because their offload request (GSO or a partial
+    /// checksum) could not be carried out: malformed, or UFO.
+    pub tx_bad_offload: u64,
+    /// Frames shorter than an Ethernet header, dropped.
+    pub tx_runt: u64,
     /// Trains of datagrams the kernel coalesced (`UDP_GRO`) into one read.
     pub rx_trains: u64,
     /// Trains of more than 128 datagrams, dropped whole.
@@ -196,6 +222,20 @@ pub struct UnderlayStats {
     pub rx_merged: u64,
     /// Segments that went into them.
     pub rx_merged_segments: u64,
+}
+
+impl UnderlayStats {
+    /// Every counter by its field's name, for the API.
+    #[must_use]
+    pub fn named(&self) -> BTreeMap<String, u64> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_u64()?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -496,22 +536,26 @@ impl Underlay {
 
     /// Sends `frames` of network `vni`: each known unicast frame to its
     /// VTEP, each other frame to every VTEP of the network; ARP requests
-    /// the table can answer are answered instead.
+    /// the table can answer are answered instead. A GSO super-frame is cut
+    /// here, without copying its payload: each segment is its headers,
+    /// written into the datagram's head, and its payload where it lies in
+    /// the super-frame; a partial checksum is completed the same way.
     fn transmit(&self, vni: Vni, frames: &[&PacketBuf]) -> SendOutcome {
         let now = Instant::now();
-        let hdr = vxlan_header(vni);
-        let fd = self.socket.as_raw_fd();
-        let gso = self.gso.load(Ordering::Relaxed);
+        let vxlan = vxlan_header(vni);
         let mut st = self.state.lock();
-        let mut queue = SendQueue::new();
+        let mut tx = Tx {
+            fd: self.socket.as_raw_fd(),
+            port: self.config.port,
+            gso: &self.gso,
+            queue: SendQueue::new(),
+            run: Run::new(),
+        };
         let mut out = SendOutcome::default();
-        // Consecutive known-unicast frames to one VTEP, of one size but
-        // the last: the segments of a super-frame, sent with one
-        // `UDP_SEGMENT` call.
-        let mut run: Option<Run> = None;
-        for (idx, frame) in frames.iter().enumerate() {
+        for (idx, &frame) in frames.iter().enumerate() {
             let data = frame.frame();
             if data.len() < 14 {
+                st.stats.tx_runt += 1;
                 out.sent += 1;
                 continue;
             }
@@ -530,31 +574,80 @@ impl Underlay {
                 None
             };
             let State { table, stats, .. } = &mut *st;
-            if let (true, Some(vtep)) = (gso, unicast) {
-                let flow = self.flows.hash(data);
-                if let Some(r) = &mut run
-                    && r.extends(vtep, flow, data.len())
-                {
-                    r.add(data.len());
-                } else {
-                    if let Some(r) = run.take()
-                        && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
-                    {
-                        out.error = Some(e);
-                        return out;
+            let sent = if frame.vnet.is_gso() {
+                self.send_super_frame(&mut tx, table, stats, vni, &vxlan, idx, frame, unicast)
+            } else {
+                let Some(datagram) = whole_datagram(&vxlan, frame) else {
+                    stats.tx_bad_offload += 1;
+                    out.sent += 1;
+                    continue;
+                };
+                match unicast {
+                    Some(vtep) => {
+                        table.record_tx(vtep, data.len());
+                        tx.add(vtep, self.flows.hash(data), idx, datagram, stats)
                     }
-                    run = Some(Run::new(vtep, flow, idx, data.len()));
+                    None => tx.flood(table, stats, vni, idx, &datagram),
                 }
-                table.record_tx(vtep, data.len());
-                out.sent += 1;
-                continue;
-            }
-            if let Some(r) = run.take()
-                && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
-            {
+            };
+            if let Err((first_unsent, e)) = sent {
+                out.sent = first_unsent;
                 out.error = Some(e);
                 return out;
             }
+            out.sent += 1;
+        }
+        let State { stats, .. } = &mut *st;
+        if let Err((first_unsent, e)) = tx.finish(stats) {
+            out.sent = first_unsent;
+            out.error = Some(e);
+        }
+        out
+    }
+
+    /// Cuts super-frame `idx` into segments and sends them to `unicast`,
+    /// or to every VTEP of the network: in runs of equal datagrams that
+    /// each leave in one `UDP_SEGMENT` send (split evenly when the
+    /// super-frame is longer than one send may carry). A super-frame that
+    /// cannot be cut is dropped and counted (`tx_bad_offload`).
+    #[allow(clippy::too_many_arguments)]
+    fn send_super_frame<'a>(
+        &self,
+        tx: &mut Tx<'a, '_>,
+        table: &mut VtepTable,
+        stats: &mut UnderlayStats,
+        vni: Vni,
+        vxlan: &[u8; 8],
+        idx: usize,
+        frame: &'a PacketBuf,
+        unicast: Option<Ipv4Addr>,
+    ) -> Result<(), (usize, io::Error)> {
+        let data = frame.frame();
+        let mut segments = match gso::Segmenter::new(data, &frame.vnet) {
+            Ok(s) if 8 + s.header_len() <= mmsg::HEAD_MAX => s,
+            _ => {
+                stats.tx_bad_offload += 1;
+                return Ok(());
+            }
+        };
+        tx.end_run(stats)?;
+        let hlen = segments.header_len();
+        let full = 8 + hlen + segments.mss();
+        let per_send = (mmsg::MAX_GSO_BYTES / full).clamp(1, mmsg::MAX_GSO_SEGMENTS);
+        stats.tx_segmented += 1;
+        while segments.remaining() > 0 {
+            let sends = segments.remaining().div_ceil(per_send);
+            let take = segments.remaining().div_ceil(sends);
+            tx.run.clear();
+            for _ in 0..take {
+                let datagram = Datagram::with_head(vxlan, hlen, |head| {
+                    segments.next_headers_into(head).map(|r| &data[r])
+                });
+                if let Some(d) = datagram {
+                    tx.run.push(d);
+                }
+            }
+            stats.tx_segments += tx.run.len() as u64;
             let targets = unicast.map_or_else(|| table.flood_list(vni).len(), |_| 1);
             if targets == 0 {
                 stats.tx_no_vtep += 1;
@@ -563,92 +656,12 @@ impl Underlay {
                 let Some(vtep) = unicast.or_else(|| table.flood_list(vni).get(i).copied()) else {
                     break;
                 };
-                if queue.is_full() {
-                    let f = queue.flush(fd);
-                    count(stats, &f);
-                    if f.unsent > 0 {
-                        out.error = f.error;
-                        return out;
-                    }
-                }
-                queue.push(SocketAddrV4::new(vtep, self.config.port), hdr, data);
-                table.record_tx(vtep, data.len());
-            }
-            out.sent += 1;
-        }
-        let State { stats, .. } = &mut *st;
-        if let Some(r) = run.take()
-            && let Err(e) = self.send_run(&r, &hdr, frames, &mut queue, stats, &mut out)
-        {
-            out.error = Some(e);
-            return out;
-        }
-        if !queue.is_empty() {
-            let f = queue.flush(fd);
-            count(stats, &f);
-            if f.unsent > 0 {
-                out.error = f.error;
+                table.record_tx(vtep, tx.run.inner_bytes());
+                tx.run.target(vtep, idx);
+                tx.send_run(stats)?;
             }
         }
-        out
-    }
-
-    /// Sends a run of frames to one VTEP: one datagram through the queue,
-    /// several with `UDP_SEGMENT` after what the queue holds. When the
-    /// kernel refuses segmentation offload, it is turned off for good and
-    /// the run goes through the queue. `WouldBlock` drops the run: the
-    /// frames from its first on are reported as not sent.
-    fn send_run<'a>(
-        &self,
-        r: &Run,
-        hdr: &[u8; 8],
-        frames: &[&'a PacketBuf],
-        queue: &mut SendQueue<'a>,
-        stats: &mut UnderlayStats,
-        out: &mut SendOutcome,
-    ) -> io::Result<()> {
-        let fd = self.socket.as_raw_fd();
-        let to = SocketAddrV4::new(r.vtep, self.config.port);
-        let run = frames.get(r.start..r.start + r.count).unwrap_or(&[]);
-        if run.len() >= 2 {
-            let f = queue.flush(fd);
-            count(stats, &f);
-            if f.unsent > 0 {
-                out.sent = r.start;
-                return Err(f.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
-            }
-            let mut slices: [&[u8]; mmsg::MAX_GSO_SEGMENTS] = [&[]; mmsg::MAX_GSO_SEGMENTS];
-            for (slot, f) in slices.iter_mut().zip(run) {
-                *slot = f.frame();
-            }
-            match mmsg::send_gso(fd, to, hdr, &slices[..run.len()], r.seg) {
-                Ok(()) => {
-                    stats.tx_datagrams += run.len() as u64;
-                    stats.tx_gso_sends += 1;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    stats.tx_full += run.len() as u64;
-                    out.sent = r.start;
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.gso.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "UDP segmentation offload refused; sending one datagram per frame from now on");
-                }
-            }
-        }
-        for f in run {
-            if queue.is_full() {
-                let fl = queue.flush(fd);
-                count(stats, &fl);
-                if fl.unsent > 0 {
-                    out.sent = r.start;
-                    return Err(fl.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
-                }
-            }
-            queue.push(to, *hdr, f.frame());
-        }
+        tx.run.clear();
         Ok(())
     }
 
@@ -925,51 +938,270 @@ impl std::ops::Deref for ArrayRanges {
 
 const ARP_BUF: usize = 8 + 64;
 
-/// Frames `start..start + count` of a transmit batch, all to `vtep` and of
-/// one inner flow, each `seg` bytes long but the last, which may be
-/// shorter. One flow per run: the receiver gets the run as one train
-/// (`UDP_GRO`), which merges back into one super-frame only when it holds
-/// one flow.
-#[derive(Debug)]
-struct Run {
+/// What one transmit call has queued: datagrams for `sendmmsg`, and a
+/// run of equal datagrams to one VTEP for one `UDP_SEGMENT` send.
+struct Tx<'a, 'u> {
+    fd: RawFd,
+    port: u16,
+    /// Whether `UDP_SEGMENT` is used ([`Underlay::gso`]).
+    gso: &'u AtomicBool,
+    queue: SendQueue<'a>,
+    run: Run<'a>,
+}
+
+/// A failed send: the index of the first frame not sent, and why.
+type TxError = (usize, io::Error);
+
+impl<'a> Tx<'a, '_> {
+    /// Adds a datagram of frame `idx` to `vtep`: to the current run when it
+    /// continues it (same VTEP and inner flow, no longer than the run's
+    /// first, no shorter one before it), else it starts a new run.
+    fn add(
+        &mut self,
+        vtep: Ipv4Addr,
+        flow: u32,
+        idx: usize,
+        datagram: Datagram<'a>,
+        stats: &mut UnderlayStats,
+    ) -> Result<(), TxError> {
+        if !self.run.extends(vtep, flow, datagram.len()) {
+            self.end_run(stats)?;
+            self.run.target(vtep, idx);
+            self.run.flow = flow;
+        }
+        self.run.push(datagram);
+        Ok(())
+    }
+
+    /// Queues frame `idx` to every VTEP of network `vni`.
+    fn flood(
+        &mut self,
+        table: &mut VtepTable,
+        stats: &mut UnderlayStats,
+        vni: Vni,
+        idx: usize,
+        datagram: &Datagram<'a>,
+    ) -> Result<(), TxError> {
+        self.end_run(stats)?;
+        let targets = table.flood_list(vni).len();
+        if targets == 0 {
+            stats.tx_no_vtep += 1;
+        }
+        for i in 0..targets {
+            let Some(vtep) = table.flood_list(vni).get(i).copied() else {
+                break;
+            };
+            self.push(SocketAddrV4::new(vtep, self.port), datagram, stats, idx)?;
+            table.record_tx(vtep, datagram.inner_len());
+        }
+        Ok(())
+    }
+
+    /// Queues one datagram of frame `idx`, flushing the queue first when
+    /// it is full.
+    fn push(
+        &mut self,
+        to: SocketAddrV4,
+        datagram: &Datagram<'a>,
+        stats: &mut UnderlayStats,
+        idx: usize,
+    ) -> Result<(), TxError> {
+        if self.queue.is_full() {
+            self.flush_queue(stats, idx)?;
+        }
+        self.queue.push(to, datagram);
+        Ok(())
+    }
+
+    fn flush_queue(&mut self, stats: &mut UnderlayStats, idx: usize) -> Result<(), TxError> {
+        flush_queue(&mut self.queue, self.fd, stats, idx)
+    }
+
+    /// Sends the current run, if any, and empties it.
+    fn end_run(&mut self, stats: &mut UnderlayStats) -> Result<(), TxError> {
+        if self.run.is_empty() {
+            return Ok(());
+        }
+        let r = self.send_run(stats);
+        self.run.clear();
+        r
+    }
+
+    /// Sends the run to its VTEP: one datagram through the queue, several
+    /// with `UDP_SEGMENT` after what the queue holds. When the kernel
+    /// refuses segmentation offload, it is turned off for good and the run
+    /// goes through the queue. The run is left as it was, so that it can
+    /// go to another VTEP too.
+    fn send_run(&mut self, stats: &mut UnderlayStats) -> Result<(), TxError> {
+        let Self {
+            fd,
+            port,
+            gso,
+            queue,
+            run,
+        } = self;
+        let to = SocketAddrV4::new(run.vtep, *port);
+        let datagrams = run.datagrams();
+        if datagrams.len() >= 2 && gso.load(Ordering::Relaxed) {
+            flush_queue(queue, *fd, stats, run.start)?;
+            match mmsg::send_gso(*fd, to, datagrams, run.seg) {
+                Ok(()) => {
+                    stats.tx_datagrams += datagrams.len() as u64;
+                    stats.tx_gso_sends += 1;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stats.tx_full += datagrams.len() as u64;
+                    return Err((run.start, e));
+                }
+                Err(e) => {
+                    gso.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "UDP segmentation offload refused; sending one datagram per frame from now on");
+                }
+            }
+        }
+        for d in datagrams {
+            if queue.is_full() {
+                flush_queue(queue, *fd, stats, run.start)?;
+            }
+            queue.push(to, d);
+        }
+        Ok(())
+    }
+
+    /// Sends what is left.
+    fn finish(&mut self, stats: &mut UnderlayStats) -> Result<(), TxError> {
+        let start = self.run.start;
+        self.end_run(stats)?;
+        if !self.queue.is_empty() {
+            self.flush_queue(stats, start)?;
+        }
+        Ok(())
+    }
+}
+
+/// Datagrams to one VTEP, of one inner flow, each `seg` bytes long but the
+/// last, which may be shorter: the segments of a super-frame, or
+/// consecutive frames of one flow. One flow per run: the receiver gets the
+/// run as one train (`UDP_GRO`), which merges back into one super-frame
+/// only when it holds one flow.
+struct Run<'a> {
     vtep: Ipv4Addr,
     flow: u32,
+    /// The frame of the transmit batch the run starts with.
     start: usize,
+    items: [Datagram<'a>; mmsg::MAX_GSO_SEGMENTS],
     count: usize,
     seg: usize,
     last: usize,
     bytes: usize,
 }
 
-impl Run {
-    const fn new(vtep: Ipv4Addr, flow: u32, start: usize, len: usize) -> Self {
+impl<'a> Run<'a> {
+    const fn new() -> Self {
         Self {
-            vtep,
-            flow,
-            start,
-            count: 1,
-            seg: len,
-            last: len,
-            bytes: 8 + len,
+            vtep: Ipv4Addr::UNSPECIFIED,
+            flow: 0,
+            start: 0,
+            items: [Datagram::EMPTY; mmsg::MAX_GSO_SEGMENTS],
+            count: 0,
+            seg: 0,
+            last: 0,
+            bytes: 0,
         }
     }
 
-    /// Whether a frame of `len` bytes of `flow` to `vtep` may join: same
-    /// VTEP and flow, no shorter frame before it, no longer than the first,
+    const fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    const fn len(&self) -> usize {
+        self.count
+    }
+
+    const fn clear(&mut self) {
+        self.count = 0;
+        self.bytes = 0;
+    }
+
+    /// Where the run goes, and the frame it is sent for.
+    const fn target(&mut self, vtep: Ipv4Addr, start: usize) {
+        self.vtep = vtep;
+        self.start = start;
+    }
+
+    fn datagrams(&self) -> &[Datagram<'a>] {
+        &self.items[..self.count]
+    }
+
+    /// The inner frames' bytes, for the VTEP's counters.
+    fn inner_bytes(&self) -> usize {
+        self.bytes - 8 * self.count
+    }
+
+    /// Whether a datagram of `len` bytes of `flow` to `vtep` may join: same
+    /// VTEP and flow, no shorter one before it, no longer than the first,
     /// and within the kernel's limits for one call.
     const fn extends(&self, vtep: Ipv4Addr, flow: u32, len: usize) -> bool {
-        self.vtep.to_bits() == vtep.to_bits()
+        self.count > 0
+            && self.vtep.to_bits() == vtep.to_bits()
             && self.flow == flow
             && self.last == self.seg
             && len <= self.seg
             && self.count < mmsg::MAX_GSO_SEGMENTS
-            && self.bytes + 8 + len <= mmsg::MAX_GSO_BYTES
+            && self.bytes + len <= mmsg::MAX_GSO_BYTES
     }
 
-    const fn add(&mut self, len: usize) {
+    /// Appends a datagram (the caller checked that it fits, or the run is
+    /// empty).
+    fn push(&mut self, d: Datagram<'a>) {
+        let Some(slot) = self.items.get_mut(self.count) else {
+            return;
+        };
+        *slot = d;
+        if self.count == 0 {
+            self.seg = d.len();
+        }
         self.count += 1;
-        self.last = len;
-        self.bytes += 8 + len;
+        self.last = d.len();
+        self.bytes += d.len();
+    }
+}
+
+/// Sends what `queue` holds; frames from `idx` on count as not sent when
+/// the socket's buffer is full.
+fn flush_queue(
+    queue: &mut SendQueue<'_>,
+    fd: RawFd,
+    stats: &mut UnderlayStats,
+    idx: usize,
+) -> Result<(), TxError> {
+    let f = queue.flush(fd);
+    count(stats, &f);
+    if f.unsent > 0 {
+        return Err((
+            idx,
+            f.error.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()),
+        ));
+    }
+    Ok(())
+}
+
+/// Frame `frame` as one datagram: whole behind the VXLAN header, or, when
+/// its L4 checksum is partial, with the headers up to the checksum field
+/// in the datagram's head and the checksum completed there (the frame
+/// itself may be going, unchanged, to other ports). `None` for a partial
+/// checksum that cannot be completed or lies beyond [`mmsg::HEAD_MAX`].
+fn whole_datagram<'a>(vxlan: &[u8; 8], frame: &'a PacketBuf) -> Option<Datagram<'a>> {
+    let data = frame.frame();
+    match gso::partial_checksum(data, &frame.vnet) {
+        Ok(None) => Some(Datagram::whole(vxlan, data)),
+        Ok(Some((at, sum))) => Datagram::with_head(vxlan, at + 2, |head| {
+            head.copy_from_slice(&data[..at + 2]);
+            head[at..].copy_from_slice(&sum.to_be_bytes());
+            Some(&data[at + 2..])
+        }),
+        Err(_) => None,
     }
 }
 
@@ -1085,10 +1317,11 @@ impl PortIo for VniPort {
         self.underlay.transmit(self.vni, frames)
     }
 
-    /// Plain frames only: the executor segments super-frames and completes
-    /// checksums before they are encapsulated (the receiving host has no
-    /// virtio-net header to carry them).
+    /// Super-frames and partial checksums: the port cuts and completes
+    /// them itself while encapsulating, writing only headers and sending
+    /// payloads from where they lie (the receiving host has no virtio-net
+    /// header to carry them, so every datagram leaves complete).
     fn caps(&self) -> PortCaps {
-        PortCaps::NONE
+        PortCaps::OFFLOADS
     }
 }
