@@ -261,7 +261,17 @@ impl Switch {
         });
 
         let stamp = self.fdb.stamp(now);
-        let (outcome, placed) = self.fdb.learn_stamped(stamp, network, src, ingress);
+        // The destination's slot is on its way while the source is learned,
+        // so the frame's two FDB misses overlap.
+        let to = if dst.is_multicast() {
+            None
+        } else {
+            let to = self.fdb.hashed(network, dst);
+            self.fdb.prefetch(to);
+            Some(to)
+        };
+        let from = self.fdb.hashed(network, src);
+        let (outcome, placed) = self.fdb.learn_stamped(stamp, from, ingress);
         if placed && let Some(journal) = &mut self.journal {
             journal.push(FdbUpdate {
                 network,
@@ -309,10 +319,10 @@ impl Switch {
                 Action::Drop(DropReason::FloodRateLimited)
             }
         };
-        if dst.is_multicast() {
+        let Some(to) = to else {
             return flood(isolated, net.uplinks);
-        }
-        let out = self.fdb.lookup_stamped(stamp, network, dst);
+        };
+        let out = self.fdb.lookup_stamped(stamp, to);
         tracer.record(TraceEvent::Lookup {
             mac: dst,
             port: out,
