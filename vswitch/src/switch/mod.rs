@@ -149,10 +149,11 @@ impl Switch {
     /// Changes nothing. Meant to be called for every frame of a batch
     /// before deciding the first, so that with 64k learned MACs (a table
     /// beyond the core's caches) the misses of independent frames overlap.
-    /// The datapath no longer does: it costs two more hash probes per
-    /// frame, and since a decision of an uplink's frame reads only its
-    /// Ethernet header, the core overlaps the misses of consecutive frames
-    /// by itself (the switch bench measures both ways).
+    /// The datapath no longer does: it costs two more hashes per frame,
+    /// and since a decision of an uplink's frame reads only its Ethernet
+    /// header and prefetches its destination's FDB slot while learning its
+    /// source, the misses of one frame overlap anyway (the switch bench
+    /// measures both ways).
     #[inline]
     pub fn prefetch(&self, ingress: PortId, buf: &PacketBuf) {
         let Some(port) = self.config.port(ingress) else {
