@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use vswitch::buf::VnetHdr;
 use vswitch::datapath::{BusyPoll, Datapath, DatapathConfig, WorkerConfig};
-use vswitch::ids::{NetworkId, PortId};
+use vswitch::ids::PortId;
 use vswitch::port::datagram::{DatagramPort, recv_frame, send_frame};
 use vswitch::switch::{DropReason, FdbConfig, Origin, PortStats};
 
@@ -24,25 +24,19 @@ struct Running {
 
 impl Running {
     fn start(ports: &[PortId]) -> Self {
-        let ports: Vec<_> = ports.iter().map(|&p| (p, None)).collect();
-        Self::start_with(WorkerConfig::default(), &ports)
+        Self::start_with(WorkerConfig::default(), ports)
     }
 
-    /// Two workers running as `worker` says; each port added as a port of
-    /// its network when it names one.
-    fn start_with(worker: WorkerConfig, ports: &[(PortId, Option<NetworkId>)]) -> Self {
+    /// Two workers running as `worker` says.
+    fn start_with(worker: WorkerConfig, ports: &[PortId]) -> Self {
         let (datapath, threads) =
             Datapath::spawn_with(DatapathConfig { workers: 2, worker }).unwrap();
         datapath.set_config(&Arc::new(topology())).unwrap();
         let mut peers = Vec::new();
-        for &(id, network) in ports {
+        for &id in ports {
             let (port, peer) = DatagramPort::pair().unwrap();
             peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            match network {
-                Some(n) => datapath.add_network_port(id, Arc::new(port), n),
-                None => datapath.add_port(id, Arc::new(port)),
-            }
-            .unwrap();
+            datapath.add_port(id, Arc::new(port)).unwrap();
             peers.push((id, peer));
         }
         Self {
@@ -226,8 +220,8 @@ fn drops_are_counted_and_removed_ports_fall_silent() {
 
 #[test]
 fn a_mac_learned_by_one_worker_is_forwarded_not_flooded_by_the_other() {
-    // Ports of no network go to the least loaded worker in turn: A (1)
-    // and C (3) to one, B (2) and UPLINK (4) to the other.
+    // Two workers poll ports by id parity: UPLINK (4) and B (2) by one, A
+    // (1) and C (3) by the other.
     let dp = Running::start(&[A, B, C, UPLINK]);
     let remote = vswitch::ids::MacAddr([0x02, 0x99, 0, 0, 0, 7]);
     let hello = udp(
@@ -253,55 +247,13 @@ fn a_mac_learned_by_one_worker_is_forwarded_not_flooded_by_the_other() {
 }
 
 #[test]
-fn a_networks_ports_share_a_worker_and_answers_come_back() {
-    let dp = Running::start_with(
-        WorkerConfig::default(),
-        &[
-            (A, Some(BRIDGE)),
-            (D, Some(N1)),
-            (B, Some(BRIDGE)),
-            (E, Some(N1)),
-            (UPLINK, None),
-        ],
-    );
-    let owner = |p| dp.datapath.poller(p);
-    // A request and its answer are read by one worker.
-    assert_eq!(owner(A), owner(B));
-    assert_eq!(owner(D), owner(E));
-    // Networks spread over the workers; the uplink, of no network, goes
-    // to the least loaded one.
-    assert_ne!(owner(A), owner(D));
-    assert_eq!(owner(UPLINK), owner(A));
-
-    for (from, to) in [(A, B), (D, E)] {
-        let request = udp_between(from, to);
-        dp.send(from, &request);
-        assert_eq!(dp.recv(to), request);
-        let answer = udp_between(to, from);
-        dp.send(to, &answer);
-        assert_eq!(dp.recv(from), answer);
-    }
-    // Learned by the worker that polls both, forwarded to the one port.
-    assert!(dp.nothing_at(UPLINK), "known unicast was flooded");
-
-    // A port removed and added again keeps its network's worker.
-    dp.datapath.remove_port(B).unwrap();
-    let (port, peer) = DatagramPort::pair().unwrap();
-    dp.datapath
-        .add_network_port(B, Arc::new(port), BRIDGE)
-        .unwrap();
-    assert_eq!(owner(B), owner(A));
-    drop(peer);
-}
-
-#[test]
 fn workers_that_never_sleep_forward_and_stop() {
     let dp = Running::start_with(
         WorkerConfig {
             busy_poll: BusyPoll::Always,
             ..WorkerConfig::default()
         },
-        &[(A, Some(BRIDGE)), (B, Some(BRIDGE)), (C, None)],
+        &[A, B, C],
     );
     for _ in 0..100 {
         let request = udp_between(A, B);
@@ -311,7 +263,7 @@ fn workers_that_never_sleep_forward_and_stop() {
         dp.send(B, &answer);
         assert_eq!(dp.recv(A), answer);
     }
-    // C is polled by the other worker, which spins too.
+    // A and C are polled by one worker, B by the other; both spin.
     let frame = udp_between(C, A);
     dp.send(C, &frame);
     assert_eq!(dp.recv(A), frame);

@@ -369,7 +369,7 @@ impl Executor {
             Effect::DetachEndpoint(a) => match self.reopen(a) {
                 Ok(port) => self
                     .datapath
-                    .add_network_port(a.port, port, a.network)
+                    .add_port(a.port, port)
                     .map_err(EffectError::from),
                 Err(_) => self.attach(a),
             },
@@ -468,7 +468,7 @@ impl Executor {
             }
             PortKind::Handoff => Arc::new(self.attach_handoff(a)?),
         };
-        if let Err(e) = self.datapath.add_network_port(a.port, port, a.network) {
+        if let Err(e) = self.datapath.add_port(a.port, port) {
             self.remove_devices(a);
             return Err(e.into());
         }
@@ -678,7 +678,7 @@ impl Executor {
             // The sandbox side belongs to the runtime that configured it:
             // a pair made again here would reach no container.
             return match reopened {
-                Ok(port) => Ok(self.datapath.add_network_port(a.port, port, a.network)?),
+                Ok(port) => Ok(self.datapath.add_port(a.port, port)?),
                 Err(e) => {
                     self.remove_devices(a);
                     Err(e)
@@ -687,7 +687,7 @@ impl Executor {
         }
         match reopened {
             Ok(port) => {
-                self.datapath.add_network_port(a.port, port, a.network)?;
+                self.datapath.add_port(a.port, port)?;
                 Ok(())
             }
             Err(e) => {

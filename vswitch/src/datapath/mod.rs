@@ -8,7 +8,7 @@
 //!  ┌─ worker 0 ───────────────────────────────────▼───────────────────────┐
 //!  │ owns: poll set of its ports, switch (config, FDB replica, counters),  │
 //!  │       receive batch, executor (tx queues, buffer pool)                │
-//!  │ ports polled: a network per worker ┌──────── FDB changes ──────────┐ │
+//!  │ ports polled: index % workers      ┌──────── FDB changes ──────────┐ │
 //!  │  recv_batch ─▶ process ─▶ execute ─┤ publish ─▶ flush (send_batch) │ │
 //!  └────────────────────────────────────┼───────────────────────────────┘─┘
 //!                                       ▼ bounded queue per peer
@@ -74,12 +74,11 @@
 pub mod capture;
 pub mod executor;
 mod mailbox;
-pub mod placement;
 pub mod policy;
 mod worker;
 
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use capture::{Capture, Captured, Tap};
@@ -88,12 +87,11 @@ pub use mailbox::{ASK_TIMEOUT, Command, Mailbox};
 pub use policy::{BUSY_POLL, BusyPoll};
 pub use worker::{BATCH, BATCH_BYTES, SYNC_QUEUE, Worker, WorkerConfig};
 
-use crate::ids::{NetworkId, PortId};
+use crate::ids::PortId;
 use crate::port::PortIo;
 #[allow(unused_imports)] // linked from the module documentation
 use crate::switch::REPLACE_INTERVAL;
 use crate::switch::{FdbConfig, FdbRow, Origin, PortStats, SwitchConfig};
-use placement::Placement;
 use worker::Peers;
 
 /// How the datapath runs.
@@ -111,8 +109,6 @@ pub struct Datapath {
     workers: Vec<Mailbox>,
     /// The host connector, which gets the configuration and the ports too.
     host: Option<crate::connector::HostConnector>,
-    /// Which worker polls which port ([`placement`] records why).
-    placement: Arc<Mutex<Placement>>,
 }
 
 impl Datapath {
@@ -176,7 +172,6 @@ impl Datapath {
             Self {
                 workers: mailboxes,
                 host: None,
-                placement: Arc::new(Mutex::new(Placement::new(n))),
             },
             threads,
         ))
@@ -202,20 +197,9 @@ impl Datapath {
         self.host.as_ref()
     }
 
-    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
-        // Every change to it is complete before anything can panic.
-        self.placement
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The index of the worker that receives from `port` ([`placement`]
-    /// says which that is).
-    #[must_use]
-    pub fn poller(&self, port: PortId) -> usize {
-        self.placement()
-            .owner(port)
-            .unwrap_or_else(|| port.index() % self.workers.len())
+    /// The worker that receives from `port`.
+    fn owner(&self, port: PortId) -> usize {
+        port.index() % self.workers.len()
     }
 
     /// Hands every worker a new configuration.
@@ -232,39 +216,12 @@ impl Datapath {
         Ok(())
     }
 
-    /// Adds a port that belongs to no network (an overlay's underlay
-    /// socket): polled by the least loaded worker, a transmit target for
-    /// all.
+    /// Adds a port: polled by one worker, a transmit target for all.
     ///
     /// # Errors
     /// When a worker has stopped.
     pub fn add_port(&self, id: PortId, port: Arc<dyn PortIo>) -> io::Result<()> {
-        self.add_placed_port(id, port, None)
-    }
-
-    /// Adds an endpoint's port on `network`: polled by the worker that
-    /// polls the network's other ports (so a request and its answer are
-    /// read by one worker; [`placement`] says why), a transmit target for
-    /// all.
-    ///
-    /// # Errors
-    /// When a worker has stopped.
-    pub fn add_network_port(
-        &self,
-        id: PortId,
-        port: Arc<dyn PortIo>,
-        network: NetworkId,
-    ) -> io::Result<()> {
-        self.add_placed_port(id, port, Some(network))
-    }
-
-    fn add_placed_port(
-        &self,
-        id: PortId,
-        port: Arc<dyn PortIo>,
-        network: Option<NetworkId>,
-    ) -> io::Result<()> {
-        let owner = self.placement().place(id, network);
+        let owner = self.owner(id);
         if let Some(host) = &self.host {
             host.add_port(id, Arc::clone(&port))?;
         }
@@ -327,7 +284,6 @@ impl Datapath {
             released.push(port);
         }
         drop(released);
-        self.placement().release(id);
         if let Some(host) = &self.host {
             host.remove_port(id)?;
         }
@@ -357,7 +313,7 @@ impl Datapath {
     /// # Errors
     /// When the worker has stopped or does not answer.
     pub fn trace(&self, ingress: PortId, frame: Vec<u8>) -> io::Result<crate::switch::DryRun> {
-        let worker = self.workers.get(self.poller(ingress)).ok_or_else(|| {
+        let worker = self.workers.get(self.owner(ingress)).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "the datapath has no workers")
         })?;
         worker.ask(|reply| Command::Trace {
