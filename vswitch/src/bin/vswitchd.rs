@@ -39,7 +39,8 @@ struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info")]
     log_level: String,
-    /// Datapath threads; by default one per available core.
+    /// Datapath threads; by default one per available core (one per two
+    /// with --busy-poll always).
     #[arg(long)]
     datapath_threads: Option<usize>,
     /// The datapath's latency policy. A number is how long, in
@@ -47,7 +48,8 @@ struct Args {
     /// the last frame it moved before it sleeps: the default (50) costs an
     /// idle daemon no CPU. `always` is the low-latency mode: workers never
     /// sleep, each takes a whole core, and no frame waits for a thread to
-    /// wake.
+    /// wake; unless --datapath-threads says otherwise, it runs one worker
+    /// per two cores.
     #[arg(long, value_name = "MICROSECONDS|always", default_value_t = BusyPoll::DEFAULT)]
     busy_poll: BusyPoll,
     /// How long, in microseconds, the host connector keeps polling after
@@ -315,9 +317,18 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
     let hooks = Hooks::from_env();
 
-    let threads = args
-        .datapath_threads
-        .unwrap_or_else(|| thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let threads = args.datapath_threads.unwrap_or_else(|| {
+        let cores = thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        // Workers that never sleep take their cores whole: leave half to
+        // the sandboxes, whose stacks answer in the workers' writes but
+        // whose processes need a core to run (README: one spinning worker
+        // of two cores answered a ping faster than two).
+        if args.busy_poll == BusyPoll::Always {
+            (cores / 2).max(1)
+        } else {
+            cores
+        }
+    });
     let (mut datapath, workers) = Datapath::spawn_with(DatapathConfig {
         workers: threads,
         worker: WorkerConfig {
