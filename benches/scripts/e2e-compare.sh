@@ -25,7 +25,7 @@
 #
 # VSWITCHD_ARGS adds flags to vswitchd (e.g. --datapath-threads 1).
 #
-# A second vswitchd with --busy-poll ${BUSY_POLL:-1000} (a window in µs, or
+# A second vswitchd with --busy-poll ${BUSY_POLL:-always} (a window in µs, or
 # `always`, the low-latency mode) serves two more sandboxes, whose ping
 # round trip is measured in each run beside the default daemon's
 # (BUSY_POLL=0 skips it). It is stopped (SIGSTOP) except while its ping
@@ -70,7 +70,7 @@ daemon_pid=
 daemon2_pid=
 state2=$state/busy
 sock2=$state2/vswitchd.sock
-busy=${BUSY_POLL:-1000}
+busy=${BUSY_POLL:-always}
 copy_pid=
 
 for tool in ip iperf3 ping jq; do
