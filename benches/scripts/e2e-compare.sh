@@ -25,9 +25,12 @@
 #
 # VSWITCHD_ARGS adds flags to vswitchd (e.g. --datapath-threads 1).
 #
-# A second vswitchd with --busy-poll ${BUSY_POLL:-1000} (the low-latency
-# mode) serves two more sandboxes, whose ping round trip is measured in
-# each run beside the default daemon's (BUSY_POLL=0 skips it).
+# A second vswitchd with --busy-poll ${BUSY_POLL:-always} (a window in µs, or
+# `always`, the low-latency mode) serves two more sandboxes, whose ping
+# round trip is measured in each run beside the default daemon's
+# (BUSY_POLL=0 skips it). It is stopped (SIGSTOP) except while its ping
+# runs: with `always` its workers would otherwise spin through the other
+# measurements, taking cores from the paths being measured.
 #
 # The summary gives each figure's median, the ratio of the medians, and
 # the spread: the lowest and highest ratio of the runs (each run measures
@@ -67,7 +70,7 @@ daemon_pid=
 daemon2_pid=
 state2=$state/busy
 sock2=$state2/vswitchd.sock
-busy=${BUSY_POLL:-1000}
+busy=${BUSY_POLL:-always}
 copy_pid=
 
 for tool in ip iperf3 ping jq; do
@@ -90,6 +93,7 @@ cleanup() {
     kill "$daemon_pid" 2>/dev/null; wait "$daemon_pid" 2>/dev/null
   fi
   if [ -n "$daemon2_pid" ]; then
+    kill -CONT "$daemon2_pid" 2>/dev/null
     "$bin/vsctl" --socket "$sock2" sandbox rm ${tag}w1 >/dev/null 2>&1
     "$bin/vsctl" --socket "$sock2" sandbox rm ${tag}w2 >/dev/null 2>&1
     kill "$daemon2_pid" 2>/dev/null; wait "$daemon2_pid" 2>/dev/null
@@ -144,6 +148,7 @@ if [ "$busy" != 0 ]; then
     vsctl2 network connect --port-kind $kind ${tag}net2 ${tag}w$i >/dev/null
   done
   busy_ns=(${tag}w1 ${tag}w2)
+  kill -STOP "$daemon2_pid"
 fi
 
 # --- a blind copy between two TAPs (TAP runs only) ---------------------------
@@ -196,7 +201,9 @@ for run in $(seq "$runs"); do
     results+=("$(measure copy "${copy_ns[0]}" "${copy_ns[1]}" 10.255.0.3)")
   fi
   if [ ${#busy_ns[@]} = 2 ]; then
+    kill -CONT "$daemon2_pid"; sleep 0.2
     results+=("busy 0 0 0 $(ping_rtt "${busy_ns[0]}" 10.252.0.3)")
+    kill -STOP "$daemon2_pid"
   fi
   if [ "$runs" -gt 1 ]; then
     echo "$run $k $v $(loadavg)" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f; 64-byte UDP ratio %.2f; load average %s %s %s\n", $1, $8/1e9, $3/1e9, $8/$3, $10/$5, $12, $13, $14 }'

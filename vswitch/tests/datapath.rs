@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use vswitch::buf::VnetHdr;
-use vswitch::datapath::Datapath;
+use vswitch::datapath::{BusyPoll, Datapath, DatapathConfig, WorkerConfig};
 use vswitch::ids::PortId;
 use vswitch::port::datagram::{DatagramPort, recv_frame, send_frame};
 use vswitch::switch::{DropReason, FdbConfig, Origin, PortStats};
@@ -24,7 +24,13 @@ struct Running {
 
 impl Running {
     fn start(ports: &[PortId]) -> Self {
-        let (datapath, threads) = Datapath::spawn(2, FdbConfig::default()).unwrap();
+        Self::start_with(WorkerConfig::default(), ports)
+    }
+
+    /// Two workers running as `worker` says.
+    fn start_with(worker: WorkerConfig, ports: &[PortId]) -> Self {
+        let (datapath, threads) =
+            Datapath::spawn_with(DatapathConfig { workers: 2, worker }).unwrap();
         datapath.set_config(&Arc::new(topology())).unwrap();
         let mut peers = Vec::new();
         for &id in ports {
@@ -240,6 +246,32 @@ fn a_mac_learned_by_one_worker_is_forwarded_not_flooded_by_the_other() {
     assert_eq!(b.tx_packets, 1, "B got the broadcast only");
 }
 
+#[test]
+fn workers_that_never_sleep_forward_and_stop() {
+    let dp = Running::start_with(
+        WorkerConfig {
+            busy_poll: BusyPoll::Always,
+            ..WorkerConfig::default()
+        },
+        &[A, B, C],
+    );
+    for _ in 0..100 {
+        let request = udp_between(A, B);
+        dp.send(A, &request);
+        assert_eq!(dp.recv(B), request);
+        let answer = udp_between(B, A);
+        dp.send(B, &answer);
+        assert_eq!(dp.recv(A), answer);
+    }
+    // A and C are polled by one worker, B by the other; both spin.
+    let frame = udp_between(C, A);
+    dp.send(C, &frame);
+    assert_eq!(dp.recv(A), frame);
+    // Queries between batches are answered while the workers poll, and
+    // shutdown (in Drop) stops them.
+    assert_eq!(dp.stats_when(A, |s| s.rx_packets == 100).rx_packets, 100);
+}
+
 /// A network of `n` container ports (ids 1..=n) on 10.9.0.0/16.
 fn many_ports(n: u32) -> vswitch::switch::SwitchConfig {
     use vswitch::switch::{NetworkConfig, PortConfig, PortRole, SwitchConfig};
@@ -356,4 +388,22 @@ fn a_super_frame_for_a_port_without_gso_leaves_segmented() {
     assert!(dp.nothing_at(B));
     let b = dp.stats_when(B, |s| s.tx_packets == 5);
     assert_eq!(b.tx_packets, 5);
+}
+
+#[test]
+fn vswitchd_refuses_a_busy_poll_that_is_not_a_policy() {
+    for (value, says) in [
+        ("bogus", "neither a number of microseconds nor `always`"),
+        ("-5", "neither a number of microseconds nor `always`"),
+        ("10000001", "use `always` to never sleep"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+            .arg(format!("--busy-poll={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("--busy-poll"), "{value}: {stderr}");
+        assert!(stderr.contains(says), "{value}: {stderr}");
+    }
 }

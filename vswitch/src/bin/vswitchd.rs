@@ -22,7 +22,7 @@ use vswitch::daemon::dns_sync::{DnsPaths, DnsSync, HOST_RESOLV_CONF};
 use vswitch::daemon::hooks::Hooks;
 use vswitch::daemon::lock::StateLock;
 use vswitch::daemon::{Daemon, DaemonConfig};
-use vswitch::datapath::{Datapath, DatapathConfig, WorkerConfig};
+use vswitch::datapath::{BusyPoll, Datapath, DatapathConfig, WorkerConfig};
 use vswitch::dnsd::{Dnsd, DnsdConfig};
 use vswitch::switch::FdbConfig;
 
@@ -39,18 +39,19 @@ struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info")]
     log_level: String,
-    /// Datapath threads; by default one per available core.
+    /// Datapath threads; by default one per available core (one per two
+    /// with --busy-poll always).
     #[arg(long)]
     datapath_threads: Option<usize>,
-    /// How long, in microseconds, a datapath worker keeps polling its
-    /// ports after the last frame it moved before it sleeps. The default
-    /// (50) costs an idle daemon no CPU; a larger value is the low-latency
-    /// mode (e.g. 1000: a worker stays awake between the packets of a
-    /// request-response exchange and skips the wakeup, at the cost of up
-    /// to that much CPU per worker after each burst).
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 50,
-          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
-    busy_poll: u64,
+    /// The datapath's latency policy. A number is how long, in
+    /// microseconds (0 to 10000000), a worker keeps polling its ports after
+    /// the last frame it moved before it sleeps: the default (50) costs an
+    /// idle daemon no CPU. `always` is the low-latency mode: workers never
+    /// sleep, each takes a whole core, and no frame waits for a thread to
+    /// wake; unless --datapath-threads says otherwise, it runs one worker
+    /// per two cores.
+    #[arg(long, value_name = "MICROSECONDS|always", default_value_t = BusyPoll::DEFAULT)]
+    busy_poll: BusyPoll,
     /// How long, in microseconds, the host connector keeps polling after
     /// the last frame or host socket event it handled before it sleeps.
     /// The default (200) spares the datapath workers a wakeup of the
@@ -352,14 +353,23 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
     let hooks = Hooks::from_env();
 
-    let threads = args
-        .datapath_threads
-        .unwrap_or_else(|| thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let threads = args.datapath_threads.unwrap_or_else(|| {
+        let cores = thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        // Workers that never sleep take their cores whole: leave half to
+        // the sandboxes, whose stacks answer in the workers' writes but
+        // whose processes need a core to run (README: one spinning worker
+        // of two cores answered a ping faster than two).
+        if args.busy_poll == BusyPoll::Always {
+            (cores / 2).max(1)
+        } else {
+            cores
+        }
+    });
     let (mut datapath, workers) = Datapath::spawn_with(DatapathConfig {
         workers: threads,
         worker: WorkerConfig {
             fdb: FdbConfig::default(),
-            busy_poll: std::time::Duration::from_micros(args.busy_poll),
+            busy_poll: args.busy_poll,
         },
     })?;
     let (connector, connector_threads) = vswitch::connector::HostConnector::spawn(

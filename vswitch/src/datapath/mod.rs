@@ -74,6 +74,7 @@
 pub mod capture;
 pub mod executor;
 mod mailbox;
+pub mod policy;
 mod worker;
 
 use std::io;
@@ -83,7 +84,8 @@ use std::thread::JoinHandle;
 pub use capture::{Capture, Captured, Tap};
 pub use executor::{Executor, TxSink};
 pub use mailbox::{ASK_TIMEOUT, Command, Mailbox};
-pub use worker::{BATCH, BATCH_BYTES, BUSY_POLL, SYNC_QUEUE, Worker, WorkerConfig};
+pub use policy::{BUSY_POLL, BusyPoll};
+pub use worker::{BATCH, BATCH_BYTES, SYNC_QUEUE, Worker, WorkerConfig};
 
 use crate::ids::PortId;
 use crate::port::PortIo;

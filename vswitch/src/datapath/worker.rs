@@ -22,19 +22,19 @@
 //! (after the others) before the next `poll`. The time is read once per
 //! batch. Nothing is allocated per frame.
 //!
-//! A worker that has just moved frames keeps polling for a while (the
-//! busy-poll window, [`BUSY_POLL`] by default, `vswitchd --busy-poll`)
-//! before it sleeps in `epoll_wait`. Waking a sleeping thread costs tens of
-//! microseconds (more on a virtual machine, where it is an inter-processor
-//! interrupt to a halted vCPU), and a TCP flow pays it twice per round trip:
-//! once for the data, once for the ACK. A paced sender (BBR, Linux's
-//! internal pacing) spaces its 64 KiB GSO frames about 40 µs apart at
-//! 12 Gbit/s, so without the grace period the worker falls asleep between
-//! every two frames, the round-trip time grows, and BBR, which sizes its
-//! window from the minimum round trip, sends less. The poll is bounded: an
-//! idle switch sleeps, and a trickle of traffic costs at most the window of
-//! CPU per wakeup. While polling the worker yields, so a sandbox's thread
-//! waiting for the same core runs first.
+//! A worker that has just moved frames keeps polling for a while before it
+//! sleeps in `epoll_wait`, or never sleeps: the latency policy
+//! ([`BusyPoll`], `vswitchd --busy-poll`, documented in
+//! [`super::policy`]). Waking a sleeping thread costs tens of microseconds
+//! (more on a virtual machine, where it is an inter-processor interrupt to
+//! a halted vCPU), and a TCP flow pays it twice per round trip: once for
+//! the data, once for the ACK. A paced sender (BBR, Linux's internal
+//! pacing) spaces its 64 KiB GSO frames about 40 µs apart at 12 Gbit/s, so
+//! without the default window ([`BUSY_POLL`]) the worker falls asleep
+//! between every two frames, the round-trip time grows, and BBR, which
+//! sizes its window from the minimum round trip, sends less. While polling
+//! the worker yields, so a sandbox's thread waiting for the same core runs
+//! first.
 
 use std::collections::VecDeque;
 use std::io;
@@ -48,6 +48,9 @@ use mio::{Events, Interest, Poll, Token};
 use super::capture::Taps;
 use super::executor::{Executor, TxSink};
 use super::mailbox::{Command, Inbox, Mailbox};
+#[allow(unused_imports)] // linked from the module documentation
+use super::policy::BUSY_POLL;
+use super::policy::BusyPoll;
 use crate::buf::PacketBuf;
 use crate::ids::PortId;
 use crate::port::{PortIo, RxBatch, SendOutcome};
@@ -58,12 +61,6 @@ pub const BATCH: usize = 64;
 
 /// Bytes after which a batch is ended early (a few GSO super-frames).
 pub const BATCH_BYTES: usize = 256 << 10;
-
-/// How long a worker keeps polling after it last moved a frame, by
-/// default (see the module documentation). Longer than the gap between
-/// paced GSO frames of a fast flow, short enough that the CPU cost of a
-/// quiet port is nil.
-pub const BUSY_POLL: Duration = Duration::from_micros(50);
 
 /// FDB changes one worker may have waiting for another. A worker drains
 /// them before every batch, so the bound is reached only by a worker that
@@ -79,15 +76,15 @@ const WAKER: Token = Token(usize::MAX);
 pub struct WorkerConfig {
     /// FDB limits (each worker holds a replica).
     pub fdb: FdbConfig,
-    /// How long to keep polling after the last frame before sleeping.
-    pub busy_poll: Duration,
+    /// When to sleep after the last frame.
+    pub busy_poll: BusyPoll,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             fdb: FdbConfig::default(),
-            busy_poll: BUSY_POLL,
+            busy_poll: BusyPoll::DEFAULT,
         }
     }
 }
@@ -229,7 +226,10 @@ impl Worker {
         // to keep polling rather than sleep.
         let mut busy_since: Option<Instant> = None;
         loop {
-            let polling = busy_since.is_some_and(|at| at.elapsed() < self.config.busy_poll);
+            let polling = self
+                .config
+                .busy_poll
+                .keeps_polling(busy_since.map(|at| at.elapsed()));
             let timeout = if !self.ready.is_empty() || polling {
                 Some(Duration::ZERO)
             } else {
