@@ -82,6 +82,11 @@ done
 
 cleanup() {
   set +e
+  # An iperf3 server whose client never came (a failed run) would outlive
+  # its namespace: stop whatever still runs in this script's namespaces.
+  for ns in b1 b2 c1 c2 v1 v2 w1 w2; do
+    ip netns pids "${tag}$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+  done
   ip netns del ${tag}b1 2>/dev/null; ip netns del ${tag}b2 2>/dev/null
   [ -n "$copy_pid" ] && { kill "$copy_pid" 2>/dev/null; wait "$copy_pid" 2>/dev/null; }
   ip netns del ${tag}c1 2>/dev/null; ip netns del ${tag}c2 2>/dev/null
