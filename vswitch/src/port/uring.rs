@@ -222,16 +222,7 @@ pub(crate) fn recv_batch(
             for i in 0..want {
                 let rx = spare[i].rx_space();
                 spaces[i] = rx.len();
-                iovs[i] = [
-                    libc::iovec {
-                        iov_base: hdrs[i].as_mut_ptr().cast(),
-                        iov_len: VnetHdr::LEN,
-                    },
-                    libc::iovec {
-                        iov_base: rx.as_mut_ptr().cast(),
-                        iov_len: rx.len(),
-                    },
-                ];
+                iovs[i] = vnet_iovecs(&mut hdrs[i], rx.as_mut_ptr(), rx.len());
                 let entry = opcode::Readv::new(types::Fd(fd), iovs[i].as_ptr(), 2)
                     .rw_flags(libc::RWF_NOWAIT)
                     .build()
@@ -304,6 +295,21 @@ pub(crate) fn recv_batch(
     })
 }
 
+/// The two iovecs of one TAP read or write: the virtio-net header, then
+/// the frame's `len` bytes at `data`.
+fn vnet_iovecs(hdr: &mut [u8; VnetHdr::LEN], data: *mut u8, len: usize) -> [libc::iovec; 2] {
+    [
+        libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: VnetHdr::LEN,
+        },
+        libc::iovec {
+            iov_base: data.cast(),
+            iov_len: len,
+        },
+    ]
+}
+
 /// Writes `frames` with their virtio-net headers to the TAP `fd`,
 /// [`MAX_OPS`] per `io_uring_enter`, stopping after the chunk in which the
 /// device refused one (see [`super::PortIo::send_batch`]).
@@ -321,17 +327,8 @@ pub(crate) fn send_batch(fd: RawFd, frames: &[&PacketBuf]) -> Option<SendOutcome
             for (i, frame) in chunk.iter().enumerate() {
                 hdrs[i] = frame.vnet.to_bytes();
                 let data = frame.frame();
-                iovs[i] = [
-                    libc::iovec {
-                        iov_base: hdrs[i].as_mut_ptr().cast(),
-                        iov_len: VnetHdr::LEN,
-                    },
-                    libc::iovec {
-                        // The kernel only reads through a write's iovecs.
-                        iov_base: data.as_ptr().cast_mut().cast(),
-                        iov_len: data.len(),
-                    },
-                ];
+                // The kernel only reads through a write's iovecs.
+                iovs[i] = vnet_iovecs(&mut hdrs[i], data.as_ptr().cast_mut(), data.len());
                 let entry = opcode::Writev::new(types::Fd(fd), iovs[i].as_ptr(), 2)
                     .rw_flags(libc::RWF_NOWAIT)
                     .build()
