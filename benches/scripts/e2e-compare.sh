@@ -36,6 +36,16 @@
 # the spread: the lowest and highest ratio of the runs (each run measures
 # both paths back to back). Ping rows also give the difference in µs.
 #
+# Each TCP figure also gives the CPU time the path cost per GB carried
+# (both iperf3 processes as iperf3 reports them, plus vswitchd's or
+# tap-copy's own; the bridge forwards inside the iperf3 processes' system
+# calls and softirqs, which the kernel charges to them) and the segments
+# the sender retransmitted. CPU per GB hardly moves with the machine's load
+# where a rate does: when both cores are busy (4 streams), the rate of a
+# path is about the cores over its CPU per GB, so a ratio of CPU costs
+# bounds the ratio of rates. Retransmissions tell loss (which CUBIC answers
+# by halving its window, BBR hardly) from a path that is merely slower.
+#
 # The machine's load average (/proc/loadavg: 1, 5 and 15 minutes) is
 # printed before the runs, after each run and at the end: a userspace
 # datapath shares the CPU with whatever else runs, the kernel bridge much
@@ -178,17 +188,47 @@ cc_default=$(ip netns exec ${tag}v1 sysctl -n net.ipv4.tcp_congestion_control)
 cc_args=()
 [ -n "${CC:-}" ] && cc_args=(-C "$CC")
 
-measure() { # name ns_client ns_server server_ip
-  local name=$1 c=$2 s=$3 dst=$4
+# The CPU time a process has used so far (all its threads), in clock ticks;
+# 0 without a process (the bridge forwards inside the iperf3 processes'
+# own system calls and softirqs).
+cpu_ticks() { # pid
+  if [ -n "${1:-}" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi
+}
+
+# TCP segments the namespace has retransmitted so far (RetransSegs of
+# /proc/net/snmp, read inside it).
+retrans() { # ns
+  ip netns exec "$1" awk '/^Tcp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") n = i; next } print $n }' /proc/net/snmp
+}
+
+# One iperf3 TCP run: the rate received (bit/s), the CPU seconds spent per
+# GB carried (both iperf3 processes, as iperf3 reports them, plus the
+# forwarding process: the daemon or tap-copy), and the segments the
+# sender retransmitted (a path that drops shows here; CUBIC halves its
+# window on each loss, BBR does not).
+tcp_run() { # ns_client ns_server server_ip streams forwarder_pid
+  local c=$1 s=$2 dst=$3 streams=$4 fwd=${5:-}
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-  local tcp1; tcp1=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs "${cc_args[@]}" -J | jq '.end.sum_received.bits_per_second')
-  ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-  local tcp4; tcp4=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P 4 "${cc_args[@]}" -J | jq '.end.sum_received.bits_per_second')
+  local r0 f0 j f1 r1
+  r0=$(retrans $c); f0=$(cpu_ticks "$fwd")
+  j=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P $streams "${cc_args[@]}" -J)
+  f1=$(cpu_ticks "$fwd"); r1=$(retrans $c)
+  jq -r --argjson secs "$secs" --argjson fwd "$(( f1 - f0 ))" --argjson hz "$(getconf CLK_TCK)" --argjson rt "$(( r1 - r0 ))" '
+    .end.sum_received.bits_per_second as $b | (.end.cpu_utilization_percent // {}) as $c |
+    ($b * $secs / 8e9) as $gb |
+    "\($b) \(if $gb > 0 then ((($c.host_total // 0) + ($c.remote_total // 0)) / 100 * $secs + $fwd / $hz) / $gb else 0 end) \($rt)"' <<<"$j"
+}
+
+measure() { # name ns_client ns_server server_ip [forwarder_pid]
+  local name=$1 c=$2 s=$3 dst=$4 fwd=${5:-}
+  local tcp1 cpu1 rt1 tcp4 cpu4 rt4
+  read -r tcp1 cpu1 rt1 < <(tcp_run $c $s $dst 1 "$fwd")
+  read -r tcp4 cpu4 rt4 < <(tcp_run $c $s $dst 4 "$fwd")
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
   local udp; udp=$(ip netns exec $c iperf3 -c $dst -p 5201 -u -l 18 -b 0 -t $secs -J |
     jq '.end.sum.packets - .end.sum.lost_packets | . / '"$secs")
   local rtt; rtt=$(ping_rtt $c $dst)
-  printf '%s %s %s %s %s\n' "$name" "$tcp1" "$tcp4" "$udp" "$rtt"
+  printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$tcp1" "$tcp4" "$udp" "$rtt" "$cpu1" "$cpu4" "$rt1" "$rt4"
 }
 
 ping_rtt() { # ns dst: the mean round trip of 200 pings, in ms
@@ -200,10 +240,10 @@ echo "congestion control: ${CC:-$cc_default}; $kind ports; $runs run(s) of ${sec
 results=()
 for run in $(seq "$runs"); do
   k=$(measure bridge "${bridge_ns[0]}" "${bridge_ns[1]}" $bridge_ip)
-  v=$(measure vswitch "${vs_ns[0]}" "${vs_ns[1]}" $vs_ip)
+  v=$(measure vswitch "${vs_ns[0]}" "${vs_ns[1]}" $vs_ip "$daemon_pid")
   results+=("$k" "$v")
   if [ ${#copy_ns[@]} = 2 ]; then
-    results+=("$(measure copy "${copy_ns[0]}" "${copy_ns[1]}" 10.255.0.3)")
+    results+=("$(measure copy "${copy_ns[0]}" "${copy_ns[1]}" 10.255.0.3 "$copy_pid")")
   fi
   if [ ${#busy_ns[@]} = 2 ]; then
     kill -CONT "$daemon2_pid"; sleep 0.2
@@ -211,7 +251,7 @@ for run in $(seq "$runs"); do
     kill -STOP "$daemon2_pid"
   fi
   if [ "$runs" -gt 1 ]; then
-    echo "$run $k $v $(loadavg)" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f; 64-byte UDP ratio %.2f; load average %s %s %s\n", $1, $8/1e9, $3/1e9, $8/$3, $10/$5, $12, $13, $14 }'
+    echo "$run $k $v $(loadavg)" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f; 4 streams retransmitted: vswitchd %d, bridge %d; 64-byte UDP ratio %.2f; load average %s %s %s\n", $1, $12/1e9, $3/1e9, $12/$3, $19, $10, $14/$5, $20, $21, $22 }'
   fi
 done
 
@@ -229,6 +269,11 @@ printf '%s\n' "${results[@]}" | awk -v kind="$kind" -v busy="$busy" '
     m = 0
     for (i = 1; i <= n; i++) if (T[f, i] + 0 > 0) x[++m] = T[f, i] + 0
     return m ? median(x, m) : 0 }
+  # The same with zeros kept (a count of retransmissions).
+  function med0(T, f, n,   i, m, x) {
+    m = 0
+    for (i = 1; i <= n; i++) if (T[f, i] != "") x[++m] = T[f, i] + 0
+    return m ? median(x, m) : 0 }
   function spread(T, f, n,   i, r, lo, hi, bad) {
     lo = 1e18; hi = 0; bad = 0
     for (i = 1; i <= n; i++) {
@@ -240,13 +285,18 @@ printf '%s\n' "${results[@]}" | awk -v kind="$kind" -v busy="$busy" '
     printf "%-30s %11.2f Gb %11.2f Gb %6.2f %11s\n", "TCP, 1 stream", a[2]/1e9, med(T, 2, n)/1e9, med(T, 2, n)/a[2], spread(T, 2, n);
     printf "%-30s %11.2f Gb %11.2f Gb %6.2f %11s\n", "TCP, 4 streams", a[3]/1e9, med(T, 3, n)/1e9, med(T, 3, n)/a[3], spread(T, 3, n);
     printf "%-30s %10.0f pps %10.0f pps %6.2f %11s\n", "UDP 64-byte frames", a[4], med(T, 4, n), med(T, 4, n)/a[4], spread(T, 4, n);
-    printf "%-30s %11.3f ms %11.3f ms %6.2f %11s  (%+.0f us)\n", "ping RTT (lower is better)", a[5], med(T, 5, n), med(T, 5, n)/a[5], spread(T, 5, n), (med(T, 5, n) - a[5]) * 1000 }
-  $1 == "bridge" { nk++; for (f = 2; f <= 5; f++) K[f, nk] = $f }
-  $1 == "vswitch" { nv++; for (f = 2; f <= 5; f++) V[f, nv] = $f }
-  $1 == "copy" { nc++; for (f = 2; f <= 5; f++) C[f, nc] = $f }
+    printf "%-30s %11.3f ms %11.3f ms %6.2f %11s  (%+.0f us)\n", "ping RTT (lower is better)", a[5], med(T, 5, n), med(T, 5, n)/a[5], spread(T, 5, n), (med(T, 5, n) - a[5]) * 1000;
+    printf "%-30s %11.2f s  %11.2f s  %6.2f %11s\n", "CPU per GB, TCP 1 stream", a[6], med(T, 6, n), med(T, 6, n)/a[6], spread(T, 6, n);
+    printf "%-30s %11.2f s  %11.2f s  %6.2f %11s\n", "CPU per GB, TCP 4 streams", a[7], med(T, 7, n), med(T, 7, n)/a[7], spread(T, 7, n);
+    printf "%-30s %14d %14d\n", "retransmitted, TCP 1 stream", a[8], med0(T, 8, n);
+    printf "%-30s %14d %14d\n", "retransmitted, TCP 4 streams", a[9], med0(T, 9, n) }
+  $1 == "bridge" { nk++; for (f = 2; f <= 9; f++) K[f, nk] = $f }
+  $1 == "vswitch" { nv++; for (f = 2; f <= 9; f++) V[f, nv] = $f }
+  $1 == "copy" { nc++; for (f = 2; f <= 9; f++) C[f, nc] = $f }
   $1 == "busy" { nb++; B[5, nb] = $5 }
   END {
-    for (f = 2; f <= 5; f++) a[f] = med(K, f, nk)
+    for (f = 2; f <= 7; f++) a[f] = med(K, f, nk)
+    for (f = 8; f <= 9; f++) a[f] = med0(K, f, nk)
     rows(V, nv, "vswitchd")
     if (nb) printf "%-30s %11.3f ms %11.3f ms %6.2f %11s  (%+.0f us)\n", "ping RTT, --busy-poll " busy, a[5], med(B, 5, nb), med(B, 5, nb)/a[5], spread(B, 5, nb), (med(B, 5, nb) - a[5]) * 1000;
     if (nc) rows(C, nc, "tap-copy")
