@@ -40,7 +40,9 @@
 # (both iperf3 processes as iperf3 reports them, plus vswitchd's or
 # tap-copy's own; the bridge forwards inside the iperf3 processes' system
 # calls and softirqs, which the kernel charges to them) and the segments
-# the sender retransmitted. CPU per GB hardly moves with the machine's load
+# the sender retransmitted, and, for vswitchd, the frames dropped at its
+# ports during the TCP runs (kernel_dropped and transmit drops, from
+# `vsctl show-ports`). CPU per GB hardly moves with the machine's load
 # where a rate does: when both cores are busy (4 streams), the rate of a
 # path is about the cores over its CPU per GB, so a ratio of CPU costs
 # bounds the ratio of rates. Retransmissions tell loss (which CUBIC answers
@@ -201,34 +203,45 @@ retrans() { # ns
   ip netns exec "$1" awk '/^Tcp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") n = i; next } print $n }' /proc/net/snmp
 }
 
+# Frames lost at the daemon's ports so far: what the kernel dropped there
+# (kernel_dropped: a TAP's full queue, a packet socket's full buffer) and
+# what the daemon could not transmit. 0 for the other paths.
+port_drops() { # name
+  if [ "$1" = vswitch ]; then
+    vsctl show-ports --format json | jq '[.[] | .KernelDropped + .TxDropped] | add // 0'
+  else
+    echo 0
+  fi
+}
+
 # One iperf3 TCP run: the rate received (bit/s), the CPU seconds spent per
 # GB carried (both iperf3 processes, as iperf3 reports them, plus the
-# forwarding process: the daemon or tap-copy), and the segments the
-# sender retransmitted (a path that drops shows here; CUBIC halves its
-# window on each loss, BBR does not).
-tcp_run() { # ns_client ns_server server_ip streams forwarder_pid
-  local c=$1 s=$2 dst=$3 streams=$4 fwd=${5:-}
+# forwarding process: the daemon or tap-copy), the segments the sender
+# retransmitted (a path that drops shows here; CUBIC halves its window on
+# each loss, BBR does not) and the frames dropped at the daemon's ports.
+tcp_run() { # name ns_client ns_server server_ip streams forwarder_pid
+  local name=$1 c=$2 s=$3 dst=$4 streams=$5 fwd=${6:-}
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-  local r0 f0 j f1 r1
-  r0=$(retrans $c); f0=$(cpu_ticks "$fwd")
+  local r0 f0 d0 j f1 r1 d1
+  r0=$(retrans $c); f0=$(cpu_ticks "$fwd"); d0=$(port_drops $name)
   j=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P $streams "${cc_args[@]}" -J)
-  f1=$(cpu_ticks "$fwd"); r1=$(retrans $c)
-  jq -r --argjson secs "$secs" --argjson fwd "$(( f1 - f0 ))" --argjson hz "$(getconf CLK_TCK)" --argjson rt "$(( r1 - r0 ))" '
+  f1=$(cpu_ticks "$fwd"); r1=$(retrans $c); d1=$(port_drops $name)
+  jq -r --argjson secs "$secs" --argjson fwd "$(( f1 - f0 ))" --argjson hz "$(getconf CLK_TCK)" --argjson rt "$(( r1 - r0 ))" --argjson dr "$(( d1 - d0 ))" '
     .end.sum_received.bits_per_second as $b | (.end.cpu_utilization_percent // {}) as $c |
     ($b * $secs / 8e9) as $gb |
-    "\($b) \(if $gb > 0 then ((($c.host_total // 0) + ($c.remote_total // 0)) / 100 * $secs + $fwd / $hz) / $gb else 0 end) \($rt)"' <<<"$j"
+    "\($b) \(if $gb > 0 then ((($c.host_total // 0) + ($c.remote_total // 0)) / 100 * $secs + $fwd / $hz) / $gb else 0 end) \($rt) \($dr)"' <<<"$j"
 }
 
 measure() { # name ns_client ns_server server_ip [forwarder_pid]
   local name=$1 c=$2 s=$3 dst=$4 fwd=${5:-}
-  local tcp1 cpu1 rt1 tcp4 cpu4 rt4
-  read -r tcp1 cpu1 rt1 < <(tcp_run $c $s $dst 1 "$fwd")
-  read -r tcp4 cpu4 rt4 < <(tcp_run $c $s $dst 4 "$fwd")
+  local tcp1 cpu1 rt1 dr1 tcp4 cpu4 rt4 dr4
+  read -r tcp1 cpu1 rt1 dr1 < <(tcp_run $name $c $s $dst 1 "$fwd")
+  read -r tcp4 cpu4 rt4 dr4 < <(tcp_run $name $c $s $dst 4 "$fwd")
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
   local udp; udp=$(ip netns exec $c iperf3 -c $dst -p 5201 -u -l 18 -b 0 -t $secs -J |
     jq '.end.sum.packets - .end.sum.lost_packets | . / '"$secs")
   local rtt; rtt=$(ping_rtt $c $dst)
-  printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$tcp1" "$tcp4" "$udp" "$rtt" "$cpu1" "$cpu4" "$rt1" "$rt4"
+  printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$name" "$tcp1" "$tcp4" "$udp" "$rtt" "$cpu1" "$cpu4" "$rt1" "$rt4" "$dr1" "$dr4"
 }
 
 ping_rtt() { # ns dst: the mean round trip of 200 pings, in ms
@@ -251,7 +264,7 @@ for run in $(seq "$runs"); do
     kill -STOP "$daemon2_pid"
   fi
   if [ "$runs" -gt 1 ]; then
-    echo "$run $k $v $(loadavg)" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f; 4 streams retransmitted: vswitchd %d, bridge %d; 64-byte UDP ratio %.2f; load average %s %s %s\n", $1, $12/1e9, $3/1e9, $12/$3, $19, $10, $14/$5, $20, $21, $22 }'
+    echo "$run $k $v $(loadavg)" | awk '{ printf "run %s: TCP 1 stream: vswitchd %.2f Gb, bridge %.2f Gb, ratio %.2f; 4 streams retransmitted: vswitchd %d, bridge %d; 64-byte UDP ratio %.2f; load average %s %s %s\n", $1, $14/1e9, $3/1e9, $14/$3, $21, $10, $16/$5, $24, $25, $26 }'
   fi
 done
 
@@ -289,10 +302,12 @@ printf '%s\n' "${results[@]}" | awk -v kind="$kind" -v busy="$busy" '
     printf "%-30s %11.2f s  %11.2f s  %6.2f %11s\n", "CPU per GB, TCP 1 stream", a[6], med(T, 6, n), med(T, 6, n)/a[6], spread(T, 6, n);
     printf "%-30s %11.2f s  %11.2f s  %6.2f %11s\n", "CPU per GB, TCP 4 streams", a[7], med(T, 7, n), med(T, 7, n)/a[7], spread(T, 7, n);
     printf "%-30s %14d %14d\n", "retransmitted, TCP 1 stream", a[8], med0(T, 8, n);
-    printf "%-30s %14d %14d\n", "retransmitted, TCP 4 streams", a[9], med0(T, 9, n) }
-  $1 == "bridge" { nk++; for (f = 2; f <= 9; f++) K[f, nk] = $f }
-  $1 == "vswitch" { nv++; for (f = 2; f <= 9; f++) V[f, nv] = $f }
-  $1 == "copy" { nc++; for (f = 2; f <= 9; f++) C[f, nc] = $f }
+    printf "%-30s %14d %14d\n", "retransmitted, TCP 4 streams", a[9], med0(T, 9, n);
+    if (label == "vswitchd") printf "%-30s %14s %14d  (all TCP runs)\n", "dropped at the daemon ports", "", sum(T, 10, n) + sum(T, 11, n) }
+  function sum(T, f, n,   i, t) { t = 0; for (i = 1; i <= n; i++) t += T[f, i]; return t }
+  $1 == "bridge" { nk++; for (f = 2; f <= 11; f++) K[f, nk] = $f }
+  $1 == "vswitch" { nv++; for (f = 2; f <= 11; f++) V[f, nv] = $f }
+  $1 == "copy" { nc++; for (f = 2; f <= 11; f++) C[f, nc] = $f }
   $1 == "busy" { nb++; B[5, nb] = $5 }
   END {
     for (f = 2; f <= 7; f++) a[f] = med(K, f, nk)
