@@ -131,10 +131,11 @@ pub struct ConnectRequest {
     /// TAP (default) or veth. Not a Docker field.
     #[serde(rename = "PortKind", default, skip_serializing_if = "Option::is_none")]
     pub port_kind: Option<PortKind>,
-    /// The address the cluster's allocator took for this endpoint (an
-    /// overlay network with etcd) when the request names none: dynamic,
-    /// as one the local IPAM picks, so not shown as a `--ip`. Set by the
-    /// daemon, never read from the API.
+    /// The address another allocator took for this endpoint when the
+    /// request names none (the cluster's, on an overlay network with
+    /// etcd; Docker's IPAM, for the Docker plugin): dynamic, as one the
+    /// local IPAM picks, so not shown as a `--ip`. Set inside the daemon,
+    /// never read from the API.
     #[serde(skip)]
     pub assigned_ipv4: Option<core::net::Ipv4Addr>,
 }
