@@ -354,9 +354,14 @@ fn tcp_to_a_closed_port_is_reset() {
 /// A SYN the container sends to `dst` (built by hand, so no handshake is
 /// needed to see it dropped).
 fn syn_frame(dst: Ipv4Addr, dport: u16) -> PacketBuf {
+    syn_frame_from(42_000, dst, dport)
+}
+
+/// The container's SYN from its port `sport`.
+fn syn_frame_from(sport: u16, dst: Ipv4Addr, dport: u16) -> PacketBuf {
     let b = etherparse::PacketBuilder::ethernet2(C_MAC.0, GW_MAC.0)
         .ipv4(C_IP.octets(), dst.octets(), 64)
-        .tcp(42_000, dport, 1, 64_000)
+        .tcp(sport, dport, 1, 64_000)
         .syn();
     let mut f = Vec::new();
     b.write(&mut f, &[]).unwrap();
@@ -1093,7 +1098,18 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
     // INPUT lets an internal network reach its gateway.
     let service = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = service.local_addr().unwrap().port();
-    handle.link().offer(PORT, &mut syn_frame(GW, port)).unwrap();
+    // A source port the host can bind now, so that the connector keeps
+    // it: a fixed one may still be in TIME_WAIT from an earlier run, or
+    // bound by another test of this binary.
+    let sport = TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    handle
+        .link()
+        .offer(PORT, &mut syn_frame_from(sport, GW, port))
+        .unwrap();
     service.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let from = loop {
@@ -1109,7 +1125,7 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
             Err(e) => panic!("{e}"),
         }
     };
-    assert_eq!(from.port(), 42_000, "the SYN's source port");
+    assert_eq!(from.port(), sport, "the SYN's source port");
     assert_eq!(drops(&handle, DropReason::Internal), 1);
     handle.detach(&publication.port);
     handle.shutdown();
