@@ -116,6 +116,19 @@ struct Wire {
     mtu: usize,
 }
 
+impl Wire {
+    /// How many of the frames written were TCP super-frames (longer than
+    /// a 1500-byte MTU) cut at MSS 1460.
+    fn super_frames(&self) -> usize {
+        self.seen
+            .iter()
+            .filter(|(v, f)| {
+                v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514
+            })
+            .count()
+    }
+}
+
 struct RxTok(Vec<u8>);
 struct TxTok<'a>(&'a HostLink);
 
@@ -230,6 +243,44 @@ impl Container {
         }
     }
 
+    /// A socket connecting to `dst:port` from `sport`.
+    fn connect(&mut self, dst: Ipv4Addr, port: u16, sport: u16) -> smoltcp::iface::SocketHandle {
+        let h = self.sockets.add(Self::socket());
+        self.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(
+                self.iface.context(),
+                IpEndpoint::new(IpAddress::Ipv4(dst), port),
+                sport,
+            )
+            .unwrap();
+        h
+    }
+
+    /// A socket listening on `port`.
+    fn listen(&mut self, port: u16) -> smoltcp::iface::SocketHandle {
+        let h = self.sockets.add(Self::socket());
+        self.sockets.get_mut::<tcp::Socket>(h).listen(port).unwrap();
+        h
+    }
+
+    /// The state of socket `h`.
+    fn state(&self, h: smoltcp::iface::SocketHandle) -> tcp::State {
+        self.sockets.get::<tcp::Socket>(h).state()
+    }
+
+    /// Moves what socket `h` has received to the end of `into`.
+    fn read_into(&mut self, h: smoltcp::iface::SocketHandle, into: &mut Vec<u8>) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                into.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+    }
+
     fn socket() -> tcp::Socket<'static> {
         tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 1 << 20]),
@@ -258,16 +309,8 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let server_addr = server.local_addr().unwrap();
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
     let sport = 40_000 + u16::try_from(std::process::id() % 20_000).unwrap();
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), server_addr.port()),
-            sport,
-        )
-        .unwrap();
+    let h = c.connect(Ipv4Addr::LOCALHOST, server_addr.port(), sport);
     // The outside: reads 300 KB, answers with 500 KB.
     let outside = std::thread::spawn(move || {
         let (mut s, from) = server.accept().unwrap();
@@ -277,9 +320,7 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
         s.write_all(&answer).unwrap();
         (from, got)
     });
-    c.until("connected", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-    });
+    c.until("connected", |c| c.state(h) == tcp::State::Established);
     let sent: Vec<u8> = (0..300_000).map(|i| pattern(i, 241)).collect();
     let mut at = 0;
     let mut got = Vec::new();
@@ -305,13 +346,7 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
     );
     assert_eq!(from.port(), sport, "the container's source port is kept");
     // Large answers arrive as super-frames cut at the container's MSS.
-    assert!(
-        c.wire
-            .seen
-            .iter()
-            .any(|(v, f)| v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514),
-        "no GSO super-frame was written"
-    );
+    assert!(c.wire.super_frames() > 0, "no GSO super-frame was written");
     // The flow is in the table, both tuples, with counters.
     let flows = handle.flows().snapshot(Instant::now(), |_| true);
     let f = flows
@@ -327,7 +362,7 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
     c.sockets.get_mut::<tcp::Socket>(h).close();
     c.until("closed", |c| {
         matches!(
-            c.sockets.get::<tcp::Socket>(h).state(),
+            c.state(h),
             tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2
         )
     });
@@ -341,18 +376,8 @@ fn tcp_to_a_closed_port_is_reset() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), port),
-            41_000,
-        )
-        .unwrap();
-    c.until("reset", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed
-    });
+    let h = c.connect(Ipv4Addr::LOCALHOST, port, 41_000);
+    c.until("reset", |c| c.state(h) == tcp::State::Closed);
     handle.shutdown();
 }
 
@@ -494,23 +519,9 @@ fn udp_egress_round_trip_keeps_the_port_and_tracks_the_flow() {
 #[test]
 fn published_tcp_from_loopback_is_carried_from_the_gateway() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+    let h = c.listen(80);
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
         s.write_all(b"ping").unwrap();
@@ -518,9 +529,7 @@ fn published_tcp_from_loopback_is_carried_from_the_gateway() {
         s.read_exact(&mut b).unwrap();
         b
     });
-    c.until("accepted", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-    });
+    c.until("accepted", |c| c.state(h) == tcp::State::Established);
     let remote = c.sockets.get::<tcp::Socket>(h).remote_endpoint().unwrap();
     assert_eq!(
         remote.addr,
@@ -529,14 +538,7 @@ fn published_tcp_from_loopback_is_carried_from_the_gateway() {
     );
     let mut got = Vec::new();
     c.until("request", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(h);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        c.read_into(h, &mut got);
         got.len() >= 4
     });
     assert_eq!(got, b"ping");
@@ -558,23 +560,9 @@ fn published_tcp_from_loopback_is_carried_from_the_gateway() {
 #[test]
 fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::with_mtu(&handle, peer, 1500);
-    let h = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+    let h = c.listen(80);
     const LEN: usize = 256 << 10;
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
@@ -584,14 +572,7 @@ fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
     });
     let mut got = Vec::new();
     c.until("the client's data", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(h);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        c.read_into(h, &mut got);
         got.len() >= LEN
     });
     assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i, 251)));
@@ -635,20 +616,7 @@ fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
 #[test]
 fn published_tcp_bulk_uses_super_frames_and_a_bounded_set_of_buffers() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 5201),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 5201,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 5201);
     // A container on a 1500-byte MTU: its SYN-ACK says MSS 1460.
     let mut c = Container::with_mtu(&handle, peer, 1500);
     // A 128 KiB window: what the connector may send at once fits in the
@@ -685,14 +653,8 @@ fn published_tcp_bulk_uses_super_frames_and_a_bounded_set_of_buffers() {
     assert!(in_order, "the container got the client's bytes in order");
     // Bulk toward the container goes as super-frames cut at its MSS, as on
     // the egress path, not as one frame per MSS.
-    let big = c
-        .wire
-        .seen
-        .iter()
-        .filter(|(v, f)| v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514)
-        .count();
     assert!(
-        big > 0,
+        c.wire.super_frames() > 0,
         "no GSO super-frame was written on the published path"
     );
     assert!(
@@ -717,17 +679,7 @@ fn published_udp_reaches_the_container_and_its_answer_the_client() {
     let (handle, peer) = connector(false, true);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let host_port = sock.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 81),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 81,
-            proto: nat::spec::Proto::Udp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
+    let publication = publication(nat::spec::Proto::Udp, 81, Ipv4Addr::LOCALHOST, host_port);
     handle.attach(publication, HostSocket::Udp(sock));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(HANG_GUARD)).unwrap();
@@ -817,23 +769,12 @@ fn a_detached_port_can_be_bound_again_at_once() {
             HostSocket::Tcp(l) => l.local_addr().unwrap().port(),
             HostSocket::Udp(s) => s.local_addr().unwrap().port(),
         };
-        let port = nat::alloc::PublishedPort {
-            container_port: 80,
-            proto,
-            host_ip: localhost,
-            host_port,
-        };
-        let publication = Publication {
-            network: NET,
-            container: SocketAddrV4::new(C_IP, 80),
-            gateway: GW,
-            port,
-        };
+        let publication = publication(proto, 80, Ipv4Addr::LOCALHOST, host_port);
         for round in 0..20 {
             let socket = crate::publish::open_host_socket(localhost, proto, host_port)
                 .unwrap_or_else(|e| panic!("{proto:?} round {round}: bind again: {e}"));
             handle.attach(publication, socket);
-            handle.detach(&port);
+            handle.detach(&publication.port);
         }
     }
 }
@@ -841,96 +782,85 @@ fn a_detached_port_can_be_bound_again_at_once() {
 #[test]
 fn hairpin_a_container_reaches_its_own_published_port_through_the_host() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (_, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::new(&handle, peer);
-    let server = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
-    let client = c.sockets.add(Container::socket());
-    c.sockets
-        .get_mut::<tcp::Socket>(client)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), host_port),
-            45_000,
-        )
-        .unwrap();
-    c.until("both ends up", |c| {
-        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
-            && c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
-    });
-    let seen = c
-        .sockets
-        .get::<tcp::Socket>(server)
-        .remote_endpoint()
-        .unwrap();
-    assert_eq!(
-        seen.addr,
-        IpAddress::Ipv4(GW),
-        "through loopback: the gateway"
+    let server = c.listen(80);
+    let client = c.connect(Ipv4Addr::LOCALHOST, host_port, 45_000);
+    carry_through_the_host(
+        &mut c,
+        (client, server),
+        b"hairpin",
+        "through loopback: the gateway",
     );
-    c.sockets
-        .get_mut::<tcp::Socket>(client)
-        .send_slice(b"hairpin")
-        .unwrap();
-    let mut got = Vec::new();
-    c.until("data through the host and back", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(server);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        got.len() >= 7
-    });
-    assert_eq!(got, b"hairpin");
     // One flow out (container → host socket), one in (published → container).
     assert_eq!(handle.flows().len(), 2);
     handle.shutdown();
 }
 
-/// A publication of container port 80 on `host_ip:host_port`.
-fn publication_on(host_ip: Ipv4Addr, host_port: u16) -> Publication {
+/// A publication of the container's `proto` port `container_port` on
+/// `host_ip:host_port`.
+fn publication(
+    proto: nat::spec::Proto,
+    container_port: u16,
+    host_ip: Ipv4Addr,
+    host_port: u16,
+) -> Publication {
     Publication {
         network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
+        container: SocketAddrV4::new(C_IP, container_port),
         gateway: GW,
         port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
+            container_port,
+            proto,
             host_ip: std::net::IpAddr::V4(host_ip),
             host_port,
         },
     }
 }
 
-/// The container opens a connection to its gateway's `port` from
-/// `sport`; returns the socket's handle.
-fn connect_to_gateway(c: &mut Container, port: u16, sport: u16) -> smoltcp::iface::SocketHandle {
-    let h = c.sockets.add(Container::socket());
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(GW), port),
-            sport,
-        )
+/// Publishes the container's TCP `container_port` on `host_ip` (loopback,
+/// or every address as `-p P:80` binds) at a port the host picks: the
+/// publication and that port.
+fn publish_tcp(
+    handle: &HostConnector,
+    host_ip: Ipv4Addr,
+    container_port: u16,
+) -> (Publication, u16) {
+    let listener = TcpListener::bind((host_ip, 0)).unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = publication(nat::spec::Proto::Tcp, container_port, host_ip, host_port);
+    handle.attach(publication, HostSocket::Tcp(listener));
+    (publication, host_port)
+}
+
+/// Waits until the container's `client` reached its own `server`
+/// through the host, checks that `server` sees it from the gateway
+/// (`why`), and carries `data` from one to the other.
+fn carry_through_the_host(
+    c: &mut Container,
+    (client, server): (smoltcp::iface::SocketHandle, smoltcp::iface::SocketHandle),
+    data: &[u8],
+    why: &str,
+) {
+    c.until("both ends up", |c| {
+        c.state(client) == tcp::State::Established && c.state(server) == tcp::State::Established
+    });
+    let seen = c
+        .sockets
+        .get::<tcp::Socket>(server)
+        .remote_endpoint()
         .unwrap();
-    h
+    assert_eq!(seen.addr, IpAddress::Ipv4(GW), "{why}");
+    c.sockets
+        .get_mut::<tcp::Socket>(client)
+        .send_slice(data)
+        .unwrap();
+    let mut got = Vec::new();
+    c.until("data through the host and back", |c| {
+        c.read_into(server, &mut got);
+        got.len() >= data.len()
+    });
+    assert_eq!(got, data);
 }
 
 #[test]
@@ -938,45 +868,16 @@ fn the_gateway_address_reaches_a_port_published_on_every_address() {
     let (handle, peer) = connector(false, true);
     // Bound on every address as `-p P:80` binds; only loopback carries
     // the test's traffic.
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::UNSPECIFIED, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::UNSPECIFIED, 80);
     let mut c = Container::new(&handle, peer);
-    let server = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
-    let client = connect_to_gateway(&mut c, host_port, 45_001);
-    c.until("both ends up", |c| {
-        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
-            && c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
-    });
-    let seen = c
-        .sockets
-        .get::<tcp::Socket>(server)
-        .remote_endpoint()
-        .unwrap();
-    assert_eq!(
-        seen.addr,
-        IpAddress::Ipv4(GW),
-        "seen from the gateway, as docker-proxy"
+    let server = c.listen(80);
+    let client = c.connect(GW, host_port, 45_001);
+    carry_through_the_host(
+        &mut c,
+        (client, server),
+        b"via gw",
+        "seen from the gateway, as docker-proxy",
     );
-    c.sockets
-        .get_mut::<tcp::Socket>(client)
-        .send_slice(b"via gw")
-        .unwrap();
-    let mut got = Vec::new();
-    c.until("data through the gateway's address", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(server);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        got.len() >= 6
-    });
-    assert_eq!(got, b"via gw");
     let flows = handle.flows().snapshot(Instant::now(), |_| true);
     let out = flows
         .iter()
@@ -1012,24 +913,15 @@ fn the_gateway_address_reaches_the_hosts_own_service() {
         (b, from)
     });
     let mut c = Container::new(&handle, peer);
-    let client = connect_to_gateway(&mut c, port, 45_002);
-    c.until("connected", |c| {
-        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
-    });
+    let client = c.connect(GW, port, 45_002);
+    c.until("connected", |c| c.state(client) == tcp::State::Established);
     c.sockets
         .get_mut::<tcp::Socket>(client)
         .send_slice(b"hello")
         .unwrap();
     let mut got = Vec::new();
     c.until("the service's answer", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(client);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        c.read_into(client, &mut got);
         got.len() >= 5
     });
     assert_eq!(got, b"world");
@@ -1081,10 +973,7 @@ fn udp_to_the_gateway_address_reaches_the_host_and_answers_from_the_gateway() {
 #[test]
 fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_port() {
     let (handle, _peer) = connector(true, true);
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::UNSPECIFIED, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::UNSPECIFIED, 80);
     handle
         .link()
         .offer(PORT, &mut syn_frame(GW, host_port))
@@ -1131,22 +1020,15 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
 #[test]
 fn releasing_a_published_port_resets_its_accepted_connections() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::LOCALHOST, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::new(&handle, peer);
-    let server = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
+    let server = c.listen(80);
     let mut client = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
     client.write_all(b"x").unwrap();
-    c.until("accepted", |c| {
-        c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
-    });
+    c.until("accepted", |c| c.state(server) == tcp::State::Established);
     handle.detach(&publication.port);
     c.until("reset toward the container", |c| {
-        c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Listen
-            || c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Closed
+        c.state(server) == tcp::State::Listen || c.state(server) == tcp::State::Closed
     });
     client.set_read_timeout(Some(HANG_GUARD)).unwrap();
     let mut b = [0u8; 8];
@@ -1299,15 +1181,7 @@ fn with_two_shards_egress_connections_on_each_carry_data_and_are_all_listed() {
     let mut c = Container::new(&handle, peer);
     let mut socks = Vec::new();
     for &sport in &sports {
-        let h = c.sockets.add(Container::socket());
-        c.sockets
-            .get_mut::<tcp::Socket>(h)
-            .connect(
-                c.iface.context(),
-                IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), server_addr.port()),
-                sport,
-            )
-            .unwrap();
+        let h = c.connect(Ipv4Addr::LOCALHOST, server_addr.port(), sport);
         socks.push(h);
     }
     let sent: Vec<u8> = (0..100_000).map(|i| pattern(i, 239)).collect();
@@ -1364,23 +1238,17 @@ fn with_two_shards_egress_connections_on_each_carry_data_and_are_all_listed() {
 #[test]
 fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all() {
     let (handle, peer) = sharded(2);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::LOCALHOST, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::new(&handle, peer);
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for k in 0..4u8 {
-        let h = c.sockets.add(Container::socket());
-        c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+        let h = c.listen(80);
         servers.push(h);
         let mut client = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
         client.write_all(&[k]).unwrap();
         clients.push(client);
-        c.until("accepted", |c| {
-            c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-        });
+        c.until("accepted", |c| c.state(h) == tcp::State::Established);
     }
     // Seen from the gateway, from ports on both shards.
     let mut shards = std::collections::BTreeSet::new();
@@ -1394,14 +1262,7 @@ fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all(
     for (k, &h) in servers.iter().enumerate() {
         let mut b = Vec::new();
         c.until("request", |c| {
-            let s = c.sockets.get_mut::<tcp::Socket>(h);
-            if s.can_recv() {
-                s.recv(|d| {
-                    b.extend_from_slice(d);
-                    (d.len(), ())
-                })
-                .unwrap();
-            }
+            c.read_into(h, &mut b);
             !b.is_empty()
         });
         assert_eq!(b, [u8::try_from(k).unwrap()]);
@@ -1418,12 +1279,9 @@ fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all(
     );
     handle.detach(&publication.port);
     c.until("every connection reset toward the container", |c| {
-        servers.iter().all(|&h| {
-            matches!(
-                c.sockets.get::<tcp::Socket>(h).state(),
-                tcp::State::Listen | tcp::State::Closed
-            )
-        })
+        servers
+            .iter()
+            .all(|&h| matches!(c.state(h), tcp::State::Listen | tcp::State::Closed))
     });
     for mut client in clients {
         client.set_read_timeout(Some(HANG_GUARD)).unwrap();
