@@ -76,21 +76,17 @@ fn config(internal: bool, masquerade: bool) -> Arc<SwitchConfig> {
 
 /// A connector thread with one container port; loopback counts as outside.
 fn connector(internal: bool, masquerade: bool) -> (HostConnector, UnixDatagram) {
-    let (mut inner, handle) = HostConnector::new(nat::conntrack::Config::default()).unwrap();
-    inner.view.loopback_is_outside = true;
-    std::thread::spawn(move || inner.run());
-    let (port, peer) = DatagramPort::pair().unwrap();
-    handle.add_port(PORT, Arc::new(port)).unwrap();
-    handle.set_config(&config(internal, masquerade)).unwrap();
-    // A round trip: the configuration is in force before any frame.
-    handle.port_stats().unwrap();
-    peer.set_nonblocking(true).unwrap();
-    (handle, peer)
+    started(1, &config(internal, masquerade))
 }
 
 /// A connector of `shards` threads with one container port; loopback
 /// counts as outside.
 fn sharded(shards: usize) -> (HostConnector, UnixDatagram) {
+    started(shards, &config(false, true))
+}
+
+/// `shards` connector threads under `config`, with one container port.
+fn started(shards: usize, config: &Arc<SwitchConfig>) -> (HostConnector, UnixDatagram) {
     let (inners, handle) =
         HostConnector::sharded(nat::conntrack::Config::default(), shards).unwrap();
     for mut inner in inners {
@@ -99,7 +95,8 @@ fn sharded(shards: usize) -> (HostConnector, UnixDatagram) {
     }
     let (port, peer) = DatagramPort::pair().unwrap();
     handle.add_port(PORT, Arc::new(port)).unwrap();
-    handle.set_config(&config(false, true)).unwrap();
+    handle.set_config(config).unwrap();
+    // A round trip: the configuration is in force before any frame.
     handle.port_stats().unwrap();
     peer.set_nonblocking(true).unwrap();
     (handle, peer)
