@@ -1014,6 +1014,18 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
     handle.shutdown();
 }
 
+/// Asserts that the host client's next read finds its connection reset.
+#[track_caller]
+fn assert_reset(client: &mut TcpStream) {
+    client.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let mut b = [0u8; 8];
+    let read = client.read(&mut b);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the client's connection is reset: {read:?}"
+    );
+}
+
 #[test]
 fn releasing_a_published_port_resets_its_accepted_connections() {
     let (handle, peer) = connector(false, true);
@@ -1027,13 +1039,7 @@ fn releasing_a_published_port_resets_its_accepted_connections() {
     c.until("reset toward the container", |c| {
         c.state(server) == tcp::State::Listen || c.state(server) == tcp::State::Closed
     });
-    client.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    let mut b = [0u8; 8];
-    let read = client.read(&mut b);
-    assert!(
-        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-        "the client's connection is reset: {read:?}"
-    );
+    assert_reset(&mut client);
     handle.shutdown();
 }
 
@@ -1281,13 +1287,7 @@ fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all(
             .all(|&h| matches!(c.state(h), tcp::State::Listen | tcp::State::Closed))
     });
     for mut client in clients {
-        client.set_read_timeout(Some(HANG_GUARD)).unwrap();
-        let mut b = [0u8; 8];
-        let read = client.read(&mut b);
-        assert!(
-            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-            "the client's connection is reset: {read:?}"
-        );
+        assert_reset(&mut client);
     }
     handle.shutdown();
 }
