@@ -803,6 +803,23 @@ fn port_lines(e: &Engine, vs: Option<&Daemon>, c: &str, port: &[&str]) -> String
     text.replace('\n', "; ")
 }
 
+/// The endpoint's `IPAMConfig` as JSON: Docker's for container `c` on
+/// network `net`, or, with `vs`, the switch's for the sandbox of `c`.
+fn static_address(e: &Engine, vs: Option<&Daemon>, c: &str, net: &str) -> String {
+    let Some(vs) = vs else {
+        let format = format!("{{{{json (index .NetworkSettings.Networks \"{net}\").IPAMConfig}}}}");
+        return e.ok(&["inspect", c, "--format", &format]).trim().to_owned();
+    };
+    wait(
+        Duration::from_secs(15),
+        || vs.vsctl(&["sandbox", "inspect", c]).status.success(),
+        "the sandbox to take the container's name",
+    );
+    let view: Value =
+        serde_json::from_str(&vs.vsctl_ok(&["sandbox", "inspect", c])).expect("inspect is JSON");
+    view[0]["Endpoints"][0]["IPAMConfig"].to_string()
+}
+
 /// The scenario, for `driver` (`vs`: the vswitchd serving it); names carry
 /// `tag` so the two runs never share one. Containers are left running for
 /// the caller's checks.
@@ -870,6 +887,14 @@ fn scenario(e: &Engine, driver: &str, vs: Option<&Daemon>, outside: &Outside, ta
     for x in ["c1", "c2", "c3"] {
         seen.push(&format!("{x} inspect"), addressing(e, &c(x)));
         seen.push(&format!("{x} inside"), inside(e, &c(x)));
+    }
+    // Static only when `--ip` asked for it: Docker's record on the bridge,
+    // the switch's endpoint on vswitch.
+    for x in ["c1", "c3"] {
+        seen.push(
+            &format!("{x} IPAMConfig"),
+            static_address(e, vs, &c(x), &n1),
+        );
     }
     seen.push("c1 -> c2 by name", pings(e, &c("c1"), &c("c2")));
     seen.push("c1 -> al2 by alias", pings(e, &c("c1"), "al2"));

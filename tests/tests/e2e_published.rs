@@ -67,11 +67,12 @@ impl World {
         }
     }
 
-    /// Starts `python3 -c program` in the namespace `ns` (a sandbox or one
-    /// of the world's), stopped on drop.
-    fn spawn_in(&mut self, ns: &str, program: &str) {
+    /// Starts `python3 -c program args…` in the namespace `ns` (a sandbox
+    /// or one of the world's), stopped on drop.
+    fn spawn_in(&mut self, ns: &str, program: &str, args: &[&str]) {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "python3", "-c", program])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -89,46 +90,23 @@ impl Drop for World {
     }
 }
 
-/// The container's servers: TCP 80 and 82–84 answer each connection with
-/// "<client address> <port>", UDP 81 answers each datagram with the
-/// client's address.
-const SERVERS: &str = r"
+/// A Python program serving TCP on each `(address, port)` of `tcp`, each
+/// connection answered with "<client address> <port>", and UDP on every
+/// address's `udp`, each datagram answered with the client's address.
+fn servers(tcp: &[(&str, u16)], udp: u16) -> String {
+    let tcp: Vec<String> = tcp.iter().map(|(a, p)| format!("('{a}', {p})")).collect();
+    format!(
+        r"
 import select, socket
 ls = []
-for p in (80, 82, 83, 84):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', p))
-    s.listen(64)
-    ls.append(s)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind(('0.0.0.0', 81))
-while True:
-    r, _, _ = select.select(ls + [u], [], [])
-    for s in r:
-        if s is u:
-            d, a = u.recvfrom(2048)
-            u.sendto(a[0].encode(), a)
-        else:
-            c, a = s.accept()
-            c.sendall(('%s %d' % (a[0], s.getsockname()[1])).encode())
-            c.close()
-";
-
-/// The host's own services: TCP 18090 on every address and 18092 on
-/// loopback only, each answering "<client address> <port>", and UDP 18091
-/// on every address answering with the client's address.
-const HOST_SERVERS: &str = r"
-import select, socket
-ls = []
-for a, p in (('0.0.0.0', 18090), ('127.0.0.1', 18092)):
+for a, p in ({tcp}, ):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((a, p))
     s.listen(64)
     ls.append(s)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind(('0.0.0.0', 18091))
+u.bind(('0.0.0.0', {udp}))
 while True:
     r, _, _ = select.select(ls + [u], [], [])
     for s in r:
@@ -139,9 +117,31 @@ while True:
             c, a = s.accept()
             c.sendall(('%s %d' % (a[0], s.getsockname()[1])).encode())
             c.close()
-";
+",
+        tcp = tcp.join(", ")
+    )
+}
 
-/// One TCP exchange with a server of [`SERVERS`]: what it answered.
+/// The container's servers: TCP 80 and 82–84, UDP 81.
+fn container_servers() -> String {
+    servers(
+        &[
+            ("0.0.0.0", 80),
+            ("0.0.0.0", 82),
+            ("0.0.0.0", 83),
+            ("0.0.0.0", 84),
+        ],
+        81,
+    )
+}
+
+/// The host's own services: TCP 18090 on every address and 18092 on
+/// loopback only, UDP 18091.
+fn host_servers() -> String {
+    servers(&[("0.0.0.0", 18090), ("127.0.0.1", 18092)], 18091)
+}
+
+/// One TCP exchange with a server of [`servers`]: what it answered.
 fn tcp_client(dst: &str, port: u16) -> String {
     format!(
         "import socket\ns=socket.create_connection(('{dst}',{port}),3)\ns.settimeout(3)\nb=b''\nwhile True:\n    x=s.recv(256)\n    if not x: break\n    b+=x\nprint(b.decode())"
@@ -216,10 +216,10 @@ fn published_ports_carry_the_clients_address_on_every_path() {
     d.adopt_sandboxes(&[&quiet]);
     d.vsctl_ok(&["network", "connect", "--ip", QUIET_IP, &net, &quiet]);
     d.sandbox(&client, &[&other]);
-    w.spawn_in(&web, SERVERS);
-    w.spawn_in(&quiet, SERVERS);
+    w.spawn_in(&web, &container_servers(), &[]);
+    w.spawn_in(&quiet, &container_servers(), &[]);
     let host = w.host.name().to_owned();
-    w.spawn_in(&host, HOST_SERVERS);
+    w.spawn_in(&host, &host_servers(), &[]);
     wait_for(
         Duration::from_secs(10),
         || listens(&web, 84) && listens(&quiet, 84) && listens(&host, 18092),
@@ -228,66 +228,48 @@ fn published_ports_carry_the_clients_address_on_every_path() {
 
     let outside = w.outside.name().to_owned();
 
-    // A remote client: the container sees its address.
+    // Each path of the README's client-address table: who asks, through
+    // which address, and whom the container sees. Containers reach the
+    // host's address through egress, which leaves from that address. A
+    // gateway's address is the host's, as on Docker: a port published on
+    // every address is reached through it and seen from the published
+    // network's gateway (docker-proxy's view).
+    for (ns, through, seen) in [
+        (&outside, HOST_IP, OUTSIDE_IP),      // a remote client
+        (&host, HOST_IP, HOST_IP),            // the host, through its own address
+        (&host, "127.0.0.1", WEB_GATEWAY),    // the host, through loopback
+        (&client, HOST_IP, HOST_IP),          // a container on another network
+        (&quiet, HOST_IP, HOST_IP),           // a container on the same network
+        (&web, HOST_IP, HOST_IP),             // the container itself (hairpin)
+        (&quiet, WEB_GATEWAY, WEB_GATEWAY),   // through its network's gateway
+        (&client, "10.233.2.1", WEB_GATEWAY), // through its own gateway
+    ] {
+        let answer = ask(ns, &tcp_client(through, 18080));
+        assert_eq!(
+            answer,
+            Some(format!("{seen} 80")),
+            "TCP from {ns} to {through}:18080"
+        );
+    }
+    for (ns, through, seen) in [
+        (&outside, HOST_IP, OUTSIDE_IP),
+        (&host, "127.0.0.1", WEB_GATEWAY),
+        (&client, HOST_IP, HOST_IP),
+        (&quiet, WEB_GATEWAY, WEB_GATEWAY),
+    ] {
+        let answer = ask(ns, &udp_client(through, 18081));
+        assert_eq!(
+            answer.as_deref(),
+            Some(seen),
+            "UDP from {ns} to {through}:18081"
+        );
+    }
+    // The host's own services bound to every address answer through a
+    // gateway's address, from the host's address; one bound to loopback
+    // only does not.
     assert_eq!(
-        ask(&outside, &tcp_client(HOST_IP, 18080)).as_deref(),
-        Some(&*format!("{OUTSIDE_IP} 80")),
-        "from the outside"
-    );
-    // The host through its own address: that address.
-    assert_eq!(
-        ask(&host, &tcp_client(HOST_IP, 18080)).as_deref(),
-        Some(&*format!("{HOST_IP} 80")),
-        "from the host through its own address"
-    );
-    // The host through 127.0.0.1: the network's gateway.
-    assert_eq!(
-        ask(&host, &tcp_client("127.0.0.1", 18080)).as_deref(),
-        Some(&*format!("{WEB_GATEWAY} 80")),
-        "from the host through 127.0.0.1"
-    );
-    // Containers, through the host's address: their egress leaves from
-    // the host's address, which the published container sees.
-    assert_eq!(
-        ask(&client, &tcp_client(HOST_IP, 18080)).as_deref(),
-        Some(&*format!("{HOST_IP} 80")),
-        "from a container on another network"
-    );
-    assert_eq!(
-        ask(&quiet, &tcp_client(HOST_IP, 18080)).as_deref(),
-        Some(&*format!("{HOST_IP} 80")),
-        "from a container on the same network"
-    );
-    // Hairpin: the container reaches its own published port.
-    assert_eq!(
-        ask(&web, &tcp_client(HOST_IP, 18080)).as_deref(),
-        Some(&*format!("{HOST_IP} 80")),
-        "from the container itself"
-    );
-
-    // A gateway's address is the host's, as on Docker: a port published
-    // on every address is reached through it and seen from the published
-    // network's gateway (docker-proxy's view) ...
-    assert_eq!(
-        ask(&quiet, &tcp_client(WEB_GATEWAY, 18080)).as_deref(),
-        Some(&*format!("{WEB_GATEWAY} 80")),
-        "a published port through the gateway's address"
-    );
-    assert_eq!(
-        ask(&client, &tcp_client("10.233.2.1", 18080)).as_deref(),
-        Some(&*format!("{WEB_GATEWAY} 80")),
-        "a published port through another network's own gateway"
-    );
-    assert_eq!(
-        ask(&quiet, &udp_client(WEB_GATEWAY, 18081)).as_deref(),
-        Some(WEB_GATEWAY),
-        "a published UDP port through the gateway's address"
-    );
-    // ... and the host's own services bound to every address answer it,
-    // from the host's address; one bound to loopback only does not.
-    assert_eq!(
-        ask(&quiet, &tcp_client(WEB_GATEWAY, 18090)).as_deref(),
-        Some(&*format!("{HOST_IP} 18090")),
+        ask(&quiet, &tcp_client(WEB_GATEWAY, 18090)),
+        Some(format!("{HOST_IP} 18090")),
         "the host's service through the gateway's address"
     );
     assert_eq!(
@@ -308,23 +290,6 @@ fn published_ports_carry_the_clients_address_on_every_path() {
         "the flow to the gateway listed with the host's tuple:\n{ct}"
     );
 
-    // UDP, from the outside and from 127.0.0.1.
-    assert_eq!(
-        ask(&outside, &udp_client(HOST_IP, 18081)).as_deref(),
-        Some(OUTSIDE_IP),
-        "UDP from the outside"
-    );
-    assert_eq!(
-        ask(&host, &udp_client("127.0.0.1", 18081)).as_deref(),
-        Some(WEB_GATEWAY),
-        "UDP from the host through 127.0.0.1"
-    );
-
-    assert_eq!(
-        ask(&client, &udp_client(HOST_IP, 18081)).as_deref(),
-        Some(HOST_IP),
-        "UDP from a container on another network"
-    );
     // Where the host has IPv6, `[::]:18080` is bound too; an IPv6 client
     // is carried from the gateway.
     if listening_on(&host, "[::]:18080") {
@@ -377,21 +342,22 @@ fn published_ports_carry_the_clients_address_on_every_path() {
         "ip",
         &["-n", &outside, "route", "add", WEB_SUBNET, "via", HOST_IP],
     );
-    assert_eq!(
-        ask(&outside, &tcp_client(QUIET_IP, 80)),
-        None,
-        "a container publishing nothing was reached"
-    );
-    assert_eq!(
-        ask(&outside, &udp_client(QUIET_IP, 81)),
-        None,
-        "a container publishing nothing was reached over UDP"
-    );
-    assert_eq!(
-        ask(&outside, &tcp_client(WEB_IP, 80)),
-        None,
-        "a container was reached on its own address"
-    );
+    for (program, what) in [
+        (
+            tcp_client(QUIET_IP, 80),
+            "a container publishing nothing was reached",
+        ),
+        (
+            udp_client(QUIET_IP, 81),
+            "a container publishing nothing was reached over UDP",
+        ),
+        (
+            tcp_client(WEB_IP, 80),
+            "a container was reached on its own address",
+        ),
+    ] {
+        assert_eq!(ask(&outside, &program), None, "{what}");
+    }
     // ... and still is through its binding.
     assert_eq!(
         ask(&outside, &tcp_client(HOST_IP, 18080)).as_deref(),
@@ -459,15 +425,7 @@ fn a_sandboxs_own_resolver_is_reached_through_egress_and_never_from_internal() {
     std::fs::write(&log, "").expect("log file");
     let log_path = log.to_str().expect("UTF-8 path").to_owned();
     let outside = w.outside.name().to_owned();
-    let child = Command::new("ip")
-        .args([
-            "netns", "exec", &outside, "python3", "-c", RESOLVER, &log_path,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs");
-    w.children.push(child);
+    w.spawn_in(&outside, RESOLVER, &[&log_path]);
     wait_for(
         Duration::from_secs(10),
         || {

@@ -512,6 +512,111 @@ fn port_maps_go_through_the_control_planes_publish_path() {
     assert_eq!(published(&b), [18080, 18080]);
 }
 
+/// The `IPAMConfig` the switch shows for the endpoint at `ip`.
+fn ipam_config_of(b: &Fake, ip: &str) -> Value {
+    let sandbox = b.model(|m| {
+        let e = m
+            .endpoints
+            .iter()
+            .find(|e| e.ipv4.to_string() == ip)
+            .unwrap();
+        m.sandbox(&e.sandbox).unwrap().name.clone()
+    });
+    let Ok(Response::Sandbox(view)) = b.apply(Request::InspectSandbox { name: sandbox }) else {
+        panic!("sandbox inspect");
+    };
+    let view = serde_json::to_value(view).unwrap();
+    let endpoints = view["Endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{view}");
+    endpoints[0]
+        .get("IPAMConfig")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn only_an_address_the_user_asked_for_is_static() {
+    let b = Fake::new();
+    let p = plugin(&b);
+    let (pool, _) = make_network(&p, "10.98.0.0/24", "", &json!({}));
+    // `docker run --network n`: Docker's IPAM picks.
+    let picked = ok(
+        &p,
+        "/IpamDriver.RequestAddress",
+        &json!({"PoolID": pool, "Address": ""}),
+    );
+    assert_eq!(picked["Address"], "10.98.0.2/24");
+    join(&p, EID, "10.98.0.2/24", KEY);
+    // `docker run --network n --ip 10.98.0.9`: the address is asked for.
+    let asked = ok(
+        &p,
+        "/IpamDriver.RequestAddress",
+        &json!({"PoolID": pool, "Address": "10.98.0.9", "Options": {}}),
+    );
+    assert_eq!(asked["Address"], "10.98.0.9/24");
+    join(
+        &p,
+        EID2,
+        "10.98.0.9/24",
+        "/var/run/docker/netns/0123456789ab",
+    );
+
+    let (picked, asked) = b.model(|m| {
+        let of = |ip: [u8; 4]| {
+            m.endpoints
+                .iter()
+                .find(|e| e.ipv4.octets() == ip)
+                .map(|e| e.requested_ip.clone())
+        };
+        (of([10, 98, 0, 2]), of([10, 98, 0, 9]))
+    });
+    assert_eq!(picked, Some(None), "Docker's pick is dynamic");
+    assert_eq!(
+        asked,
+        Some(Some("10.98.0.9".to_owned())),
+        "--ip stays static"
+    );
+    assert_eq!(ipam_config_of(&b, "10.98.0.2"), Value::Null);
+    assert_eq!(
+        ipam_config_of(&b, "10.98.0.9"),
+        json!({"IPv4Address": "10.98.0.9"})
+    );
+    let st = p.state();
+    assert!(!st.endpoints[EID].requested && st.endpoints[EID2].requested);
+
+    // Released, the address is no longer one asked for: whoever gets it
+    // next, by pick or by value, says so anew.
+    ok(
+        &p,
+        "/NetworkDriver.Leave",
+        &json!({"NetworkID": NID, "EndpointID": EID2}),
+    );
+    ok(
+        &p,
+        "/NetworkDriver.DeleteEndpoint",
+        &json!({"NetworkID": NID, "EndpointID": EID2}),
+    );
+    assert_eq!(p.state().requested.len(), 1);
+    ok(
+        &p,
+        "/IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool, "Address": "10.98.0.9"}),
+    );
+    assert!(p.state().requested.is_empty());
+    // A gateway asked for by value is not an endpoint's `--ip`.
+    ok(
+        &p,
+        "/IpamDriver.ReleaseAddress",
+        &json!({"PoolID": pool, "Address": "10.98.0.1"}),
+    );
+    ok(
+        &p,
+        "/IpamDriver.RequestAddress",
+        &json!({"PoolID": pool, "Address": "10.98.0.1", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    );
+    assert!(p.state().requested.is_empty());
+}
+
 #[test]
 fn internal_networks_keep_their_gateway_and_port_maps_are_refused_without_a_publisher() {
     let b = Fake::new();

@@ -33,6 +33,11 @@ const C_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 2);
 const C_MAC: MacAddr = MacAddr([0x02, 0x42, 172, 30, 0, 2]);
 const GW_MAC: MacAddr = MacAddr([0x02, 0x42, 0xaa, 0, 0, 1]);
 
+/// How long a wait goes on before the test fails rather than hangs. Not
+/// a measure: the tests wait for what they check, however slow a loaded
+/// machine is, and speed is the benchmarks' business.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
 fn config(internal: bool, masquerade: bool) -> Arc<SwitchConfig> {
     let net = NetworkConfig {
         gateway: Some(Gateway {
@@ -71,21 +76,17 @@ fn config(internal: bool, masquerade: bool) -> Arc<SwitchConfig> {
 
 /// A connector thread with one container port; loopback counts as outside.
 fn connector(internal: bool, masquerade: bool) -> (HostConnector, UnixDatagram) {
-    let (mut inner, handle) = HostConnector::new(nat::conntrack::Config::default()).unwrap();
-    inner.view.loopback_is_outside = true;
-    std::thread::spawn(move || inner.run());
-    let (port, peer) = DatagramPort::pair().unwrap();
-    handle.add_port(PORT, Arc::new(port)).unwrap();
-    handle.set_config(&config(internal, masquerade)).unwrap();
-    // A round trip: the configuration is in force before any frame.
-    handle.port_stats().unwrap();
-    peer.set_nonblocking(true).unwrap();
-    (handle, peer)
+    started(1, &config(internal, masquerade))
 }
 
 /// A connector of `shards` threads with one container port; loopback
 /// counts as outside.
 fn sharded(shards: usize) -> (HostConnector, UnixDatagram) {
+    started(shards, &config(false, true))
+}
+
+/// `shards` connector threads under `config`, with one container port.
+fn started(shards: usize, config: &Arc<SwitchConfig>) -> (HostConnector, UnixDatagram) {
     let (inners, handle) =
         HostConnector::sharded(nat::conntrack::Config::default(), shards).unwrap();
     for mut inner in inners {
@@ -94,7 +95,8 @@ fn sharded(shards: usize) -> (HostConnector, UnixDatagram) {
     }
     let (port, peer) = DatagramPort::pair().unwrap();
     handle.add_port(PORT, Arc::new(port)).unwrap();
-    handle.set_config(&config(false, true)).unwrap();
+    handle.set_config(config).unwrap();
+    // A round trip: the configuration is in force before any frame.
     handle.port_stats().unwrap();
     peer.set_nonblocking(true).unwrap();
     (handle, peer)
@@ -109,6 +111,19 @@ struct Wire {
     seen: Vec<(VnetHdr, Vec<u8>)>,
     /// The container's MTU: its SYN's (and SYN-ACK's) MSS is this less 40.
     mtu: usize,
+}
+
+impl Wire {
+    /// How many of the frames written were TCP super-frames (longer than
+    /// a 1500-byte MTU) cut at MSS 1460.
+    fn super_frames(&self) -> usize {
+        self.seen
+            .iter()
+            .filter(|(v, f)| {
+                v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514
+            })
+            .count()
+    }
 }
 
 struct RxTok(Vec<u8>);
@@ -215,13 +230,51 @@ impl Container {
         self.iface.poll(now, &mut self.wire, &mut self.sockets);
     }
 
-    /// Polls until `cond` holds (or panics after 10 s).
+    /// Polls until `cond` holds (or panics after [`HANG_GUARD`]).
     fn until(&mut self, what: &str, mut cond: impl FnMut(&mut Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + HANG_GUARD;
         while !cond(self) {
             assert!(Instant::now() < deadline, "timed out: {what}");
             self.poll();
             std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// A socket connecting to `dst:port` from `sport`.
+    fn connect(&mut self, dst: Ipv4Addr, port: u16, sport: u16) -> smoltcp::iface::SocketHandle {
+        let h = self.sockets.add(Self::socket());
+        self.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(
+                self.iface.context(),
+                IpEndpoint::new(IpAddress::Ipv4(dst), port),
+                sport,
+            )
+            .unwrap();
+        h
+    }
+
+    /// A socket listening on `port`.
+    fn listen(&mut self, port: u16) -> smoltcp::iface::SocketHandle {
+        let h = self.sockets.add(Self::socket());
+        self.sockets.get_mut::<tcp::Socket>(h).listen(port).unwrap();
+        h
+    }
+
+    /// The state of socket `h`.
+    fn state(&self, h: smoltcp::iface::SocketHandle) -> tcp::State {
+        self.sockets.get::<tcp::Socket>(h).state()
+    }
+
+    /// Moves what socket `h` has received to the end of `into`.
+    fn read_into(&mut self, h: smoltcp::iface::SocketHandle, into: &mut Vec<u8>) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                into.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
         }
     }
 
@@ -253,16 +306,8 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let server_addr = server.local_addr().unwrap();
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
     let sport = 40_000 + u16::try_from(std::process::id() % 20_000).unwrap();
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), server_addr.port()),
-            sport,
-        )
-        .unwrap();
+    let h = c.connect(Ipv4Addr::LOCALHOST, server_addr.port(), sport);
     // The outside: reads 300 KB, answers with 500 KB.
     let outside = std::thread::spawn(move || {
         let (mut s, from) = server.accept().unwrap();
@@ -272,9 +317,7 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
         s.write_all(&answer).unwrap();
         (from, got)
     });
-    c.until("connected", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-    });
+    c.until("connected", |c| c.state(h) == tcp::State::Established);
     let sent: Vec<u8> = (0..300_000).map(|i| pattern(i, 241)).collect();
     let mut at = 0;
     let mut got = Vec::new();
@@ -300,13 +343,7 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
     );
     assert_eq!(from.port(), sport, "the container's source port is kept");
     // Large answers arrive as super-frames cut at the container's MSS.
-    assert!(
-        c.wire
-            .seen
-            .iter()
-            .any(|(v, f)| v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514),
-        "no GSO super-frame was written"
-    );
+    assert!(c.wire.super_frames() > 0, "no GSO super-frame was written");
     // The flow is in the table, both tuples, with counters.
     let flows = handle.flows().snapshot(Instant::now(), |_| true);
     let f = flows
@@ -322,7 +359,7 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
     c.sockets.get_mut::<tcp::Socket>(h).close();
     c.until("closed", |c| {
         matches!(
-            c.sockets.get::<tcp::Socket>(h).state(),
+            c.state(h),
             tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2
         )
     });
@@ -336,27 +373,22 @@ fn tcp_to_a_closed_port_is_reset() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), port),
-            41_000,
-        )
-        .unwrap();
-    c.until("reset", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed
-    });
+    let h = c.connect(Ipv4Addr::LOCALHOST, port, 41_000);
+    c.until("reset", |c| c.state(h) == tcp::State::Closed);
     handle.shutdown();
 }
 
 /// A SYN the container sends to `dst` (built by hand, so no handshake is
 /// needed to see it dropped).
 fn syn_frame(dst: Ipv4Addr, dport: u16) -> PacketBuf {
+    syn_frame_from(42_000, dst, dport)
+}
+
+/// The container's SYN from its port `sport`.
+fn syn_frame_from(sport: u16, dst: Ipv4Addr, dport: u16) -> PacketBuf {
     let b = etherparse::PacketBuilder::ethernet2(C_MAC.0, GW_MAC.0)
         .ipv4(C_IP.octets(), dst.octets(), 64)
-        .tcp(42_000, dport, 1, 64_000)
+        .tcp(sport, dport, 1, 64_000)
         .syn();
     let mut f = Vec::new();
     b.write(&mut f, &[]).unwrap();
@@ -364,7 +396,7 @@ fn syn_frame(dst: Ipv4Addr, dport: u16) -> PacketBuf {
 }
 
 fn wait_drops(handle: &HostConnector, reason: DropReason, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + HANG_GUARD;
     while drops(handle, reason) < n {
         assert!(Instant::now() < deadline, "{reason:?} not counted");
         std::thread::sleep(Duration::from_millis(5));
@@ -427,7 +459,7 @@ fn udp_frame(dst: SocketAddrV4, sport: u16, payload: &[u8]) -> PacketBuf {
 
 /// The next frame the connector writes to the container.
 fn next_frame(peer: &UnixDatagram) -> (VnetHdr, Vec<u8>) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + HANG_GUARD;
     loop {
         match recv_frame(peer) {
             Ok(x) => return x,
@@ -453,9 +485,7 @@ fn udp_egress_round_trip_keeps_the_port_and_tracks_the_flow() {
         .link()
         .offer(PORT, &mut udp_frame(dst, sport, b"hello"))
         .unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    server.set_read_timeout(Some(HANG_GUARD)).unwrap();
     let mut b = [0u8; 64];
     let (n, from) = server.recv_from(&mut b).unwrap();
     assert_eq!(&b[..n], b"hello");
@@ -486,23 +516,9 @@ fn udp_egress_round_trip_keeps_the_port_and_tracks_the_flow() {
 #[test]
 fn published_tcp_from_loopback_is_carried_from_the_gateway() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+    let h = c.listen(80);
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
         s.write_all(b"ping").unwrap();
@@ -510,9 +526,7 @@ fn published_tcp_from_loopback_is_carried_from_the_gateway() {
         s.read_exact(&mut b).unwrap();
         b
     });
-    c.until("accepted", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-    });
+    c.until("accepted", |c| c.state(h) == tcp::State::Established);
     let remote = c.sockets.get::<tcp::Socket>(h).remote_endpoint().unwrap();
     assert_eq!(
         remote.addr,
@@ -521,14 +535,7 @@ fn published_tcp_from_loopback_is_carried_from_the_gateway() {
     );
     let mut got = Vec::new();
     c.until("request", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(h);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        c.read_into(h, &mut got);
         got.len() >= 4
     });
     assert_eq!(got, b"ping");
@@ -550,23 +557,9 @@ fn published_tcp_from_loopback_is_carried_from_the_gateway() {
 #[test]
 fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::with_mtu(&handle, peer, 1500);
-    let h = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+    let h = c.listen(80);
     const LEN: usize = 256 << 10;
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
@@ -576,14 +569,7 @@ fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
     });
     let mut got = Vec::new();
     c.until("the client's data", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(h);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        c.read_into(h, &mut got);
         got.len() >= LEN
     });
     assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i, 251)));
@@ -627,20 +613,7 @@ fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
 #[test]
 fn published_tcp_bulk_uses_super_frames_and_a_bounded_set_of_buffers() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 5201),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 5201,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 5201);
     // A container on a 1500-byte MTU: its SYN-ACK says MSS 1460.
     let mut c = Container::with_mtu(&handle, peer, 1500);
     // A 128 KiB window: what the connector may send at once fits in the
@@ -677,14 +650,8 @@ fn published_tcp_bulk_uses_super_frames_and_a_bounded_set_of_buffers() {
     assert!(in_order, "the container got the client's bytes in order");
     // Bulk toward the container goes as super-frames cut at its MSS, as on
     // the egress path, not as one frame per MSS.
-    let big = c
-        .wire
-        .seen
-        .iter()
-        .filter(|(v, f)| v.gso_type == VnetHdr::GSO_TCPV4 && v.gso_size == 1460 && f.len() > 1514)
-        .count();
     assert!(
-        big > 0,
+        c.wire.super_frames() > 0,
         "no GSO super-frame was written on the published path"
     );
     assert!(
@@ -709,22 +676,10 @@ fn published_udp_reaches_the_container_and_its_answer_the_client() {
     let (handle, peer) = connector(false, true);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let host_port = sock.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 81),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 81,
-            proto: nat::spec::Proto::Udp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
+    let publication = publication(nat::spec::Proto::Udp, 81, Ipv4Addr::LOCALHOST, host_port);
     handle.attach(publication, HostSocket::Udp(sock));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    client.set_read_timeout(Some(HANG_GUARD)).unwrap();
     client.send_to(b"q", ("127.0.0.1", host_port)).unwrap();
     let (_, f) = next_frame(&peer);
     let ip = etherparse::Ipv4Slice::from_slice(&f[14..]).unwrap();
@@ -769,9 +724,7 @@ fn removing_the_port_purges_its_flows() {
         .link()
         .offer(PORT, &mut udp_frame(dst, 44_444, b"x"))
         .unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    server.set_read_timeout(Some(HANG_GUARD)).unwrap();
     let mut b = [0u8; 4];
     server.recv_from(&mut b).unwrap();
     assert_eq!(handle.flows().len(), 1);
@@ -813,23 +766,12 @@ fn a_detached_port_can_be_bound_again_at_once() {
             HostSocket::Tcp(l) => l.local_addr().unwrap().port(),
             HostSocket::Udp(s) => s.local_addr().unwrap().port(),
         };
-        let port = nat::alloc::PublishedPort {
-            container_port: 80,
-            proto,
-            host_ip: localhost,
-            host_port,
-        };
-        let publication = Publication {
-            network: NET,
-            container: SocketAddrV4::new(C_IP, 80),
-            gateway: GW,
-            port,
-        };
+        let publication = publication(proto, 80, Ipv4Addr::LOCALHOST, host_port);
         for round in 0..20 {
             let socket = crate::publish::open_host_socket(localhost, proto, host_port)
                 .unwrap_or_else(|e| panic!("{proto:?} round {round}: bind again: {e}"));
             handle.attach(publication, socket);
-            handle.detach(&port);
+            handle.detach(&publication.port);
         }
     }
 }
@@ -837,96 +779,85 @@ fn a_detached_port_can_be_bound_again_at_once() {
 #[test]
 fn hairpin_a_container_reaches_its_own_published_port_through_the_host() {
     let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = Publication {
-        network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
-        gateway: GW,
-        port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
-            host_ip: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-        },
-    };
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (_, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::new(&handle, peer);
-    let server = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
-    let client = c.sockets.add(Container::socket());
-    c.sockets
-        .get_mut::<tcp::Socket>(client)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), host_port),
-            45_000,
-        )
-        .unwrap();
-    c.until("both ends up", |c| {
-        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
-            && c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
-    });
-    let seen = c
-        .sockets
-        .get::<tcp::Socket>(server)
-        .remote_endpoint()
-        .unwrap();
-    assert_eq!(
-        seen.addr,
-        IpAddress::Ipv4(GW),
-        "through loopback: the gateway"
+    let server = c.listen(80);
+    let client = c.connect(Ipv4Addr::LOCALHOST, host_port, 45_000);
+    carry_through_the_host(
+        &mut c,
+        (client, server),
+        b"hairpin",
+        "through loopback: the gateway",
     );
-    c.sockets
-        .get_mut::<tcp::Socket>(client)
-        .send_slice(b"hairpin")
-        .unwrap();
-    let mut got = Vec::new();
-    c.until("data through the host and back", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(server);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        got.len() >= 7
-    });
-    assert_eq!(got, b"hairpin");
     // One flow out (container → host socket), one in (published → container).
     assert_eq!(handle.flows().len(), 2);
     handle.shutdown();
 }
 
-/// A publication of container port 80 on `host_ip:host_port`.
-fn publication_on(host_ip: Ipv4Addr, host_port: u16) -> Publication {
+/// A publication of the container's `proto` port `container_port` on
+/// `host_ip:host_port`.
+fn publication(
+    proto: nat::spec::Proto,
+    container_port: u16,
+    host_ip: Ipv4Addr,
+    host_port: u16,
+) -> Publication {
     Publication {
         network: NET,
-        container: SocketAddrV4::new(C_IP, 80),
+        container: SocketAddrV4::new(C_IP, container_port),
         gateway: GW,
         port: nat::alloc::PublishedPort {
-            container_port: 80,
-            proto: nat::spec::Proto::Tcp,
+            container_port,
+            proto,
             host_ip: std::net::IpAddr::V4(host_ip),
             host_port,
         },
     }
 }
 
-/// The container opens a connection to its gateway's `port` from
-/// `sport`; returns the socket's handle.
-fn connect_to_gateway(c: &mut Container, port: u16, sport: u16) -> smoltcp::iface::SocketHandle {
-    let h = c.sockets.add(Container::socket());
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(GW), port),
-            sport,
-        )
+/// Publishes the container's TCP `container_port` on `host_ip` (loopback,
+/// or every address as `-p P:80` binds) at a port the host picks: the
+/// publication and that port.
+fn publish_tcp(
+    handle: &HostConnector,
+    host_ip: Ipv4Addr,
+    container_port: u16,
+) -> (Publication, u16) {
+    let listener = TcpListener::bind((host_ip, 0)).unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let publication = publication(nat::spec::Proto::Tcp, container_port, host_ip, host_port);
+    handle.attach(publication, HostSocket::Tcp(listener));
+    (publication, host_port)
+}
+
+/// Waits until the container's `client` reached its own `server`
+/// through the host, checks that `server` sees it from the gateway
+/// (`why`), and carries `data` from one to the other.
+fn carry_through_the_host(
+    c: &mut Container,
+    (client, server): (smoltcp::iface::SocketHandle, smoltcp::iface::SocketHandle),
+    data: &[u8],
+    why: &str,
+) {
+    c.until("both ends up", |c| {
+        c.state(client) == tcp::State::Established && c.state(server) == tcp::State::Established
+    });
+    let seen = c
+        .sockets
+        .get::<tcp::Socket>(server)
+        .remote_endpoint()
         .unwrap();
-    h
+    assert_eq!(seen.addr, IpAddress::Ipv4(GW), "{why}");
+    c.sockets
+        .get_mut::<tcp::Socket>(client)
+        .send_slice(data)
+        .unwrap();
+    let mut got = Vec::new();
+    c.until("data through the host and back", |c| {
+        c.read_into(server, &mut got);
+        got.len() >= data.len()
+    });
+    assert_eq!(got, data);
 }
 
 #[test]
@@ -934,45 +865,16 @@ fn the_gateway_address_reaches_a_port_published_on_every_address() {
     let (handle, peer) = connector(false, true);
     // Bound on every address as `-p P:80` binds; only loopback carries
     // the test's traffic.
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::UNSPECIFIED, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::UNSPECIFIED, 80);
     let mut c = Container::new(&handle, peer);
-    let server = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
-    let client = connect_to_gateway(&mut c, host_port, 45_001);
-    c.until("both ends up", |c| {
-        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
-            && c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
-    });
-    let seen = c
-        .sockets
-        .get::<tcp::Socket>(server)
-        .remote_endpoint()
-        .unwrap();
-    assert_eq!(
-        seen.addr,
-        IpAddress::Ipv4(GW),
-        "seen from the gateway, as docker-proxy"
+    let server = c.listen(80);
+    let client = c.connect(GW, host_port, 45_001);
+    carry_through_the_host(
+        &mut c,
+        (client, server),
+        b"via gw",
+        "seen from the gateway, as docker-proxy",
     );
-    c.sockets
-        .get_mut::<tcp::Socket>(client)
-        .send_slice(b"via gw")
-        .unwrap();
-    let mut got = Vec::new();
-    c.until("data through the gateway's address", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(server);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        got.len() >= 6
-    });
-    assert_eq!(got, b"via gw");
     let flows = handle.flows().snapshot(Instant::now(), |_| true);
     let out = flows
         .iter()
@@ -1008,24 +910,15 @@ fn the_gateway_address_reaches_the_hosts_own_service() {
         (b, from)
     });
     let mut c = Container::new(&handle, peer);
-    let client = connect_to_gateway(&mut c, port, 45_002);
-    c.until("connected", |c| {
-        c.sockets.get::<tcp::Socket>(client).state() == tcp::State::Established
-    });
+    let client = c.connect(GW, port, 45_002);
+    c.until("connected", |c| c.state(client) == tcp::State::Established);
     c.sockets
         .get_mut::<tcp::Socket>(client)
         .send_slice(b"hello")
         .unwrap();
     let mut got = Vec::new();
     c.until("the service's answer", |c| {
-        let s = c.sockets.get_mut::<tcp::Socket>(client);
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        c.read_into(client, &mut got);
         got.len() >= 5
     });
     assert_eq!(got, b"world");
@@ -1054,9 +947,7 @@ fn udp_to_the_gateway_address_reaches_the_host_and_answers_from_the_gateway() {
             &mut udp_frame(SocketAddrV4::new(GW, port), 43_999, b"ask"),
         )
         .unwrap();
-    service
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    service.set_read_timeout(Some(HANG_GUARD)).unwrap();
     let mut b = [0u8; 16];
     let (n, from) = service.recv_from(&mut b).unwrap();
     assert_eq!(&b[..n], b"ask");
@@ -1079,10 +970,7 @@ fn udp_to_the_gateway_address_reaches_the_host_and_answers_from_the_gateway() {
 #[test]
 fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_port() {
     let (handle, _peer) = connector(true, true);
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::UNSPECIFIED, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::UNSPECIFIED, 80);
     handle
         .link()
         .offer(PORT, &mut syn_frame(GW, host_port))
@@ -1093,9 +981,20 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
     // INPUT lets an internal network reach its gateway.
     let service = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = service.local_addr().unwrap().port();
-    handle.link().offer(PORT, &mut syn_frame(GW, port)).unwrap();
+    // A source port the host can bind now, so that the connector keeps
+    // it: a fixed one may still be in TIME_WAIT from an earlier run, or
+    // bound by another test of this binary.
+    let sport = TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    handle
+        .link()
+        .offer(PORT, &mut syn_frame_from(sport, GW, port))
+        .unwrap();
     service.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + HANG_GUARD;
     let from = loop {
         match service.accept() {
             Ok((_, from)) => break from,
@@ -1109,41 +1008,38 @@ fn an_internal_network_reaches_the_host_through_its_gateway_but_no_published_por
             Err(e) => panic!("{e}"),
         }
     };
-    assert_eq!(from.port(), 42_000, "the SYN's source port");
+    assert_eq!(from.port(), sport, "the SYN's source port");
     assert_eq!(drops(&handle, DropReason::Internal), 1);
     handle.detach(&publication.port);
     handle.shutdown();
 }
 
-#[test]
-fn releasing_a_published_port_resets_its_accepted_connections() {
-    let (handle, peer) = connector(false, true);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::LOCALHOST, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
-    let mut c = Container::new(&handle, peer);
-    let server = c.sockets.add(Container::socket());
-    c.sockets.get_mut::<tcp::Socket>(server).listen(80).unwrap();
-    let mut client = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
-    client.write_all(b"x").unwrap();
-    c.until("accepted", |c| {
-        c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Established
-    });
-    handle.detach(&publication.port);
-    c.until("reset toward the container", |c| {
-        c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Listen
-            || c.sockets.get::<tcp::Socket>(server).state() == tcp::State::Closed
-    });
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+/// Asserts that the host client's next read finds its connection reset.
+#[track_caller]
+fn assert_reset(client: &mut TcpStream) {
+    client.set_read_timeout(Some(HANG_GUARD)).unwrap();
     let mut b = [0u8; 8];
     let read = client.read(&mut b);
     assert!(
         matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "the client's connection is reset: {read:?}"
     );
+}
+
+#[test]
+fn releasing_a_published_port_resets_its_accepted_connections() {
+    let (handle, peer) = connector(false, true);
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
+    let mut c = Container::new(&handle, peer);
+    let server = c.listen(80);
+    let mut client = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+    client.write_all(b"x").unwrap();
+    c.until("accepted", |c| c.state(server) == tcp::State::Established);
+    handle.detach(&publication.port);
+    c.until("reset toward the container", |c| {
+        c.state(server) == tcp::State::Listen || c.state(server) == tcp::State::Closed
+    });
+    assert_reset(&mut client);
     handle.shutdown();
 }
 
@@ -1288,15 +1184,7 @@ fn with_two_shards_egress_connections_on_each_carry_data_and_are_all_listed() {
     let mut c = Container::new(&handle, peer);
     let mut socks = Vec::new();
     for &sport in &sports {
-        let h = c.sockets.add(Container::socket());
-        c.sockets
-            .get_mut::<tcp::Socket>(h)
-            .connect(
-                c.iface.context(),
-                IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), server_addr.port()),
-                sport,
-            )
-            .unwrap();
+        let h = c.connect(Ipv4Addr::LOCALHOST, server_addr.port(), sport);
         socks.push(h);
     }
     let sent: Vec<u8> = (0..100_000).map(|i| pattern(i, 239)).collect();
@@ -1353,23 +1241,17 @@ fn with_two_shards_egress_connections_on_each_carry_data_and_are_all_listed() {
 #[test]
 fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all() {
     let (handle, peer) = sharded(2);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = listener.local_addr().unwrap().port();
-    let publication = publication_on(Ipv4Addr::LOCALHOST, host_port);
-    handle.attach(publication, HostSocket::Tcp(listener));
+    let (publication, host_port) = publish_tcp(&handle, Ipv4Addr::LOCALHOST, 80);
     let mut c = Container::new(&handle, peer);
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for k in 0..4u8 {
-        let h = c.sockets.add(Container::socket());
-        c.sockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+        let h = c.listen(80);
         servers.push(h);
         let mut client = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
         client.write_all(&[k]).unwrap();
         clients.push(client);
-        c.until("accepted", |c| {
-            c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-        });
+        c.until("accepted", |c| c.state(h) == tcp::State::Established);
     }
     // Seen from the gateway, from ports on both shards.
     let mut shards = std::collections::BTreeSet::new();
@@ -1383,14 +1265,7 @@ fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all(
     for (k, &h) in servers.iter().enumerate() {
         let mut b = Vec::new();
         c.until("request", |c| {
-            let s = c.sockets.get_mut::<tcp::Socket>(h);
-            if s.can_recv() {
-                s.recv(|d| {
-                    b.extend_from_slice(d);
-                    (d.len(), ())
-                })
-                .unwrap();
-            }
+            c.read_into(h, &mut b);
             !b.is_empty()
         });
         assert_eq!(b, [u8::try_from(k).unwrap()]);
@@ -1407,23 +1282,12 @@ fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all(
     );
     handle.detach(&publication.port);
     c.until("every connection reset toward the container", |c| {
-        servers.iter().all(|&h| {
-            matches!(
-                c.sockets.get::<tcp::Socket>(h).state(),
-                tcp::State::Listen | tcp::State::Closed
-            )
-        })
+        servers
+            .iter()
+            .all(|&h| matches!(c.state(h), tcp::State::Listen | tcp::State::Closed))
     });
     for mut client in clients {
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut b = [0u8; 8];
-        let read = client.read(&mut b);
-        assert!(
-            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-            "the client's connection is reset: {read:?}"
-        );
+        assert_reset(&mut client);
     }
     handle.shutdown();
 }

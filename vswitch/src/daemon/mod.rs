@@ -595,7 +595,9 @@ impl Daemon {
                         network: net.name.clone(),
                         subnet,
                         gateway: net.gateway,
-                        requested,
+                        // An address another allocator already picked
+                        // (Docker's IPAM) is claimed as it is.
+                        requested: requested.or(request.assigned_ipv4),
                         local_taken: model.network_endpoints(net.num).map(|e| e.ipv4).collect(),
                     })
                     .map_err(cluster_err)?;

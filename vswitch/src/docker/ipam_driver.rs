@@ -113,6 +113,7 @@ pub(super) fn release_pool(p: &Plugin, r: wire::ReleasePool) -> Result<super::Em
     let id = pool_id(&r.pool_id)?;
     p.change(|_, st| {
         st.ipam.release_pool(id).map_err(|e| e.to_string())?;
+        st.requested.retain(|(pool, _)| *pool != id);
         Ok(super::Empty {})
     })
 }
@@ -143,6 +144,9 @@ pub(super) fn request_address(
             .pool(id)
             .map(|pool| pool.subnet().prefix_len())
             .ok_or_else(|| IpamError::UnknownPool { id }.to_string())?;
+        if preferred.is_some() && !gateway {
+            st.requested.insert((id, ip));
+        }
         Ok(wire::RequestAddressReply {
             address: format!("{ip}/{len}"),
             data: std::collections::BTreeMap::new(),
@@ -155,6 +159,7 @@ pub(super) fn release_address(p: &Plugin, r: wire::ReleaseAddress) -> Result<sup
     let ip = address(&r.address)?;
     p.change(|_, st| {
         st.ipam.release_address(id, ip).map_err(|e| e.to_string())?;
+        st.requested.remove(&(id, ip));
         Ok(super::Empty {})
     })
 }

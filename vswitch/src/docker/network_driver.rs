@@ -230,6 +230,14 @@ pub(super) fn create_endpoint(
         if st.endpoints.contains_key(&eid) {
             return Err(format!("endpoint {eid} already exists"));
         }
+        // Asked for by value from this plugin's IPAM, in the pool of the
+        // endpoint's subnet. With another IPAM driver the plugin cannot
+        // tell, and the address counts as picked.
+        let requested = st
+            .ipam
+            .pools()
+            .filter(|pool| pool.contains(address) && pool.subnet().prefix_len() == prefix_len)
+            .any(|pool| st.requested.contains(&(pool.id(), address)));
         st.endpoints.insert(
             eid.clone(),
             EndpointRecord {
@@ -244,6 +252,7 @@ pub(super) fn create_endpoint(
                     .unwrap_or_default(),
                 port_map: r.options.get(wire::PORT_MAP).cloned().unwrap_or_default(),
                 published: false,
+                requested,
             },
         );
         Ok(wire::CreateEndpointReply { interface: fill })
@@ -361,14 +370,16 @@ fn join_once(p: &Plugin, nid: &str, eid: &str, key: &str) -> Result<wire::JoinRe
             network: net.vswitch.clone(),
             request: ConnectRequest {
                 container: sandbox.clone(),
-                endpoint_config: Some(EndpointSettings {
+                // Docker's address either way; static (`IPAMConfig`) only
+                // when the user asked for it.
+                endpoint_config: ep.requested.then(|| EndpointSettings {
                     ipam_config: Some(EndpointIpamConfig {
                         ipv4_address: ep.address.to_string(),
                     }),
                     aliases: Vec::new(),
                 }),
                 port_kind: Some(PortKind::Handoff),
-                assigned_ipv4: None,
+                assigned_ipv4: (!ep.requested).then_some(ep.address),
             },
         };
         let view = match p.backend.apply(connect) {

@@ -8,11 +8,11 @@
 //! never half of one.
 
 use core::net::Ipv4Addr;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ipam::Ipam;
+use ipam::{Ipam, PoolId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -55,6 +55,12 @@ pub struct EndpointRecord {
     /// Whether the port map was handed to the publisher.
     #[serde(default)]
     pub published: bool,
+    /// Whether Docker asked the IPAM driver for this very address (a
+    /// `--ip`): the switch then shows it in `IPAMConfig`, as Docker does,
+    /// and not when Docker's IPAM picked it. Endpoints stored before this
+    /// was kept read as picked.
+    #[serde(default)]
+    pub requested: bool,
 }
 
 /// A joined endpoint's place on the switch.
@@ -83,6 +89,11 @@ pub struct State {
     pub networks: BTreeMap<String, NetworkRecord>,
     /// By Docker's endpoint id.
     pub endpoints: BTreeMap<String, EndpointRecord>,
+    /// The addresses `RequestAddress` was asked for by value (a user's
+    /// `--ip`), until released: Docker does not tell `CreateEndpoint`
+    /// whether its address was asked for, its IPAM call does.
+    #[serde(default)]
+    pub requested: BTreeSet<(PoolId, Ipv4Addr)>,
 }
 
 impl Default for State {
@@ -92,6 +103,7 @@ impl Default for State {
             ipam: Ipam::new(),
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            requested: BTreeSet::new(),
         }
     }
 }
@@ -219,7 +231,29 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
             },
         );
+        s.endpoints.insert(
+            "e".repeat(64),
+            EndpointRecord {
+                network: "n".repeat(64),
+                address: Ipv4Addr::new(10, 0, 0, 2),
+                prefix_len: 24,
+                joined: None,
+                exposed_ports: Value::Null,
+                port_map: Value::Null,
+                published: false,
+                requested: false,
+            },
+        );
         s.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), s);
+        // A state from before `requested` was kept: every address read
+        // as picked.
+        let mut old = serde_json::to_value(&s).unwrap();
+        old.as_object_mut().unwrap().remove("requested");
+        for e in old["endpoints"].as_object_mut().unwrap().values_mut() {
+            e.as_object_mut().unwrap().remove("requested");
+        }
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
         assert_eq!(State::load(&path).unwrap(), s);
         std::fs::write(&path, b"{\"version\": 99}").unwrap();
         assert!(State::load(&path).is_err());
