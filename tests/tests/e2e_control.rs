@@ -403,3 +403,62 @@ fn concurrent_changes_are_all_committed() {
         assert!(v6.trim().is_empty(), "{n}: {v6}");
     }
 }
+
+/// Whether process `pid` has the kernel's CPU-latency request device open
+/// (the request lives exactly as long as that descriptor).
+fn holds_cpu_latency_request(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|dir| {
+        dir.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target == std::path::Path::new(CPU_LATENCY_DEVICE))
+        })
+    })
+}
+
+const CPU_LATENCY_DEVICE: &str = "/dev/cpu_dma_latency";
+
+#[test]
+fn the_low_latency_mode_keeps_idle_cpus_polling_while_it_runs() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let missing =
+        (!std::path::Path::new(CPU_LATENCY_DEVICE).exists()).then_some(CPU_LATENCY_DEVICE);
+    if !vswitch_tests::can_run("the CPU-latency request test", missing) {
+        return;
+    }
+    let fast = Daemon::start_with(&["--busy-poll", "always", "--datapath-threads", "1"]);
+    let pid = fast.pid().expect("running");
+    assert!(
+        holds_cpu_latency_request(pid),
+        "`--busy-poll always` holds no CPU-latency request"
+    );
+    // Reading the device gives the kernel's current target: the strictest
+    // request held, which the daemon's makes 0 µs (idle CPUs poll).
+    let mut target = [0u8; 4];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open(CPU_LATENCY_DEVICE).expect("open for reading"),
+        &mut target,
+    )
+    .expect("read the target");
+    assert_eq!(i32::from_ne_bytes(target), 0);
+
+    let default = Daemon::start();
+    assert!(
+        !holds_cpu_latency_request(default.pid().expect("running")),
+        "the default policy holds a CPU-latency request"
+    );
+    let opted_out = Daemon::start_with(&[
+        "--busy-poll",
+        "always",
+        "--datapath-threads",
+        "1",
+        "--cpu-latency-qos",
+        "off",
+    ]);
+    assert!(!holds_cpu_latency_request(
+        opted_out.pid().expect("running")
+    ));
+    let asked = Daemon::start_with(&["--cpu-latency-qos", "on"]);
+    assert!(holds_cpu_latency_request(asked.pid().expect("running")));
+}

@@ -407,3 +407,17 @@ fn vswitchd_refuses_a_busy_poll_that_is_not_a_policy() {
         assert!(stderr.contains(says), "{value}: {stderr}");
     }
 }
+
+#[test]
+fn vswitchd_refuses_a_cpu_latency_qos_it_does_not_know() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+        .args(["--cpu-latency-qos", "sometimes"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--cpu-latency-qos"), "{stderr}");
+    for value in ["auto", "on", "off"] {
+        assert!(stderr.contains(value), "{value} not offered: {stderr}");
+    }
+}

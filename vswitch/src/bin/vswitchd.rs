@@ -22,7 +22,10 @@ use vswitch::daemon::dns_sync::{DnsPaths, DnsSync, HOST_RESOLV_CONF};
 use vswitch::daemon::hooks::Hooks;
 use vswitch::daemon::lock::StateLock;
 use vswitch::daemon::{Daemon, DaemonConfig};
-use vswitch::datapath::{BusyPoll, Datapath, DatapathConfig, WorkerConfig};
+use vswitch::datapath::{
+    BusyPoll, CpuLatencyQos, CpuLatencyRequest, Datapath, DatapathConfig, Hold, TRAFFIC_HOLD,
+    TrafficGate, WorkerConfig,
+};
 use vswitch::dnsd::{Dnsd, DnsdConfig};
 use vswitch::switch::FdbConfig;
 
@@ -52,6 +55,22 @@ struct Args {
     /// per two cores.
     #[arg(long, value_name = "MICROSECONDS|always", default_value_t = BusyPoll::DEFAULT)]
     busy_poll: BusyPoll,
+    /// Whether the daemon asks the kernel, through a CPU-latency request
+    /// (/dev/cpu_dma_latency), to keep idle CPUs polling instead of
+    /// halting, so that a thread woken by a frame (a worker, the
+    /// application a reply is for) runs at once. `auto`: while the daemon
+    /// runs with --busy-poll always, where it removes most of what the
+    /// mode still adds to a round trip on a virtual machine; not
+    /// otherwise. `on`: while the daemon runs. `traffic`: while frames
+    /// move, until 10 ms pass without one. The cost is the machine's: every
+    /// idle CPU polls while the request holds.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "auto|on|traffic|off",
+        default_value = "auto"
+    )]
+    cpu_latency_qos: QosArg,
     /// How long, in microseconds, the host connector keeps polling after
     /// the last frame or host socket event it handled before it sleeps.
     /// The default (200) spares the datapath workers a wakeup of the
@@ -198,6 +217,63 @@ fn tap_io(arg: TapIoArg) -> vswitch::port::TapIo {
                 tracing::warn!(error = %e, "io_uring unavailable; TAP ports use one system call per frame");
                 vswitch::port::TapIo::Syscalls
             }
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum QosArg {
+    Auto,
+    On,
+    Traffic,
+    Off,
+}
+
+impl From<QosArg> for CpuLatencyQos {
+    fn from(arg: QosArg) -> Self {
+        match arg {
+            QosArg::Auto => Self::Auto,
+            QosArg::On => Self::On,
+            QosArg::Traffic => Self::Traffic,
+            QosArg::Off => Self::Off,
+        }
+    }
+}
+
+/// What `--cpu-latency-qos` holds: a request for the daemon's life, or a
+/// gate for the workers to open while frames move. Failing to open the
+/// device stops the daemon when the request was asked for by name, and is
+/// a warning when it comes with the low-latency mode.
+enum CpuLatency {
+    None,
+    /// Kept for its drop, which ends the request.
+    Held {
+        _request: CpuLatencyRequest,
+    },
+    Gate(Arc<TrafficGate>),
+}
+
+fn cpu_latency(arg: QosArg, busy_poll: BusyPoll) -> Result<CpuLatency, Box<dyn std::error::Error>> {
+    let qos = CpuLatencyQos::from(arg);
+    match qos.hold(busy_poll == BusyPoll::Always) {
+        Hold::Never => Ok(CpuLatency::None),
+        Hold::WhileTraffic => {
+            let gate = TrafficGate::open(TRAFFIC_HOLD)?;
+            tracing::info!(hold = ?TRAFFIC_HOLD, "idle CPUs poll while frames move (CPU-latency request of 0 µs)");
+            Ok(CpuLatency::Gate(Arc::new(gate)))
+        }
+        Hold::Always => match CpuLatencyRequest::hold() {
+            Ok(request) => {
+                tracing::info!(
+                    "idle CPUs poll while the daemon runs (CPU-latency request of 0 µs)"
+                );
+                Ok(CpuLatency::Held { _request: request })
+            }
+            Err(e) if qos == CpuLatencyQos::Auto => {
+                tracing::warn!(error = %e, "idle CPUs may halt: a reply's wakeup of its application costs more");
+                Ok(CpuLatency::None)
+            }
+            Err(e) => Err(e.into()),
         },
     }
 }
@@ -353,6 +429,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
     let hooks = Hooks::from_env();
 
+    // Held until the daemon exits; the kernel drops it with the file.
+    let cpu_latency = cpu_latency(args.cpu_latency_qos, args.busy_poll)?;
     let threads = args.datapath_threads.unwrap_or_else(|| {
         let cores = thread::available_parallelism().map_or(1, std::num::NonZero::get);
         // Workers that never sleep take their cores whole: leave half to
@@ -381,6 +459,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ),
     )?;
     datapath.attach_host(connector.clone())?;
+    if let CpuLatency::Gate(gate) = &cpu_latency {
+        datapath.attach_cpu_latency_gate(gate)?;
+    }
 
     let run_dir = args
         .socket

@@ -57,6 +57,9 @@ pub enum Command {
     /// Hand packets for beyond the gateway ([`crate::switch::Action::Host`])
     /// to this host connector from now on.
     Host(crate::connector::HostLink),
+    /// Tell this gate when frames move and ask it before sleeping
+    /// (`vswitchd --cpu-latency-qos traffic`).
+    CpuLatency(std::sync::Arc<super::cpu_latency::TrafficGate>),
     /// Leave the loop.
     Shutdown,
 }

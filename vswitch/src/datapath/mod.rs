@@ -72,6 +72,7 @@
 //! are applied between batches.
 
 pub mod capture;
+pub mod cpu_latency;
 pub mod executor;
 mod mailbox;
 pub mod policy;
@@ -82,6 +83,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use capture::{Capture, Captured, Tap};
+pub use cpu_latency::{CpuLatencyQos, CpuLatencyRequest, Hold, TRAFFIC_HOLD, TrafficGate};
 pub use executor::{Executor, TxSink};
 pub use mailbox::{ASK_TIMEOUT, Command, Mailbox};
 pub use policy::{BUSY_POLL, BusyPoll};
@@ -188,6 +190,18 @@ impl Datapath {
             w.send(Command::Host(connector.link()))?;
         }
         self.host = Some(connector);
+        Ok(())
+    }
+
+    /// Has every worker keep `gate` informed of the frames it moves, so
+    /// idle CPUs poll while traffic flows (`--cpu-latency-qos traffic`).
+    ///
+    /// # Errors
+    /// When a worker has stopped.
+    pub fn attach_cpu_latency_gate(&self, gate: &Arc<TrafficGate>) -> io::Result<()> {
+        for w in &self.workers {
+            w.send(Command::CpuLatency(Arc::clone(gate)))?;
+        }
         Ok(())
     }
 

@@ -19,6 +19,22 @@
 //! While it polls with nothing to do a worker calls `sched_yield`, so a
 //! task woken on its core (the sandbox process its last frame woke) runs
 //! at once rather than after the worker's time slice.
+//!
+//! Neither policy spares the application its wakeup when a reply reaches
+//! it: that one is on another CPU, idle, and on a virtual machine halted.
+//! Whether idle CPUs halt is the machine's idle policy, which the daemon
+//! can ask to keep them polling ([`super::cpu_latency`]).
+//!
+//! What a round trip costs, traced (`perf sched timehist -w`, a ping every
+//! 5 ms between two TAP sandboxes, two workers, default window): `ping`'s
+//! send wakes the worker that polls the sender's port, on the other vCPU,
+//! halted (scheduling delay 30–70 µs); that worker's write queues the
+//! reply, which wakes the second worker on the waker's own CPU (4–6 µs:
+//! no halted vCPU, as the worker that wakes it goes to sleep); the second
+//! worker's write wakes `ping`, on the halted vCPU again. The two costly
+//! wakeups are the ones that cross to a halted vCPU, not the hand-off
+//! between the workers, which is why putting a network's ports on one
+//! worker saved no latency.
 
 use std::fmt;
 use std::str::FromStr;

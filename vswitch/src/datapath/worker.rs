@@ -34,7 +34,11 @@
 //! between every two frames, the round-trip time grows, and BBR, which
 //! sizes its window from the minimum round trip, sends less. While polling
 //! the worker yields, so a sandbox's thread waiting for the same core runs
-//! first.
+//! first. With a [`TrafficGate`] (`vswitchd --cpu-latency-qos traffic`)
+//! the worker tells it after each batch that moved frames, and sleeps no
+//! longer than the gate's hold, so that the worker awake when traffic has
+//! stopped releases the request that keeps idle CPUs polling
+//! ([`super::cpu_latency`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -46,6 +50,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::capture::Taps;
+use super::cpu_latency::TrafficGate;
 use super::executor::{Executor, TxSink};
 use super::mailbox::{Command, Inbox, Mailbox};
 #[allow(unused_imports)] // linked from the module documentation
@@ -125,6 +130,9 @@ pub struct Worker {
     /// Where packets for beyond the gateway go, when the daemon has a host
     /// connector.
     host: Option<crate::connector::HostLink>,
+    /// The CPU-latency request held while frames move, if the daemon uses
+    /// one (`--cpu-latency-qos traffic`).
+    cpu_gate: Option<Arc<TrafficGate>>,
 }
 
 /// The worker's ports as the executor's transmit side.
@@ -205,6 +213,7 @@ impl Worker {
             tx_errors_logged: Vec::new(),
             taps: Taps::default(),
             host: None,
+            cpu_gate: None,
         };
         Ok((worker, Mailbox::new(tx, waker)))
     }
@@ -234,10 +243,18 @@ impl Worker {
                 Some(Duration::ZERO)
             } else {
                 busy_since = None;
-                self.switch.poll_timeout().map(|at| {
-                    at.saturating_duration_since(Instant::now())
+                let now = Instant::now();
+                let expiry = self.switch.poll_timeout().map(|at| {
+                    at.saturating_duration_since(now)
                         .max(Duration::from_millis(1))
-                })
+                });
+                // A held CPU-latency request is released by whichever
+                // worker is awake when the traffic's hold ends.
+                let release = self.cpu_gate.as_ref().and_then(|g| g.idle(now));
+                match (expiry, release) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -259,7 +276,11 @@ impl Worker {
                 }
             } else {
                 self.run_batch();
-                busy_since = Some(Instant::now());
+                let now = Instant::now();
+                if let Some(gate) = &self.cpu_gate {
+                    gate.frames_moved(now);
+                }
+                busy_since = Some(now);
             }
             self.switch.expire(Instant::now());
         }
@@ -315,6 +336,7 @@ impl Worker {
                     let _ = reply.send(*self.switch.fdb().stats());
                 }
                 Command::Host(link) => self.host = Some(link),
+                Command::CpuLatency(gate) => self.cpu_gate = Some(gate),
                 Command::Shutdown => return false,
             }
         }
