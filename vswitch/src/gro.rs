@@ -48,7 +48,7 @@ use std::ops::Range;
 
 use smoltcp::wire::checksum;
 
-use crate::buf::{MAX_FRAME_LEN, PacketBuf, VnetHdr};
+use crate::buf::{HEADROOM, MAX_FRAME_LEN, PacketBuf, VnetHdr};
 
 /// Ethernet header, untagged.
 const ETH_LEN: usize = 14;
@@ -276,33 +276,68 @@ impl Merge {
 /// header. `merge` is what planned them (`None`: one frame, unmerged).
 /// Ranges outside the frame are skipped.
 pub fn merge_in_place(buf: &mut PacketBuf, segments: &[Range<usize>], merge: Option<&Merge>) {
+    merge_in_place_with_tail(buf, segments, &[], &[], merge);
+}
+
+/// [`merge_in_place`], the super-frame then continued by the payloads of
+/// `tail_segments`, ranges of `tail` (the next train of the same flow,
+/// received into another buffer): a sender's 64 KiB super-frame crosses
+/// the underlay as two `UDP_SEGMENT` sends, hence two trains, and leaves
+/// here as one frame again. The tail is copied; `buf` must be as a receive
+/// call filled it (its frame at the start of its space), which the merged
+/// frame may then outgrow. A tail range that does not fit is skipped, as
+/// is the whole tail of a buffer that was not filled by a receive.
+pub fn merge_in_place_with_tail(
+    buf: &mut PacketBuf,
+    segments: &[Range<usize>],
+    tail: &[u8],
+    tail_segments: &[Range<usize>],
+    merge: Option<&Merge>,
+) {
     let Some(first) = segments.first().cloned() else {
         buf.truncate(0);
         return;
     };
-    let frame = buf.frame_mut();
-    if first.end > frame.len() || first.start > first.end {
+    let len = buf.len();
+    let tail_segments = if buf.headroom() == HEADROOM {
+        tail_segments
+    } else {
+        &[]
+    };
+    if first.end > len || first.start > first.end {
         buf.truncate(0);
         return;
     }
+    // The frame and the space after it (see `PacketBuf::rx_space`).
+    let space = buf.rx_space();
     let hdr = merge.map_or(0, Merge::header_len);
     let mut end = first.end;
     for r in &segments[1..] {
         let from = r.start + hdr;
         // Sources lie after `end` (the segments are in order and headers
         // are dropped), so the move only overwrites consumed bytes.
-        if from < end || r.end > frame.len() || from > r.end {
+        if from < end || r.end > len || from > r.end {
             continue;
         }
-        frame.copy_within(from..r.end, end);
+        space.copy_within(from..r.end, end);
         end += r.end - from;
     }
+    for r in tail_segments {
+        let (Some(part), Some(to)) = (
+            tail.get(r.start + hdr..r.end),
+            space.get_mut(end..end + r.end.saturating_sub(r.start + hdr)),
+        ) else {
+            continue;
+        };
+        to.copy_from_slice(part);
+        end += part.len();
+    }
     let vnet = {
-        let merged = &mut frame[first.start..end];
+        let merged = &mut space[first.start..end];
         merge.map_or_else(VnetHdr::default, |m| m.finish(merged))
     };
+    buf.set_received(end);
     let _ = buf.pull_front(first.start);
-    buf.truncate(end - first.start);
     buf.vnet = vnet;
 }
 

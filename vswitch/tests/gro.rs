@@ -171,6 +171,42 @@ fn merging_into_another_buffer_gives_the_same_frame() {
     assert_eq!(out.vnet, in_place.vnet);
 }
 
+/// A super-frame split over two trains (two `UDP_SEGMENT` sends, two
+/// receive buffers) merges into the same frame as one train of all its
+/// segments would: the first train in place, the second's payloads copied
+/// behind it, beyond the length the first train had.
+#[test]
+fn a_super_frame_continued_in_a_second_buffer_is_the_same_frame() {
+    let data = payload(44 * MSS + 500, 9);
+    let segs = segments(40_009, 3_000, &data);
+    assert_eq!(segs.len(), 45);
+    let groups = plan(&segs);
+    assert_eq!(groups.len(), 1);
+    let whole = merged(&segs, &groups[0]);
+
+    let (head, tail) = segs.split_at(23);
+    let (a, a_ranges) = train(head);
+    let (b, b_ranges) = train(tail);
+    let mut buf = PacketBuf::new();
+    let space = buf.rx_space();
+    space[..a.len()].copy_from_slice(&a);
+    buf.set_received(a.len());
+    gro::merge_in_place_with_tail(&mut buf, &a_ranges, &b, &b_ranges, groups[0].1.as_ref());
+    assert!(buf.len() > a.len());
+    assert_eq!(buf.frame(), whole.frame());
+    assert_eq!(buf.vnet, whole.vnet);
+    assert_eq!(resegment(&buf), segs);
+
+    // A buffer not as a receive left it (a header pushed in front) takes
+    // no tail: the frame is the first train's alone, and says so (no
+    // offload claimed for a length the plan did not make).
+    let mut moved = PacketBuf::from_frame(&a).unwrap();
+    moved.push_front(2).unwrap().fill(0);
+    let shifted: Vec<Range<usize>> = a_ranges.iter().map(|r| r.start + 2..r.end + 2).collect();
+    gro::merge_in_place_with_tail(&mut moved, &shifted, &b, &b_ranges, groups[0].1.as_ref());
+    assert_eq!(moved.vnet, VnetHdr::default());
+}
+
 #[test]
 fn interleaved_flows_are_never_merged_together() {
     let a = segments(40_000, 1, &payload(3 * MSS, 1));

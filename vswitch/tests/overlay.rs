@@ -341,6 +341,94 @@ fn a_train_of_tcp_segments_arrives_as_one_super_frame() {
     dp.shutdown();
 }
 
+/// `frames` as one `UDP_SEGMENT` send from `raw` to A, each behind the
+/// VXLAN header of [`vni`].
+fn send_train(raw: &UdpSocket, frames: &[Vec<u8>], port: u16) {
+    let mut payload = Vec::new();
+    for f in frames {
+        payload.extend_from_slice(&[0x08, 0, 0, 0, 0, 0x10, 0x04, 0]);
+        payload.extend_from_slice(f);
+    }
+    send_segmented(raw, &payload, 8 + frames[0].len(), (A, port));
+}
+
+/// A 64 KiB super-frame crosses the underlay as two `UDP_SEGMENT` sends
+/// (one may carry 65,507 bytes), so two trains: the receiver continues the
+/// first train's super-frame in the second and the container gets one
+/// frame, unless the second does not continue it (a hole, a damaged
+/// segment, another flow first), which then comes out as it would alone.
+#[test]
+fn a_super_frame_split_over_two_trains_arrives_whole() {
+    use vswitch::buf::VnetHdr;
+    let port = port().wrapping_add(3);
+    let (a, b) = (open(A, port, "a"), open(B, port, "b"));
+    let (dp, _threads) = Datapath::spawn(1, FdbConfig::default()).unwrap();
+    a.sync(&dp, &[(vni(), PortId(7))]).unwrap();
+    b.sync(&dp, &[(vni(), PortId(9))]).unwrap();
+    // B's address, so that A takes the trains as from VTEP B.
+    let raw = UdpSocket::bind((B, 0)).unwrap();
+    let resegment = |vnet: VnetHdr, f: &[u8]| {
+        let mut buf = PacketBuf::from_frame(f).unwrap();
+        buf.vnet = vnet;
+        let mut out = PacketBuf::new();
+        let mut segs = Vec::new();
+        vswitch::gso::segment(&buf, &mut out, |s| segs.push(s.frame().to_vec())).unwrap();
+        segs
+    };
+
+    // 45 segments of 1,384 bytes: 23 in one send, 22 in the next.
+    let segs = tcp_segments(40_010, 1, 45, 1384);
+    send_train(&raw, &segs[..23], port);
+    send_train(&raw, &segs[23..], port);
+    let got = receive_n(&a, 2);
+    let lens: Vec<usize> = got.iter().map(|g| g.1.len()).collect();
+    assert_eq!(lens, [54 + 45 * 1384]);
+    assert_eq!(got[0].0.gso_type, VnetHdr::GSO_TCPV4);
+    assert_eq!(resegment(got[0].0, &got[0].1), segs);
+    let stats = a.stats().0;
+    assert_eq!(
+        (stats.rx_trains, stats.rx_merged, stats.rx_merged_trains),
+        (2, 1, 1)
+    );
+    assert_eq!((stats.rx_datagrams, stats.rx_merged_segments), (45, 45));
+
+    // A hole between the trains: two frames, each cutting back into its
+    // own train's segments.
+    let segs = tcp_segments(40_011, 1, 30, 1384);
+    send_train(&raw, &segs[..15], port);
+    send_train(&raw, &segs[16..], port);
+    let got = receive_n(&a, 3);
+    assert_eq!(got.len(), 2);
+    assert_eq!(resegment(got[0].0, &got[0].1), segs[..15]);
+    assert_eq!(resegment(got[1].0, &got[1].1), segs[16..]);
+
+    // The second train's first segment damaged: it travels alone, as it
+    // came, between the two super-frames.
+    let mut segs = tcp_segments(40_012, 1, 30, 1384);
+    segs[15][300] ^= 0x01;
+    send_train(&raw, &segs[..15], port);
+    send_train(&raw, &segs[15..], port);
+    let got = receive_n(&a, 4);
+    assert_eq!(got.len(), 3);
+    assert_eq!(resegment(got[0].0, &got[0].1), segs[..15]);
+    assert_eq!((got[1].0, &got[1].1), (VnetHdr::default(), &segs[15]));
+    assert_eq!(resegment(got[2].0, &got[2].1), segs[16..]);
+
+    // Another flow's train in between: three frames, each flow whole.
+    let f1 = tcp_segments(40_013, 1, 30, 1384);
+    let f2 = tcp_segments(40_014, 1, 10, 1384);
+    send_train(&raw, &f1[..15], port);
+    send_train(&raw, &f2, port);
+    send_train(&raw, &f1[15..], port);
+    let got = receive_n(&a, 4);
+    assert_eq!(got.len(), 3);
+    assert_eq!(resegment(got[0].0, &got[0].1), f1[..15]);
+    assert_eq!(resegment(got[1].0, &got[1].1), f2);
+    assert_eq!(resegment(got[2].0, &got[2].1), f1[15..]);
+    assert_eq!(a.stats().0.rx_merged_trains, 1);
+    dp.shutdown();
+}
+
 /// One `sendmsg` with `UDP_SEGMENT` of `payload` cut every `seg` bytes.
 fn send_segmented(s: &UdpSocket, payload: &[u8], seg: usize, to: (Ipv4Addr, u16)) {
     use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, sendmsg};
@@ -477,10 +565,11 @@ fn super_frames_are_cut_while_encapsulated_byte_exact_and_merged_back() {
     assert_eq!(stats.tx_gso_sends, 4);
     assert_eq!(stats.tx_datagrams, 92);
 
-    // A received the same as trains and merged them back: two
-    // super-frames that cut into the same segments.
+    // A received the same as two trains and merged them back into one
+    // super-frame that cuts into the same segments.
     let merged = receive_n(&a, 2);
-    assert_eq!(merged.len(), 2);
+    assert_eq!(merged.len(), 1);
+    assert_eq!(a.stats().0.rx_merged_trains, 1);
     let mut again = Vec::new();
     for (vnet, f) in &merged {
         assert_eq!(vnet.gso_type, VnetHdr::GSO_TCPV4);
@@ -526,5 +615,61 @@ fn super_frames_are_cut_while_encapsulated_byte_exact_and_merged_back() {
     assert_eq!(b.vni_port(vni()).send_batch(&[&ufo, &beyond]).sent, 2);
     assert_eq!(b.stats().0.tx_bad_offload, 2);
     assert!(read_datagrams(&c, 1).is_empty());
+    dp.shutdown();
+}
+
+/// A `UDP_SEGMENT` send the kernel refuses (here: every one, the socket
+/// sending without UDP checksums, which segmentation offload requires)
+/// goes one datagram at a time, for that send: nothing is lost, each
+/// refusal is counted, and only a run of refusals turns `UDP_SEGMENT` off.
+#[test]
+fn a_refused_udp_segment_send_falls_back_for_that_send() {
+    let port = port().wrapping_add(4);
+    let (a, b) = (open(A, port, "a"), open(B, port, "b"));
+    let c = UdpSocket::bind((C, port)).unwrap();
+    let (dp, _threads) = Datapath::spawn(1, FdbConfig::default()).unwrap();
+    a.sync(&dp, &[(vni(), PortId(7))]).unwrap();
+    b.sync(&dp, &[(vni(), PortId(9))]).unwrap();
+    let one: libc::c_int = 1;
+    // SAFETY: the underlay's socket, open for as long as `b`, and an int
+    // option value that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            b.raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&raw const one).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap(),
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+
+    // Flooded to A and C: both get every segment.
+    let (sf, segs) = super_frame(M1, 10, 1400);
+    let out = b.vni_port(vni()).send_batch(&[&sf]);
+    assert_eq!(out.sent, 1, "{:?}", out.error);
+    let at_c = read_datagrams(&c, 11);
+    let inner: Vec<&[u8]> = at_c.iter().map(|d| &d[8..]).collect();
+    assert!(
+        inner == segs,
+        "datagrams differ from the reference segments"
+    );
+    let stats = b.stats().0;
+    assert_eq!(
+        (stats.tx_gso_refused, stats.tx_gso_sends, stats.tx_datagrams),
+        (2, 0, 20)
+    );
+    let got = receive_n(&a, 11);
+    let payload: usize = got.iter().map(|g| g.1.len() - 54).sum();
+    assert_eq!(payload, 10 * 1400);
+
+    // Refusals in a row: after the sixteenth, no more attempts.
+    for _ in 0..8 {
+        assert_eq!(b.vni_port(vni()).send_batch(&[&sf]).sent, 1);
+    }
+    let stats = b.stats().0;
+    assert_eq!(stats.tx_gso_refused, 16);
+    assert_eq!(stats.tx_datagrams, 9 * 20);
+    assert_eq!(read_datagrams(&c, 81).len(), 80);
     dp.shutdown();
 }

@@ -61,8 +61,9 @@
 //! a 64 KiB super-frame costs one or two trips through the stack instead
 //! of 45. Consecutive plain frames of one inner flow to one VTEP of one
 //! size leave the same way; other datagrams with `sendmmsg`, up to 64 per
-//! call. If the kernel refuses `UDP_SEGMENT`, it is turned off and
-//! datagrams are sent with `sendmmsg`. A run holds one inner flow, so
+//! call. If the kernel refuses a `UDP_SEGMENT` send, that send's
+//! datagrams go with `sendmmsg` and the refusal is counted
+//! (`tx_gso_refused`); after 16 refusals in a row it is turned off. A run holds one inner flow, so
 //! that the receiver can merge it back.
 //!
 //! **Receive: trains and super-frames.** The socket has `UDP_GRO`: the
@@ -105,7 +106,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use fabric::decap::DecapConfig;
@@ -205,6 +206,9 @@ pub struct UnderlayStats {
     pub tx_no_vtep: u64,
     /// `UDP_SEGMENT` sends (each several datagrams).
     pub tx_gso_sends: u64,
+    /// `UDP_SEGMENT` sends the kernel refused (other than for a full
+    /// buffer): their datagrams went one by one instead.
+    pub tx_gso_refused: u64,
     /// GSO super-frames cut into segments here.
     pub tx_segmented: u64,
     /// Segments cut from them.
@@ -220,6 +224,9 @@ pub struct UnderlayStats {
     pub rx_train_too_long: u64,
     /// Super-frames built from TCP segments of one flow.
     pub rx_merged: u64,
+    /// Of those, super-frames continued in the next train (a super-frame
+    /// the sender had to split over two `UDP_SEGMENT` sends).
+    pub rx_merged_trains: u64,
     /// Segments that went into them.
     pub rx_merged_segments: u64,
 }
@@ -256,8 +263,9 @@ pub struct Underlay {
     local: SocketAddrV4,
     config: OverlayConfig,
     state: Mutex<State>,
-    /// Whether `UDP_SEGMENT` is used (until the kernel refuses it).
-    gso: AtomicBool,
+    /// Whether `UDP_SEGMENT` is used (until the kernel refuses it
+    /// [`GSO_REFUSALS_OFF`] times in a row).
+    gso: GsoSwitch,
     /// The receive side's buffers and plan; only the worker that polls the
     /// socket takes it.
     rx: Mutex<Rx>,
@@ -318,7 +326,7 @@ impl Underlay {
                 stats: UnderlayStats::default(),
                 last_expire: Instant::now(),
             }),
-            gso: AtomicBool::new(true),
+            gso: GsoSwitch::default(),
             rx: Mutex::new(Rx::new()),
             flows: FlowHasher::new(
                 std::hash::BuildHasher::hash_one(
@@ -703,18 +711,36 @@ impl Underlay {
                 };
                 let group = &rx.plan[rx.emitted];
                 let last = rx.emitted + 1 == rx.plan.len();
-                let input = &mut rx.bufs[rx.current];
+                // The next input, which a tail of this group lies in.
+                let (bufs, rest) = rx.bufs.split_at_mut(rx.current + 1);
+                let input = &mut bufs[rx.current];
                 let ranges = group.ranges(input.len(), rx.seg_len);
                 let merge = group.merge.as_ref().filter(|m| m.count() > 1);
                 if merge.is_some() {
                     let mut st = self.state.lock();
                     st.stats.rx_merged += 1;
-                    st.stats.rx_merged_segments += group.segs.len() as u64;
+                    st.stats.rx_merged_segments += (group.segs.len() + group.tail) as u64;
+                    if group.tail > 0 {
+                        st.stats.rx_merged_trains += 1;
+                    }
                 }
                 if last {
                     // The train's last frame is built where it arrived and
-                    // the buffers are swapped: no copy.
-                    gro::merge_in_place(input, &ranges, merge);
+                    // the buffers are swapped: no copy but of a tail.
+                    match (group.tail, rest.first()) {
+                        (1.., Some(next)) => {
+                            let tail =
+                                Group::datagram_ranges(0..group.tail, next.len(), rx.next_seg_len);
+                            gro::merge_in_place_with_tail(
+                                input,
+                                &ranges,
+                                next.frame(),
+                                &tail,
+                                merge,
+                            );
+                        }
+                        _ => gro::merge_in_place(input, &ranges, merge),
+                    }
                     std::mem::swap(slot, input);
                 } else {
                     gro::merge_into(slot, input.frame(), &ranges, merge);
@@ -732,6 +758,7 @@ impl Underlay {
                 self.plan(rx);
                 continue;
             }
+            rx.skip = 0;
             if drained {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -756,12 +783,17 @@ impl Underlay {
             meta,
             plan,
             current,
+            next,
+            got,
             seg_len,
+            next_seg_len,
             emitted,
-            ..
+            skip: skip_next,
         } = rx;
         plan.clear();
         *emitted = 0;
+        // Datagrams the plan before took into its last frame.
+        let skip = std::mem::take(skip_next);
         let now = Instant::now();
         let mut st = self.state.lock();
         if now.saturating_duration_since(st.last_expire) >= EXPIRE_EVERY {
@@ -789,7 +821,7 @@ impl Underlay {
             m.seg
         };
         let count = len.div_ceil(*seg_len);
-        stats.rx_datagrams += count as u64;
+        stats.rx_datagrams += count.saturating_sub(skip) as u64;
         if count > MAX_TRAIN {
             stats.rx_train_too_long += 1;
             return;
@@ -798,7 +830,9 @@ impl Underlay {
             stats.rx_trains += 1;
         }
         let mut open: Option<Group> = None;
-        for k in 0..count {
+        // Whether another input follows that a super-frame may continue in.
+        let more = *next < *got;
+        for k in skip..count {
             let at = k * *seg_len;
             let payload = &frame[at..(at + *seg_len).min(len)];
             let vni = if src == self.local {
@@ -832,12 +866,37 @@ impl Underlay {
                 segs: k..k + 1,
                 port,
                 // Checksums are verified only where a merge may follow.
-                merge: if k + 1 < count {
+                merge: if k + 1 < count || more {
                     gro::Merge::start(inner)
                 } else {
                     None
                 },
+                tail: 0,
             });
+        }
+        if let Some(g) = &mut open
+            && more
+            && src != self.local
+        {
+            let first = g.segs.start * *seg_len;
+            let train = bufs[*current].frame();
+            let first_dgram = &train[first..(first + *seg_len).min(len)];
+            let (tail, consumed, tail_seg) = continue_in_next(
+                decap,
+                table,
+                now,
+                src,
+                first_dgram,
+                // Where the merged frame starts in its buffer's space.
+                gro_room(first + 8),
+                g,
+                bufs[*next].frame(),
+                meta[*next],
+                stats,
+            );
+            g.tail = tail;
+            *skip_next = consumed;
+            *next_seg_len = tail_seg;
         }
         plan.extend(open);
     }
@@ -858,6 +917,12 @@ struct Rx {
     current: usize,
     /// Its datagrams' length.
     seg_len: usize,
+    /// The datagrams' length in input `next`, when its first ones continue
+    /// the last frame of `current` (a [`Group::tail`]).
+    next_seg_len: usize,
+    /// Datagrams at the start of input `next` already planned (as a tail,
+    /// or dropped while looking for one).
+    skip: usize,
     /// Its frames.
     plan: Vec<Group>,
     /// Frames of `plan` already in a batch.
@@ -873,6 +938,8 @@ impl Rx {
             next: 0,
             current: 0,
             seg_len: 1,
+            next_seg_len: 1,
+            skip: 0,
             plan: Vec::with_capacity(MAX_TRAIN),
             emitted: 0,
         }
@@ -883,25 +950,103 @@ impl Rx {
 /// local sender's `UDP_SEGMENT` at 128.
 const MAX_TRAIN: usize = 128;
 
-/// One frame planned from a train: datagrams `segs` of it, to `port`.
+/// One frame planned from a train: datagrams `segs` of it, to `port`,
+/// and, for the train's last frame, the first `tail` datagrams of the next
+/// train, which continue its super-frame.
 #[derive(Debug)]
 struct Group {
     segs: Range<usize>,
     port: PortId,
     merge: Option<gro::Merge>,
+    tail: usize,
 }
 
 impl Group {
     /// The inner frames of the group's datagrams in a train of `len`
     /// bytes cut every `seg_len`.
     fn ranges(&self, len: usize, seg_len: usize) -> ArrayRanges {
+        Self::datagram_ranges(self.segs.clone(), len, seg_len)
+    }
+
+    /// The inner frames of datagrams `segs` of a train of `len` bytes cut
+    /// every `seg_len`.
+    fn datagram_ranges(segs: Range<usize>, len: usize, seg_len: usize) -> ArrayRanges {
         let mut out = ArrayRanges::default();
-        for k in self.segs.clone() {
+        for k in segs {
             let start = k * seg_len;
             out.push(start + 8..(start + seg_len).min(len));
         }
         out
     }
+}
+
+/// How long a super-frame built in place may grow when it starts `at`
+/// bytes into its buffer's space.
+const fn gro_room(at: usize) -> usize {
+    crate::buf::MAX_FRAME_LEN.saturating_sub(at)
+}
+
+/// Looks at the first datagrams of the next input (`next`, as `meta`
+/// describes it) for segments that continue super-frame `g`, whose first
+/// datagram is `first`: from the same VTEP `src`, the same VNI, accepted
+/// by the decapsulator, pushed onto `g`'s merge, within `room` bytes.
+/// Returns how many continue it, how many were looked at (a datagram the
+/// decapsulator refused is counted and skipped with them, so it is not
+/// checked twice), and the next input's datagram length.
+#[allow(clippy::too_many_arguments)]
+fn continue_in_next(
+    decap: &mut Decapsulator,
+    table: &mut VtepTable,
+    now: Instant,
+    src: SocketAddrV4,
+    first: &[u8],
+    room: usize,
+    g: &mut Group,
+    next: &[u8],
+    meta: mmsg::Received,
+    stats: &mut UnderlayStats,
+) -> (usize, usize, usize) {
+    let Some(merge) = &mut g.merge else {
+        return (0, 0, 1);
+    };
+    if meta.from != Some(src) || next.is_empty() || first.len() < 8 {
+        return (0, 0, 1);
+    }
+    let len = next.len();
+    let seg_len = if meta.seg == 0 || meta.seg >= len {
+        len
+    } else {
+        meta.seg
+    };
+    let count = len.div_ceil(seg_len);
+    if count > MAX_TRAIN {
+        return (0, 0, seg_len);
+    }
+    let inner_first = &first[8..];
+    let mut taken = 0;
+    while taken < count {
+        let at = taken * seg_len;
+        let payload = &next[at..(at + seg_len).min(len)];
+        // The same VXLAN header (flags and VNI): the same network. Checked
+        // before the decapsulator, which counts and learns.
+        if payload.get(..8) != first.get(..8) {
+            break;
+        }
+        let mut grown = *merge;
+        if !grown.push(inner_first, &payload[8..]) || grown.len() > room {
+            break;
+        }
+        stats.rx_datagrams += 1;
+        if decap
+            .decap_datagram(table, now, *src.ip(), payload)
+            .is_err()
+        {
+            return (taken, taken + 1, seg_len);
+        }
+        *merge = grown;
+        taken += 1;
+    }
+    (taken, taken, seg_len)
 }
 
 /// Up to [`gro::MAX_SEGMENTS`] ranges, on the stack.
@@ -938,13 +1083,55 @@ impl std::ops::Deref for ArrayRanges {
 
 const ARP_BUF: usize = 8 + 64;
 
+/// `UDP_SEGMENT` refusals in a row after which it is turned off for good:
+/// one refusal may be one destination's route or one odd size, and costs
+/// that send only; a kernel or device that refuses every send stops being
+/// asked.
+const GSO_REFUSALS_OFF: u32 = 16;
+
+/// Whether `UDP_SEGMENT` is used, shared by every worker that transmits.
+#[derive(Debug)]
+struct GsoSwitch {
+    on: AtomicBool,
+    /// Refusals since the last accepted send.
+    refusals: AtomicU32,
+}
+
+impl Default for GsoSwitch {
+    fn default() -> Self {
+        Self {
+            on: AtomicBool::new(true),
+            refusals: AtomicU32::new(0),
+        }
+    }
+}
+
+impl GsoSwitch {
+    fn on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    fn accepted(&self) {
+        // A load first: the common case writes nothing shared.
+        if self.refusals.load(Ordering::Relaxed) != 0 {
+            self.refusals.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a refusal; `true` when it turned `UDP_SEGMENT` off.
+    fn refused(&self) -> bool {
+        let n = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        n == GSO_REFUSALS_OFF && self.on.swap(false, Ordering::Relaxed)
+    }
+}
+
 /// What one transmit call has queued: datagrams for `sendmmsg`, and a
 /// run of equal datagrams to one VTEP for one `UDP_SEGMENT` send.
 struct Tx<'a, 'u> {
     fd: RawFd,
     port: u16,
     /// Whether `UDP_SEGMENT` is used ([`Underlay::gso`]).
-    gso: &'u AtomicBool,
+    gso: &'u GsoSwitch,
     queue: SendQueue<'a>,
     run: Run<'a>,
 }
@@ -1029,9 +1216,12 @@ impl<'a> Tx<'a, '_> {
 
     /// Sends the run to its VTEP: one datagram through the queue, several
     /// with `UDP_SEGMENT` after what the queue holds. When the kernel
-    /// refuses segmentation offload, it is turned off for good and the run
-    /// goes through the queue. The run is left as it was, so that it can
-    /// go to another VTEP too.
+    /// refuses segmentation offload for this send (`EINVAL`, `EIO`: a
+    /// route through a device without it, a size it will not take), the
+    /// run goes through the queue instead and the refusal is counted
+    /// (`tx_gso_refused`); only [`GSO_REFUSALS_OFF`] refusals in a row turn
+    /// it off for good. The run is left as it was, so that it can go to
+    /// another VTEP too.
     fn send_run(&mut self, stats: &mut UnderlayStats) -> Result<(), TxError> {
         let Self {
             fd,
@@ -1042,10 +1232,11 @@ impl<'a> Tx<'a, '_> {
         } = self;
         let to = SocketAddrV4::new(run.vtep, *port);
         let datagrams = run.datagrams();
-        if datagrams.len() >= 2 && gso.load(Ordering::Relaxed) {
+        if datagrams.len() >= 2 && gso.on() {
             flush_queue(queue, *fd, stats, run.start)?;
             match mmsg::send_gso(*fd, to, datagrams, run.seg) {
                 Ok(()) => {
+                    gso.accepted();
                     stats.tx_datagrams += datagrams.len() as u64;
                     stats.tx_gso_sends += 1;
                     return Ok(());
@@ -1055,8 +1246,12 @@ impl<'a> Tx<'a, '_> {
                     return Err((run.start, e));
                 }
                 Err(e) => {
-                    gso.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "UDP segmentation offload refused; sending one datagram per frame from now on");
+                    stats.tx_gso_refused += 1;
+                    if gso.refused() {
+                        tracing::warn!(error = %e, "UDP segmentation offload refused {GSO_REFUSALS_OFF} times in a row; sending one datagram per frame from now on");
+                    } else {
+                        tracing::debug!(error = %e, to = %to, "UDP segmentation offload refused; this run goes one datagram at a time");
+                    }
                 }
             }
         }
@@ -1323,5 +1518,29 @@ impl PortIo for VniPort {
     /// header to carry them, so every datagram leaves complete).
     fn caps(&self) -> PortCaps {
         PortCaps::OFFLOADS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_segment_goes_off_only_after_refusals_in_a_row() {
+        let gso = GsoSwitch::default();
+        for _ in 1..GSO_REFUSALS_OFF {
+            assert!(!gso.refused());
+            assert!(gso.on());
+        }
+        // An accepted send starts the count again.
+        gso.accepted();
+        for _ in 1..GSO_REFUSALS_OFF {
+            assert!(!gso.refused());
+        }
+        assert!(gso.refused(), "the sixteenth in a row turns it off");
+        assert!(!gso.on());
+        // Said once.
+        assert!(!gso.refused());
+        assert!(!gso.on());
     }
 }
