@@ -217,17 +217,15 @@ pub(crate) fn recv_batch(
             if want == 0 {
                 return Ok(Ok(()));
             }
-            let mut hdrs = [[0u8; VnetHdr::LEN]; MAX_OPS];
             let mut spaces = [0usize; MAX_OPS];
-            // SAFETY: iovec is a plain C struct for which all-zero bytes
-            // (a null pointer, a zero length) is a valid value.
-            let mut iovs: [[libc::iovec; 2]; MAX_OPS] = unsafe { std::mem::zeroed() };
             let mut pushed = 0;
             for i in 0..want {
-                let rx = spare[i].rx_space();
-                spaces[i] = rx.len();
-                iovs[i] = vnet_iovecs(&mut hdrs[i], rx.as_mut_ptr(), rx.len());
-                let entry = opcode::Readv::new(types::Fd(fd), iovs[i].as_ptr(), 2)
+                // The header lands at the end of the headroom and the frame
+                // where it belongs: one buffer, no iovec array.
+                let rx = spare[i].rx_space_with_vnet();
+                spaces[i] = rx.len() - VnetHdr::LEN;
+                let len = u32::try_from(rx.len()).unwrap_or(u32::MAX);
+                let entry = opcode::Read::new(types::Fd(fd), rx.as_mut_ptr(), len)
                     .rw_flags(libc::RWF_NOWAIT)
                     .build()
                     .user_data(i as u64);
@@ -258,7 +256,8 @@ pub(crate) fn recv_batch(
                         // A TAP reports the whole frame's length even when
                         // it copied less, so a frame larger than the buffer
                         // is caught here.
-                        ok[i] = finish_recv(&mut spare[i], &hdrs[i], n, spaces[i]).is_ok();
+                        let hdr = spare[i].received_vnet_bytes();
+                        ok[i] = finish_recv(&mut spare[i], &hdr, n, spaces[i]).is_ok();
                         bytes += spare[i].len();
                     }
                     Err(_) if r == -libc::EAGAIN || r == -libc::EINTR => {
@@ -299,8 +298,9 @@ pub(crate) fn recv_batch(
     })
 }
 
-/// The two iovecs of one TAP read or write: the virtio-net header, then
-/// the frame's `len` bytes at `data`.
+/// The two iovecs of one TAP write: the virtio-net header, then the
+/// frame's `len` bytes at `data`. (A read needs none: the header lands in
+/// the buffer's headroom, in front of the frame.)
 fn vnet_iovecs(hdr: &mut [u8; VnetHdr::LEN], data: *mut u8, len: usize) -> [libc::iovec; 2] {
     [
         libc::iovec {
