@@ -212,6 +212,27 @@ impl PacketBuf {
         &mut self.storage[HEADROOM..]
     }
 
+    /// The space a receive call fills when the device writes a virtio-net
+    /// header in front of the frame: the header's bytes at the end of the
+    /// headroom, then [`PacketBuf::rx_space`], so one contiguous read takes
+    /// both (one buffer where two iovecs cost the kernel an import and a
+    /// segment walk per read). Read the header back with
+    /// [`PacketBuf::received_vnet_bytes`].
+    #[must_use]
+    pub fn rx_space_with_vnet(&mut self) -> &mut [u8] {
+        self.head = HEADROOM;
+        &mut self.storage[HEADROOM - VnetHdr::LEN..]
+    }
+
+    /// The virtio-net header bytes a receive into
+    /// [`PacketBuf::rx_space_with_vnet`] left in front of the frame.
+    #[must_use]
+    pub fn received_vnet_bytes(&self) -> [u8; VnetHdr::LEN] {
+        let mut hdr = [0; VnetHdr::LEN];
+        hdr.copy_from_slice(&self.storage[HEADROOM - VnetHdr::LEN..HEADROOM]);
+        hdr
+    }
+
     /// Records that a receive call wrote `len` bytes into [`PacketBuf::rx_space`].
     /// A count beyond the space (which a correct kernel never reports) is
     /// clamped rather than trusted.

@@ -46,10 +46,7 @@ impl TxSink for Recorder {
     fn send(&mut self, port: PortId, frames: &[&PacketBuf]) -> SendOutcome {
         self.out
             .extend(frames.iter().map(|f| (port, f.frame().to_vec())));
-        SendOutcome {
-            sent: frames.len(),
-            error: None,
-        }
+        SendOutcome::all(frames.len())
     }
 }
 

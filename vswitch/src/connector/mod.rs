@@ -811,18 +811,18 @@ impl Out {
                 let mut at = 0;
                 while at < refs.len() {
                     let out = dev.send_batch(&refs[at..]);
-                    for b in &refs[at..at + out.sent] {
+                    for b in out.taken_of(&refs[at..]) {
                         stats.tx(*port, b.len());
                     }
-                    at += out.sent;
                     if out.error.is_some() {
                         // Full queue: the rest is dropped, as a kernel
                         // queue drops; TCP retransmits.
-                        for _ in at..refs.len() {
+                        for _ in out.taken()..refs.len() - at {
                             stats.tx_dropped(*port);
                         }
                         break;
                     }
+                    at += out.sent;
                     if out.sent == 0 {
                         break;
                     }

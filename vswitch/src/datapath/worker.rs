@@ -148,13 +148,13 @@ impl TxSink for PortSink<'_> {
         let Some(dev) = self.ports.get(port.index()).and_then(Option::as_ref) else {
             // Configured but not yet (or no longer) attached to a device.
             return SendOutcome {
-                sent: 0,
                 error: Some(io::ErrorKind::NotFound.into()),
+                ..SendOutcome::default()
             };
         };
         let out = dev.send_batch(frames);
         if !self.taps.is_empty() && self.taps.watches(port) {
-            for f in frames.iter().take(out.sent) {
+            for f in out.taken_of(frames) {
                 self.taps.offer(port, true, None, f.frame());
             }
         }

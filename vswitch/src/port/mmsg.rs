@@ -38,33 +38,28 @@ pub(crate) fn recv_batch(fd: RawFd, id: PortId, batch: &mut RxBatch, runt: Runt)
     if n == 0 {
         return Ok(());
     }
-    let mut hdrs = [[0u8; VnetHdr::LEN]; MAX_MSGS];
     let mut spaces = [0usize; MAX_MSGS];
     // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
     // bytes (null pointers, zero lengths) is a valid value.
-    let mut iovs: [[libc::iovec; 2]; MAX_MSGS] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; MAX_MSGS] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { std::mem::zeroed() };
     for i in 0..n {
-        let rx = spare[i].rx_space();
-        spaces[i] = rx.len();
-        iovs[i] = [
-            libc::iovec {
-                iov_base: hdrs[i].as_mut_ptr().cast(),
-                iov_len: VnetHdr::LEN,
-            },
-            libc::iovec {
-                iov_base: rx.as_mut_ptr().cast(),
-                iov_len: rx.len(),
-            },
-        ];
-        msgs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
-        msgs[i].msg_hdr.msg_iovlen = 2;
+        // One iovec per message: the header lands at the end of the
+        // buffer's headroom, the frame where it belongs.
+        let rx = spare[i].rx_space_with_vnet();
+        spaces[i] = rx.len() - VnetHdr::LEN;
+        iovs[i] = libc::iovec {
+            iov_base: rx.as_mut_ptr().cast(),
+            iov_len: rx.len(),
+        };
+        msgs[i].msg_hdr.msg_iov = &raw mut iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
     }
     let want = u32::try_from(n).unwrap_or(1);
-    // SAFETY: `msgs[..n]` each point at two iovecs that point at `hdrs[i]`
-    // and the receive space of `spare[i]`; all outlive the call and nothing
-    // else touches them during it. No addresses or control data are asked.
+    // SAFETY: `msgs[..n]` each point at an iovec over the header and
+    // receive space of `spare[i]`; all outlive the call and nothing else
+    // touches them during it. No addresses or control data are asked.
     let rc = unsafe {
         libc::recvmmsg(
             fd,
@@ -88,7 +83,8 @@ pub(crate) fn recv_batch(fd: RawFd, id: PortId, batch: &mut RxBatch, runt: Runt)
             buf.set_received(0);
             true
         } else {
-            finish_recv(buf, &hdrs[i], len, spaces[i]).is_ok()
+            let hdr = buf.received_vnet_bytes();
+            finish_recv(buf, &hdr, len, spaces[i]).is_ok()
         };
     }
     for (i, &good) in ok.iter().enumerate().take(got.min(n)) {

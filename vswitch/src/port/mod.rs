@@ -194,14 +194,75 @@ impl Default for PortCaps {
     }
 }
 
-/// What a batch send did: how many frames, from the front, the device
-/// took, and the error that stopped it, if any.
+/// What a batch send did: which frames the device took, and the error of
+/// the first it refused, if any.
+///
+/// A device written one call at a time (`write`, `sendmmsg`) stops at the
+/// first refusal, so what it took is a prefix of the batch. One that
+/// submits a whole round of writes at once (io_uring) learns of a refusal
+/// only after the later writes of the round have gone, and those may have
+/// been taken (a write refused for its own frame, such as one too long for
+/// the socket, or a queue that drained in between): [`SendOutcome::later`]
+/// records them, so they are counted as sent, not as dropped, and never
+/// sent twice.
 #[derive(Debug, Default)]
 pub struct SendOutcome {
-    /// Frames taken, from the front of the batch.
+    /// Frames taken from the front of the batch, before the first refused
+    /// one (all of them when `error` is `None`).
     pub sent: usize,
-    /// Why the rest were not (`WouldBlock`: the device's queue is full).
+    /// Why frame `sent` was refused (`WouldBlock`: the device's queue is
+    /// full).
     pub error: Option<io::Error>,
+    /// Frames after the refused one that the device took all the same: bit
+    /// `i` stands for frame `sent + 1 + i` (so a round is at most 65
+    /// writes). Zero for a device that stops at the first refusal.
+    pub later: u64,
+}
+
+impl SendOutcome {
+    /// All `n` frames taken.
+    #[must_use]
+    pub const fn all(n: usize) -> Self {
+        Self {
+            sent: n,
+            error: None,
+            later: 0,
+        }
+    }
+
+    /// How many frames the device took, wherever they were in the batch.
+    #[must_use]
+    pub const fn taken(&self) -> usize {
+        self.sent + self.later.count_ones() as usize
+    }
+
+    /// Whether the device took frame `i` of the batch.
+    #[must_use]
+    pub const fn is_taken(&self, i: usize) -> bool {
+        if i < self.sent {
+            return true;
+        }
+        match (i - self.sent).checked_sub(1) {
+            Some(bit) if bit < 64 => self.later & (1 << bit) != 0,
+            _ => false,
+        }
+    }
+
+    /// The frames of `frames` (the batch that was sent) the device took,
+    /// in order.
+    pub fn taken_of<'a, T>(&self, frames: &'a [T]) -> impl Iterator<Item = &'a T> {
+        let later = self.later;
+        let sent = self.sent.min(frames.len());
+        let after = frames.get(sent + 1..).unwrap_or(&[]);
+        frames[..sent].iter().chain(
+            after
+                .iter()
+                .take(64)
+                .enumerate()
+                .filter(move |&(i, _)| later & (1 << i) != 0)
+                .map(|(_, f)| f),
+        )
+    }
 }
 
 /// A device the datapath reads frames from and writes frames to.
@@ -402,5 +463,40 @@ mod tests {
         assert_eq!(buf.vnet, hdr);
         assert!(check_sent(70, 70).is_ok());
         assert!(check_sent(69, 70).is_err());
+    }
+
+    #[test]
+    fn an_outcome_names_the_frames_taken_after_a_refused_one() {
+        let frames: Vec<u8> = (0..10).collect();
+        let all = SendOutcome::all(10);
+        assert_eq!(all.taken(), 10);
+        assert!(all.is_taken(9) && !all.is_taken(10));
+        assert_eq!(all.taken_of(&frames).count(), 10);
+
+        // Frames 0-2 taken, 3 refused, then 4 and 6 taken, 5 and 7-9 not.
+        let out = SendOutcome {
+            sent: 3,
+            error: Some(io::ErrorKind::InvalidInput.into()),
+            later: 0b101,
+        };
+        assert_eq!(out.taken(), 5);
+        let taken: Vec<u8> = out.taken_of(&frames).copied().collect();
+        assert_eq!(taken, [0, 1, 2, 4, 6]);
+        let by_index: Vec<u8> = frames
+            .iter()
+            .copied()
+            .filter(|&i| out.is_taken(usize::from(i)))
+            .collect();
+        assert_eq!(by_index, taken);
+
+        // The last frame refused: the frames before it, nothing after.
+        let out = SendOutcome {
+            sent: 9,
+            error: Some(io::ErrorKind::WouldBlock.into()),
+            later: 0,
+        };
+        assert_eq!(out.taken(), 9);
+        assert_eq!(out.taken_of(&frames).count(), 9);
+        assert!(out.is_taken(8) && !out.is_taken(9));
     }
 }

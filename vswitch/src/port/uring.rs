@@ -46,6 +46,10 @@ use crate::ids::PortId;
 /// queue's chunk of writes. The arrays below live on the stack.
 pub(crate) const MAX_OPS: usize = 64;
 
+// A round's writes after a refused one are named by the bits of
+// `SendOutcome::later`.
+const _: () = assert!(MAX_OPS <= 65);
+
 /// Submission queue entries: room for one call's operations twice over.
 const ENTRIES: u32 = 128;
 
@@ -213,17 +217,15 @@ pub(crate) fn recv_batch(
             if want == 0 {
                 return Ok(Ok(()));
             }
-            let mut hdrs = [[0u8; VnetHdr::LEN]; MAX_OPS];
             let mut spaces = [0usize; MAX_OPS];
-            // SAFETY: iovec is a plain C struct for which all-zero bytes
-            // (a null pointer, a zero length) is a valid value.
-            let mut iovs: [[libc::iovec; 2]; MAX_OPS] = unsafe { std::mem::zeroed() };
             let mut pushed = 0;
             for i in 0..want {
-                let rx = spare[i].rx_space();
-                spaces[i] = rx.len();
-                iovs[i] = vnet_iovecs(&mut hdrs[i], rx.as_mut_ptr(), rx.len());
-                let entry = opcode::Readv::new(types::Fd(fd), iovs[i].as_ptr(), 2)
+                // The header lands at the end of the headroom and the frame
+                // where it belongs: one buffer, no iovec array.
+                let rx = spare[i].rx_space_with_vnet();
+                spaces[i] = rx.len() - VnetHdr::LEN;
+                let len = u32::try_from(rx.len()).unwrap_or(u32::MAX);
+                let entry = opcode::Read::new(types::Fd(fd), rx.as_mut_ptr(), len)
                     .rw_flags(libc::RWF_NOWAIT)
                     .build()
                     .user_data(i as u64);
@@ -254,7 +256,8 @@ pub(crate) fn recv_batch(
                         // A TAP reports the whole frame's length even when
                         // it copied less, so a frame larger than the buffer
                         // is caught here.
-                        ok[i] = finish_recv(&mut spare[i], &hdrs[i], n, spaces[i]).is_ok();
+                        let hdr = spare[i].received_vnet_bytes();
+                        ok[i] = finish_recv(&mut spare[i], &hdr, n, spaces[i]).is_ok();
                         bytes += spare[i].len();
                     }
                     Err(_) if r == -libc::EAGAIN || r == -libc::EINTR => {
@@ -295,8 +298,9 @@ pub(crate) fn recv_batch(
     })
 }
 
-/// The two iovecs of one TAP read or write: the virtio-net header, then
-/// the frame's `len` bytes at `data`.
+/// The two iovecs of one TAP write: the virtio-net header, then the
+/// frame's `len` bytes at `data`. (A read needs none: the header lands in
+/// the buffer's headroom, in front of the frame.)
 fn vnet_iovecs(hdr: &mut [u8; VnetHdr::LEN], data: *mut u8, len: usize) -> [libc::iovec; 2] {
     [
         libc::iovec {
@@ -311,8 +315,10 @@ fn vnet_iovecs(hdr: &mut [u8; VnetHdr::LEN], data: *mut u8, len: usize) -> [libc
 }
 
 /// Writes `frames` with their virtio-net headers to the TAP `fd`,
-/// [`MAX_OPS`] per `io_uring_enter`, stopping after the chunk in which the
-/// device refused one (see [`super::PortIo::send_batch`]).
+/// [`MAX_OPS`] per `io_uring_enter`, stopping after the round in which the
+/// device refused one (see [`super::PortIo::send_batch`]). The writes of a
+/// round are all submitted before any completes, so those after a refused
+/// one may still be taken: [`SendOutcome::later`] names them.
 ///
 /// `None` when this thread has no ring: the caller writes with system
 /// calls.
@@ -342,19 +348,31 @@ pub(crate) fn send_batch(fd: RawFd, frames: &[&PacketBuf]) -> Option<SendOutcome
             // On `Err` the kernel may still read the headers and frames,
             // never write them: nothing of ours is corrupted.
             run(ring, pushed, &mut results)?;
+            let mut refused = None;
             for (i, frame) in chunk.iter().enumerate().take(pushed) {
                 let r = results[i];
                 let written = match usize::try_from(r) {
                     Ok(n) => check_sent(n, VnetHdr::LEN + frame.len()),
                     Err(_) => Err(io::Error::from_raw_os_error(-r)),
                 };
-                match written {
-                    Ok(()) => out.sent += 1,
-                    Err(e) => {
+                match (written, refused) {
+                    (Ok(()), None) => out.sent += 1,
+                    (Err(e), None) => {
                         out.error = Some(e);
-                        return Ok(out);
+                        refused = Some(i);
                     }
+                    // The round's later writes were submitted with the
+                    // refused one and ran all the same: those that went
+                    // are named, not counted as dropped. A round is at
+                    // most MAX_OPS writes, so the bit is below 63.
+                    (Ok(()), Some(at)) => out.later |= 1 << (i - at - 1),
+                    (Err(_), Some(_)) => {}
                 }
+            }
+            if refused.is_some() {
+                // Stop after the round that met the refusal, as a device
+                // written one frame at a time stops at it.
+                return Ok(out);
             }
             if pushed < chunk.len() {
                 out.error = Some(io::ErrorKind::WouldBlock.into());
@@ -590,5 +608,55 @@ mod tests {
         let out = send_batch(ours.as_raw_fd(), &refs[..3]).unwrap();
         assert_eq!(out.sent, 0);
         assert!(out.error.is_some());
+    }
+
+    #[test]
+    fn a_write_refused_mid_round_names_the_later_writes_that_went() {
+        if !ring_here() {
+            return;
+        }
+        // Over UDP on the loopback, where a datagram longer than IPv4
+        // carries is refused (EMSGSIZE) on its own and the writes around
+        // it go.
+        let ours = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let theirs = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        ours.connect(theirs.local_addr().unwrap()).unwrap();
+        socket2::SockRef::from(&theirs)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        let mut bufs: Vec<PacketBuf> = (0..150)
+            .map(|i| PacketBuf::from_frame(&frame(i)).unwrap())
+            .collect();
+        for i in [70, 74] {
+            let mut big = frame(i);
+            big.resize(crate::buf::MAX_FRAME_LEN, 0);
+            bufs[usize::from(i)] = PacketBuf::from_frame(&big).unwrap();
+        }
+        let refs: Vec<&PacketBuf> = bufs.iter().collect();
+        // The first round (64 writes) all go; the second (64-127) meets
+        // the long frames at 70 and 74, and the rest of it goes; the third
+        // is not submitted, as a device written frame by frame stops at
+        // its first refusal.
+        let out = send_batch(ours.as_raw_fd(), &refs).unwrap();
+        assert_eq!(out.sent, 70, "{out:?}");
+        assert_eq!(
+            out.error.as_ref().and_then(io::Error::raw_os_error),
+            Some(libc::EMSGSIZE)
+        );
+        let expected: Vec<u16> = (0..128).filter(|&i| i != 70 && i != 74).collect();
+        assert_eq!(out.taken(), expected.len(), "{out:?}");
+        let named: Vec<u16> = out
+            .taken_of(&refs)
+            .map(|b| u16::from_be_bytes([b.frame()[0], b.frame()[1]]))
+            .collect();
+        assert_eq!(named, expected);
+        theirs.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut d = vec![0u8; 200];
+        while let Ok(n) = theirs.recv(&mut d) {
+            assert_eq!(n, VnetHdr::LEN + 60);
+            got.push(u16::from_be_bytes([d[10], d[11]]));
+        }
+        assert_eq!(got, expected, "what arrived is what was named");
     }
 }

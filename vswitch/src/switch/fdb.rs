@@ -199,7 +199,7 @@ impl Key {
     #[inline]
     fn new(network: NetworkId, mac: MacAddr) -> Self {
         Self {
-            word: mac.as_u64() | (u64::from(network.0 & 0xffff) << 48),
+            word: mac.as_word() | (u64::from(network.0 & 0xffff) << 48),
             hi: (network.0 >> 16) + 1,
         }
     }
@@ -210,8 +210,7 @@ impl Key {
     }
 
     fn mac(self) -> MacAddr {
-        let b = self.word.to_be_bytes();
-        MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
+        MacAddr::from_word(self.word)
     }
 }
 

@@ -233,9 +233,9 @@ impl Switch {
         if !src.is_valid_source() {
             return Action::Drop(DropReason::InvalidSrcMac);
         }
-        // Link-local control addresses are group addresses: a unicast
-        // destination skips the test.
-        if dst.is_multicast() && guard::is_link_local_control(dst) {
+        // One masked comparison, cheaper than a branch on the group bit
+        // first.
+        if guard::is_link_local_control(dst) {
             return Action::Drop(DropReason::LinkLocalControl);
         }
         let from_container = match container {
@@ -305,31 +305,33 @@ impl Switch {
         // ICC off: a container reaches no other container, ARP excepted so
         // that neighbours resolve as they do on Docker's bridge.
         let isolated = from_container && !net.config.icc && !parsed.is_arp();
-        let limit = net.config.flood_limit;
-        let buckets = &mut self.flood_buckets;
-        let mut flood = |isolated, uplinks| {
-            let action = flood(network, ingress, isolated, uplinks);
-            let allowed = !from_container
-                || !matches!(action, Action::Flood { .. })
-                || buckets
-                    .get_mut(ingress.index())
-                    .is_none_or(|b| b.take(now, limit));
-            if allowed {
-                action
-            } else {
-                Action::Drop(DropReason::FloodRateLimited)
-            }
-        };
-        let Some(to) = to else {
-            return flood(isolated, net.uplinks);
-        };
-        let out = self.fdb.lookup_stamped(stamp, to);
-        tracer.record(TraceEvent::Lookup {
-            mac: dst,
-            port: out,
+        // A group address, or a unicast one not (or no longer) known, is
+        // flooded. One place decides a flood, so the known-unicast path
+        // builds nothing for it (a closure shared by two call sites cost
+        // ten instructions a frame to set up).
+        let out = to.and_then(|to| {
+            let out = self.fdb.lookup_stamped(stamp, to);
+            tracer.record(TraceEvent::Lookup {
+                mac: dst,
+                port: out,
+            });
+            out
         });
         match out {
-            None => flood(isolated, net.uplinks),
+            None => {
+                let action = flood(network, ingress, isolated, net.uplinks);
+                let allowed = !from_container
+                    || !matches!(action, Action::Flood { .. })
+                    || self
+                        .flood_buckets
+                        .get_mut(ingress.index())
+                        .is_none_or(|b| b.take(now, net.config.flood_limit));
+                if allowed {
+                    action
+                } else {
+                    Action::Drop(DropReason::FloodRateLimited)
+                }
+            }
             Some(p) if p == ingress => Action::Drop(DropReason::SamePort),
             Some(p) => {
                 // The egress port's configuration is read only when ICC
