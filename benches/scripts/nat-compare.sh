@@ -58,7 +58,12 @@ cleanup() {
     "$bin/vsctl" --socket "$sock" sandbox rm ${tag}vc >/dev/null 2>&1
     kill "$daemon_pid" 2>/dev/null; wait "$daemon_pid" 2>/dev/null
   fi
-  for ns in kh kc ko vh vo ph pc po p; do ip netns del ${tag}$ns 2>/dev/null; done
+  for ns in kh kc ko vh vo ph pc po p; do
+    # An iperf3 server whose client never came (a failed measurement)
+    # would outlive its namespace: stop what still runs in it first.
+    ip netns pids ${tag}$ns 2>/dev/null | xargs -r kill 2>/dev/null
+    ip netns del ${tag}$ns 2>/dev/null
+  done
   rm -rf "$state"
 }
 trap cleanup EXIT
