@@ -23,7 +23,12 @@
 # a change of machine load falls on all of them. The summary gives the
 # median over the runs, the ratio of the medians to the kernel path, and
 # the spread (lowest-highest of the per-run ratios), with the load average
-# before and after: the machine is shared.
+# before and after: the machine is shared. "retx" is the median of the
+# sender's TCP retransmissions per run (iperf3's count, all streams): the
+# container's for "up", the outside server's for "down". "ms/GB" is the
+# CPU time the daemon's connector threads spent per GB carried (median):
+# unlike the throughput, it changes little with the machine's load, so
+# it compares builds of the connector on a shared machine.
 #
 # NO_PASTA=1 leaves pasta out. PASTA_TXQUEUELEN sets the length of the
 # queue of pasta's TAP in the container (default: 1000 x 65536 / 1500, the
@@ -58,7 +63,12 @@ cleanup() {
     "$bin/vsctl" --socket "$sock" sandbox rm ${tag}vc >/dev/null 2>&1
     kill "$daemon_pid" 2>/dev/null; wait "$daemon_pid" 2>/dev/null
   fi
-  for ns in kh kc ko vh vo ph pc po p; do ip netns del ${tag}$ns 2>/dev/null; done
+  for ns in kh kc ko vh vo ph pc po p; do
+    # An iperf3 server whose client never came (a failed measurement)
+    # would outlive its namespace: stop what still runs in it first.
+    ip netns pids ${tag}$ns 2>/dev/null | xargs -r kill 2>/dev/null
+    ip netns del ${tag}$ns 2>/dev/null
+  done
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -130,13 +140,32 @@ client_ns() { case $1 in kernel) echo ${tag}kc;; vswitch) echo ${tag}vc;; pasta)
 server_ns() { case $1 in kernel) echo ${tag}ko;; vswitch) echo ${tag}vo;; pasta) echo ${tag}po;; esac; }
 server_ip() { case $1 in kernel) echo 10.240.1.2;; vswitch) echo 10.240.2.2;; pasta) echo 10.240.3.2;; esac; }
 
-iperf() { # path cc streams dir → bits per second received
-  local c s dst rev=
+# CPU time (clock ticks) the daemon's connector threads have used so far.
+connector_ticks() {
+  local t=0 task
+  for task in /proc/$daemon_pid/task/*; do
+    case $(cat $task/comm 2>/dev/null) in
+      host-conn*) t=$((t + $(sed 's/.*) //' $task/stat | awk '{ print $12 + $13 }'))) ;;
+    esac
+  done
+  echo $t
+}
+
+iperf() { # path cc streams dir → bits per second received, sender's
+  # retransmissions, connector CPU milliseconds per GB carried (vswitch only)
+  local c s dst rev= t0=0 out
   c=$(client_ns $1); s=$(server_ns $1); dst=$(server_ip $1)
   [ "$4" = down ] && rev=-R
   ip netns exec $s iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-  ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P $3 -C $2 $rev -J 2>/dev/null |
-    jq '.end.sum_received.bits_per_second // 0'
+  [ $1 = vswitch ] && t0=$(connector_ticks)
+  out=$(ip netns exec $c iperf3 -c $dst -p 5201 -t $secs -P $3 -C $2 $rev -J 2>/dev/null |
+    jq -r '"\(.end.sum_received.bits_per_second // 0) \(.end.sum_sent.retransmits // 0) \(.end.sum_received.bytes // 0)"')
+  set -- $1 $out
+  if [ $1 = vswitch ] && [ "$4" != 0 ]; then
+    echo "$2 $3 $(( ($(connector_ticks) - t0) * (1000000000000 / $(getconf CLK_TCK)) / $4 ))"
+  else
+    echo "$2 $3 0"
+  fi
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -162,18 +191,19 @@ printf '%s\n' "${results[@]}" | awk -v paths="$paths" '
     for (i = 2; i <= n; i++) for (j = i; j > 1 && arr[j-1] > arr[j]; j--) {
       t = arr[j]; arr[j] = arr[j-1]; arr[j-1] = t }
     return n % 2 ? arr[(n+1)/2] : (arr[n/2] + arr[n/2+1]) / 2 }
-  { v[$1, $2, $3, $4] = $5; runs[$1] = ($4 > runs[$1] ? $4 : runs[$1]); seen[$1] = 1 }
+  { v[$1, $2, $3, $4] = $5; rt[$1, $2, $3, $4] = $6; cpu[$1, $2, $3, $4] = $7
+    runs[$1] = ($4 > runs[$1] ? $4 : runs[$1]); seen[$1] = 1 }
   END {
     np = split(paths, P, " ")
-    printf "%-10s %-8s %-8s %10s %7s %11s\n", "cc/dir", "streams", "path", "Gbit/s", "ratio", "spread"
+    printf "%-10s %-8s %-8s %10s %7s %11s %8s %7s\n", "cc/dir", "streams", "path", "Gbit/s", "ratio", "spread", "retx", "ms/GB"
     for (cc in seen) for (n = 1; n <= 4; n += 3) for (k = 1; k <= np; k++) {
       p = P[k]; m = runs[cc]
-      for (r = 1; r <= m; r++) { x[r] = v[cc, n, p, r]; y[r] = v[cc, n, "kernel", r] }
-      mx = median(x, m); my = median(y, m)
+      for (r = 1; r <= m; r++) { x[r] = v[cc, n, p, r]; y[r] = v[cc, n, "kernel", r]; z[r] = rt[cc, n, p, r]; w[r] = cpu[cc, n, p, r] }
+      mx = median(x, m); my = median(y, m); mz = median(z, m); mw = median(w, m)
       lo = 1e18; hi = 0
       for (r = 1; r <= m; r++) if (v[cc, n, "kernel", r] > 0) {
         q = v[cc, n, p, r] / v[cc, n, "kernel", r]; if (q < lo) lo = q; if (q > hi) hi = q }
-      printf "%-10s %-8s %-8s %10.2f %7.2f %5.2f-%-5.2f\n", cc, n, p, mx / 1e9, (my > 0 ? mx / my : 0), lo, hi
+      printf "%-10s %-8s %-8s %10.2f %7.2f %5.2f-%-5.2f %8d %7s\n", cc, n, p, mx / 1e9, (my > 0 ? mx / my : 0), lo, hi, mz, (p == "vswitch" ? sprintf("%d", mw) : "-")
     }
   }'
 echo "load average before: $load_before; after: $load_after ($(nproc) cores)"

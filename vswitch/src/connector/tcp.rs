@@ -83,6 +83,13 @@ struct Flow {
     writable: bool,
     host_eof: bool,
     shut_wr: bool,
+    /// The container's SYN or SYN-ACK permitted SACK.
+    sack_ok: bool,
+    /// The acknowledgment number the endpoint last sent the container.
+    acked: Option<u32>,
+    /// Data the container sent twice, for a D-SACK block on the next pure
+    /// ACK ([`frame::add_dsack`]).
+    dsack: Option<(u32, u32)>,
 }
 
 /// The shards of the connector, as one of them sees them.
@@ -264,6 +271,15 @@ impl Tcp {
                 if let Some(theirs) = theirs {
                     flow.mss = theirs.min(flow.ep.mss).max(536);
                 }
+                flow.sack_ok = frame::sack_permitted(packet_of(buf, &range), meta.l4_offset);
+            } else if flow.sack_ok
+                && let Some(acked) = flow.acked
+                && let Some(dup) =
+                    frame::duplicate_range(packet_of(buf, &range), meta.l4_offset, acked)
+            {
+                // Data already acknowledged: a retransmission the
+                // container need not have sent, reported on the answer.
+                flow.dsack = Some(dup);
             }
             cx.flows.track(cx.now, &flow.from_key, meta.info());
             // The worker's buffer goes to the endpoint as it is.
@@ -326,6 +342,9 @@ impl Tcp {
             writable: false,
             host_eof: false,
             shut_wr: false,
+            sack_ok: frame::sack_permitted(packet, meta.l4_offset),
+            acked: None,
+            dsack: None,
         };
         let i = self.insert(flow);
         let Some(flow) = self.flows[i].as_mut() else {
@@ -599,6 +618,10 @@ impl Tcp {
             writable: true,
             host_eof: false,
             shut_wr: false,
+            // Known from the container's SYN-ACK.
+            sack_ok: false,
+            acked: None,
+            dsack: None,
         };
         let i = self.insert(flow);
         if let Some(flow) = self.flows[i].as_mut()
@@ -770,11 +793,14 @@ impl Tcp {
             frame::ethernet(buf.frame_mut(), &ep);
             let (l4, flags) = {
                 let (sport, dport) = tcp_ports(buf.frame());
-                let mss = self
+                let flow = self
                     .by_quad
                     .get(&(dst, dport, src, sport))
-                    .and_then(|&i| self.flows.get(i)?.as_ref())
-                    .map_or(ep.mss, |f| f.mss);
+                    .and_then(|&i| self.flows.get_mut(i)?.as_mut());
+                let mss = flow.as_ref().map_or(ep.mss, |f| f.mss);
+                if let Some(flow) = flow {
+                    note_ack(flow, &mut buf);
+                }
                 match frame::tcp_offload(&mut buf, mss) {
                     Some(x) => x,
                     None => {
@@ -900,6 +926,35 @@ impl Tcp {
             self.remove(cx.registry, i);
         }
     }
+}
+
+/// Records the acknowledgment number of a segment the endpoint wrote for
+/// `flow` (Ethernet header, then IPv4), and puts a pending D-SACK block on
+/// it when it is a pure ACK.
+fn note_ack(flow: &mut Flow, buf: &mut crate::buf::PacketBuf) {
+    let f = buf.frame();
+    let l4 = ETH + usize::from(f.get(ETH).copied().unwrap_or(0x45) & 0x0f) * 4;
+    let Some(ack) = f.get(l4 + 8..l4 + 12) else {
+        return;
+    };
+    if f.get(l4 + 13).is_some_and(|flags| flags & 0x10 != 0) {
+        flow.acked = Some(u32::from_be_bytes([ack[0], ack[1], ack[2], ack[3]]));
+        if let Some(block) = flow.dsack
+            && frame::add_dsack(buf, block).is_some()
+        {
+            flow.dsack = None;
+        }
+    }
+}
+
+/// The IPv4 packet at `range` of the frame in `buf` (empty when gone).
+fn packet_of<'a>(
+    buf: &'a Option<crate::buf::PacketBuf>,
+    range: &core::ops::Range<usize>,
+) -> &'a [u8] {
+    buf.as_ref()
+        .and_then(|b| b.frame().get(range.clone()))
+        .unwrap_or_default()
 }
 
 /// A client's address and port as a container can answer them: not

@@ -1291,3 +1291,139 @@ fn with_two_shards_published_connections_are_dealt_out_and_a_release_resets_all(
     }
     handle.shutdown();
 }
+
+/// A data segment from the container as its kernel would retransmit it.
+fn data_frame(sport: u16, dport: u16, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = tcp_frame(C_IP, sport, Ipv4Addr::LOCALHOST, dport);
+    f[0..6].copy_from_slice(&GW_MAC.0);
+    f[6..12].copy_from_slice(&C_MAC.0);
+    f.extend_from_slice(payload);
+    let total = u16::try_from(f.len() - 14).unwrap();
+    super::frame::ipv4(
+        &mut f[14..34],
+        C_IP,
+        Ipv4Addr::LOCALHOST,
+        smoltcp::wire::IpProtocol::Tcp,
+        payload.len() + 20,
+    );
+    assert_eq!(u16::from_be_bytes([f[16], f[17]]), total);
+    f[38..42].copy_from_slice(&seq.to_be_bytes());
+    f[42..46].copy_from_slice(&ack.to_be_bytes());
+    f[46] = 5 << 4;
+    f[47] = 0x18; // ACK, PSH
+    f[48..50].copy_from_slice(&1024u16.to_be_bytes());
+    f
+}
+
+/// The TCP header's fields of a frame the connector wrote: (seq, ack,
+/// SACK blocks).
+type Sacks = [Option<(u32, u32)>; 3];
+
+fn tcp_fields(frame: &[u8]) -> Option<(u32, u32, Sacks)> {
+    let ip = smoltcp::wire::Ipv4Packet::new_checked(frame.get(14..)?).ok()?;
+    if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
+        return None;
+    }
+    let p = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+    let mut sacks = [None; 3];
+    let mut opts = p.options();
+    while !opts.is_empty() {
+        let (rest, opt) = smoltcp::wire::TcpOption::parse(opts).ok()?;
+        if let smoltcp::wire::TcpOption::SackRange(r) = opt {
+            sacks = r;
+        }
+        if matches!(opt, smoltcp::wire::TcpOption::EndOfList) {
+            break;
+        }
+        opts = rest;
+    }
+    Some((
+        p.seq_number().0.cast_unsigned(),
+        p.ack_number().0.cast_unsigned(),
+        sacks,
+    ))
+}
+
+#[test]
+fn data_the_container_sends_twice_is_reported_with_a_dsack_block_and_delivered_once() {
+    let (handle, peer) = connector(false, true);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dport = server.local_addr().unwrap().port();
+    let outside = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut c = Container::new(&handle, peer);
+    let h = c.sockets.add(Container::socket());
+    let sport = 21_000 + u16::try_from(std::process::id() % 20_000).unwrap();
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(
+            c.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), dport),
+            sport,
+        )
+        .unwrap();
+    c.until("connected", |c| {
+        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
+    });
+    let sent: Vec<u8> = (0..1000).map(|i| pattern(i, 239)).collect();
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .send_slice(&sent)
+        .unwrap();
+    c.until("acknowledged", |c| {
+        c.sockets.get::<tcp::Socket>(h).send_queue() == 0
+    });
+    // The connector's last ACK: its next sequence number and how far it
+    // acknowledged the container's data.
+    let (seq, acked, _) = c
+        .wire
+        .seen
+        .iter()
+        .rev()
+        .find_map(|(_, f)| tcp_fields(f))
+        .expect("an ACK from the connector");
+    // The container sends its last 100 bytes again, as after a tail loss
+    // probe that fired too early.
+    let before = c.wire.seen.len();
+    let mut dup =
+        PacketBuf::from_frame(&data_frame(sport, dport, acked - 100, seq, &sent[900..])).unwrap();
+    c.wire.link.offer(PORT, &mut dup).unwrap();
+    c.until("the answer to the duplicate", |c| {
+        c.wire.seen[before..]
+            .iter()
+            .filter_map(|(_, f)| tcp_fields(f))
+            .any(|(_, ack, sacks)| ack == acked && sacks[0] == Some((acked - 100, acked)))
+    });
+    // Data the container has not sent twice carries no D-SACK block.
+    let before = c.wire.seen.len();
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .send_slice(&sent[..10])
+        .unwrap();
+    c.until("acknowledged", |c| {
+        c.sockets.get::<tcp::Socket>(h).send_queue() == 0
+    });
+    assert!(
+        c.wire.seen[before..]
+            .iter()
+            .filter_map(|(_, f)| tcp_fields(f))
+            .all(|(_, _, sacks)| sacks[0].is_none()),
+        "a D-SACK block without a duplicate"
+    );
+    c.sockets.get_mut::<tcp::Socket>(h).close();
+    c.until("closed", |c| {
+        matches!(
+            c.sockets.get::<tcp::Socket>(h).state(),
+            tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2
+        )
+    });
+    let got = outside.join().unwrap();
+    let mut want = sent.clone();
+    want.extend_from_slice(&sent[..10]);
+    assert_eq!(got, want, "the duplicate reached the outside once");
+    handle.shutdown();
+}
