@@ -187,22 +187,32 @@ pub(crate) fn sack_permitted(packet: &[u8], l4: usize) -> bool {
     tcp_options(packet, l4).any(|(kind, o)| kind == 4 && o.len() == 2)
 }
 
-/// The duplicate part of the container's data segment at `l4` of the IPv4
-/// `packet`, by the acknowledgment number `acked` the endpoint last sent:
-/// `[seq, min(end, acked))` when the segment starts before it, for a
-/// D-SACK block.
-pub(crate) fn duplicate_range(packet: &[u8], l4: usize, acked: u32) -> Option<(u32, u32)> {
+/// The sequence space `[seq, end)` the data of the TCP segment at `l4` of
+/// the IPv4 `packet` occupies; `None` for a segment without data.
+pub(crate) fn data_span(packet: &[u8], l4: usize) -> Option<(u32, u32)> {
     let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
     let doff = usize::from(*packet.get(l4 + 12)? >> 4) * 4;
     let payload = total.checked_sub(l4 + doff).filter(|&n| n > 0)?;
     let seq = u32::from_be_bytes(packet.get(l4 + 4..l4 + 8)?.try_into().ok()?);
-    let end = seq.wrapping_add(u32::try_from(payload).ok()?);
-    // Sequence numbers compare modulo 2^32 (RFC 9293 §3.4).
-    let before = |a: u32, b: u32| (a.wrapping_sub(b) as i32) < 0;
-    if !before(seq, acked) {
+    Some((seq, seq.wrapping_add(u32::try_from(payload).ok()?)))
+}
+
+/// Whether sequence number `a` comes before `b`, modulo 2^32 (RFC 9293
+/// §3.4).
+pub(crate) const fn seq_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// The duplicate part of the container's data segment at `l4` of the IPv4
+/// `packet`, by `taken`, the end of the in-order data the endpoint already
+/// has: `[seq, min(end, taken))` when the segment starts before it, for a
+/// D-SACK block.
+pub(crate) fn duplicate_range(packet: &[u8], l4: usize, taken: u32) -> Option<(u32, u32)> {
+    let (seq, end) = data_span(packet, l4)?;
+    if !seq_before(seq, taken) {
         return None;
     }
-    Some((seq, if before(end, acked) { end } else { acked }))
+    Some((seq, if seq_before(end, taken) { end } else { taken }))
 }
 
 /// Adds a D-SACK block (RFC 2883: the first SACK block reports data

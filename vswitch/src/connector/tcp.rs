@@ -85,8 +85,12 @@ struct Flow {
     shut_wr: bool,
     /// The container's SYN or SYN-ACK permitted SACK.
     sack_ok: bool,
-    /// The acknowledgment number the endpoint last sent the container.
-    acked: Option<u32>,
+    /// The end of the in-order data the endpoint has from the container:
+    /// the furthest of the acknowledgment numbers it sent and the ends of
+    /// the segments that continued it since, acknowledged or not (a
+    /// retransmission may arrive in the same batch as its original, before
+    /// the original's acknowledgment leaves). Never moved past a hole.
+    taken: Option<u32>,
     /// Data the container sent twice, for a D-SACK block on the next pure
     /// ACK ([`frame::add_dsack`]).
     dsack: Option<(u32, u32)>,
@@ -273,13 +277,19 @@ impl Tcp {
                 }
                 flow.sack_ok = frame::sack_permitted(packet_of(buf, &range), meta.l4_offset);
             } else if flow.sack_ok
-                && let Some(acked) = flow.acked
-                && let Some(dup) =
-                    frame::duplicate_range(packet_of(buf, &range), meta.l4_offset, acked)
+                && let Some(taken) = flow.taken
+                && let Some((seq, end)) = frame::data_span(packet_of(buf, &range), meta.l4_offset)
             {
-                // Data already acknowledged: a retransmission the
-                // container need not have sent, reported on the answer.
-                flow.dsack = Some(dup);
+                if let Some(dup) =
+                    frame::duplicate_range(packet_of(buf, &range), meta.l4_offset, taken)
+                {
+                    // Data the endpoint already has: a retransmission the
+                    // container need not have sent, reported on the answer.
+                    flow.dsack = Some(dup);
+                }
+                if !frame::seq_before(taken, seq) && frame::seq_before(taken, end) {
+                    flow.taken = Some(end);
+                }
             }
             cx.flows.track(cx.now, &flow.from_key, meta.info());
             // The worker's buffer goes to the endpoint as it is.
@@ -343,7 +353,7 @@ impl Tcp {
             host_eof: false,
             shut_wr: false,
             sack_ok: frame::sack_permitted(packet, meta.l4_offset),
-            acked: None,
+            taken: None,
             dsack: None,
         };
         let i = self.insert(flow);
@@ -620,7 +630,7 @@ impl Tcp {
             shut_wr: false,
             // Known from the container's SYN-ACK.
             sack_ok: false,
-            acked: None,
+            taken: None,
             dsack: None,
         };
         let i = self.insert(flow);
@@ -938,7 +948,11 @@ fn note_ack(flow: &mut Flow, buf: &mut crate::buf::PacketBuf) {
         return;
     };
     if f.get(l4 + 13).is_some_and(|flags| flags & 0x10 != 0) {
-        flow.acked = Some(u32::from_be_bytes([ack[0], ack[1], ack[2], ack[3]]));
+        let ack = u32::from_be_bytes([ack[0], ack[1], ack[2], ack[3]]);
+        flow.taken = Some(match flow.taken {
+            Some(t) if frame::seq_before(ack, t) => t,
+            _ => ack,
+        });
         if let Some(block) = flow.dsack
             && frame::add_dsack(buf, block).is_some()
         {

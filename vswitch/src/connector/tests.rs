@@ -1427,3 +1427,70 @@ fn data_the_container_sends_twice_is_reported_with_a_dsack_block_and_delivered_o
     assert_eq!(got, want, "the duplicate reached the outside once");
     handle.shutdown();
 }
+
+#[test]
+fn a_copy_that_arrives_before_its_original_is_acknowledged_is_reported_with_a_dsack_block() {
+    let (handle, peer) = connector(false, true);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dport = server.local_addr().unwrap().port();
+    let outside = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        let mut got = vec![0u8; 1100];
+        s.read_exact(&mut got).map(|()| got)
+    });
+    let mut c = Container::new(&handle, peer);
+    let h = c.sockets.add(Container::socket());
+    let sport = 21_000 + u16::try_from(std::process::id() % 20_000).unwrap() + 1;
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(
+            c.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), dport),
+            sport,
+        )
+        .unwrap();
+    c.until("connected", |c| {
+        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
+    });
+    let sent: Vec<u8> = (0..1000).map(|i| pattern(i, 241)).collect();
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .send_slice(&sent)
+        .unwrap();
+    c.until("acknowledged", |c| {
+        c.sockets.get::<tcp::Socket>(h).send_queue() == 0
+    });
+    let (seq, acked, _) = c
+        .wire
+        .seen
+        .iter()
+        .rev()
+        .find_map(|(_, f)| tcp_fields(f))
+        .expect("an ACK from the connector");
+    // 100 new bytes and, right behind them, the same segment again (a
+    // probe that fired while the original waited for the connector): the
+    // copy starts before what the connector has, though not before what
+    // it has acknowledged yet.
+    let more: Vec<u8> = (0..100).map(|i| pattern(i, 17)).collect();
+    let before = c.wire.seen.len();
+    for _ in 0..2 {
+        let mut f = PacketBuf::from_frame(&data_frame(sport, dport, acked, seq, &more)).unwrap();
+        c.wire.link.offer(PORT, &mut f).unwrap();
+    }
+    let end = acked.wrapping_add(100);
+    c.until("the answer to the copy", |c| {
+        c.wire.seen[before..]
+            .iter()
+            .filter_map(|(_, f)| tcp_fields(f))
+            .any(|(_, ack, sacks)| ack == end && sacks[0] == Some((acked, end)))
+    });
+    let got = outside
+        .join()
+        .unwrap()
+        .expect("the outside read 1,100 bytes");
+    let mut want = sent;
+    want.extend_from_slice(&more);
+    assert_eq!(got, want, "the copy reached the outside once");
+    c.sockets.get_mut::<tcp::Socket>(h).abort();
+    handle.shutdown();
+}
