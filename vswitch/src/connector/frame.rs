@@ -203,12 +203,11 @@ pub(crate) const fn seq_before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
-/// The duplicate part of the container's data segment at `l4` of the IPv4
-/// `packet`, by `taken`, the end of the in-order data the endpoint already
-/// has: `[seq, min(end, taken))` when the segment starts before it, for a
-/// D-SACK block.
-pub(crate) fn duplicate_range(packet: &[u8], l4: usize, taken: u32) -> Option<(u32, u32)> {
-    let (seq, end) = data_span(packet, l4)?;
+/// The duplicate part of the container's data at `(seq, end)` (its
+/// [`data_span`]), by `taken`, the end of the in-order data the endpoint
+/// already has: `[seq, min(end, taken))` when the data starts before it,
+/// for a D-SACK block.
+pub(crate) const fn duplicate_part((seq, end): (u32, u32), taken: u32) -> Option<(u32, u32)> {
     if !seq_before(seq, taken) {
         return None;
     }
@@ -298,6 +297,11 @@ mod tests {
     use smoltcp::wire::{Ipv4Packet, TcpOption, TcpPacket};
 
     use super::*;
+
+    /// [`duplicate_part`] of the data segment at `l4` of `packet`.
+    fn duplicate_range(packet: &[u8], l4: usize, taken: u32) -> Option<(u32, u32)> {
+        duplicate_part(data_span(packet, l4)?, taken)
+    }
 
     /// A pure ACK as the endpoint writes it: Ethernet (left zero), IPv4,
     /// TCP with `opts`.

@@ -280,9 +280,7 @@ impl Tcp {
                 && let Some(taken) = flow.taken
                 && let Some((seq, end)) = frame::data_span(packet_of(buf, &range), meta.l4_offset)
             {
-                if let Some(dup) =
-                    frame::duplicate_range(packet_of(buf, &range), meta.l4_offset, taken)
-                {
+                if let Some(dup) = frame::duplicate_part((seq, end), taken) {
                     // Data the endpoint already has: a retransmission the
                     // container need not have sent, reported on the answer.
                     flow.dsack = Some(dup);

@@ -254,6 +254,34 @@ impl Container {
         h
     }
 
+    /// A connection to `127.0.0.1:dport` from `sport` that has sent `data`
+    /// and seen it acknowledged: the socket, and the connector's last ACK
+    /// (its next sequence number and how far it acknowledged the data).
+    fn sent_and_acknowledged(
+        &mut self,
+        dport: u16,
+        sport: u16,
+        data: &[u8],
+    ) -> (smoltcp::iface::SocketHandle, u32, u32) {
+        let h = self.connect(Ipv4Addr::LOCALHOST, dport, sport);
+        self.until("connected", |c| c.state(h) == tcp::State::Established);
+        self.sockets
+            .get_mut::<tcp::Socket>(h)
+            .send_slice(data)
+            .unwrap();
+        self.until("acknowledged", |c| {
+            c.sockets.get::<tcp::Socket>(h).send_queue() == 0
+        });
+        let (seq, acked, _) = self
+            .wire
+            .seen
+            .iter()
+            .rev()
+            .find_map(|(_, f)| tcp_fields(f))
+            .expect("an ACK from the connector");
+        (h, seq, acked)
+    }
+
     /// A socket listening on `port`.
     fn listen(&mut self, port: u16) -> smoltcp::iface::SocketHandle {
         let h = self.sockets.add(Self::socket());
@@ -1356,36 +1384,9 @@ fn data_the_container_sends_twice_is_reported_with_a_dsack_block_and_delivered_o
         got
     });
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
     let sport = 21_000 + u16::try_from(std::process::id() % 20_000).unwrap();
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), dport),
-            sport,
-        )
-        .unwrap();
-    c.until("connected", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-    });
     let sent: Vec<u8> = (0..1000).map(|i| pattern(i, 239)).collect();
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .send_slice(&sent)
-        .unwrap();
-    c.until("acknowledged", |c| {
-        c.sockets.get::<tcp::Socket>(h).send_queue() == 0
-    });
-    // The connector's last ACK: its next sequence number and how far it
-    // acknowledged the container's data.
-    let (seq, acked, _) = c
-        .wire
-        .seen
-        .iter()
-        .rev()
-        .find_map(|(_, f)| tcp_fields(f))
-        .expect("an ACK from the connector");
+    let (h, seq, acked) = c.sent_and_acknowledged(dport, sport, &sent);
     // The container sends its last 100 bytes again, as after a tail loss
     // probe that fired too early.
     let before = c.wire.seen.len();
@@ -1439,34 +1440,9 @@ fn a_copy_that_arrives_before_its_original_is_acknowledged_is_reported_with_a_ds
         s.read_exact(&mut got).map(|()| got)
     });
     let mut c = Container::new(&handle, peer);
-    let h = c.sockets.add(Container::socket());
     let sport = 21_000 + u16::try_from(std::process::id() % 20_000).unwrap() + 1;
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(
-            c.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), dport),
-            sport,
-        )
-        .unwrap();
-    c.until("connected", |c| {
-        c.sockets.get::<tcp::Socket>(h).state() == tcp::State::Established
-    });
     let sent: Vec<u8> = (0..1000).map(|i| pattern(i, 241)).collect();
-    c.sockets
-        .get_mut::<tcp::Socket>(h)
-        .send_slice(&sent)
-        .unwrap();
-    c.until("acknowledged", |c| {
-        c.sockets.get::<tcp::Socket>(h).send_queue() == 0
-    });
-    let (seq, acked, _) = c
-        .wire
-        .seen
-        .iter()
-        .rev()
-        .find_map(|(_, f)| tcp_fields(f))
-        .expect("an ACK from the connector");
+    let (h, seq, acked) = c.sent_and_acknowledged(dport, sport, &sent);
     // 100 new bytes and, right behind them, the same segment again (a
     // probe that fired while the original waited for the connector): the
     // copy starts before what the connector has, though not before what
