@@ -447,6 +447,11 @@ impl Tcp {
         };
         flow.conn = create_flow(cx, flow.from_key, reply, syn_info);
         let mut sock = new_socket();
+        // The container's kernel negotiates timestamps with the endpoint as
+        // it would with the remote server behind a kernel NAT: its RTT
+        // samples and PAWS work as on that path. A SYN without them turns
+        // them off for the connection.
+        sock.set_tsval_generator(Some(tsval));
         if sock
             .listen(IpListenEndpoint {
                 addr: Some(IpAddress::Ipv4(p_ip)),

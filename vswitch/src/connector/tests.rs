@@ -394,6 +394,44 @@ fn tcp_egress_carries_data_both_ways_from_the_containers_port() {
     handle.shutdown();
 }
 
+/// An egress connection takes the timestamps the container offers, as
+/// the remote server would behind a kernel NAT, and echoes them.
+#[test]
+fn an_egress_connection_negotiates_the_containers_timestamps() {
+    let (handle, peer) = connector(false, true);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mut c = Container::new(&handle, peer);
+    let sport = 30_000 + u16::try_from(std::process::id() % 5_000).unwrap();
+    let h = c.connect(Ipv4Addr::LOCALHOST, port, sport);
+    c.sockets
+        .get_mut::<tcp::Socket>(h)
+        .set_tsval_generator(Some(|| 7_777));
+    let outside = std::thread::spawn(move || server.accept().unwrap().0);
+    c.until("connected", |c| c.state(h) == tcp::State::Established);
+    let syn_ack = c
+        .wire
+        .seen
+        .iter()
+        .find_map(|(_, f)| {
+            let (_, rest) = etherparse::Ethernet2Header::from_slice(f).ok()?;
+            let ip = etherparse::Ipv4Slice::from_slice(rest).ok()?;
+            let tcp = etherparse::TcpSlice::from_slice(ip.payload().payload).ok()?;
+            (tcp.syn() && tcp.ack()).then(|| tcp.to_header())
+        })
+        .expect("the connector's SYN-ACK");
+    assert!(
+        syn_ack.options_iterator().any(|o| matches!(
+            o,
+            Ok(etherparse::TcpOptionElement::Timestamp(v, 7_777)) if v != 0
+        )),
+        "the SYN-ACK does not echo the container's timestamp: {:?}",
+        syn_ack.options
+    );
+    drop(outside.join().unwrap());
+    handle.shutdown();
+}
+
 #[test]
 fn tcp_to_a_closed_port_is_reset() {
     let (handle, peer) = connector(false, true);
