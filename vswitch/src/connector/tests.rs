@@ -282,6 +282,20 @@ impl Container {
         (h, seq, acked)
     }
 
+    /// The TCP header of the first frame the connector sent that `pick`
+    /// accepts.
+    fn first_tcp_header(
+        &self,
+        pick: impl Fn(&etherparse::TcpSlice<'_>) -> bool,
+    ) -> Option<etherparse::TcpHeader> {
+        self.wire.seen.iter().find_map(|(_, f)| {
+            let (_, rest) = etherparse::Ethernet2Header::from_slice(f).ok()?;
+            let ip = etherparse::Ipv4Slice::from_slice(rest).ok()?;
+            let tcp = etherparse::TcpSlice::from_slice(ip.payload().payload).ok()?;
+            pick(&tcp).then(|| tcp.to_header())
+        })
+    }
+
     /// A socket listening on `port`.
     fn listen(&mut self, port: u16) -> smoltcp::iface::SocketHandle {
         let h = self.sockets.add(Self::socket());
@@ -410,15 +424,7 @@ fn an_egress_connection_negotiates_the_containers_timestamps() {
     let outside = std::thread::spawn(move || server.accept().unwrap().0);
     c.until("connected", |c| c.state(h) == tcp::State::Established);
     let syn_ack = c
-        .wire
-        .seen
-        .iter()
-        .find_map(|(_, f)| {
-            let (_, rest) = etherparse::Ethernet2Header::from_slice(f).ok()?;
-            let ip = etherparse::Ipv4Slice::from_slice(rest).ok()?;
-            let tcp = etherparse::TcpSlice::from_slice(ip.payload().payload).ok()?;
-            (tcp.syn() && tcp.ack()).then(|| tcp.to_header())
-        })
+        .first_tcp_header(|t| t.syn() && t.ack())
         .expect("the connector's SYN-ACK");
     assert!(
         syn_ack.options_iterator().any(|o| matches!(
@@ -642,15 +648,7 @@ fn published_tcp_data_reaches_the_container_as_super_frames_cut_at_its_mss() {
     // The SYN carries a timestamp, so the container's kernel takes it
     // even on a pair it holds in TIME_WAIT.
     let syn = c
-        .wire
-        .seen
-        .iter()
-        .find_map(|(_, f)| {
-            let (_, rest) = etherparse::Ethernet2Header::from_slice(f).ok()?;
-            let ip = etherparse::Ipv4Slice::from_slice(rest).ok()?;
-            let tcp = etherparse::TcpSlice::from_slice(ip.payload().payload).ok()?;
-            (tcp.syn() && !tcp.ack()).then(|| tcp.to_header())
-        })
+        .first_tcp_header(|t| t.syn() && !t.ack())
         .expect("the connector's SYN to the container");
     assert!(
         syn.options_iterator().any(|o| matches!(
