@@ -447,11 +447,6 @@ impl Tcp {
         };
         flow.conn = create_flow(cx, flow.from_key, reply, syn_info);
         let mut sock = new_socket();
-        // The container's kernel negotiates timestamps with the endpoint as
-        // it would with the remote server behind a kernel NAT: its RTT
-        // samples and PAWS work as on that path. A SYN without them turns
-        // them off for the connection.
-        sock.set_tsval_generator(Some(tsval));
         if sock
             .listen(IpListenEndpoint {
                 addr: Some(IpAddress::Ipv4(p_ip)),
@@ -579,8 +574,8 @@ impl Tcp {
         // endpoint's sequence numbers are random, so without timestamps
         // half the reuses met a challenge ACK and waited a second for the
         // SYN's retransmission (connections/s through a published port,
-        // `benches/scripts/publish-compare.sh`).
-        sock.set_tsval_generator(Some(tsval));
+        // `benches/scripts/publish-compare.sh`). [`new_socket`] turns
+        // timestamps on.
         let remote = IpEndpoint::new(IpAddress::Ipv4(*container.ip()), container.port());
         let local = IpEndpoint::new(IpAddress::Ipv4(seen.0), seen.1);
         if sock.connect(self.iface.context(), remote, local).is_err() {
@@ -1029,6 +1024,12 @@ fn tsval() -> u32 {
     u32::try_from(ms % (1 << 32)).unwrap_or(0).wrapping_add(1)
 }
 
+/// An endpoint socket toward a container, published or egress. It carries
+/// timestamps as the container's peer on a kernel path would: an egress
+/// connection's as the remote server behind a kernel NAT (the container's
+/// RTT samples and PAWS work as on that path), a published one's so the
+/// container takes a reused pair it holds in TIME_WAIT. A SYN without
+/// them turns them off for the connection.
 fn new_socket() -> Socket<'static> {
     let mut s = Socket::new(
         SocketBuffer::new(vec![0; SOCKET_BUFFER]),
@@ -1036,6 +1037,7 @@ fn new_socket() -> Socket<'static> {
     );
     s.set_nagle_enabled(false);
     s.set_ack_delay(None);
+    s.set_tsval_generator(Some(tsval));
     s
 }
 
